@@ -1,0 +1,905 @@
+"""Security-group guardrail: undo unapproved security-group changes seconds after they happen.
+
+An EventBridge rule (event_pattern.json) sends this function the CloudTrail record of every
+successful AuthorizeSecurityGroupIngress, AuthorizeSecurityGroupEgress and
+ModifySecurityGroupRules call. The function reads which rules the call added, checks them
+against the CONDITIONS block below, and revokes exactly those rules: by the rule IDs in the
+response when CloudTrail has them, otherwise by the permissions rebuilt from the request.
+It never touches a rule the call did not add, and a failed call (errorCode) is left alone.
+
+Deploy: zip this one file, create a Lambda function (Python 3.12+, handler
+lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge
+rule with event_pattern.json at it. The README has the commands.
+
+Environment: DRY_RUN=true decides and logs, but changes nothing.
+Every event produces one JSON log line; the handler returns the same summary.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import os
+import re
+import sys
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+# =============================================================================================
+# CONDITIONS: edit this block. Every list empty means "revert every change" (the default).
+# =============================================================================================
+
+# Changes made by these principals are kept. Shell-style patterns (* and ?), matched against
+# the caller's ARN, its role's ARN (sessionIssuer.arn) and the AWS service that acted for it
+# (invokedBy).
+EXEMPT_PRINCIPALS: list[str] = [
+    # "arn:aws:iam::111122223333:user/alice",          # one IAM user
+    # "arn:aws:iam::*:role/NetworkAdmin",              # every session of a role
+    # "arn:aws:sts::*:assumed-role/Deployer/ci-*",     # some sessions of a role
+    # "arn:aws:iam::*:root",                           # the root user
+    # "cloudformation.amazonaws.com",                  # changes made by CloudFormation stacks
+]
+
+ONLY_GROUP_IDS: list[str] = []  # e.g. ["sg-0123456789abcdef0"]: guard only these groups
+NEVER_GROUP_IDS: list[
+    str
+] = []  # e.g. ["sg-0fedcba9876543210"]: never touch these groups
+ONLY_VPC_IDS: list[
+    str
+] = []  # e.g. ["vpc-0123456789abcdef0"]: guard only groups in these VPCs
+NEVER_VPC_IDS: list[
+    str
+] = []  # e.g. ["vpc-0fedcba9876543210"]: never touch groups in these
+
+# Tags: a key with a value, or with None for "any value". A group matches when it carries any.
+ONLY_TAGGED: dict[
+    str, str | None
+] = {}  # e.g. {"guardrail": "on"}: guard only tagged groups
+NEVER_TAGGED: dict[str, str | None] = {}  # e.g. {"guardrail": "off"}: never touch these
+
+# Rules that may stay. A rule is kept when it matches every key of one entry. Keys:
+# isEgress, ipProtocol ("tcp", "udp", "icmp", "icmpv6", "-1" or a number), fromPort/toPort
+# (the rule's ports must lie inside), cidr (exactly this range), cidrWithin (a range inside
+# this one), prefixListId, referencedGroupId.
+ALLOWED_RULES: list[dict[str, Any]] = [
+    # {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"},  # HTTPS, IPv4
+    # {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "::/0"},       # HTTPS, IPv6
+    # {"isEgress": False, "cidrWithin": "10.0.0.0/8"},  # any inbound traffic from inside 10/8
+    # {"isEgress": True, "prefixListId": "pl-0123456789abcdef0"},  # outbound to a prefix list
+]
+
+REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
+# ModifySecurityGroupRules edits a rule in place and the event lacks the old value, so the
+# safe undo is to revoke the edited rule. False: leave such edits alone.
+REVERT_MODIFIED_RULES = True
+
+
+def should_revert(change: dict[str, Any]) -> bool:
+    """The last word on a change the conditions above would revert. False keeps it.
+
+    `change` holds eventId, eventName, eventTime, actor, principals, account, region, groupId,
+    groupName, isEgress, rules (the rules about to be revoked) and, when the VPC or tag
+    conditions are set, vpcId and tags.
+    """
+    # e.g. return not change["actor"].endswith("/break-glass")
+    return True
+
+
+# =============================================================================================
+# Reading the event: CloudTrail record -> change (pure; raises BadEvent on anything odd)
+# =============================================================================================
+
+HANDLED_EVENTS = (
+    "AuthorizeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "ModifySecurityGroupRules",
+)
+PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+SOURCE_KEYS = ("cidrIpv4", "cidrIpv6", "prefixListId", "referencedGroupInfo")
+
+GROUP_ID = re.compile(r"sg-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+RULE_ID = re.compile(r"sgr-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+PREFIX_LIST_ID = re.compile(r"pl-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+VPC_ID = re.compile(r"vpc-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+ACCOUNT_ID = re.compile(r"\d{12}")
+REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}")
+USER_ID = re.compile(r"\d{12}|amazon-elb")
+
+
+class BadEvent(ValueError):
+    """The event is unrelated, failed, or malformed: log it, change nothing, don't retry."""
+
+
+def read_change(event: Any) -> dict[str, Any]:
+    """Turn an EventBridge event or a bare CloudTrail record into the change it made."""
+    record = unwrap(event)
+    name = record.get("eventName")
+    if record.get("eventSource") != "ec2.amazonaws.com" or name not in HANDLED_EVENTS:
+        raise BadEvent(f"not a security-group change: {str(name)[:80]}")
+    if record.get("errorCode"):
+        raise BadEvent(
+            f"the call failed ({str(record['errorCode'])[:80]}); nothing changed"
+        )
+    params = as_dict(record.get("requestParameters"), "requestParameters")
+    response = as_dict(record.get("responseElements") or {}, "responseElements")
+    change: dict[str, Any] = {
+        "eventId": text(record.get("eventID"), "eventID", 128),
+        "eventName": name,
+        "eventTime": record.get("eventTime")
+        if isinstance(record.get("eventTime"), str)
+        else None,
+        "region": checked(record.get("awsRegion"), REGION, "awsRegion"),
+        "account": checked(
+            record.get("recipientAccountId") or event.get("account"),
+            ACCOUNT_ID,
+            "account",
+        ),
+        **read_actor(record.get("userIdentity")),
+    }
+    if name == "ModifySecurityGroupRules":
+        change.update(read_modification(params))
+    else:
+        change.update(read_authorization(params, response, name.endswith("Egress")))
+    return change
+
+
+def unwrap(event: Any) -> dict[str, Any]:
+    """The CloudTrail record inside an EventBridge event, or the event itself if it is one."""
+    if not isinstance(event, dict):
+        raise BadEvent(f"event is a {type(event).__name__}, not a JSON object")
+    if "detail" not in event:
+        return event
+    if event.get("source", "aws.ec2") != "aws.ec2":
+        raise BadEvent(f"not an EC2 event: source {str(event.get('source'))[:80]}")
+    return as_dict(event["detail"], "detail")
+
+
+def read_actor(identity: Any) -> dict[str, Any]:
+    """Who made the change, and every name an exemption pattern may match."""
+    identity = identity if isinstance(identity, dict) else {}
+    issuer = field(field(field(identity, "sessionContext"), "sessionIssuer"), "arn")
+    names = [field(identity, "arn"), issuer, field(identity, "invokedBy")]
+    principals = [n for n in names if isinstance(n, str) and n]
+    return {
+        "actor": principals[0] if principals else "unknown",
+        "principals": principals,
+    }
+
+
+def field(d: Any, key: str) -> Any:
+    """d[key], tolerating the lower-cased keys some log pipelines write."""
+    if not isinstance(d, dict):
+        return None
+    if key in d:
+        return d[key]
+    return next(
+        (v for k, v in d.items() if isinstance(k, str) and k.lower() == key.lower()),
+        None,
+    )
+
+
+def read_authorization(params: dict, response: dict, is_egress: bool) -> dict[str, Any]:
+    """Group and rules of an Authorize* call: response rule IDs first, else the request."""
+    group_id = params.get("groupId")
+    group_name = params.get("groupName")
+    rule_set = response.get("securityGroupRuleSet")
+    if rule_set not in (None, {}):
+        rules = [
+            read_response_rule(item, is_egress) for item in items(rule_set, "ruleSet")
+        ]
+        group_id = group_id or (rules[0]["groupId"] if rules else None)
+        if any(rule["groupId"] != group_id for rule in rules):
+            raise BadEvent("response rules belong to another group than the request")
+    else:
+        rules = read_request_rules(params, is_egress)
+    if not rules:
+        raise BadEvent("the call added no rules")
+    if group_id is not None:
+        group_id = checked(group_id, GROUP_ID, "groupId")
+        group_name = group_name if isinstance(group_name, str) else None
+    elif is_egress or group_name is None:
+        raise BadEvent("no groupId in the request")
+    else:
+        group_name = text(group_name, "groupName", 255)
+    return {
+        "groupId": group_id,
+        "groupName": group_name,
+        "isEgress": is_egress,
+        "rules": rules,
+    }
+
+
+def read_response_rule(item: Any, is_egress: bool) -> dict[str, Any]:
+    """One securityGroupRuleSet item: a rule the call created, with its ID."""
+    item = as_dict(item, "securityGroupRuleSet item")
+    if item.get("isEgress", is_egress) is not is_egress:
+        raise BadEvent("response rule direction differs from the call")
+    rule = {
+        "securityGroupRuleId": checked(
+            item.get("securityGroupRuleId"), RULE_ID, "ruleId"
+        ),
+        "groupId": checked(item.get("groupId"), GROUP_ID, "groupId"),
+        "isEgress": is_egress,
+        **read_protocol_and_ports(item),
+    }
+    sources = [key for key in SOURCE_KEYS if item.get(key) is not None]
+    if len(sources) != 1:
+        raise BadEvent(f"response rule has {len(sources)} sources, not one")
+    kind = sources[0]
+    if kind == "referencedGroupInfo":
+        info = as_dict(item[kind], kind)
+        return {**rule, **group_source(info.get("groupId"), info.get("userId"), None)}
+    return {**rule, **read_source(kind, item[kind])}
+
+
+def read_request_rules(params: dict, is_egress: bool) -> list[dict[str, Any]]:
+    """Rules rebuilt from ipPermissions and from the legacy flat form."""
+    rules = [
+        {"isEgress": is_egress, **source, **read_protocol_and_ports(perm)}
+        for perm in dict_items(params, "ipPermissions")
+        for source in read_permission_sources(perm)
+    ]
+    if params.get("cidrIp") is not None:
+        rules.append(
+            {
+                "isEgress": is_egress,
+                **read_source("cidrIpv4", params["cidrIp"]),
+                **read_protocol_and_ports(params),
+            }
+        )
+    if params.get("sourceSecurityGroupName") is not None:
+        # Without a protocol the API grants the source group full TCP, UDP and ICMP access.
+        source = group_source(
+            None,
+            params.get("sourceSecurityGroupOwnerId"),
+            params["sourceSecurityGroupName"],
+        )
+        if params.get("ipProtocol") is not None:
+            shapes = [read_protocol_and_ports(params)]
+        else:
+            shapes = [
+                {"ipProtocol": "tcp", "fromPort": 0, "toPort": 65535},
+                {"ipProtocol": "udp", "fromPort": 0, "toPort": 65535},
+                {"ipProtocol": "icmp", "fromPort": -1, "toPort": -1},
+            ]
+        rules.extend({"isEgress": is_egress, **source, **shape} for shape in shapes)
+    return rules
+
+
+def read_permission_sources(perm: dict) -> list[dict[str, Any]]:
+    """Each source of one permission: several kinds may stand in one permission."""
+    sources = [
+        read_source("cidrIpv4", i.get("cidrIp")) for i in dict_items(perm, "ipRanges")
+    ]
+    sources += [
+        read_source("cidrIpv6", i.get("cidrIpv6"))
+        for i in dict_items(perm, "ipv6Ranges")
+    ]
+    sources += [
+        read_source("prefixListId", i.get("prefixListId"))
+        for i in dict_items(perm, "prefixListIds")
+    ]
+    sources += [
+        group_source(i.get("groupId"), i.get("userId"), i.get("groupName"))
+        for i in dict_items(perm, "groups")
+    ]
+    if not sources:
+        raise BadEvent("a permission without any source")
+    return sources
+
+
+def read_modification(params: dict) -> dict[str, Any]:
+    """ModifySecurityGroupRules: the edited rules with their new values; direction unknown."""
+    request = as_dict(
+        params.get("ModifySecurityGroupRulesRequest"), "ModifySecurityGroupRulesRequest"
+    )
+    entries = request.get("SecurityGroupRule")
+    entries = entries if isinstance(entries, list) else [entries]
+    rules = []
+    for entry in entries:
+        entry = as_dict(entry, "SecurityGroupRule")
+        new = as_dict(entry.get("SecurityGroupRule"), "SecurityGroupRule value")
+        camel = {k[:1].lower() + k[1:]: v for k, v in new.items() if isinstance(k, str)}
+        sources = [
+            key
+            for key in (*SOURCE_KEYS[:3], "referencedGroupId")
+            if camel.get(key) is not None
+        ]
+        if len(sources) != 1:
+            raise BadEvent(f"modified rule has {len(sources)} sources, not one")
+        kind = sources[0]
+        if kind == "referencedGroupId":
+            source = group_source(camel[kind], None, None)
+        else:
+            source = read_source(kind, camel[kind])
+        rules.append(
+            {
+                "securityGroupRuleId": checked(
+                    entry.get("SecurityGroupRuleId"), RULE_ID, "ruleId"
+                ),
+                "isEgress": None,
+                **source,
+                **read_protocol_and_ports(camel),
+            }
+        )
+    if not rules:
+        raise BadEvent("the call modified no rules")
+    group_id = checked(request.get("GroupId"), GROUP_ID, "GroupId")
+    return {"groupId": group_id, "groupName": None, "isEgress": None, "rules": rules}
+
+
+def read_protocol_and_ports(d: dict) -> dict[str, Any]:
+    """ipProtocol normalized to a name where AWS has one; ports only where given."""
+    protocol = d.get("ipProtocol")
+    if isinstance(protocol, int) and not isinstance(protocol, bool):
+        protocol = str(protocol)
+    if not isinstance(protocol, str):
+        raise BadEvent("missing ipProtocol")
+    protocol = PROTOCOL_NAMES.get(protocol.lower(), protocol.lower())
+    if protocol not in ("tcp", "udp", "icmp", "icmpv6", "-1") and not (
+        protocol.isdigit() and int(protocol) <= 255
+    ):
+        raise BadEvent(f"unknown ipProtocol {protocol[:20]!r}")
+    shape: dict[str, Any] = {"ipProtocol": protocol}
+    for key in ("fromPort", "toPort"):
+        if d.get(key) is not None:
+            shape[key] = port(d[key], key)
+    if (
+        shape.get("fromPort", -1) > shape.get("toPort", 65535)
+        and shape.get("toPort") != -1
+    ):
+        raise BadEvent("fromPort is above toPort")
+    if protocol in ("tcp", "udp") and len(shape) != 3:
+        raise BadEvent(f"{protocol} rule without both ports")
+    return shape
+
+
+def port(value: Any, name: str) -> int:
+    """A port (or ICMP type/code): -1..65535, as an int or a string of digits."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,5}", value):
+        value = int(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not -1 <= value <= 65535
+    ):
+        raise BadEvent(f"{name} is not a port: {str(value)[:20]!r}")
+    return value
+
+
+def read_source(kind: str, value: Any) -> dict[str, str]:
+    """A CIDR or prefix-list source, validated; the value is kept as the caller wrote it."""
+    if kind == "prefixListId":
+        return {kind: checked(value, PREFIX_LIST_ID, kind)}
+    if not isinstance(value, str):
+        raise BadEvent(f"{kind} is missing")
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise BadEvent(f"{kind} is not a CIDR: {value[:50]!r}") from None
+    if network.version != (4 if kind == "cidrIpv4" else 6):
+        raise BadEvent(f"{kind} has the wrong IP version: {value[:50]!r}")
+    return {kind: value}
+
+
+def group_source(group_id: Any, user_id: Any, group_name: Any) -> dict[str, Any]:
+    """A referenced security group, by ID or (default VPC) by name, with its owner if given."""
+    info: dict[str, str] = {}
+    if group_id is not None:
+        info["groupId"] = checked(group_id, GROUP_ID, "referenced groupId")
+    elif group_name is not None:
+        info["groupName"] = text(group_name, "referenced groupName", 255)
+    else:
+        raise BadEvent("a referenced group without groupId or groupName")
+    if user_id is not None:
+        info["userId"] = checked(user_id, USER_ID, "userId")
+    return {"referencedGroupInfo": info}
+
+
+def items(collection: Any, name: str) -> list:
+    """CloudTrail's {"items": [...]} collections; {} and absent mean empty."""
+    if collection is None or collection == {}:
+        return []
+    if isinstance(collection, dict) and isinstance(collection.get("items"), list):
+        return collection["items"]
+    raise BadEvent(f"{name} is not a CloudTrail item list")
+
+
+def dict_items(d: dict, key: str) -> list[dict]:
+    return [as_dict(item, f"{key} item") for item in items(d.get(key), key)]
+
+
+def as_dict(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise BadEvent(f"{name} is not an object")
+    return value
+
+
+def checked(value: Any, pattern: re.Pattern, name: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadEvent(f"{name} is missing or malformed: {str(value)[:80]!r}")
+    return value
+
+
+def text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise BadEvent(f"{name} is missing or malformed")
+    return value
+
+
+# =============================================================================================
+# Deciding: change -> plan (pure)
+# =============================================================================================
+
+
+def exemption(change: dict[str, Any]) -> str | None:
+    """Why the change is kept, from the event alone; None when no condition keeps it."""
+    for principal in change["principals"]:
+        if any(
+            fnmatch.fnmatchcase(principal, pattern) for pattern in EXEMPT_PRINCIPALS
+        ):
+            return f"exempt principal {principal}"
+    if change["isEgress"] and not REVERT_EGRESS:
+        return "egress changes are not reverted (REVERT_EGRESS)"
+    if change["eventName"] == "ModifySecurityGroupRules" and not REVERT_MODIFIED_RULES:
+        return "modified rules are not reverted (REVERT_MODIFIED_RULES)"
+    return group_id_exemption(change["groupId"])
+
+
+def group_id_exemption(group_id: str | None) -> str | None:
+    if group_id is None:  # only a name so far: checked again once the ID is known
+        return None
+    if ONLY_GROUP_IDS and group_id not in ONLY_GROUP_IDS:
+        return f"{group_id} is not in ONLY_GROUP_IDS"
+    if group_id in NEVER_GROUP_IDS:
+        return f"{group_id} is in NEVER_GROUP_IDS"
+    return None
+
+
+def needs_group_facts(change: dict[str, Any]) -> bool:
+    """VPC and tag conditions, and a group known only by name, need one DescribeSecurityGroups."""
+    return bool(
+        change["groupId"] is None
+        or ONLY_VPC_IDS
+        or NEVER_VPC_IDS
+        or ONLY_TAGGED
+        or NEVER_TAGGED
+    )
+
+
+def group_exemption(change: dict[str, Any]) -> str | None:
+    """Why the change is kept, from the group's ID, VPC and tags."""
+    vpc, tags = change.get("vpcId"), change.get("tags") or {}
+    if ONLY_VPC_IDS and vpc not in ONLY_VPC_IDS:
+        return f"{vpc} is not in ONLY_VPC_IDS"
+    if vpc in NEVER_VPC_IDS:
+        return f"{vpc} is in NEVER_VPC_IDS"
+    if ONLY_TAGGED and not carries_any(tags, ONLY_TAGGED):
+        return "the group lacks the ONLY_TAGGED tags"
+    if carries_any(tags, NEVER_TAGGED):
+        return "the group carries a NEVER_TAGGED tag"
+    return group_id_exemption(change["groupId"])
+
+
+def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
+    return any(
+        key in tags and value in (None, tags[key]) for key, value in wanted.items()
+    )
+
+
+ALLOWED_RULE_KEYS = {
+    "isEgress": bool,
+    "ipProtocol": str,
+    "fromPort": int,
+    "toPort": int,
+    "cidr": str,
+    "cidrWithin": str,
+    "prefixListId": str,
+    "referencedGroupId": str,
+}
+
+
+def check_conditions() -> None:
+    """Fail at import, loudly, on a typo in ALLOWED_RULES rather than keep rules by mistake."""
+    for entry in ALLOWED_RULES:
+        for key, value in entry.items():
+            if key not in ALLOWED_RULE_KEYS:
+                raise ValueError(f"ALLOWED_RULES: unknown key {key!r}")
+            if not isinstance(value, ALLOWED_RULE_KEYS[key]):
+                raise TypeError(
+                    f"ALLOWED_RULES: {key} must be a {ALLOWED_RULE_KEYS[key].__name__}"
+                )
+            if key in ("cidr", "cidrWithin"):
+                ipaddress.ip_network(value, strict=False)
+
+
+def is_allowed(rule: dict[str, Any]) -> bool:
+    return any(matches(rule, entry) for entry in ALLOWED_RULES)
+
+
+def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree."""
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    network = ipaddress.ip_network(cidr, strict=False) if cidr else None
+    low, high = port_range(rule)
+    checks = {
+        "isEgress": lambda want: rule["isEgress"] is want,
+        "ipProtocol": lambda want: (
+            rule["ipProtocol"] == PROTOCOL_NAMES.get(str(want), str(want))
+        ),
+        "fromPort": lambda want: low >= port_range({"fromPort": want})[0],
+        "toPort": lambda want: high <= port_range({"toPort": want})[1],
+        "cidr": lambda want: network == ipaddress.ip_network(want, strict=False),
+        "cidrWithin": lambda want: (
+            network is not None
+            and network.version == ipaddress.ip_network(want, strict=False).version
+            and network.subnet_of(ipaddress.ip_network(want, strict=False))
+        ),
+        "prefixListId": lambda want: rule.get("prefixListId") == want,
+        "referencedGroupId": lambda want: (
+            rule.get("referencedGroupInfo", {}).get("groupId") == want
+        ),
+    }
+    return all(key in checks and checks[key](want) for key, want in entry.items())
+
+
+def port_range(rule: dict[str, Any]) -> tuple[int, int]:
+    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent."""
+    if rule.get("ipProtocol") == "-1":
+        return (0, 65535)
+    low, high = rule.get("fromPort", -1), rule.get("toPort", -1)
+    return (0 if low == -1 else low, 65535 if high == -1 else high)
+
+
+def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """(to revoke, allowed to stay). An edit may touch egress rules, hence the switch here."""
+    allowed = [
+        rule
+        for rule in change["rules"]
+        if is_allowed(rule) or (rule["isEgress"] and not REVERT_EGRESS)
+    ]
+    return [rule for rule in change["rules"] if rule not in allowed], allowed
+
+
+def describe(rule: dict[str, Any]) -> str:
+    """A rule in human terms: 'tcp 22 from 0.0.0.0/0'."""
+    protocol = rule["ipProtocol"]
+    low, high = rule.get("fromPort"), rule.get("toPort")
+    if protocol == "-1":
+        what = "all traffic"
+    elif protocol in ("icmp", "icmpv6"):
+        what = protocol if low in (None, -1) else f"{protocol} type {low}"
+        what += "" if high in (None, -1) else f" code {high}"
+    elif low is None:
+        what = f"protocol {protocol}"
+    else:
+        what = f"{protocol} {low}" if low == high else f"{protocol} {low}-{high}"
+    group = rule.get("referencedGroupInfo") or {}
+    source = rule.get("cidrIpv4") or rule.get("cidrIpv6") or rule.get("prefixListId")
+    source = source or group.get("groupId") or group.get("groupName")
+    if group.get("userId"):
+        source += f" (account {group['userId']})"
+    direction = {True: "to", False: "from", None: "from/to"}[rule["isEgress"]]
+    return f"{what} {direction} {source}"
+
+
+# =============================================================================================
+# Acting: the only code that calls AWS
+# =============================================================================================
+
+GONE = {"InvalidGroup.NotFound", "InvalidGroupId.NotFound"}
+RULE_GONE = {"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}
+# AWS saying the event's own values are wrong: retrying cannot help.
+REJECTED = {
+    "InvalidGroupId.Malformed",
+    "InvalidSecurityGroupRuleId.Malformed",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "InvalidParameter",
+    "MissingParameter",
+    "InvalidPermission.Malformed",
+    "InvalidGroup.Reserved",
+    "VPCIdNotSpecified",
+}
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10
+)
+_clients: dict[str, Any] = {}
+
+
+def ec2_client(region: str) -> Any:
+    """One client per region, kept for warm invocations."""
+    if region not in _clients:
+        _clients[region] = boto3.client("ec2", region_name=region, config=CLIENT_CONFIG)
+    return _clients[region]
+
+
+def error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
+    """groupId, vpcId and tags of the change's group; None when the group is gone."""
+    if change["groupId"]:
+        query = {"GroupIds": [change["groupId"]]}
+    else:
+        query = {
+            "GroupNames": [change["groupName"]]
+        }  # names are unique in the default VPC
+    try:
+        # IAM: ec2:DescribeSecurityGroups
+        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
+    except ClientError as error:
+        if error_code(error) in GONE:
+            return None
+        raise
+    if not groups:
+        return None
+    group = groups[0]
+    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
+
+
+def current_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
+    """Every rule the group holds now, in the response's vocabulary."""
+    rules = []
+    # IAM: ec2:DescribeSecurityGroupRules
+    pages = ec2.get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "group-id", "Values": [group_id]}]
+    )
+    for page in pages:
+        for found in page["SecurityGroupRules"]:
+            rule = {
+                "securityGroupRuleId": found["SecurityGroupRuleId"],
+                "isEgress": found["IsEgress"],
+                "ipProtocol": PROTOCOL_NAMES.get(
+                    found["IpProtocol"], found["IpProtocol"]
+                ),
+                "fromPort": found.get("FromPort"),
+                "toPort": found.get("ToPort"),
+            }
+            for key in SOURCE_KEYS[:3]:
+                if found.get(key[0].upper() + key[1:]):
+                    rule[key] = found[key[0].upper() + key[1:]]
+            if found.get("ReferencedGroupInfo"):
+                info = found["ReferencedGroupInfo"]
+                rule["referencedGroupInfo"] = {
+                    "groupId": info.get("GroupId"),
+                    "userId": info.get("UserId"),
+                }
+            rules.append({k: v for k, v in rule.items() if v is not None})
+    return rules
+
+
+def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
+    if "securityGroupRuleId" in planned:
+        return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
+    if (
+        planned["isEgress"] != existing["isEgress"]
+        or planned["ipProtocol"] != existing["ipProtocol"]
+    ):
+        return False
+    if port_range(planned) != port_range(existing):
+        return False
+    for key in ("cidrIpv4", "cidrIpv6"):
+        if (key in planned) != (key in existing):
+            return False
+        if key in planned and ipaddress.ip_network(
+            planned[key], strict=False
+        ) != ipaddress.ip_network(existing[key], strict=False):
+            return False
+    if planned.get("prefixListId") != existing.get("prefixListId"):
+        return False
+    mine, theirs = (
+        planned.get("referencedGroupInfo"),
+        existing.get("referencedGroupInfo"),
+    )
+    return (mine is None) == (theirs is None) and (
+        mine is None or mine.get("groupId") == theirs.get("groupId")
+    )
+
+
+def ip_permission(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule as one boto3 IpPermissions entry."""
+    permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
+    if "fromPort" in rule:
+        permission["FromPort"] = rule["fromPort"]
+    if "toPort" in rule:
+        permission["ToPort"] = rule["toPort"]
+    if "cidrIpv4" in rule:
+        permission["IpRanges"] = [{"CidrIp": rule["cidrIpv4"]}]
+    if "cidrIpv6" in rule:
+        permission["Ipv6Ranges"] = [{"CidrIpv6": rule["cidrIpv6"]}]
+    if "prefixListId" in rule:
+        permission["PrefixListIds"] = [{"PrefixListId": rule["prefixListId"]}]
+    if "referencedGroupInfo" in rule:
+        info = rule["referencedGroupInfo"]
+        pair = (
+            {"GroupId": info["groupId"]}
+            if "groupId" in info
+            else {"GroupName": info["groupName"]}
+        )
+        if "userId" in info:
+            pair["UserId"] = info["userId"]
+        permission["UserIdGroupPairs"] = [pair]
+    return permission
+
+
+def revoke(
+    ec2: Any, change: dict[str, Any], rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Revoke the rules; returns those that were already gone. One call in the common case."""
+    gone = []
+    for is_egress in (False, True):
+        batch = [rule for rule in rules if rule["isEgress"] is is_egress]
+        if batch:
+            gone += revoke_one_direction(ec2, change, batch, is_egress)
+    return gone
+
+
+def revoke_one_direction(
+    ec2: Any, change: dict, rules: list[dict], is_egress: bool
+) -> list[dict]:
+    # IAM: ec2:RevokeSecurityGroupEgress / ec2:RevokeSecurityGroupIngress
+    call = (
+        ec2.revoke_security_group_egress
+        if is_egress
+        else ec2.revoke_security_group_ingress
+    )
+    try:
+        call(GroupId=change["groupId"], **revoke_arguments(rules))
+        return []
+    except ClientError as error:
+        if error_code(error) in GONE:
+            return rules
+        if error_code(error) not in RULE_GONE:
+            raise
+    # Someone removed some of the rules already: the call fails whole, so revoke the rest.
+    existing = current_rules(ec2, change["groupId"])
+    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
+    if left:
+        call(
+            GroupId=change["groupId"],
+            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
+        )
+    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
+
+
+def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """By rule IDs when every rule has one (exact), else by permissions from the request."""
+    if all("securityGroupRuleId" in rule for rule in rules):
+        return {"SecurityGroupRuleIds": [rule["securityGroupRuleId"] for rule in rules]}
+    return {"IpPermissions": [ip_permission(rule) for rule in rules]}
+
+
+def learn_directions(ec2: Any, change: dict[str, Any]) -> None:
+    """ModifySecurityGroupRules does not say ingress or egress: read the rules as they are now."""
+    existing = {
+        e["securityGroupRuleId"]: e for e in current_rules(ec2, change["groupId"])
+    }
+    change["alreadyGone"] = [
+        r for r in change["rules"] if r["securityGroupRuleId"] not in existing
+    ]
+    change["rules"] = [
+        existing[r["securityGroupRuleId"]]
+        for r in change["rules"]
+        if r["securityGroupRuleId"] in existing
+    ]
+
+
+# =============================================================================================
+# The handler
+# =============================================================================================
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    dry_run = os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
+    summary: dict[str, Any] = {"eventId": event_id(event)}
+    try:
+        change = read_change(event)
+        summary = summarize(change)
+        own_account = account_of(context)
+        if own_account and change["account"] != own_account:
+            raise BadEvent(
+                f"event from account {change['account']}; this function guards {own_account}"
+            )
+        return log(summary, *handle(change, dry_run))
+    except BadEvent as bad:
+        return log(summary, "ignored", str(bad))
+    except ClientError as error:
+        if error_code(error) in REJECTED:
+            return log(summary, "ignored", f"AWS rejected the event's values: {error}")
+        log(summary, "error", f"{error_code(error)}: {error}")
+        raise  # Lambda retries, then hands the event to the on-failure destination
+
+
+def handle(change: dict[str, Any], dry_run: bool) -> tuple[str, str, list, list, list]:
+    """decision, reason, rules revoked (or to revoke), rules kept, rules already gone."""
+    reason = exemption(change)
+    if reason:
+        return "kept", reason, [], change["rules"], []
+    ec2 = ec2_client(change["region"])
+    if needs_group_facts(change):
+        facts = group_facts(ec2, change)
+        if facts is None:
+            return "reverted", "the group no longer exists", [], [], change["rules"]
+        change.update(facts)
+        reason = group_exemption(change)
+        if reason:
+            return "kept", reason, [], change["rules"], []
+    if change["isEgress"] is None:
+        learn_directions(ec2, change)
+    revoking, allowed = split_rules(change)
+    gone = change.get("alreadyGone", [])
+    if not revoking:
+        reason = "every rule is allowed" if allowed else "the rules no longer exist"
+        return ("kept" if allowed else "reverted"), reason, [], allowed, gone
+    try:
+        approved = should_revert({**change, "rules": revoking})
+    except Exception as error:  # noqa: BLE001 -- a bug in user code must not leave the hole open
+        approved, reason = True, f"should_revert failed ({error!r}); reverting"
+    if not approved:
+        return "kept", "should_revert returned False", [], change["rules"], []
+    if dry_run:
+        return "dry-run", "DRY_RUN is set; nothing changed", revoking, allowed, gone
+    gone += revoke(ec2, change, revoking)
+    revoked = [rule for rule in revoking if rule not in gone]
+    reason = reason or (
+        "modified in place; the old value is not in the event, so the rule was revoked"
+        if change["eventName"] == "ModifySecurityGroupRules"
+        else "not approved by the conditions"
+    )
+    return "reverted", reason, revoked, allowed, gone
+
+
+def summarize(change: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "eventId",
+        "eventName",
+        "actor",
+        "account",
+        "region",
+        "groupId",
+        "groupName",
+    )
+    return {key: change.get(key) for key in keys}
+
+
+def event_id(event: Any) -> Any:
+    record = event.get("detail", event) if isinstance(event, dict) else None
+    found = record.get("eventID") if isinstance(record, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def account_of(context: Any) -> str | None:
+    """The function's own account, from its ARN: no API call needed."""
+    arn = getattr(context, "invoked_function_arn", None)
+    parts = arn.split(":") if isinstance(arn, str) else []
+    return parts[4] if len(parts) > 4 and ACCOUNT_ID.fullmatch(parts[4]) else None
+
+
+def log(
+    summary: dict, decision: str, reason: str, revoked=(), kept=(), gone=()
+) -> dict[str, Any]:
+    """One JSON line per event, and the same summary as the handler's result."""
+    result = {**summary, "decision": decision, "reason": reason}
+    result["rules"] = [describe(rule) for rule in revoked]
+    if kept:
+        result["keptRules"] = [describe(rule) for rule in kept]
+    if gone:
+        result["alreadyGone"] = [describe(rule) for rule in gone]
+    print(json.dumps(result, default=str))
+    return result
+
+
+check_conditions()
+
+if __name__ == "__main__":
+    # Local use: python lambda_function.py EVENT.json  (against whatever AWS boto3 is set up for)
+    with open(sys.argv[1]) as source:
+        lambda_handler(json.load(source), None)

@@ -1,0 +1,218 @@
+"""Make real boto3 calls on moto and write the CloudTrail records they would produce.
+
+moto has no CloudTrail, so tests and the demo write the record themselves, in the format that
+real records have (see ../shared/cloudtrail-format.md): camelCase request parameters with
+{"items": [...]} collections, and the response's securityGroupRuleSet holding the IDs of the
+rules the call really created.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+ACCOUNT = "123456789012"  # moto's default account
+ALICE = {
+    "type": "IAMUser",
+    "principalId": "AIDAEXAMPLEALICE00001",
+    "arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+    "accountId": ACCOUNT,
+    "accessKeyId": "AKIAEXAMPLEALICE0001",
+    "userName": "alice",
+}
+
+
+def assumed_role(role: str, session: str, account: str = ACCOUNT) -> dict[str, Any]:
+    """userIdentity of a role session, as the console, SSO or a pipeline produce it."""
+    return {
+        "type": "AssumedRole",
+        "principalId": f"AROAEXAMPLE{role.upper()[:8]}:{session}",
+        "arn": f"arn:aws:sts::{account}:assumed-role/{role}/{session}",
+        "accountId": account,
+        "accessKeyId": "ASIAEXAMPLE000000001",
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": f"AROAEXAMPLE{role.upper()[:8]}",
+                "arn": f"arn:aws:iam::{account}:role/{role}",
+                "accountId": account,
+                "userName": role,
+            },
+            "attributes": {
+                "creationDate": "2026-11-27T10:00:00Z",
+                "mfaAuthenticated": "false",
+            },
+        },
+    }
+
+
+def camel(value: Any) -> Any:
+    """boto3 shapes to CloudTrail's: camelCase keys, lists as {"items": [...]}, [] as {}."""
+    if isinstance(value, dict):
+        renamed = {"UserIdGroupPairs": "groups"}
+        return {
+            renamed.get(k, k[:1].lower() + k[1:]): camel(v)
+            for k, v in value.items()
+            if k != "Tags"
+        }
+    if isinstance(value, list):
+        return {"items": [camel(v) for v in value]} if value else {}
+    return value
+
+
+def record(
+    event_name: str,
+    request: dict[str, Any],
+    response: dict[str, Any] | None,
+    *,
+    region: str = "us-east-1",
+    identity: dict[str, Any] | None = None,
+    error_code: str | None = None,
+) -> dict[str, Any]:
+    """One CloudTrail record with every key a real management event carries."""
+    request_id = str(uuid.uuid4())
+    found: dict[str, Any] = {
+        "eventVersion": "1.10",
+        "userIdentity": identity or ALICE,
+        "eventTime": "2026-11-27T12:00:00Z",
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": event_name,
+        "awsRegion": region,
+        "sourceIPAddress": "198.51.100.7",
+        "userAgent": "aws-cli/2.17.0 Python/3.12.6 Linux/6.1 exe/x86_64",
+        "requestParameters": request,
+        "responseElements": response,
+        "requestID": request_id,
+        "eventID": str(uuid.uuid4()),
+        "readOnly": False,
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ACCOUNT,
+        "eventCategory": "Management",
+        "tlsDetails": {
+            "tlsVersion": "TLSv1.3",
+            "cipherSuite": "TLS_AES_128_GCM_SHA256",
+            "clientProvidedHostHeader": f"ec2.{region}.amazonaws.com",
+        },
+    }
+    if error_code:
+        found["errorCode"] = f"Client.{error_code}"
+        found["errorMessage"] = "The request failed."
+        found["responseElements"] = None
+    return found
+
+
+def eventbridge(found: dict[str, Any]) -> dict[str, Any]:
+    """The EventBridge envelope around a record, as the rule delivers it to Lambda."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ec2",
+        "account": found["recipientAccountId"],
+        "time": found["eventTime"],
+        "region": found["awsRegion"],
+        "resources": [],
+        "detail": found,
+    }
+
+
+def rules_of(ec2: Any, group_id: str) -> list[dict[str, Any]]:
+    found = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group_id]}]
+    )
+    return found["SecurityGroupRules"]
+
+
+def authorize(
+    ec2: Any,
+    group_id: str,
+    permissions: list[dict[str, Any]],
+    *,
+    egress: bool = False,
+    modern: bool = True,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Call Authorize* on moto and return its record; modern=False drops the rule set
+    (records before July 2021). A refused call returns a failed record."""
+    name = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
+    before = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+    call = (
+        ec2.authorize_security_group_egress
+        if egress
+        else ec2.authorize_security_group_ingress
+    )
+    request = {"groupId": group_id, "ipPermissions": camel(permissions)}
+    region = ec2.meta.region_name
+    try:
+        call(GroupId=group_id, IpPermissions=permissions)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        return record(
+            name, request, None, region=region, identity=identity, error_code=code
+        )
+    response: dict[str, Any] = {"requestId": str(uuid.uuid4()), "_return": True}
+    if modern:
+        # moto's own answer lists only the last permission's rules; the rules that are new
+        # in the group are the ones the call really created.
+        created = [
+            r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] not in before
+        ]
+        response["securityGroupRuleSet"] = camel(
+            [{"GroupOwnerId": ACCOUNT, **rule} for rule in created]
+        )
+    return record(name, request, response, region=region, identity=identity)
+
+
+def modify(
+    ec2: Any,
+    group_id: str,
+    changes: dict[str, dict[str, Any]],
+    *,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Call ModifySecurityGroupRules on moto ({rule ID: new value}) and return its record."""
+    entries = [
+        {"SecurityGroupRuleId": rule_id, "SecurityGroupRule": value}
+        for rule_id, value in changes.items()
+    ]
+    ec2.modify_security_group_rules(GroupId=group_id, SecurityGroupRules=entries)
+    logged = [{**entry, "tag": n} for n, entry in enumerate(entries, 1)]
+    request = {
+        "ModifySecurityGroupRulesRequest": {
+            "GroupId": group_id,
+            "SecurityGroupRule": logged[0] if len(logged) == 1 else logged,
+        }
+    }
+    response = {
+        "ModifySecurityGroupRulesResponse": {
+            "requestId": str(uuid.uuid4()),
+            "return": True,
+        }
+    }
+    return record(
+        "ModifySecurityGroupRules",
+        request,
+        response,
+        region=ec2.meta.region_name,
+        identity=identity,
+    )
+
+
+def rule_set(ec2: Any, group_id: str) -> set[tuple]:
+    """The group's rules as comparable tuples: (isEgress, protocol, from, to, source)."""
+    return {
+        (
+            r["IsEgress"],
+            r["IpProtocol"],
+            r.get("FromPort"),
+            r.get("ToPort"),
+            r.get("CidrIpv4")
+            or r.get("CidrIpv6")
+            or r.get("PrefixListId")
+            or r.get("ReferencedGroupInfo", {}).get("GroupId"),
+        )
+        for r in rules_of(ec2, group_id)
+    }

@@ -1,0 +1,96 @@
+"""Fake credentials, a moto AWS per test, and a VPC with one guarded group."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+# Before boto3 is imported anywhere: fake credentials, and no way to reach a real endpoint.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "DRY_RUN"):
+    os.environ.pop(name, None)
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import boto3
+from cloudtrail import ACCOUNT
+from moto import mock_aws
+
+import lambda_function
+
+SAMPLES = ROOT.parent / "shared" / "cloudtrail-samples"
+CONTEXT = SimpleNamespace(
+    invoked_function_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:sg-guardrail",
+    get_remaining_time_in_millis=lambda: 30_000,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_clients():
+    """Each test starts cold: no cached regional clients."""
+    lambda_function._clients.clear()
+    yield
+    lambda_function._clients.clear()
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ec2(aws):
+    return boto3.client("ec2", region_name="us-east-1")
+
+
+@pytest.fixture
+def vpc_id(ec2):
+    return ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+
+
+@pytest.fixture
+def group_id(ec2, vpc_id):
+    """A group in a non-default VPC with two legitimate rules that must always survive."""
+    group = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc_id)
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "internal HTTPS"}],
+            },
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "192.0.2.0/24", "Description": "bastion"}],
+            },
+        ],
+    )
+    return group["GroupId"]
+
+
+@pytest.fixture
+def conditions(monkeypatch):
+    """Set entries of the CONDITIONS block for one test: conditions(ONLY_VPC_IDS=[...])."""
+
+    def set_conditions(**values):
+        for name, value in values.items():
+            assert hasattr(lambda_function, name), name
+            monkeypatch.setattr(lambda_function, name, value)
+
+    return set_conditions
