@@ -1,0 +1,198 @@
+"""Deciding: which conditions keep a change, and which rules the allow-list lets stay (no AWS)."""
+
+from __future__ import annotations
+
+import pytest
+from cloudtrail import ACCOUNT, assumed_role, camel, record
+
+import lambda_function
+from lambda_function import exemption, group_exemption, read_change, split_rules
+
+GROUP = "sg-0123456789abcdef0"
+
+
+def change_of(permissions, *, egress=False, identity=None):
+    name = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
+    params = {"groupId": GROUP, "ipPermissions": camel(permissions)}
+    return read_change(record(name, params, {"_return": True}, identity=identity))
+
+
+def tcp(port, cidr):
+    key, ranges = ("CidrIpv6", "Ipv6Ranges") if ":" in cidr else ("CidrIp", "IpRanges")
+    return {
+        "IpProtocol": "tcp",
+        "FromPort": port,
+        "ToPort": port,
+        ranges: [{key: cidr}],
+    }
+
+
+SSH = tcp(22, "0.0.0.0/0")
+SESSION = assumed_role("NetworkAdmin", "bob")
+CFN = {**assumed_role("Stack", "cfn"), "invokedBy": "cloudformation.amazonaws.com"}
+ROOT_USER = {
+    "type": "Root",
+    "arn": f"arn:aws:iam::{ACCOUNT}:root",
+    "accountId": ACCOUNT,
+}
+
+
+def test_by_default_every_change_is_reverted():
+    assert exemption(change_of([SSH])) is None
+    assert split_rules(change_of([SSH])) == (change_of([SSH])["rules"], [])
+
+
+@pytest.mark.parametrize(
+    ("patterns", "identity", "kept"),
+    [
+        ([f"arn:aws:iam::{ACCOUNT}:user/alice"], None, True),
+        (["arn:aws:iam::*:user/bob"], None, False),
+        (["arn:aws:iam::*:role/NetworkAdmin"], SESSION, True),
+        (["arn:aws:sts::*:assumed-role/NetworkAdmin/b*"], SESSION, True),
+        (["arn:aws:sts::*:assumed-role/NetworkAdmin/carol"], SESSION, False),
+        (["cloudformation.amazonaws.com"], CFN, True),
+        (["cloudformation.amazonaws.com"], SESSION, False),
+        (["arn:aws:iam::*:root"], ROOT_USER, True),
+        (["arn:aws:iam::*:root"], None, False),
+    ],
+)
+def test_exempt_principals_match_user_session_role_root_and_service(
+    conditions, patterns, identity, kept
+):
+    conditions(EXEMPT_PRINCIPALS=patterns)
+    reason = exemption(change_of([SSH], identity=identity))
+    assert (reason is not None) == kept
+    if kept:
+        assert reason.startswith("exempt principal")
+
+
+@pytest.mark.parametrize(
+    ("setting", "kept"),
+    [
+        ({"ONLY_GROUP_IDS": [GROUP]}, False),
+        ({"ONLY_GROUP_IDS": ["sg-0aaaaaaaaaaaaaaaa"]}, True),
+        ({"NEVER_GROUP_IDS": [GROUP]}, True),
+        ({"NEVER_GROUP_IDS": ["sg-0aaaaaaaaaaaaaaaa"]}, False),
+    ],
+)
+def test_group_id_conditions(conditions, setting, kept):
+    conditions(**setting)
+    assert (exemption(change_of([SSH])) is not None) == kept
+
+
+def test_egress_switch_keeps_egress_but_not_ingress(conditions):
+    conditions(REVERT_EGRESS=False)
+    assert "REVERT_EGRESS" in exemption(change_of([SSH], egress=True))
+    assert exemption(change_of([SSH])) is None
+
+
+def test_modified_rules_switch(conditions):
+    request = {
+        "ModifySecurityGroupRulesRequest": {
+            "GroupId": GROUP,
+            "SecurityGroupRule": {
+                "SecurityGroupRuleId": "sgr-0123456789abcdef0",
+                "SecurityGroupRule": {"IpProtocol": "-1", "CidrIpv4": "0.0.0.0/0"},
+            },
+        }
+    }
+    change = read_change(record("ModifySecurityGroupRules", request, None))
+    assert exemption(change) is None
+    conditions(REVERT_MODIFIED_RULES=False)
+    assert "REVERT_MODIFIED_RULES" in exemption(change)
+
+
+@pytest.mark.parametrize(
+    ("setting", "facts", "kept"),
+    [
+        (
+            {"ONLY_VPC_IDS": ["vpc-0123456789abcdef0"]},
+            {"vpcId": "vpc-0123456789abcdef0"},
+            False,
+        ),
+        (
+            {"ONLY_VPC_IDS": ["vpc-0123456789abcdef0"]},
+            {"vpcId": "vpc-0aaaaaaaaaaaaaaaa"},
+            True,
+        ),
+        (
+            {"NEVER_VPC_IDS": ["vpc-0123456789abcdef0"]},
+            {"vpcId": "vpc-0123456789abcdef0"},
+            True,
+        ),
+        (
+            {"NEVER_VPC_IDS": ["vpc-0123456789abcdef0"]},
+            {"vpcId": "vpc-0aaaaaaaaaaaaaaaa"},
+            False,
+        ),
+        ({"ONLY_TAGGED": {"guardrail": "on"}}, {"tags": {"guardrail": "on"}}, False),
+        ({"ONLY_TAGGED": {"guardrail": "on"}}, {"tags": {"guardrail": "off"}}, True),
+        ({"ONLY_TAGGED": {"guardrail": None}}, {"tags": {"guardrail": "off"}}, False),
+        ({"ONLY_TAGGED": {"guardrail": None}}, {"tags": {}}, True),
+        ({"NEVER_TAGGED": {"guardrail": "off"}}, {"tags": {"guardrail": "off"}}, True),
+        ({"NEVER_TAGGED": {"guardrail": "off"}}, {"tags": {"guardrail": "on"}}, False),
+        ({"NEVER_TAGGED": {"team": None}}, {"tags": {"team": "db"}}, True),
+    ],
+)
+def test_vpc_and_tag_conditions(conditions, setting, facts, kept):
+    conditions(**setting)
+    change = {**change_of([SSH]), "vpcId": None, "tags": {}, **facts}
+    assert (group_exemption(change) is not None) == kept
+
+
+ALLOW_HTTPS = {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}
+ALLOW_INTERNAL = {"isEgress": False, "cidrWithin": "10.0.0.0/8"}
+
+
+@pytest.mark.parametrize(
+    ("permission", "allowed"),
+    [
+        (tcp(443, "0.0.0.0/0"), True),
+        (tcp(443, "::/0"), False),
+        (tcp(444, "0.0.0.0/0"), False),
+        ({**tcp(443, "0.0.0.0/0"), "FromPort": 80}, False),  # 80-443 is wider than 443
+        ({**tcp(443, "0.0.0.0/0"), "IpProtocol": "udp"}, False),
+        ({**tcp(443, "0.0.0.0/0"), "IpProtocol": "6"}, True),
+        (tcp(22, "10.20.0.0/16"), True),
+        (tcp(22, "10.0.0.0/7"), False),  # wider than 10/8
+        (tcp(22, "11.0.0.0/8"), False),
+        ({"IpProtocol": "-1", "IpRanges": [{"CidrIp": "10.1.2.3/32"}]}, True),
+        ({"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, False),
+        (
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "PrefixListIds": [{"PrefixListId": "pl-0123abcd"}],
+            },
+            False,
+        ),
+    ],
+)
+def test_allow_list_keeps_only_matching_rules(conditions, permission, allowed):
+    conditions(ALLOWED_RULES=[ALLOW_HTTPS, ALLOW_INTERNAL])
+    revoke, keep = split_rules(change_of([permission]))
+    assert (len(keep), len(revoke)) == ((1, 0) if allowed else (0, 1))
+
+
+def test_allow_list_splits_a_change_of_several_rules(conditions):
+    conditions(ALLOWED_RULES=[ALLOW_HTTPS])
+    revoke, keep = split_rules(change_of([tcp(443, "0.0.0.0/0"), SSH]))
+    assert [r["fromPort"] for r in revoke] == [22]
+    assert [r["fromPort"] for r in keep] == [443]
+
+
+def test_allow_list_direction_key(conditions):
+    conditions(ALLOWED_RULES=[{"isEgress": True, "cidr": "0.0.0.0/0"}])
+    assert split_rules(change_of([SSH], egress=True))[0] == []
+    assert split_rules(change_of([SSH]))[1] == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"port": 22}, {"fromPort": "22"}, {"cidr": "not-a-cidr"}, {"isEgress": "yes"}],
+)
+def test_a_typo_in_the_allow_list_fails_loudly(conditions, entry):
+    conditions(ALLOWED_RULES=[entry])
+    with pytest.raises((ValueError, TypeError)):
+        lambda_function.check_conditions()

@@ -1,0 +1,196 @@
+"""The handler end to end: one JSON line and a summary per event, dry run, errors, bad input."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from botocore.stub import Stubber
+from cloudtrail import ACCOUNT, authorize, eventbridge, record, rule_set
+from conftest import CONTEXT
+
+import lambda_function
+from lambda_function import lambda_handler
+
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
+
+
+def only_log_line(capsys):
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def test_one_json_log_line_says_who_what_where_and_why(ec2, group_id, capsys):
+    event = authorize(ec2, group_id, [SSH])
+    capsys.readouterr()
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    logged = only_log_line(capsys)
+    assert logged == result
+    assert result == {
+        "eventId": event["eventID"],
+        "eventName": "AuthorizeSecurityGroupIngress",
+        "actor": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "account": ACCOUNT,
+        "region": "us-east-1",
+        "groupId": group_id,
+        "groupName": None,
+        "decision": "reverted",
+        "reason": "not approved by the conditions",
+        "rules": ["tcp 22 from 0.0.0.0/0"],
+    }
+
+
+def test_a_bare_cloudtrail_record_works_like_an_eventbridge_event(ec2, group_id):
+    result = lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert OPEN not in rule_set(ec2, group_id)
+
+
+def test_dry_run_decides_and_logs_but_changes_nothing(ec2, group_id, monkeypatch):
+    monkeypatch.setenv("DRY_RUN", "true")
+    event = authorize(ec2, group_id, [SSH])
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "dry-run"
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert OPEN in rule_set(ec2, group_id)
+
+
+def test_clients_are_created_once_per_region_and_reused(ec2, group_id):
+    lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    first = lambda_function._clients["us-east-1"]
+    lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    assert lambda_function._clients == {"us-east-1": first}
+
+
+def test_should_revert_can_keep_a_change(ec2, group_id, conditions):
+    seen = []
+    conditions(should_revert=lambda change: seen.append(change) or False)
+    result = lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    assert result["decision"] == "kept"
+    assert OPEN in rule_set(ec2, group_id)
+    assert seen[0]["groupId"] == group_id
+    assert seen[0]["actor"] == f"arn:aws:iam::{ACCOUNT}:user/alice"
+
+
+def test_a_failing_should_revert_fails_closed(ec2, group_id, conditions):
+    conditions(should_revert=lambda change: 1 / 0)
+    result = lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert "should_revert failed" in result["reason"]
+    assert OPEN not in rule_set(ec2, group_id)
+
+
+def test_an_exempt_principal_is_kept_without_any_call(ec2, group_id, conditions):
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::*:user/alice"])
+    result = lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    assert result["decision"] == "kept"
+    assert result["keptRules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert OPEN in rule_set(ec2, group_id)
+    assert lambda_function._clients == {}
+
+
+def test_an_event_from_another_account_is_ignored(ec2, group_id):
+    event = authorize(ec2, group_id, [SSH])
+    event["recipientAccountId"] = "210987654321"
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "ignored"
+    assert "account 210987654321" in result["reason"]
+    assert OPEN in rule_set(ec2, group_id)
+
+
+BAD_EVENTS = [
+    None,
+    "AuthorizeSecurityGroupIngress",
+    17,
+    [],
+    {},
+    {"detail": None},
+    {"source": "aws.ec2", "detail-type": "AWS API Call via CloudTrail", "detail": {}},
+    {"eventSource": "ec2.amazonaws.com", "eventName": "AuthorizeSecurityGroupIngress"},
+    {
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": "AuthorizeSecurityGroupIngress",
+        "awsRegion": "us-east-1",
+        "recipientAccountId": ACCOUNT,
+        "eventID": "x",
+        "requestParameters": {"groupId": "sg-0123456789abcdef0", "ipPermissions": None},
+        "responseElements": None,
+    },
+]
+
+
+@pytest.mark.parametrize("event", BAD_EVENTS)
+def test_bad_input_is_ignored_with_one_line_and_no_exception(aws, event, capsys):
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "ignored"
+    assert only_log_line(capsys)["reason"] == result["reason"]
+
+
+def stubbed_client(region="us-east-1"):
+    client = lambda_function.ec2_client(region)
+    return Stubber(client)
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["UnauthorizedOperation", "RequestLimitExceeded", "InternalError", "Unavailable"],
+)
+def test_aws_faults_that_may_pass_raise_for_retry(code, capsys):
+    event = record(
+        "AuthorizeSecurityGroupIngress",
+        {
+            "groupId": "sg-0123456789abcdef0",
+            "ipPermissions": {"items": [ssh_permission()]},
+        },
+        {"_return": True},
+    )
+    with stubbed_client() as stub:
+        stub.add_client_error("revoke_security_group_ingress", service_error_code=code)
+        with pytest.raises(lambda_function.ClientError):
+            lambda_handler(event, CONTEXT)
+    logged = only_log_line(capsys)
+    assert logged["decision"] == "error"
+    assert code in logged["reason"]
+
+
+@pytest.mark.parametrize("code", ["InvalidGroupId.Malformed", "InvalidParameterValue"])
+def test_aws_saying_the_event_is_wrong_is_not_retried(code):
+    event = record(
+        "AuthorizeSecurityGroupIngress",
+        {
+            "groupId": "sg-0123456789abcdef0",
+            "ipPermissions": {"items": [ssh_permission()]},
+        },
+        {"_return": True},
+    )
+    with stubbed_client() as stub:
+        stub.add_client_error("revoke_security_group_ingress", service_error_code=code)
+        result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "ignored"
+    assert code in result["reason"]
+
+
+def ssh_permission():
+    return {
+        "ipProtocol": "tcp",
+        "fromPort": 22,
+        "toPort": 22,
+        "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]},
+    }
+
+
+def test_without_a_context_it_still_runs(ec2, group_id):
+    assert (
+        lambda_handler(authorize(ec2, group_id, [SSH]), None)["decision"] == "reverted"
+    )
+    assert lambda_handler(authorize(ec2, group_id, [SSH]), SimpleNamespace())[
+        "decision"
+    ] == ("reverted")

@@ -1,0 +1,375 @@
+"""Reverting on moto: after the handler ran, the group holds exactly what it held before."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from cloudtrail import (
+    ACCOUNT,
+    authorize,
+    camel,
+    eventbridge,
+    modify,
+    record,
+    rule_set,
+    rules_of,
+)
+from conftest import CONTEXT
+
+import lambda_function
+from lambda_function import lambda_handler
+
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+
+
+def run(event):
+    return lambda_handler(eventbridge(event), CONTEXT)
+
+
+@pytest.fixture
+def calls():
+    """The EC2 operations the handler's client makes, in order."""
+    made = []
+    client = lambda_function.ec2_client("us-east-1")
+    client.meta.events.register(
+        "before-call.ec2", lambda model, **_: made.append(model.name)
+    )
+    return made
+
+
+def every_kind(other_group):
+    return [
+        SSH,
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 3389,
+            "ToPort": 3389,
+            "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+        },
+        {
+            "IpProtocol": "-1",
+            "IpRanges": [{"CidrIp": "198.51.100.0/24", "Description": "partner"}],
+            "Ipv6Ranges": [{"CidrIpv6": "2001:db8::/32"}],
+        },
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 5432,
+            "ToPort": 5432,
+            "PrefixListIds": [{"PrefixListId": "pl-0123abcd"}],
+        },
+        {
+            "IpProtocol": "udp",
+            "FromPort": 0,
+            "ToPort": 65535,
+            "UserIdGroupPairs": [{"GroupId": other_group, "UserId": ACCOUNT}],
+        },
+        {
+            "IpProtocol": "icmp",
+            "FromPort": 8,
+            "ToPort": -1,
+            "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+        },
+        {
+            "IpProtocol": "icmpv6",
+            "FromPort": -1,
+            "ToPort": -1,
+            "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+        },
+    ]
+
+
+@pytest.fixture
+def other_group(ec2, vpc_id):
+    return ec2.create_security_group(GroupName="lb", Description="lb", VpcId=vpc_id)[
+        "GroupId"
+    ]
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
+def test_every_source_kind_is_revoked_and_nothing_else(
+    ec2, group_id, other_group, calls, modern
+):
+    before = rule_set(ec2, group_id)
+    event = authorize(ec2, group_id, every_kind(other_group), modern=modern)
+    assert len(rule_set(ec2, group_id) - before) == 8
+    calls.clear()
+    result = run(event)
+    assert result["decision"] == "reverted"
+    assert len(result["rules"]) == 8
+    assert rule_set(ec2, group_id) == before
+    expected = "RevokeSecurityGroupIngress"
+    assert calls == [expected]
+
+
+def test_rule_ids_are_used_when_the_response_has_them(ec2, group_id, calls):
+    event = authorize(ec2, group_id, [SSH])
+    calls.clear()
+    revoked = []
+    client = lambda_function.ec2_client("us-east-1")
+    client.meta.events.register(
+        "provide-client-params.ec2.RevokeSecurityGroupIngress",
+        lambda params, **_: revoked.append(params),
+    )
+    run(event)
+    rule_id = event["responseElements"]["securityGroupRuleSet"]["items"][0][
+        "securityGroupRuleId"
+    ]
+    assert revoked == [{"GroupId": group_id, "SecurityGroupRuleIds": [rule_id]}]
+
+
+def test_an_older_rule_on_the_same_port_stays(ec2, group_id):
+    # The fixture's group already allows tcp 22 from 192.0.2.0/24 (the bastion).
+    event = authorize(ec2, group_id, [SSH], modern=False)
+    run(event)
+    assert (False, "tcp", 22, 22, "192.0.2.0/24") in rule_set(ec2, group_id)
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
+
+
+def test_legacy_flat_request_is_revoked(ec2, group_id):
+    before = rule_set(ec2, group_id)
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id, CidrIp="0.0.0.0/0", IpProtocol="tcp", FromPort=80, ToPort=80
+    )
+    params = {
+        "groupId": group_id,
+        "ipPermissions": {},
+        "cidrIp": "0.0.0.0/0",
+        "ipProtocol": "tcp",
+        "fromPort": 80,
+        "toPort": 80,
+    }
+    result = run(record("AuthorizeSecurityGroupIngress", params, {"_return": True}))
+    assert result["rules"] == ["tcp 80 from 0.0.0.0/0"]
+    assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
+def test_egress_is_revoked_and_the_default_egress_rule_stays(ec2, group_id, modern):
+    before = rule_set(ec2, group_id)
+    smtp = {
+        "IpProtocol": "tcp",
+        "FromPort": 25,
+        "ToPort": 25,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+    }
+    result = run(authorize(ec2, group_id, [smtp], egress=True, modern=modern))
+    assert result["rules"] == ["tcp 25 to 0.0.0.0/0"]
+    assert rule_set(ec2, group_id) == before
+    assert (True, "-1", -1, -1, "0.0.0.0/0") in before
+
+
+def test_egress_switch_leaves_egress_alone(ec2, group_id, conditions, calls):
+    conditions(REVERT_EGRESS=False)
+    smtp = {
+        "IpProtocol": "tcp",
+        "FromPort": 25,
+        "ToPort": 25,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+    }
+    event = authorize(ec2, group_id, [smtp], egress=True)
+    after_change = rule_set(ec2, group_id)
+    calls.clear()
+    assert run(event)["decision"] == "kept"
+    assert rule_set(ec2, group_id) == after_change
+    assert calls == []
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
+def test_same_event_twice_is_harmless(ec2, group_id, modern):
+    before = rule_set(ec2, group_id)
+    event = authorize(ec2, group_id, [SSH], modern=modern)
+    assert run(event)["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    second = run(event)
+    assert second["decision"] == "reverted"
+    assert second["rules"] == []
+    assert second["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
+    assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
+def test_rules_someone_already_removed_are_skipped_and_the_rest_revoked(
+    ec2, group_id, modern
+):
+    before = rule_set(ec2, group_id)
+    web = {
+        "IpProtocol": "tcp",
+        "FromPort": 80,
+        "ToPort": 80,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+    }
+    event = authorize(ec2, group_id, [SSH, web], modern=modern)
+    ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[SSH])
+    result = run(event)
+    assert result["rules"] == ["tcp 80 from 0.0.0.0/0"]
+    assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
+    assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
+def test_a_group_deleted_meanwhile_is_done(ec2, group_id, modern):
+    event = authorize(ec2, group_id, [SSH], modern=modern)
+    ec2.delete_security_group(GroupId=group_id)
+    result = run(event)
+    assert result["decision"] == "reverted"
+    assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
+
+
+def test_a_failed_call_changes_nothing_and_calls_nothing(ec2, group_id, calls):
+    bastion = {**SSH, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}
+    event = authorize(ec2, group_id, [bastion])  # a duplicate: AWS refuses it
+    assert event["errorCode"] == "Client.InvalidPermission.Duplicate"
+    before = rule_set(ec2, group_id)
+    calls.clear()
+    result = run(event)
+    assert result["decision"] == "ignored"
+    assert "the call failed" in result["reason"]
+    assert rule_set(ec2, group_id) == before
+    assert calls == []
+
+
+def bastion_rule_id(ec2, group_id):
+    (rule,) = [
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
+    ]
+    return rule["SecurityGroupRuleId"]
+
+
+def test_a_rule_widened_in_place_is_revoked(ec2, group_id, calls):
+    rule_id = bastion_rule_id(ec2, group_id)
+    widened = {
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "CidrIpv4": "0.0.0.0/0",
+    }
+    event = modify(ec2, group_id, {rule_id: widened})
+    calls.clear()
+    result = run(event)
+    assert result["decision"] == "reverted"
+    assert "old value is not in the event" in result["reason"]
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert rule_id not in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+    assert (False, "tcp", 443, 443, "10.0.0.0/8") in rule_set(ec2, group_id)
+    assert calls == ["DescribeSecurityGroupRules", "RevokeSecurityGroupIngress"]
+
+
+def test_an_egress_rule_edited_in_place_is_revoked_as_egress(ec2, group_id):
+    (egress,) = [r for r in rules_of(ec2, group_id) if r["IsEgress"]]
+    wider = {"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv4": "0.0.0.0/0"}
+    result = run(modify(ec2, group_id, {egress["SecurityGroupRuleId"]: wider}))
+    assert result["rules"] == ["all traffic to 0.0.0.0/0"]
+    assert not [r for r in rules_of(ec2, group_id) if r["IsEgress"]]
+
+
+def test_edits_can_be_left_alone(ec2, group_id, conditions):
+    conditions(REVERT_MODIFIED_RULES=False)
+    rule_id = bastion_rule_id(ec2, group_id)
+    event = modify(
+        ec2,
+        group_id,
+        {
+            rule_id: {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "CidrIpv4": "0.0.0.0/0",
+            }
+        },
+    )
+    assert run(event)["decision"] == "kept"
+    assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+
+def test_an_edit_to_an_allowed_value_stays(ec2, group_id, conditions):
+    conditions(ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "192.0.2.0/24"}])
+    rule_id = bastion_rule_id(ec2, group_id)
+    event = modify(
+        ec2,
+        group_id,
+        {
+            rule_id: {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 23,
+                "CidrIpv4": "192.0.2.0/25",
+            }
+        },
+    )
+    assert run(event)["decision"] == "kept"
+    assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+
+def test_a_group_named_only_in_the_default_vpc_is_resolved_and_reverted(ec2, calls):
+    default = ec2.create_security_group(GroupName="legacy-web", Description="web")[
+        "GroupId"
+    ]
+    before = rule_set(ec2, default)
+    ec2.authorize_security_group_ingress(GroupName="legacy-web", IpPermissions=[SSH])
+    params = {"groupName": "legacy-web", "ipPermissions": camel([SSH])}
+    calls.clear()
+    result = run(record("AuthorizeSecurityGroupIngress", params, {"_return": True}))
+    assert result["decision"] == "reverted"
+    assert rule_set(ec2, default) == before
+    assert calls == ["DescribeSecurityGroups", "RevokeSecurityGroupIngress"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "reverted"),
+    [
+        ({"ONLY_TAGGED": {"guardrail": "on"}}, True),
+        ({"ONLY_TAGGED": {"guardrail": "strict"}}, False),
+        ({"NEVER_TAGGED": {"guardrail": None}}, False),
+        ({"ONLY_VPC_IDS": ["vpc-0aaaaaaaaaaaaaaaa"]}, False),
+        ({"NEVER_VPC_IDS": ["vpc-0aaaaaaaaaaaaaaaa"]}, True),
+    ],
+)
+def test_vpc_and_tag_conditions_cost_one_lookup(
+    ec2, group_id, conditions, calls, setting, reverted
+):
+    ec2.create_tags(Resources=[group_id], Tags=[{"Key": "guardrail", "Value": "on"}])
+    conditions(**setting)
+    event = authorize(ec2, group_id, [SSH])
+    calls.clear()
+    result = run(event)
+    assert result["decision"] == ("reverted" if reverted else "kept")
+    assert ((False, "tcp", 22, 22, "0.0.0.0/0") in rule_set(ec2, group_id)) != reverted
+    assert calls[0] == "DescribeSecurityGroups"
+    assert len(calls) == (2 if reverted else 1)
+
+
+def test_the_vpc_condition_sees_the_groups_real_vpc(ec2, group_id, vpc_id, conditions):
+    conditions(ONLY_VPC_IDS=[vpc_id])
+    assert run(authorize(ec2, group_id, [SSH]))["decision"] == "reverted"
+
+
+def test_allowed_rules_stay_and_the_rest_of_the_change_goes(ec2, group_id, conditions):
+    conditions(
+        ALLOWED_RULES=[
+            {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}
+        ]
+    )
+    https = {**SSH, "FromPort": 443, "ToPort": 443}
+    result = run(authorize(ec2, group_id, [https, SSH]))
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert result["keptRules"] == ["tcp 443 from 0.0.0.0/0"]
+    assert (False, "tcp", 443, 443, "0.0.0.0/0") in rule_set(ec2, group_id)
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
+
+
+def test_it_acts_in_the_events_region(aws):
+    eu = boto3.client("ec2", region_name="eu-west-1")
+    vpc = eu.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    group = eu.create_security_group(GroupName="eu", Description="eu", VpcId=vpc)[
+        "GroupId"
+    ]
+    before = rule_set(eu, group)
+    event = authorize(eu, group, [SSH])
+    assert event["awsRegion"] == "eu-west-1"
+    assert run(event)["decision"] == "reverted"
+    assert rule_set(eu, group) == before
+    assert list(lambda_function._clients) == ["eu-west-1"]
