@@ -4,12 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint format clean
+.PHONY: demo test lint format clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(BIN)/activate
+
+demo: $(BIN)/activate
+	$(BIN)/python tests/demo.py
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .

@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 # =============================================================================================
 # CONDITIONS: edit this block. Every list empty means "revert every change" (the default).
@@ -799,7 +799,7 @@ def learn_directions(ec2: Any, change: dict[str, Any]) -> None:
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     dry_run = os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
-    summary: dict[str, Any] = {"eventId": event_id(event)}
+    summary = first_summary(event)
     try:
         change = read_change(event)
         summary = summarize(change)
@@ -816,6 +816,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             return log(summary, "ignored", f"AWS rejected the event's values: {error}")
         log(summary, "error", f"{error_code(error)}: {error}")
         raise  # Lambda retries, then hands the event to the on-failure destination
+    except BotoCoreError as error:  # no connection, no credentials: also worth a retry
+        log(summary, "error", f"{type(error).__name__}: {error}")
+        raise
 
 
 def handle(change: dict[str, Any], dry_run: bool) -> tuple[str, str, list, list, list]:
@@ -870,10 +873,14 @@ def summarize(change: dict[str, Any]) -> dict[str, Any]:
     return {key: change.get(key) for key in keys}
 
 
-def event_id(event: Any) -> Any:
+def first_summary(event: Any) -> dict[str, Any]:
+    """What can be said of an event before reading it: so that every line names its event."""
     record = event.get("detail", event) if isinstance(event, dict) else None
-    found = record.get("eventID") if isinstance(record, dict) else None
-    return found if isinstance(found, str) else None
+    record = record if isinstance(record, dict) else {}
+    found = {"eventId": record.get("eventID"), "eventName": record.get("eventName")}
+    return {
+        key: value if isinstance(value, str) else None for key, value in found.items()
+    }
 
 
 def account_of(context: Any) -> str | None:
@@ -897,9 +904,144 @@ def log(
     return result
 
 
+# =============================================================================================
+# Local use: replay saved events or a CloudTrail log, or audit the recent past
+# =============================================================================================
+
+USAGE = """python lambda_function.py EVENT.json | LOG.json[.gz] | - [--dry-run]
+       python lambda_function.py --since 24h [--region REGION] [--dry-run]"""
+
+
+def main(argv: list[str], cloudtrail: Any = None) -> int:
+    """Run the handler on saved events, a CloudTrail log or recent event history.
+
+    Acts on whatever AWS boto3 is configured for (AWS_ENDPOINT_URL reaches a moto server too).
+    Exit 0 when every event was handled, 1 when some were malformed or failed, 2 when the
+    input could not be read at all.
+    """
+    import argparse  # local use only: kept off the Lambda's cold start
+
+    parser = argparse.ArgumentParser(prog="python lambda_function.py", usage=USAGE)
+    parser.add_argument(
+        "source", nargs="?", help="event or CloudTrail log file; - for stdin"
+    )
+    parser.add_argument("--since", help="audit CloudTrail event history: 30m, 24h, 7d")
+    parser.add_argument(
+        "--region", help="region of the event history (default: boto3's)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="decide and log, change nothing"
+    )
+    args = parser.parse_args(argv)
+    if (args.source is None) == (args.since is None):
+        parser.error("give one event or log file, or --since")
+    if args.dry_run:
+        os.environ["DRY_RUN"] = "true"
+    try:
+        if args.since:
+            events = recent_events(args.since, args.region, cloudtrail)
+        else:
+            events = saved_events(args.source)
+    except (OSError, ValueError, ClientError, BotoCoreError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return replay(events)
+
+
+def saved_events(source: str) -> list[Any]:
+    """One event, a list of events, or a CloudTrail log file ({"Records": [...]}, maybe gzipped)."""
+    import gzip
+
+    if source == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(source, "rb") as file:
+            data = file.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    try:
+        loaded = json.loads(data)
+    except ValueError as error:
+        raise ValueError(f"{source} is not JSON: {error}") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("Records"), list):
+        wanted = [
+            record
+            for record in loaded["Records"]
+            if not isinstance(record, dict) or record.get("eventName") in HANDLED_EVENTS
+        ]
+        if not wanted:
+            raise ValueError(f"{source} holds no security-group records")
+        return wanted
+    return loaded if isinstance(loaded, list) else [loaded]
+
+
+def recent_events(since: str, region: str | None, cloudtrail: Any = None) -> list[Any]:
+    """Security-group changes in CloudTrail event history (LookupEvents), oldest first."""
+    import datetime
+
+    match = re.fullmatch(r"(\d+)([mhd])", since)
+    if not match:
+        raise ValueError(
+            f"--since wants a number and m, h or d, like 24h; got {since!r}"
+        )
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
+    end = datetime.datetime.now(datetime.UTC)
+    start = end - datetime.timedelta(**{unit: int(match[1])})
+    if cloudtrail is None:
+        cloudtrail = boto3.client(
+            "cloudtrail", region_name=region, config=CLIENT_CONFIG
+        )
+    records: list[Any] = []
+    for name in HANDLED_EVENTS:  # LookupEvents filters on one attribute at a time
+        # IAM (your own credentials, not the function's): cloudtrail:LookupEvents
+        pages = cloudtrail.get_paginator("lookup_events").paginate(
+            LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
+            StartTime=start,
+            EndTime=end,
+        )
+        for page in pages:
+            for found in page["Events"]:
+                try:
+                    records.append(json.loads(found.get("CloudTrailEvent") or "null"))
+                except ValueError:
+                    records.append(
+                        found.get("CloudTrailEvent")
+                    )  # reported as malformed
+    return sorted(
+        records, key=lambda r: str(r.get("eventTime")) if isinstance(r, dict) else ""
+    )
+
+
+def replay(events: list[Any]) -> int:
+    """Handle each event in order; a failure on one does not stop the others."""
+    counts: dict[str, int] = {}
+    problems = []
+    for event in events:
+        try:
+            decision = lambda_handler(event, None)["decision"]
+        except (ClientError, BotoCoreError):
+            decision = "error"  # the handler has logged it
+        record = unwrap_quietly(event)
+        if decision == "error" or (
+            decision == "ignored" and not record.get("errorCode")
+        ):
+            problems.append(first_summary(event)["eventId"] or "(no eventID)")
+        counts[decision] = counts.get(decision, 0) + 1
+    tally = ", ".join(f"{n} {decision}" for decision, n in sorted(counts.items()))
+    print(f"summary: {len(events)} events: {tally or 'none'}", file=sys.stderr)
+    if problems:
+        print(f"malformed or failed: {', '.join(problems)}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def unwrap_quietly(event: Any) -> dict[str, Any]:
+    try:
+        return unwrap(event)
+    except BadEvent:
+        return {}
+
+
 check_conditions()
 
 if __name__ == "__main__":
-    # Local use: python lambda_function.py EVENT.json  (against whatever AWS boto3 is set up for)
-    with open(sys.argv[1]) as source:
-        lambda_handler(json.load(source), None)
+    sys.exit(main(sys.argv[1:]))

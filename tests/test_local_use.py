@@ -1,0 +1,267 @@
+"""Local use: the demo, replaying saved events and CloudTrail logs, auditing recent history."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from cloudtrail import authorize, eventbridge, record, rule_set
+from conftest import ROOT
+
+from lambda_function import describe, main, read_change
+
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+WEB = {**SSH, "FromPort": 80, "ToPort": 80}
+OPEN_SSH = (False, "tcp", 22, 22, "0.0.0.0/0")
+OPEN_WEB = (False, "tcp", 80, 80, "0.0.0.0/0")
+
+
+def test_the_demo_undoes_every_risky_change_and_keeps_the_exempt_one():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: every risky change undone, the exempt one kept" in done.stdout
+    assert "widens the bastion rule in place  reverted" in done.stdout
+
+
+def write(path, content):
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def test_a_saved_event_is_replayed(ec2, group_id, tmp_path, capsys):
+    event = write(tmp_path / "event.json", eventbridge(authorize(ec2, group_id, [SSH])))
+    assert main([event]) == 0
+    assert OPEN_SSH not in rule_set(ec2, group_id)
+    out, err = capsys.readouterr()
+    assert json.loads(out)["decision"] == "reverted"
+    assert "summary: 1 events: 1 reverted" in err
+
+
+def test_replay_in_dry_run_changes_nothing(ec2, group_id, tmp_path, monkeypatch):
+    monkeypatch.setenv("DRY_RUN", "false")  # undone after the test, whatever main sets
+    event = write(tmp_path / "event.json", authorize(ec2, group_id, [SSH]))
+    assert main([event, "--dry-run"]) == 0
+    assert OPEN_SSH in rule_set(ec2, group_id)
+
+
+def test_an_event_on_stdin_is_replayed(ec2, group_id, monkeypatch):
+    data = json.dumps(authorize(ec2, group_id, [SSH])).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert main(["-"]) == 0
+    assert OPEN_SSH not in rule_set(ec2, group_id)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_a_cloudtrail_log_file_is_handled_in_order(
+    ec2, group_id, tmp_path, capsys, compressed
+):
+    unrelated = record("DescribeInstances", {"instancesSet": {}}, None)
+    records = [
+        authorize(ec2, group_id, [SSH]),
+        unrelated,
+        authorize(ec2, group_id, [WEB]),
+    ]
+    data = json.dumps({"Records": records}).encode()
+    path = tmp_path / ("log.json.gz" if compressed else "log.json")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    assert main([str(path)]) == 0
+    assert not {OPEN_SSH, OPEN_WEB} & rule_set(ec2, group_id)
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["rules"] for line in out.splitlines()] == [
+        ["tcp 22 from 0.0.0.0/0"],
+        ["tcp 80 from 0.0.0.0/0"],
+    ]
+    assert "summary: 2 events: 2 reverted" in err
+
+
+def test_a_half_bad_log_handles_the_good_records_and_reports_the_bad(
+    ec2, group_id, tmp_path, capsys
+):
+    bad = authorize(ec2, group_id, [WEB])
+    bad["requestParameters"]["groupId"] = "sg-not-an-id"
+    failed = record(
+        "AuthorizeSecurityGroupIngress", {}, None, error_code="UnauthorizedOperation"
+    )
+    log = write(
+        tmp_path / "log.json",
+        {"Records": [bad, authorize(ec2, group_id, [SSH]), failed]},
+    )
+    assert main([log]) == 1
+    assert OPEN_SSH not in rule_set(ec2, group_id)
+    err = capsys.readouterr().err
+    assert "summary: 3 events: 2 ignored, 1 reverted" in err
+    assert f"malformed or failed: {bad['eventID']}" in err
+    assert (
+        failed["eventID"] not in err
+    )  # a failed call is a normal record, not a bad one
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file"),
+        (b"{not json", "is not JSON"),
+        (b"", "is not JSON"),
+        (
+            json.dumps({"Records": [{"eventName": "DescribeInstances"}]}).encode(),
+            "no security-group",
+        ),
+        (json.dumps({"Records": []}).encode(), "no security-group"),
+        (gzip.compress(b"\x00\x01"), "is not JSON"),
+    ],
+)
+def test_unreadable_input_gives_one_error_line_and_exit_2(
+    tmp_path, capsys, content, message
+):
+    path = tmp_path / "input.json"
+    if content is not None:
+        path.write_bytes(content)
+    assert main([str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: ")
+    assert message in err
+
+
+def test_the_command_line_reaches_a_moto_server_through_aws_endpoint_url(tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)[
+            "GroupId"
+        ]
+        event = write(tmp_path / "event.json", authorize(ec2, group, [SSH]))
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "lambda_function.py"), event],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert OPEN_SSH not in rule_set(ec2, group)
+    finally:
+        server.stop()
+
+
+def lookup_page(records, token=None):
+    page = {
+        "Events": [
+            {
+                "EventId": r["eventID"],
+                "EventName": r["eventName"],
+                "EventTime": datetime(2026, 11, 27, tzinfo=UTC),
+                "CloudTrailEvent": json.dumps(r),
+            }
+            for r in records
+        ]
+    }
+    return {**page, "NextToken": token} if token else page
+
+
+def expect_lookup(stub, name, page, token=None):
+    params = {
+        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": name}],
+        "StartTime": ANY,
+        "EndTime": ANY,
+    }
+    stub.add_response(
+        "lookup_events", page, {**params, **({"NextToken": token} if token else {})}
+    )
+
+
+def test_audit_handles_every_change_in_recent_history(ec2, group_id, capsys):
+    first, second = authorize(ec2, group_id, [SSH]), authorize(ec2, group_id, [WEB])
+    first["eventTime"], second["eventTime"] = (
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T08:00:00Z",
+    )
+    cloudtrail = boto3.client("cloudtrail", region_name="us-east-1")
+    with Stubber(cloudtrail) as stub:
+        expect_lookup(
+            stub, "AuthorizeSecurityGroupIngress", lookup_page([first], "page-2")
+        )
+        expect_lookup(
+            stub, "AuthorizeSecurityGroupIngress", lookup_page([second]), "page-2"
+        )
+        expect_lookup(stub, "AuthorizeSecurityGroupEgress", lookup_page([]))
+        expect_lookup(stub, "ModifySecurityGroupRules", lookup_page([]))
+        assert main(["--since", "24h"], cloudtrail=cloudtrail) == 0
+        stub.assert_no_pending_responses()
+    assert not {OPEN_SSH, OPEN_WEB} & rule_set(ec2, group_id)
+    out = capsys.readouterr().out
+    # oldest first, whatever order the history returned them in
+    assert [json.loads(line)["eventId"] for line in out.splitlines()] == [
+        second["eventID"],
+        first["eventID"],
+    ]
+
+
+def test_audit_looks_back_as_far_as_asked():
+    cloudtrail = boto3.client("cloudtrail", region_name="us-east-1")
+    seen = []
+    cloudtrail.meta.events.register(
+        "provide-client-params.cloudtrail.LookupEvents",
+        lambda params, **_: seen.append(params),
+    )
+    with Stubber(cloudtrail) as stub:
+        for _ in range(3):
+            stub.add_response("lookup_events", {"Events": []})
+        assert main(["--since", "90m"], cloudtrail=cloudtrail) == 0
+    window = seen[0]["EndTime"] - seen[0]["StartTime"]
+    assert window == timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("since", ["24", "1w", "h24", "1.5h"])
+def test_audit_rejects_a_window_it_cannot_read(since, capsys):
+    assert main(["--since", since]) == 2
+    assert capsys.readouterr().err.startswith("error: --since")
+
+
+EXAMPLES = {
+    "ssh-from-anywhere.json": ["tcp 22 from 0.0.0.0/0"],
+    "rdp-from-ipv6-anywhere-old-response.json": ["tcp 3389 from ::/0"],
+    "egress-to-anywhere.json": ["all traffic to 0.0.0.0/0"],
+    "rule-widened-in-place.json": ["tcp 5432 from/to 0.0.0.0/0"],
+    "legacy-flat-form.json": ["tcp 8080 from 0.0.0.0/0"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_events_read_as_documented(name):
+    event = json.loads((ROOT / "events" / name).read_text())
+    assert [describe(r) for r in read_change(event)["rules"]] == EXAMPLES[name]
+
+
+def test_every_example_event_is_covered():
+    names = {p.name for p in (ROOT / "events").glob("*.json")}
+    assert names == set(EXAMPLES) | {"failed-call.json", "cloudtrail-log.json"}
