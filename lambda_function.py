@@ -20,9 +20,11 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import math
 import os
 import re
 import sys
+import time
 from typing import Any
 
 import boto3
@@ -605,17 +607,46 @@ REJECTED = {
     "InvalidGroup.Reserved",
     "VPCIdNotSpecified",
 }
+DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
+MAX_ATTEMPTS = 5  # per call, the first included; then the error goes up to Lambda
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    connect_timeout=5,
+    read_timeout=10,
 )
-_clients: dict[str, Any] = {}
+# Time kept back to log and hand the event back to Lambda for a retry.
+DEADLINE_MARGIN_S = 3.0
+_clients: dict[tuple[str, str], Any] = {}
+_retry_until = math.inf  # set by each invocation from the Lambda's remaining time
 
 
-def ec2_client(region: str) -> Any:
-    """One client per region, kept for warm invocations."""
-    if region not in _clients:
-        _clients[region] = boto3.client("ec2", region_name=region, config=CLIENT_CONFIG)
-    return _clients[region]
+class DeadlineNear(BotoCoreError):
+    fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
+
+
+def client(service: str, region: str) -> Any:
+    """One client per service and region, kept for warm invocations."""
+    if (service, region) not in _clients:
+        made = boto3.client(service, region_name=region, config=CLIENT_CONFIG)
+        made.meta.events.register_first(
+            f"needs-retry.{service}", stop_retrying_near_deadline
+        )
+        _clients[service, region] = made
+    return _clients[service, region]
+
+
+def stop_retrying_near_deadline(
+    attempts: int = 1, response: Any = None, caught_exception: Any = None, **_: Any
+) -> None:
+    """Before botocore retries a failed call: give up instead if the backoff could outrun Lambda."""
+    failed = caught_exception is not None or (
+        response is not None and response[0].status_code >= 400
+    )
+    if not failed or attempts >= MAX_ATTEMPTS:  # no retry would follow anyway
+        return
+    longest_backoff = min(2 ** (attempts - 1), 20)  # botocore's standard mode
+    if time.monotonic() + longest_backoff + DEADLINE_MARGIN_S > _retry_until:
+        raise DeadlineNear
 
 
 def error_code(error: ClientError) -> str:
@@ -798,8 +829,15 @@ def learn_directions(ec2: Any, change: dict[str, Any]) -> None:
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    global _retry_until
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: math.inf)()
+    _retry_until = time.monotonic() + remaining_ms / 1000
     dry_run = os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
     summary = first_summary(event)
+    if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
+        print(
+            json.dumps({"eventId": summary["eventId"], "rawEvent": event}, default=str)
+        )
     try:
         change = read_change(event)
         summary = summarize(change)
@@ -808,16 +846,27 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             raise BadEvent(
                 f"event from account {change['account']}; this function guards {own_account}"
             )
-        return log(summary, *handle(change, dry_run))
+        result = outcome(summary, *handle(change, dry_run))
+        notify(result, change)
+        return log(result)
     except BadEvent as bad:
-        return log(summary, "ignored", str(bad))
+        return log(outcome(summary, "ignored", str(bad)))
     except ClientError as error:
-        if error_code(error) in REJECTED:
-            return log(summary, "ignored", f"AWS rejected the event's values: {error}")
-        log(summary, "error", f"{error_code(error)}: {error}")
+        code = error_code(error)
+        if code in REJECTED:
+            return log(
+                outcome(summary, "ignored", f"AWS rejected the event's values: {error}")
+            )
+        if code in DENIED:
+            error_reason = (
+                f"{code}: the role needs ec2:{error.operation_name} ({error})"
+            )
+        else:
+            error_reason = f"{code}: {error}"
+        log(outcome(summary, "error", error_reason))
         raise  # Lambda retries, then hands the event to the on-failure destination
-    except BotoCoreError as error:  # no connection, no credentials: also worth a retry
-        log(summary, "error", f"{type(error).__name__}: {error}")
+    except BotoCoreError as error:  # no connection, no time left: also worth a retry
+        log(outcome(summary, "error", f"{type(error).__name__}: {error}"))
         raise
 
 
@@ -826,7 +875,7 @@ def handle(change: dict[str, Any], dry_run: bool) -> tuple[str, str, list, list,
     reason = exemption(change)
     if reason:
         return "kept", reason, [], change["rules"], []
-    ec2 = ec2_client(change["region"])
+    ec2 = client("ec2", change["region"])
     if needs_group_facts(change):
         facts = group_facts(ec2, change)
         if facts is None:
@@ -864,6 +913,7 @@ def summarize(change: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "eventId",
         "eventName",
+        "eventTime",
         "actor",
         "account",
         "region",
@@ -890,18 +940,92 @@ def account_of(context: Any) -> str | None:
     return parts[4] if len(parts) > 4 and ACCOUNT_ID.fullmatch(parts[4]) else None
 
 
-def log(
+def outcome(
     summary: dict, decision: str, reason: str, revoked=(), kept=(), gone=()
-) -> dict[str, Any]:
-    """One JSON line per event, and the same summary as the handler's result."""
+) -> dict:
+    """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": reason}
     result["rules"] = [describe(rule) for rule in revoked]
     if kept:
         result["keptRules"] = [describe(rule) for rule in kept]
     if gone:
         result["alreadyGone"] = [describe(rule) for rule in gone]
+    return result
+
+
+def log(result: dict[str, Any]) -> dict[str, Any]:
+    """One JSON line per event. It names the event, never holds credentials or the raw event."""
     print(json.dumps(result, default=str))
     return result
+
+
+# =============================================================================================
+# Notifying: one SNS message per reverted or dry-run change, when NOTIFY_TOPIC_ARN is set
+# =============================================================================================
+
+TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
+
+
+def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
+    """Publish the change; a failure is noted in the result and never undoes the revert."""
+    topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
+    if (
+        not topic
+        or result["decision"] not in ("reverted", "dry-run")
+        or not result["rules"]
+    ):
+        return
+    found = TOPIC_ARN.fullmatch(topic)
+    if not found:
+        result["notification"] = "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
+        return
+    try:
+        # IAM: sns:Publish
+        client("sns", found[1]).publish(TopicArn=topic, **message(result, change))
+        result["notification"] = "sent"
+    except (ClientError, BotoCoreError) as error:
+        result["notification"] = f"failed: {error}"
+
+
+def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """Subject, a body a person can act on, and attributes for subscription filters."""
+    verb = "Reverted" if result["decision"] == "reverted" else "Would revert (dry run)"
+    rules, kept = result["rules"], result.get("keptRules", [])
+    more = f" (+{len(rules) - 1} more)" if len(rules) > 1 else ""
+    who = result["actor"].rsplit("/", 1)[-1]
+    subject = f"{verb}: {rules[0]}{more} on {result['groupId']} by {who}"
+    subject = "".join(c if " " <= c <= "~" else "?" for c in subject)[:100]
+    region, group = result["region"], result["groupId"]
+    name = f" ({change['groupName']})" if change.get("groupName") else ""
+    lines = [
+        f"{verb} a security-group change: {result['reason']}.",
+        "",
+        f"Who:      {result['actor']}",
+        f"When:     {result.get('eventTime') or 'unknown'}",
+        f"Account:  {result['account']}",
+        f"Region:   {region}",
+        f"Group:    {group}{name}",
+        f"VPC:      {change.get('vpcId') or 'not looked up'}",
+        f"Call:     {result['eventName']}",
+        "Rules:",
+        *(f"  - {rule}" for rule in rules),
+        *(["Kept (allowed):"] if kept else []),
+        *(f"  - {rule}" for rule in kept),
+        f"Event ID: {result['eventId']}",
+        (
+            f"Console:  https://{region}.console.aws.amazon.com/ec2/home?region={region}"
+            f"#SecurityGroup:groupId={group}"
+        ),
+    ]
+    attributes = {
+        key: {"DataType": "String", "StringValue": str(result[key])}
+        for key in ("decision", "eventName", "account", "region", "groupId", "actor")
+    }
+    return {
+        "Subject": subject,
+        "Message": "\n".join(lines),
+        "MessageAttributes": attributes,
+    }
 
 
 # =============================================================================================

@@ -24,12 +24,41 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import boto3
+import botocore.handlers
 from cloudtrail import ACCOUNT
 from moto import mock_aws
 
 import lambda_function
 
 SAMPLES = ROOT.parent / "shared" / "cloudtrail-samples"
+
+# Every AWS action the function's handler calls, across the whole suite; test_policy.py
+# checks iam_policy.json against it.
+CALLED_BY_THE_FUNCTION: set[str] = set()
+
+
+def record_the_functions_calls(model, **_):
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is lambda_function.lambda_handler.__code__:
+            CALLED_BY_THE_FUNCTION.add(
+                f"{model.service_model.endpoint_prefix}:{model.name}"
+            )
+            return
+        frame = frame.f_back
+
+
+# A built-in handler reaches every client of every session (moto resets boto3's default one).
+botocore.handlers.BUILTIN_HANDLERS.append(("before-call", record_the_functions_calls))
+
+
+def pytest_collection_modifyitems(items):
+    """The IAM check reads what the whole suite recorded, so it runs last."""
+    items.sort(
+        key=lambda item: item.name.startswith("test_iam_policy_matches_the_calls")
+    )
+
+
 CONTEXT = SimpleNamespace(
     invoked_function_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:sg-guardrail",
     get_remaining_time_in_millis=lambda: 30_000,

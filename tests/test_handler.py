@@ -37,6 +37,7 @@ def test_one_json_log_line_says_who_what_where_and_why(ec2, group_id, capsys):
     assert result == {
         "eventId": event["eventID"],
         "eventName": "AuthorizeSecurityGroupIngress",
+        "eventTime": event["eventTime"],
         "actor": f"arn:aws:iam::{ACCOUNT}:user/alice",
         "account": ACCOUNT,
         "region": "us-east-1",
@@ -65,9 +66,9 @@ def test_dry_run_decides_and_logs_but_changes_nothing(ec2, group_id, monkeypatch
 
 def test_clients_are_created_once_per_region_and_reused(ec2, group_id):
     lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
-    first = lambda_function._clients["us-east-1"]
+    first = lambda_function._clients["ec2", "us-east-1"]
     lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
-    assert lambda_function._clients == {"us-east-1": first}
+    assert lambda_function._clients == {("ec2", "us-east-1"): first}
 
 
 def test_should_revert_can_keep_a_change(ec2, group_id, conditions):
@@ -135,7 +136,7 @@ def test_bad_input_is_ignored_with_one_line_and_no_exception(aws, event, capsys)
 
 
 def stubbed_client(region="us-east-1"):
-    client = lambda_function.ec2_client(region)
+    client = lambda_function.client("ec2", region)
     return Stubber(client)
 
 
@@ -194,3 +195,32 @@ def test_without_a_context_it_still_runs(ec2, group_id):
     assert lambda_handler(authorize(ec2, group_id, [SSH]), SimpleNamespace())[
         "decision"
     ] == ("reverted")
+
+
+def test_log_lines_hold_no_credentials_and_no_raw_event(ec2, group_id, capsys):
+    event = authorize(ec2, group_id, [SSH])
+    capsys.readouterr()
+    lambda_handler(eventbridge(event), CONTEXT)
+    out = capsys.readouterr().out
+    assert event["userIdentity"]["accessKeyId"] not in out
+    assert "requestParameters" not in out
+    assert "sourceIPAddress" not in out
+
+
+def test_a_debug_switch_logs_the_raw_event_under_its_id(
+    ec2, group_id, capsys, monkeypatch
+):
+    monkeypatch.setenv("LOG_RAW_EVENT", "true")
+    event = authorize(ec2, group_id, [SSH])
+    capsys.readouterr()
+    lambda_handler(event, CONTEXT)
+    raw, decision = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert raw == {"eventId": event["eventID"], "rawEvent": event}
+    assert decision["eventId"] == event["eventID"]
+
+
+@pytest.mark.parametrize("event", BAD_EVENTS[7:])
+def test_every_line_names_its_event_when_it_has_one(aws, event, capsys):
+    event = {**event, "eventID": "5f0c2c36-0000-4000-8000-000000000000"}
+    lambda_handler(event, CONTEXT)
+    assert only_log_line(capsys)["eventId"] == "5f0c2c36-0000-4000-8000-000000000000"

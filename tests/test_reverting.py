@@ -35,7 +35,7 @@ def run(event):
 def calls():
     """The EC2 operations the handler's client makes, in order."""
     made = []
-    client = lambda_function.ec2_client("us-east-1")
+    client = lambda_function.client("ec2", "us-east-1")
     client.meta.events.register(
         "before-call.ec2", lambda model, **_: made.append(model.name)
     )
@@ -110,7 +110,7 @@ def test_rule_ids_are_used_when_the_response_has_them(ec2, group_id, calls):
     event = authorize(ec2, group_id, [SSH])
     calls.clear()
     revoked = []
-    client = lambda_function.ec2_client("us-east-1")
+    client = lambda_function.client("ec2", "us-east-1")
     client.meta.events.register(
         "provide-client-params.ec2.RevokeSecurityGroupIngress",
         lambda params, **_: revoked.append(params),
@@ -372,4 +372,4 @@ def test_it_acts_in_the_events_region(aws):
     assert event["awsRegion"] == "eu-west-1"
     assert run(event)["decision"] == "reverted"
     assert rule_set(eu, group) == before
-    assert list(lambda_function._clients) == ["eu-west-1"]
+    assert list(lambda_function._clients) == [("ec2", "eu-west-1")]

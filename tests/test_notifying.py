@@ -1,0 +1,127 @@
+"""Notifying: one SNS message per reverted or dry-run change, checked through SNS -> SQS."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from cloudtrail import ACCOUNT, authorize, rule_set
+from conftest import CONTEXT
+
+from lambda_function import lambda_handler
+
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
+
+
+@pytest.fixture
+def inbox(aws, monkeypatch):
+    """A topic the function publishes to, and a queue subscribed to it."""
+    sns = boto3.client("sns", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    topic = sns.create_topic(Name="sg-guardrail-alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"]
+    )
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
+
+    def received():
+        found = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in found.get("Messages", [])]
+
+    return received
+
+
+def test_a_revert_sends_one_message_a_person_can_act_on(
+    ec2, group_id, vpc_id, inbox, conditions
+):
+    conditions(ONLY_VPC_IDS=[vpc_id])  # so that the VPC is looked up and named
+    event = authorize(ec2, group_id, [SSH])
+    result = lambda_handler(event, CONTEXT)
+    assert result["notification"] == "sent"
+    (message,) = inbox()
+    assert (
+        message["Subject"] == f"Reverted: tcp 22 from 0.0.0.0/0 on {group_id} by alice"
+    )
+    body = message["Message"]
+    for fact in (
+        f"arn:aws:iam::{ACCOUNT}:user/alice",
+        event["eventTime"],
+        ACCOUNT,
+        "us-east-1",
+        group_id,
+        vpc_id,
+        "AuthorizeSecurityGroupIngress",
+        "  - tcp 22 from 0.0.0.0/0",
+        event["eventID"],
+        (
+            f"https://us-east-1.console.aws.amazon.com/ec2/home?region=us-east-1"
+            f"#SecurityGroup:groupId={group_id}"
+        ),
+    ):
+        assert fact in body
+    attributes = {k: v["Value"] for k, v in message["MessageAttributes"].items()}
+    assert attributes == {
+        "decision": "reverted",
+        "eventName": "AuthorizeSecurityGroupIngress",
+        "account": ACCOUNT,
+        "region": "us-east-1",
+        "groupId": group_id,
+        "actor": f"arn:aws:iam::{ACCOUNT}:user/alice",
+    }
+
+
+def test_a_dry_run_says_what_it_would_revert(ec2, group_id, inbox, monkeypatch):
+    monkeypatch.setenv("DRY_RUN", "true")
+    https = {**SSH, "FromPort": 443, "ToPort": 443}
+    lambda_handler(authorize(ec2, group_id, [SSH, https]), CONTEXT)
+    (message,) = inbox()
+    assert message["Subject"].startswith(
+        "Would revert (dry run): tcp 22 from 0.0.0.0/0 (+1 more)"
+    )
+    assert message["MessageAttributes"]["decision"]["Value"] == "dry-run"
+
+
+def test_kept_and_ignored_changes_send_nothing(ec2, group_id, inbox, conditions):
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::*:user/alice"])
+    lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
+    lambda_handler({"not": "an event"}, CONTEXT)
+    assert inbox() == []
+
+
+def test_a_long_subject_is_cut_to_what_sns_accepts(ec2, group_id, inbox):
+    identity = {
+        "type": "IAMUser",
+        "arn": f"arn:aws:iam::{ACCOUNT}:user/{'é' * 5}{'x' * 120}",
+    }
+    lambda_handler(authorize(ec2, group_id, [SSH], identity=identity), CONTEXT)
+    (message,) = inbox()
+    assert len(message["Subject"]) == 100
+    assert message["Subject"].isascii()
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [f"arn:aws:sns:us-east-1:{ACCOUNT}:no-such-topic", "not-an-arn"],
+    ids=["missing-topic", "malformed-arn"],
+)
+def test_a_failure_to_notify_never_blocks_the_revert(
+    ec2, group_id, monkeypatch, capsys, topic
+):
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
+    event = authorize(ec2, group_id, [SSH])
+    capsys.readouterr()
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "reverted"
+    assert result["notification"].startswith("failed: ")
+    assert OPEN not in rule_set(ec2, group_id)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["notification"] == result["notification"]
