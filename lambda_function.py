@@ -17,6 +17,7 @@ Every event produces one JSON log line; the handler returns the same summary.
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import ipaddress
 import json
@@ -79,6 +80,10 @@ REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
 # safe undo is to revoke the edited rule. False: leave such edits alone.
 REVERT_MODIFIED_RULES = True
 
+# Many accounts (template.yaml): an event from another account is handled by assuming this
+# role in that account. Empty: such events are ignored.
+MEMBER_ROLE_NAME = ""  # e.g. "sg-guardrail-member"
+
 
 def should_revert(change: dict[str, Any]) -> bool:
     """The last word on a change the conditions above would revert. False keeps it.
@@ -89,6 +94,20 @@ def should_revert(change: dict[str, Any]) -> bool:
     """
     # e.g. return not change["actor"].endswith("/break-glass")
     return True
+
+
+# Settings a deployment gives in the environment (template.yaml's parameters) add to the above:
+# EXEMPT_PRINCIPALS (comma-separated patterns), REVERT_EGRESS=false, MEMBER_ROLE_NAME; and
+# DRY_RUN=true, NOTIFY_TOPIC_ARN, LOG_RAW_EVENT=true, read at each invocation.
+EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [
+    pattern.strip()
+    for pattern in os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
+    if pattern.strip()
+]
+REVERT_EGRESS = (
+    REVERT_EGRESS and os.environ.get("REVERT_EGRESS", "").strip().lower() != "false"
+)
+MEMBER_ROLE_NAME = os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
 
 
 # =============================================================================================
@@ -616,7 +635,14 @@ CLIENT_CONFIG = Config(
 )
 # Time kept back to log and hand the event back to Lambda for a retry.
 DEADLINE_MARGIN_S = 3.0
-_clients: dict[tuple[str, str], Any] = {}
+CREDENTIALS_MARGIN_S = (
+    300  # renew a member account's credentials this long before expiry
+)
+_clients: dict[tuple[str, str, str | None], Any] = {}
+_credentials: dict[
+    str, dict[str, Any]
+] = {}  # assumed-role credentials by member account
+_partition = "aws"  # from the function's own ARN: aws, aws-cn, aws-us-gov
 _retry_until = math.inf  # set by each invocation from the Lambda's remaining time
 
 
@@ -624,15 +650,47 @@ class DeadlineNear(BotoCoreError):
     fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
 
 
-def client(service: str, region: str) -> Any:
-    """One client per service and region, kept for warm invocations."""
-    if (service, region) not in _clients:
-        made = boto3.client(service, region_name=region, config=CLIENT_CONFIG)
+def client(service: str, region: str, account: str | None = None) -> Any:
+    """One client per service, region and account, kept for warm invocations.
+
+    account=None is the function's own account; another account is reached through its
+    MEMBER_ROLE_NAME role, with credentials renewed shortly before they expire.
+    """
+    if account is not None and not fresh(_credentials.get(account)):
+        _credentials[account] = assume_member_role(account, region)
+        for key in [key for key in _clients if key[2] == account]:
+            del _clients[key]
+    if (service, region, account) not in _clients:
+        keys = {}
+        if account is not None:
+            found = _credentials[account]
+            keys = {
+                "aws_access_key_id": found["AccessKeyId"],
+                "aws_secret_access_key": found["SecretAccessKey"],
+                "aws_session_token": found["SessionToken"],
+            }
+        made = boto3.client(service, region_name=region, config=CLIENT_CONFIG, **keys)
         made.meta.events.register_first(
             f"needs-retry.{service}", stop_retrying_near_deadline
         )
-        _clients[service, region] = made
-    return _clients[service, region]
+        _clients[service, region, account] = made
+    return _clients[service, region, account]
+
+
+def fresh(credentials: dict[str, Any] | None) -> bool:
+    if credentials is None:
+        return False
+    left = credentials["Expiration"] - datetime.datetime.now(datetime.UTC)
+    return left.total_seconds() > CREDENTIALS_MARGIN_S
+
+
+def assume_member_role(account: str, region: str) -> dict[str, Any]:
+    role = f"arn:{_partition}:iam::{account}:role/{MEMBER_ROLE_NAME}"
+    # IAM: sts:AssumeRole
+    answer = client("sts", region).assume_role(
+        RoleArn=role, RoleSessionName="sg-guardrail"
+    )
+    return answer["Credentials"]
 
 
 def stop_retrying_near_deadline(
@@ -841,12 +899,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
         change = read_change(event)
         summary = summarize(change)
-        own_account = account_of(context)
-        if own_account and change["account"] != own_account:
-            raise BadEvent(
-                f"event from account {change['account']}; this function guards {own_account}"
-            )
-        result = outcome(summary, *handle(change, dry_run))
+        account = member_account(change, context)
+        result = outcome(summary, *handle(change, dry_run, account))
         notify(result, change)
         return log(result)
     except BadEvent as bad:
@@ -858,8 +912,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                 outcome(summary, "ignored", f"AWS rejected the event's values: {error}")
             )
         if code in DENIED:
+            service = "sts" if error.operation_name == "AssumeRole" else "ec2"
             error_reason = (
-                f"{code}: the role needs ec2:{error.operation_name} ({error})"
+                f"{code}: the role needs {service}:{error.operation_name} ({error})"
             )
         else:
             error_reason = f"{code}: {error}"
@@ -870,12 +925,14 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         raise
 
 
-def handle(change: dict[str, Any], dry_run: bool) -> tuple[str, str, list, list, list]:
+def handle(
+    change: dict[str, Any], dry_run: bool, account: str | None
+) -> tuple[str, str, list, list, list]:
     """decision, reason, rules revoked (or to revoke), rules kept, rules already gone."""
     reason = exemption(change)
     if reason:
         return "kept", reason, [], change["rules"], []
-    ec2 = client("ec2", change["region"])
+    ec2 = client("ec2", change["region"], account)
     if needs_group_facts(change):
         facts = group_facts(ec2, change)
         if facts is None:
@@ -933,11 +990,23 @@ def first_summary(event: Any) -> dict[str, Any]:
     }
 
 
-def account_of(context: Any) -> str | None:
-    """The function's own account, from its ARN: no API call needed."""
+def member_account(change: dict[str, Any], context: Any) -> str | None:
+    """None to act with the function's own rights; else the member account to act in."""
+    global _partition
     arn = getattr(context, "invoked_function_arn", None)
     parts = arn.split(":") if isinstance(arn, str) else []
-    return parts[4] if len(parts) > 4 and ACCOUNT_ID.fullmatch(parts[4]) else None
+    if (
+        len(parts) < 5
+        or not ACCOUNT_ID.fullmatch(parts[4])
+        or parts[4] == change["account"]
+    ):
+        return None  # our own account, or run locally with whatever boto3 is set up for
+    if not MEMBER_ROLE_NAME:
+        raise BadEvent(
+            f"event from account {change['account']}; no MEMBER_ROLE_NAME to act there"
+        )
+    _partition = parts[1]
+    return change["account"]
 
 
 def outcome(
@@ -1101,8 +1170,6 @@ def saved_events(source: str) -> list[Any]:
 
 def recent_events(since: str, region: str | None, cloudtrail: Any = None) -> list[Any]:
     """Security-group changes in CloudTrail event history (LookupEvents), oldest first."""
-    import datetime
-
     match = re.fullmatch(r"(\d+)([mhd])", since)
     if not match:
         raise ValueError(

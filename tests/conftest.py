@@ -67,10 +67,12 @@ CONTEXT = SimpleNamespace(
 
 @pytest.fixture(autouse=True)
 def fresh_clients():
-    """Each test starts cold: no cached regional clients."""
+    """Each test starts cold: no cached clients or member-account credentials."""
     lambda_function._clients.clear()
+    lambda_function._credentials.clear()
     yield
     lambda_function._clients.clear()
+    lambda_function._credentials.clear()
 
 
 @pytest.fixture

@@ -196,3 +196,30 @@ def test_a_typo_in_the_allow_list_fails_loudly(conditions, entry):
     conditions(ALLOWED_RULES=[entry])
     with pytest.raises((ValueError, TypeError)):
         lambda_function.check_conditions()
+
+
+def test_deployment_settings_from_the_environment_add_to_the_block():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {
+        **os.environ,
+        "EXEMPT_PRINCIPALS": " arn:aws:iam::*:role/Admin ,cloudformation.amazonaws.com,",
+        "REVERT_EGRESS": "false",
+        "MEMBER_ROLE_NAME": "sg-guardrail-member",
+    }
+    code = "import lambda_function as f; print(f.EXEMPT_PRINCIPALS, f.REVERT_EGRESS, f.MEMBER_ROLE_NAME)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split("\n")[0] == (
+        "['arn:aws:iam::*:role/Admin', 'cloudformation.amazonaws.com'] False sg-guardrail-member"
+    )

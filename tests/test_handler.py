@@ -66,9 +66,9 @@ def test_dry_run_decides_and_logs_but_changes_nothing(ec2, group_id, monkeypatch
 
 def test_clients_are_created_once_per_region_and_reused(ec2, group_id):
     lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
-    first = lambda_function._clients["ec2", "us-east-1"]
+    first = lambda_function._clients["ec2", "us-east-1", None]
     lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)
-    assert lambda_function._clients == {("ec2", "us-east-1"): first}
+    assert lambda_function._clients == {("ec2", "us-east-1", None): first}
 
 
 def test_should_revert_can_keep_a_change(ec2, group_id, conditions):

@@ -372,4 +372,4 @@ def test_it_acts_in_the_events_region(aws):
     assert event["awsRegion"] == "eu-west-1"
     assert run(event)["decision"] == "reverted"
     assert rule_set(eu, group) == before
-    assert list(lambda_function._clients) == [("ec2", "eu-west-1")]
+    assert list(lambda_function._clients) == [("ec2", "eu-west-1", None)]

@@ -1,0 +1,130 @@
+"""Many accounts: an event from a member account is reverted there, through the member role."""
+
+from __future__ import annotations
+
+import datetime
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from cloudtrail import authorize, rule_set
+from conftest import CONTEXT
+
+import lambda_function
+from lambda_function import lambda_handler
+
+MEMBER = "210987654321"
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
+
+
+@pytest.fixture
+def member_ec2(aws):
+    """An EC2 client in the member account (moto keeps one state per account)."""
+    sts = boto3.client("sts", region_name="us-east-1")
+    found = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{MEMBER}:role/setup", RoleSessionName="setup"
+    )["Credentials"]
+    return boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        aws_access_key_id=found["AccessKeyId"],
+        aws_secret_access_key=found["SecretAccessKey"],
+        aws_session_token=found["SessionToken"],
+    )
+
+
+@pytest.fixture
+def member_group(member_ec2):
+    vpc = member_ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    group = member_ec2.create_security_group(GroupName="m", Description="m", VpcId=vpc)
+    return group["GroupId"]
+
+
+def member_event(member_ec2, member_group):
+    event = authorize(member_ec2, member_group, [SSH])
+    event["recipientAccountId"] = MEMBER
+    return event
+
+
+@pytest.fixture
+def assumed(conditions):
+    """The roles the function assumes, in order."""
+    conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
+    roles = []
+    sts = lambda_function.client("sts", "us-east-1")
+    sts.meta.events.register(
+        "provide-client-params.sts.AssumeRole",
+        lambda params, **_: roles.append(params["RoleArn"]),
+    )
+    return roles
+
+
+def test_a_member_accounts_change_is_reverted_in_that_account(
+    member_ec2, member_group, ec2, assumed
+):
+    before = rule_set(member_ec2, member_group)
+    result = lambda_handler(member_event(member_ec2, member_group), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert rule_set(member_ec2, member_group) == before - {OPEN}
+    assert OPEN not in rule_set(member_ec2, member_group)
+    assert assumed == [f"arn:aws:iam::{MEMBER}:role/sg-guardrail-member"]
+
+
+def test_member_credentials_are_cached_until_shortly_before_they_expire(
+    member_ec2, member_group, assumed
+):
+    lambda_handler(member_event(member_ec2, member_group), CONTEXT)
+    lambda_handler(member_event(member_ec2, member_group), CONTEXT)
+    assert len(assumed) == 1
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=60)
+    lambda_function._credentials[MEMBER]["Expiration"] = soon
+    old_client = lambda_function._clients["ec2", "us-east-1", MEMBER]
+    assert lambda_handler(member_event(member_ec2, member_group), CONTEXT)[
+        "decision"
+    ] == ("reverted")
+    assert len(assumed) == 2
+    assert lambda_function._clients["ec2", "us-east-1", MEMBER] is not old_client
+    assert OPEN not in rule_set(member_ec2, member_group)
+
+
+def test_without_a_member_role_another_accounts_event_is_ignored(
+    member_ec2, member_group
+):
+    result = lambda_handler(member_event(member_ec2, member_group), CONTEXT)
+    assert result["decision"] == "ignored"
+    assert "no MEMBER_ROLE_NAME" in result["reason"]
+    assert OPEN in rule_set(member_ec2, member_group)
+
+
+def test_a_refused_assume_role_raises_with_a_clear_reason(
+    member_ec2, member_group, assumed, capsys
+):
+    sts = lambda_function.client("sts", "us-east-1")
+
+    def refuse(**_):
+        raise ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "not authorized to assume"}},
+            "AssumeRole",
+        )
+
+    sts.meta.events.register_first("before-call.sts.AssumeRole", refuse)
+    event = member_event(member_ec2, member_group)
+    capsys.readouterr()
+    with pytest.raises(ClientError, match="AccessDenied"):
+        lambda_handler(event, CONTEXT)
+    assert "the role needs sts:AssumeRole" in capsys.readouterr().out
+    assert OPEN in rule_set(member_ec2, member_group)
+
+
+def test_the_own_account_never_assumes_a_role(ec2, group_id, assumed):
+    assert (
+        lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)["decision"]
+        == "reverted"
+    )
+    assert assumed == []
