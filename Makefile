@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ demo: $(BIN)/activate
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint template.yaml
 
 test: lint
 	$(BIN)/python -m pytest -q tests
@@ -24,6 +25,28 @@ test: lint
 format: $(BIN)/activate
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The deployment zip holds lambda_function.py alone; fixed time stamp and mode make the same
+# source give the same bytes.
+package: dist/sg-guardrail.zip
+
+dist/sg-guardrail.zip: lambda_function.py
+	mkdir -p dist
+	$(PYTHON) -c 'import sys, zipfile; \
+	entry = zipfile.ZipInfo("lambda_function.py", date_time=(1980, 1, 1, 0, 0, 0)); \
+	entry.external_attr = 0o644 << 16; entry.compress_type = zipfile.ZIP_DEFLATED; \
+	archive = zipfile.ZipFile(sys.argv[1], "w"); \
+	archive.writestr(entry, open("lambda_function.py", "rb").read()); archive.close()' $@
+
+# make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMS="DryRun=false ..."]
+STACK ?= sg-guardrail
+deploy: dist/sg-guardrail.zip
+	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMS=...]"; exit 2; }
+	key=sg-guardrail/$$(sha256sum dist/sg-guardrail.zip | cut -c1-16).zip && \
+	aws s3 cp dist/sg-guardrail.zip s3://$(BUCKET)/$$key && \
+	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
+	  --capabilities CAPABILITY_NAMED_IAM \
+	  --parameter-overrides CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dist

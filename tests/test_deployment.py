@@ -1,0 +1,276 @@
+"""Deployment: the zip, template.yaml against iam_policy.json, and the rule pattern on moto."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import subprocess
+import zipfile
+
+import boto3
+import pytest
+from cfnlint.decode.cfn_yaml import load as load_template
+from cloudtrail import authorize, eventbridge, modify, record, rules_of
+from conftest import ROOT, SAMPLES
+
+import lambda_function
+
+TEMPLATE = load_template(str(ROOT / "template.yaml"))
+RESOURCES = TEMPLATE["Resources"]
+POLICY = json.loads((ROOT / "iam_policy.json").read_text())
+PATTERN = json.loads((ROOT / "event_pattern.json").read_text())
+
+
+def test_package_is_the_one_file_and_reproducible():
+    built = ROOT / "dist" / "sg-guardrail.zip"
+    digests = []
+    for _ in range(2):
+        built.unlink(missing_ok=True)
+        subprocess.run(
+            ["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True
+        )
+        digests.append(hashlib.sha256(built.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    with zipfile.ZipFile(built) as archive:
+        assert archive.namelist() == ["lambda_function.py"]
+        assert (
+            archive.read("lambda_function.py")
+            == (ROOT / "lambda_function.py").read_bytes()
+        )
+
+
+def placeholders(value):
+    """A template value with its intrinsic functions turned into wildcards, for fnmatch."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = (
+            value["Fn::Sub"]
+            if isinstance(value["Fn::Sub"], str)
+            else value["Fn::Sub"][0]
+        )
+        text = text.replace("${AWS::Partition}", "aws").replace(
+            "${MemberRoleName}", "sg-guardrail-member"
+        )
+        return re.sub(r"\$\{[^}]+\}", "*", text)
+    if isinstance(value, dict):
+        return "*"  # !Ref, !GetAtt: a resource of this stack
+    return value
+
+
+def statements(policy_document):
+    found = {}
+    for statement in policy_document["Statement"]:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            statement = statement["Fn::If"][1]
+        resources = statement["Resource"]
+        resources = resources if isinstance(resources, list) else [resources]
+        found[statement["Sid"]] = (
+            set(statement["Action"]),
+            [placeholders(r) for r in resources],
+        )
+    return found
+
+
+def function_policy():
+    (policy,) = RESOURCES["FunctionRole"]["Properties"]["Policies"]
+    return statements(policy["PolicyDocument"])
+
+
+def test_the_function_role_grants_exactly_the_actions_of_iam_policy_json():
+    ours = statements(POLICY)
+    template = function_policy()
+    assert {sid: actions for sid, (actions, _) in template.items()} == {
+        sid: actions for sid, (actions, _) in ours.items()
+    }
+
+
+@pytest.mark.parametrize("sid", sorted(statements(POLICY)))
+def test_the_function_role_is_scoped_no_wider_than_iam_policy_json(sid):
+    _, policy_resources = statements(POLICY)[sid]
+    _, template_resources = function_policy()[sid]
+    for resource in template_resources:
+        narrowed = resource.replace("*", "x") if resource != "*" else "*"
+        if resource in ("*",) and policy_resources != ["*"]:
+            continue  # a !Ref or !GetAtt to this stack's own topic, log group or queue
+        assert any(
+            fnmatch.fnmatchcase(narrowed, allowed) for allowed in policy_resources
+        ), resource
+
+
+def test_the_member_role_may_only_revoke_and_describe():
+    (policy,) = RESOURCES["MemberRole"]["Properties"]["Policies"]
+    actions = set().union(
+        *(a for a, _ in statements(policy["PolicyDocument"]).values())
+    )
+    assert actions == {
+        "ec2:RevokeSecurityGroupIngress",
+        "ec2:RevokeSecurityGroupEgress",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSecurityGroupRules",
+    }
+    (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
+        "Statement"
+    ]
+    assert trust["Principal"]["AWS"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${CentralAccountId}:role/${FunctionName}-function"
+    }
+    assert RESOURCES["FunctionRole"]["Properties"]["RoleName"] == {
+        "Fn::Sub": "${FunctionName}-function"
+    }
+
+
+@pytest.mark.parametrize("rule", ["Rule", "ForwardRule"])
+def test_both_rules_use_event_pattern_json(rule):
+    assert RESOURCES[rule]["Properties"]["EventPattern"] == PATTERN
+
+
+def test_the_function_is_small_current_and_only_the_rule_may_invoke_it():
+    function = RESOURCES["Function"]["Properties"]
+    assert re.fullmatch(r"python3\.1[2-9]", function["Runtime"])
+    assert (function["Architectures"], function["MemorySize"]) == (["arm64"], 128)
+    assert function["Timeout"] <= 60
+    assert function["Handler"] == "lambda_function.lambda_handler"
+    permission = RESOURCES["Permission"]["Properties"]
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["Rule", "Arn"]}
+    assert permission["Principal"] == "events.amazonaws.com"
+    invoke = RESOURCES["InvokeConfig"]["Properties"]
+    assert invoke["MaximumRetryAttempts"] <= 2
+    assert invoke["MaximumEventAgeInSeconds"] <= 6 * 3600
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["FailureQueue", "Arn"]
+    }
+    assert "RetentionInDays" in RESOURCES["LogGroup"]["Properties"]
+
+
+def test_the_settings_reach_the_environment_variables_the_code_reads():
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    source = (ROOT / "lambda_function.py").read_text()
+    for name in variables:
+        assert f'"{name}"' in source, name
+    assert variables["DRY_RUN"] == {"Ref": "DryRun"}
+    assert TEMPLATE["Parameters"]["DryRun"]["Default"] == "true"  # roll out in dry run
+
+
+def test_the_central_bus_admits_only_the_organization():
+    statement = RESOURCES["OrganizationBusPolicy"]["Properties"]["Statement"]
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}
+    }
+
+
+# ---- The rule pattern, proven on moto's EventBridge -----------------------------------------
+
+
+@pytest.fixture
+def delivered(aws):
+    """put(event) sends an event to a bus whose rule has event_pattern.json; returns arrivals."""
+    events = boto3.client("events", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="arrivals")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]
+    events.put_rule(Name="sg-guardrail", EventPattern=json.dumps(PATTERN))
+    events.put_targets(
+        Rule="sg-guardrail", Targets=[{"Id": "q", "Arn": arn["QueueArn"]}]
+    )
+
+    def put(event):
+        entry = {
+            "Source": str(event.get("source")),
+            "DetailType": str(event.get("detail-type")),
+            "Detail": json.dumps(event["detail"]),
+        }
+        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+        found = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        for message in found:
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        return len(found)
+
+    return put
+
+
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+
+
+def test_successful_changes_arrive(delivered, ec2, group_id):
+    bastion = next(
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
+    )
+    wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
+    for found in (
+        authorize(ec2, group_id, [SSH]),
+        authorize(ec2, group_id, [{**SSH, "FromPort": 25, "ToPort": 25}], egress=True),
+        modify(ec2, group_id, {bastion["SecurityGroupRuleId"]: wide}),
+    ):
+        assert delivered(eventbridge(found)) == 1, found["eventName"]
+
+
+def test_failed_calls_reads_and_other_sources_do_not(delivered, ec2, group_id):
+    failed = authorize(
+        ec2, group_id, [{**SSH, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}]
+    )
+    assert failed["errorCode"]
+    read = record("DescribeSecurityGroups", {"securityGroupIdSet": {}}, None)
+    create = record(
+        "CreateSecurityGroup", {"groupName": "x", "groupDescription": "x"}, None
+    )
+    other_source = {**eventbridge(authorize(ec2, group_id, [SSH])), "source": "aws.s3"}
+    other_type = {
+        **eventbridge(authorize(ec2, group_id, [SSH])),
+        "detail-type": "Custom",
+    }
+    for event in (
+        eventbridge(failed),
+        eventbridge(read),
+        eventbridge(create),
+        other_source,
+        other_type,
+    ):
+        assert delivered(event) == 0, event["detail"]["eventName"]
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (ROOT / "events").glob("*.json"))
+)
+def test_our_example_events_arrive_exactly_when_they_should(delivered, name):
+    loaded = json.loads((ROOT / "events" / name).read_text())
+    found = loaded.get("Records", [loaded])
+    for event in found:
+        event = event if "detail" in event else eventbridge(event)
+        wanted = event["detail"][
+            "eventName"
+        ] in lambda_function.HANDLED_EVENTS and not event["detail"].get("errorCode")
+        assert delivered(event) == int(wanted), (name, event["detail"]["eventName"])
+
+
+SAMPLE_ARRIVES = {
+    "01": 1,
+    "04": 0,
+    "05": 0,
+    "08": 1,
+    "09": 0,
+    "10": 1,
+    "11": 1,
+    "12": 0,
+    "13": 1,
+    "16": 1,
+}
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared/cloudtrail-samples absent")
+@pytest.mark.parametrize("prefix", sorted(SAMPLE_ARRIVES))
+def test_the_real_samples_arrive_exactly_when_they_should(delivered, prefix):
+    (path,) = SAMPLES.glob(f"{prefix}_*.json")
+    event = json.loads(path.read_text())
+    event = event if "detail" in event else eventbridge(event)
+    # 04 and 05 come with a redacted envelope ("source": "..."): they must not arrive.
+    assert delivered(event) == SAMPLE_ARRIVES[prefix]
