@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from cloudtrail import ACCOUNT, assumed_role, camel, record
+from conftest import ROOT
 
 import lambda_function
 from lambda_function import exemption, group_exemption, read_change, split_rules
@@ -199,12 +204,6 @@ def test_a_typo_in_the_allow_list_fails_loudly(conditions, entry):
 
 
 def test_deployment_settings_from_the_environment_add_to_the_block():
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     env = {
         **os.environ,
         "EXEMPT_PRINCIPALS": " arn:aws:iam::*:role/Admin ,cloudformation.amazonaws.com,",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 from botocore.stub import Stubber
 from cloudtrail import ACCOUNT, authorize, eventbridge, record, rule_set
-from conftest import CONTEXT
+from conftest import CONTEXT, ROOT
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -224,3 +226,22 @@ def test_every_line_names_its_event_when_it_has_one(aws, event, capsys):
     event = {**event, "eventID": "5f0c2c36-0000-4000-8000-000000000000"}
     lambda_handler(event, CONTEXT)
     assert only_log_line(capsys)["eventId"] == "5f0c2c36-0000-4000-8000-000000000000"
+
+
+def test_events_that_need_no_aws_call_never_load_boto3(tmp_path):
+    failed = record(
+        "AuthorizeSecurityGroupIngress", {}, None, error_code="UnauthorizedOperation"
+    )
+    code = (
+        "import json, sys; import lambda_function; "
+        f"lambda_function.lambda_handler(json.loads({json.dumps(json.dumps(failed))}), None); "
+        "print('boto3' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.splitlines()[-1] == "False"

@@ -7,7 +7,7 @@ import copy
 import pytest
 from cloudtrail import ACCOUNT, assumed_role, camel, eventbridge, record
 
-from lambda_function import BadEvent, describe, read_change
+from lambda_function import BadEvent, cidr_version, describe, read_change
 
 GROUP = "sg-0123456789abcdef0"
 OTHER = "sg-0fedcba9876543210"
@@ -386,3 +386,28 @@ def test_malformed_or_unrelated_records_are_rejected_with_a_reason(edit, reason)
 def test_things_that_are_not_records_are_rejected(event):
     with pytest.raises(BadEvent):
         read_change(event)
+
+
+@pytest.mark.parametrize(
+    ("value", "version"),
+    [
+        ("0.0.0.0/0", 4),
+        ("255.255.255.255/32", 4),
+        ("10.0.0.1/8", 4),  # host bits set: AWS takes it, so do we
+        ("::/0", 6),
+        ("2001:db8::/32", 6),
+        ("::ffff:1.2.3.4/128", 6),
+        ("256.0.0.0/8", None),
+        ("1.2.3.4/33", None),
+        ("01.2.3.4/8", None),
+        ("1.2.3/8", None),
+        ("1.2.3.4", None),
+        ("2001:db8::", None),
+        ("2001:db8::/129", None),
+        ("1.2.3.4/0 ", None),
+        ("\u0661.2.3.4/8", None),  # an Arabic-Indic digit is not an octet
+        ("", None),
+    ],
+)
+def test_cidrs_are_checked_like_aws_does(value, version):
+    assert cidr_version(value) == version
