@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format package deploy clean
+.PHONY: demo test bench lint format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(BIN)/activate: requirements-dev.txt
 
 demo: $(BIN)/activate
 	$(BIN)/python tests/demo.py
+
+bench: $(BIN)/activate bench/.venv-custodian/bin/activate
+	$(BIN)/python bench/bench.py
+
+# The peer gets its own virtualenv; if it cannot install, the benchmark leaves it out.
+bench/.venv-custodian/bin/activate: bench/requirements-custodian.txt
+	$(PYTHON) -m venv bench/.venv-custodian
+	bench/.venv-custodian/bin/pip install --quiet --disable-pip-version-check \
+	  -r bench/requirements-custodian.txt || echo "Cloud Custodian did not install"
+	touch $@
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
@@ -49,4 +59,4 @@ deploy: dist/sg-guardrail.zip
 	  --parameter-overrides CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache dist
+	rm -rf $(VENV) bench/.venv-custodian .pytest_cache .ruff_cache .hypothesis dist
