@@ -281,6 +281,25 @@ def cold_start(ec2, vpc):
     return {key: statistics.median(values) * 1000 for key, values in found.items()}
 
 
+MEMORY = """
+import contextlib, json, os, sys
+def high_water_mb():  # peak RSS since exec; ru_maxrss would include the forking parent's
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+import lambda_function
+after_import = high_water_mb()
+with open(sys.argv[1]) as source:
+    events = json.load(source)
+with_events = high_water_mb()
+C = type("C", (), {"invoked_function_arn": sys.argv[2]})
+with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    decisions = [lambda_function.lambda_handler(event, C)["decision"] for event in events]
+print(json.dumps({"n": len(decisions), "kinds": sorted(set(decisions)),
+    "import_mb": after_import, "events_mb": with_events - after_import, "peak_mb": high_water_mb()}))
+"""
+
+
 def package_and_memory(ec2, vpc):
     subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True)
     built = ROOT / "dist" / "sg-guardrail.zip"
@@ -296,21 +315,8 @@ def package_and_memory(ec2, vpc):
     path = Path(tempfile.mkstemp(suffix=".json")[1])
     path.write_text(json.dumps(events))
     del events
-    code = (
-        "import contextlib, io, json, resource; import lambda_function; "
-        f"C = type('C', (), {{'invoked_function_arn': '{CONTEXT_ARN}'}}); "
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        f"events = json.load(open('{path}')); loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        "out = io.StringIO()\n"
-        "with contextlib.redirect_stdout(out):\n"
-        "    decisions = [lambda_function.lambda_handler(e, C)['decision'] for e in events]\n"
-        "out.truncate(0)\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'n': len(decisions), 'kinds': sorted(set(decisions)), "
-        "'import_mb': base / 1024, 'events_mb': (loaded - base) / 1024, 'peak_mb': peak / 1024}))"
-    )
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", MEMORY, str(path), CONTEXT_ARN],
         cwd=ROOT,
         capture_output=True,
         text=True,
