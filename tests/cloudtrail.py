@@ -14,6 +14,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 ACCOUNT = "123456789012"  # moto's default account
+# The change most tests make: SSH opened to the world, and how it shows in rule_set().
+SSH = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
 ALICE = {
     "type": "IAMUser",
     "principalId": "AIDAEXAMPLEALICE00001",

@@ -7,20 +7,13 @@ import datetime
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from cloudtrail import authorize, rule_set
+from cloudtrail import OPEN, SSH, authorize, rule_set
 from conftest import CONTEXT
 
 import lambda_function
 from lambda_function import lambda_handler
 
 MEMBER = "210987654321"
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
-OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
 
 
 @pytest.fixture

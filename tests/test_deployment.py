@@ -12,7 +12,7 @@ import zipfile
 import boto3
 import pytest
 from cfnlint.decode.cfn_yaml import load as load_template
-from cloudtrail import authorize, eventbridge, modify, record, rules_of
+from cloudtrail import SSH, authorize, eventbridge, modify, record, rules_of
 from conftest import ROOT, SAMPLES
 
 import lambda_function
@@ -191,14 +191,6 @@ def delivered(aws):
         return len(found)
 
     return put
-
-
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
 
 
 def test_successful_changes_arrive(delivered, ec2, group_id):

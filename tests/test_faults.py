@@ -12,19 +12,11 @@ from types import SimpleNamespace
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
-from cloudtrail import authorize, modify, rule_set, rules_of
+from cloudtrail import OPEN, SSH, authorize, modify, rule_set, rules_of
 from conftest import CONTEXT
 
 import lambda_function
 from lambda_function import DeadlineNear, lambda_handler
-
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
-OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
 
 
 class Body:

@@ -9,19 +9,20 @@ from types import SimpleNamespace
 
 import pytest
 from botocore.stub import Stubber
-from cloudtrail import ACCOUNT, authorize, eventbridge, record, rule_set
+from cloudtrail import (
+    ACCOUNT,
+    OPEN,
+    SSH,
+    authorize,
+    camel,
+    eventbridge,
+    record,
+    rule_set,
+)
 from conftest import CONTEXT, ROOT
 
 import lambda_function
 from lambda_function import lambda_handler
-
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
-OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
 
 
 def only_log_line(capsys):
@@ -147,14 +148,7 @@ def stubbed_client(region="us-east-1"):
     ["UnauthorizedOperation", "RequestLimitExceeded", "InternalError", "Unavailable"],
 )
 def test_aws_faults_that_may_pass_raise_for_retry(code, capsys):
-    event = record(
-        "AuthorizeSecurityGroupIngress",
-        {
-            "groupId": "sg-0123456789abcdef0",
-            "ipPermissions": {"items": [ssh_permission()]},
-        },
-        {"_return": True},
-    )
+    event = ssh_record()
     with stubbed_client() as stub:
         stub.add_client_error("revoke_security_group_ingress", service_error_code=code)
         with pytest.raises(lambda_function.ClientError):
@@ -166,14 +160,7 @@ def test_aws_faults_that_may_pass_raise_for_retry(code, capsys):
 
 @pytest.mark.parametrize("code", ["InvalidGroupId.Malformed", "InvalidParameterValue"])
 def test_aws_saying_the_event_is_wrong_is_not_retried(code):
-    event = record(
-        "AuthorizeSecurityGroupIngress",
-        {
-            "groupId": "sg-0123456789abcdef0",
-            "ipPermissions": {"items": [ssh_permission()]},
-        },
-        {"_return": True},
-    )
+    event = ssh_record()
     with stubbed_client() as stub:
         stub.add_client_error("revoke_security_group_ingress", service_error_code=code)
         result = lambda_handler(event, CONTEXT)
@@ -181,13 +168,10 @@ def test_aws_saying_the_event_is_wrong_is_not_retried(code):
     assert code in result["reason"]
 
 
-def ssh_permission():
-    return {
-        "ipProtocol": "tcp",
-        "fromPort": 22,
-        "toPort": 22,
-        "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]},
-    }
+def ssh_record():
+    """An old-format record for a group moto does not hold: the stub answers for AWS."""
+    params = {"groupId": "sg-0123456789abcdef0", "ipPermissions": camel([SSH])}
+    return record("AuthorizeSecurityGroupIngress", params, {"_return": True})
 
 
 def test_without_a_context_it_still_runs(ec2, group_id):

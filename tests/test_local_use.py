@@ -13,19 +13,12 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from cloudtrail import authorize, eventbridge, record, rule_set
+from cloudtrail import OPEN, SSH, authorize, eventbridge, record, rule_set
 from conftest import ROOT
 
 from lambda_function import describe, main, read_change
 
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
 WEB = {**SSH, "FromPort": 80, "ToPort": 80}
-OPEN_SSH = (False, "tcp", 22, 22, "0.0.0.0/0")
 OPEN_WEB = (False, "tcp", 80, 80, "0.0.0.0/0")
 
 
@@ -50,7 +43,7 @@ def write(path, content):
 def test_a_saved_event_is_replayed(ec2, group_id, tmp_path, capsys):
     event = write(tmp_path / "event.json", eventbridge(authorize(ec2, group_id, [SSH])))
     assert main([event]) == 0
-    assert OPEN_SSH not in rule_set(ec2, group_id)
+    assert OPEN not in rule_set(ec2, group_id)
     out, err = capsys.readouterr()
     assert json.loads(out)["decision"] == "reverted"
     assert "summary: 1 events: 1 reverted" in err
@@ -60,14 +53,14 @@ def test_replay_in_dry_run_changes_nothing(ec2, group_id, tmp_path, monkeypatch)
     monkeypatch.setenv("DRY_RUN", "false")  # undone after the test, whatever main sets
     event = write(tmp_path / "event.json", authorize(ec2, group_id, [SSH]))
     assert main([event, "--dry-run"]) == 0
-    assert OPEN_SSH in rule_set(ec2, group_id)
+    assert OPEN in rule_set(ec2, group_id)
 
 
 def test_an_event_on_stdin_is_replayed(ec2, group_id, monkeypatch):
     data = json.dumps(authorize(ec2, group_id, [SSH])).encode()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     assert main(["-"]) == 0
-    assert OPEN_SSH not in rule_set(ec2, group_id)
+    assert OPEN not in rule_set(ec2, group_id)
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
@@ -84,7 +77,7 @@ def test_a_cloudtrail_log_file_is_handled_in_order(
     path = tmp_path / ("log.json.gz" if compressed else "log.json")
     path.write_bytes(gzip.compress(data) if compressed else data)
     assert main([str(path)]) == 0
-    assert not {OPEN_SSH, OPEN_WEB} & rule_set(ec2, group_id)
+    assert not {OPEN, OPEN_WEB} & rule_set(ec2, group_id)
     out, err = capsys.readouterr()
     assert [json.loads(line)["rules"] for line in out.splitlines()] == [
         ["tcp 22 from 0.0.0.0/0"],
@@ -106,7 +99,7 @@ def test_a_half_bad_log_handles_the_good_records_and_reports_the_bad(
         {"Records": [bad, authorize(ec2, group_id, [SSH]), failed]},
     )
     assert main([log]) == 1
-    assert OPEN_SSH not in rule_set(ec2, group_id)
+    assert OPEN not in rule_set(ec2, group_id)
     err = capsys.readouterr().err
     assert "summary: 3 events: 2 ignored, 1 reverted" in err
     assert f"malformed or failed: {bad['eventID']}" in err
@@ -168,7 +161,7 @@ def test_the_command_line_reaches_a_moto_server_through_aws_endpoint_url(tmp_pat
         )
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
-        assert OPEN_SSH not in rule_set(ec2, group)
+        assert OPEN not in rule_set(ec2, group)
     finally:
         server.stop()
 
@@ -217,7 +210,7 @@ def test_audit_handles_every_change_in_recent_history(ec2, group_id, capsys):
         expect_lookup(stub, "ModifySecurityGroupRules", lookup_page([]))
         assert main(["--since", "24h"], cloudtrail=cloudtrail) == 0
         stub.assert_no_pending_responses()
-    assert not {OPEN_SSH, OPEN_WEB} & rule_set(ec2, group_id)
+    assert not {OPEN, OPEN_WEB} & rule_set(ec2, group_id)
     out = capsys.readouterr().out
     # oldest first, whatever order the history returned them in
     assert [json.loads(line)["eventId"] for line in out.splitlines()] == [

@@ -6,18 +6,10 @@ import json
 
 import boto3
 import pytest
-from cloudtrail import ACCOUNT, authorize, rule_set
+from cloudtrail import ACCOUNT, OPEN, SSH, authorize, rule_set
 from conftest import CONTEXT
 
 from lambda_function import lambda_handler
-
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
-OPEN = (False, "tcp", 22, 22, "0.0.0.0/0")
 
 
 @pytest.fixture

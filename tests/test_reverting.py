@@ -6,6 +6,7 @@ import boto3
 import pytest
 from cloudtrail import (
     ACCOUNT,
+    SSH,
     authorize,
     camel,
     eventbridge,
@@ -18,13 +19,6 @@ from conftest import CONTEXT
 
 import lambda_function
 from lambda_function import lambda_handler
-
-SSH = {
-    "IpProtocol": "tcp",
-    "FromPort": 22,
-    "ToPort": 22,
-    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-}
 
 
 def run(event):
@@ -266,41 +260,24 @@ def test_an_egress_rule_edited_in_place_is_revoked_as_egress(ec2, group_id):
     assert not [r for r in rules_of(ec2, group_id) if r["IsEgress"]]
 
 
-def test_edits_can_be_left_alone(ec2, group_id, conditions):
-    conditions(REVERT_MODIFIED_RULES=False)
+@pytest.mark.parametrize(
+    ("setting", "new_value"),
+    [
+        ({"REVERT_MODIFIED_RULES": False}, {"ToPort": 22, "CidrIpv4": "0.0.0.0/0"}),
+        (
+            {"ALLOWED_RULES": [{"isEgress": False, "cidrWithin": "192.0.2.0/24"}]},
+            {"ToPort": 23, "CidrIpv4": "192.0.2.0/25"},
+        ),
+    ],
+    ids=["edits-left-alone", "edit-to-an-allowed-value"],
+)
+def test_an_edit_the_conditions_allow_stays(
+    ec2, group_id, conditions, setting, new_value
+):
+    conditions(**setting)
     rule_id = bastion_rule_id(ec2, group_id)
-    event = modify(
-        ec2,
-        group_id,
-        {
-            rule_id: {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "CidrIpv4": "0.0.0.0/0",
-            }
-        },
-    )
-    assert run(event)["decision"] == "kept"
-    assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
-
-
-def test_an_edit_to_an_allowed_value_stays(ec2, group_id, conditions):
-    conditions(ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "192.0.2.0/24"}])
-    rule_id = bastion_rule_id(ec2, group_id)
-    event = modify(
-        ec2,
-        group_id,
-        {
-            rule_id: {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 23,
-                "CidrIpv4": "192.0.2.0/25",
-            }
-        },
-    )
-    assert run(event)["decision"] == "kept"
+    value = {"IpProtocol": "tcp", "FromPort": 22, **new_value}
+    assert run(modify(ec2, group_id, {rule_id: value}))["decision"] == "kept"
     assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
 
 
