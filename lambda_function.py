@@ -742,10 +742,8 @@ def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
     """groupId, vpcId and tags of the change's group; None when the group is gone."""
     if change["groupId"]:
         query = {"GroupIds": [change["groupId"]]}
-    else:
-        query = {
-            "GroupNames": [change["groupName"]]
-        }  # names are unique in the default VPC
+    else:  # only a name: calls by name reach the default VPC, where names are unique
+        query = {"GroupNames": [change["groupName"]]}
     try:
         # IAM: ec2:DescribeSecurityGroups
         groups = ec2.describe_security_groups(**query)["SecurityGroups"]
