@@ -408,18 +408,16 @@ def read_source(kind: str, value: Any) -> dict[str, str]:
     return {kind: value}
 
 
-@functools.lru_cache(
-    maxsize=1024
-)  # the same few CIDRs (0.0.0.0/0, ::/0) come again and again
+# Cached: the same few CIDRs (0.0.0.0/0, ::/0) come again and again.
+@functools.lru_cache(maxsize=1024)
 def cidr_version(value: str) -> int | None:
     """4 or 6 for a CIDR, None for anything else. IPv4 by a regex: ipaddress is 30x slower."""
     found = IPV4_CIDR.fullmatch(value)
     if found:
         octets_ok = all(int(octet) <= 255 for octet in found.groups()[:4])
         return 4 if octets_ok and int(found[5]) <= 32 else None
-    if (
-        "/" not in value
-    ):  # AWS wants a prefix length; ipaddress would take a bare address
+    # AWS wants a prefix length; ipaddress would take a bare address.
+    if "/" not in value:
         return None
     try:
         return ipaddress.ip_network(value, strict=False).version
@@ -1005,10 +1003,15 @@ def summarize(change: dict[str, Any]) -> dict[str, Any]:
     return {key: change.get(key) for key in keys}
 
 
+def record_of(event: Any) -> dict[str, Any]:
+    """The record in an event, or {} when there is none; unlike unwrap(), it never raises."""
+    record = event.get("detail", event) if isinstance(event, dict) else None
+    return record if isinstance(record, dict) else {}
+
+
 def first_summary(event: Any) -> dict[str, Any]:
     """What can be said of an event before reading it: so that every line names its event."""
-    record = event.get("detail", event) if isinstance(event, dict) else None
-    record = record if isinstance(record, dict) else {}
+    record = record_of(event)
     found = {"eventId": record.get("eventID"), "eventName": record.get("eventName")}
     return {
         key: value if isinstance(value, str) else None for key, value in found.items()
@@ -1217,10 +1220,8 @@ def recent_events(since: str, region: str | None, cloudtrail: Any = None) -> lis
             for found in page["Events"]:
                 try:
                     records.append(json.loads(found.get("CloudTrailEvent") or "null"))
-                except ValueError:
-                    records.append(
-                        found.get("CloudTrailEvent")
-                    )  # reported as malformed
+                except ValueError:  # kept as it is: the handler reports it malformed
+                    records.append(found.get("CloudTrailEvent"))
     return sorted(
         records, key=lambda r: str(r.get("eventTime")) if isinstance(r, dict) else ""
     )
@@ -1235,10 +1236,8 @@ def replay(events: list[Any]) -> int:
             decision = lambda_handler(event, None)["decision"]
         except (ClientError, BotoCoreError):
             decision = "error"  # the handler has logged it
-        record = unwrap_quietly(event)
-        if decision == "error" or (
-            decision == "ignored" and not record.get("errorCode")
-        ):
+        failed_call = bool(record_of(event).get("errorCode"))
+        if decision == "error" or (decision == "ignored" and not failed_call):
             problems.append(first_summary(event)["eventId"] or "(no eventID)")
         counts[decision] = counts.get(decision, 0) + 1
     tally = ", ".join(f"{n} {decision}" for decision, n in sorted(counts.items()))
@@ -1246,13 +1245,6 @@ def replay(events: list[Any]) -> int:
     if problems:
         print(f"malformed or failed: {', '.join(problems)}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def unwrap_quietly(event: Any) -> dict[str, Any]:
-    try:
-        return unwrap(event)
-    except BadEvent:
-        return {}
 
 
 check_conditions()

@@ -20,6 +20,8 @@ from conftest import CONTEXT
 import lambda_function
 from lambda_function import lambda_handler
 
+SMTP = {**SSH, "FromPort": 25, "ToPort": 25}
+
 
 def run(event):
     return lambda_handler(eventbridge(event), CONTEXT)
@@ -145,13 +147,7 @@ def test_legacy_flat_request_is_revoked(ec2, group_id):
 @pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
 def test_egress_is_revoked_and_the_default_egress_rule_stays(ec2, group_id, modern):
     before = rule_set(ec2, group_id)
-    smtp = {
-        "IpProtocol": "tcp",
-        "FromPort": 25,
-        "ToPort": 25,
-        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-    }
-    result = run(authorize(ec2, group_id, [smtp], egress=True, modern=modern))
+    result = run(authorize(ec2, group_id, [SMTP], egress=True, modern=modern))
     assert result["rules"] == ["tcp 25 to 0.0.0.0/0"]
     assert rule_set(ec2, group_id) == before
     assert (True, "-1", -1, -1, "0.0.0.0/0") in before
@@ -159,13 +155,7 @@ def test_egress_is_revoked_and_the_default_egress_rule_stays(ec2, group_id, mode
 
 def test_egress_switch_leaves_egress_alone(ec2, group_id, conditions, calls):
     conditions(REVERT_EGRESS=False)
-    smtp = {
-        "IpProtocol": "tcp",
-        "FromPort": 25,
-        "ToPort": 25,
-        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-    }
-    event = authorize(ec2, group_id, [smtp], egress=True)
+    event = authorize(ec2, group_id, [SMTP], egress=True)
     after_change = rule_set(ec2, group_id)
     calls.clear()
     assert run(event)["decision"] == "kept"
