@@ -11,9 +11,14 @@ Deploy: zip this one file, create a Lambda function (Python 3.12+, handler
 lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge
 rule with event_pattern.json at it. The README has the commands.
 
+Fail closed: a successful call is never ignored because its record is odd. What can be
+identified is undone; what cannot is reported (decision "unreadable") on the notification
+topic and as a metric, like every change left open for any other reason.
+
 Environment: DRY_RUN=true decides and logs, but changes nothing; the other settings are
-listed below the CONDITIONS block. Every event produces one JSON log line; the handler
-returns the same summary. Run locally: python lambda_function.py --help.
+listed below the CONDITIONS block. Every event produces one JSON log line (with its decision
+as a CloudWatch metric); the handler returns the same summary. Run locally:
+python lambda_function.py --help.
 """
 
 from __future__ import annotations
@@ -79,12 +84,13 @@ REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
 REVERT_MODIFIED_RULES = True
 
 # Many accounts (template.yaml): an event from another account is handled by assuming this
-# role in that account. Empty: such events are ignored.
+# role in that account. Empty: such events are reported as out of reach.
 MEMBER_ROLE_NAME = ""  # e.g. "sg-guardrail-member"
 
 
 def should_revert(change: dict[str, Any]) -> bool:
-    """The last word on a change the conditions above would revert. False keeps it.
+    """The last word on a change the conditions above would revert. Only False keeps it:
+    None (a forgotten return), any other value, or an exception reverts, and the log says why.
 
     `change` holds eventId, eventName, eventTime, actor, principals, account, region, groupId,
     groupName, isEgress, rules (the rules about to be revoked) and, when the VPC or tag
@@ -106,10 +112,19 @@ REVERT_EGRESS = (
     REVERT_EGRESS and os.environ.get("REVERT_EGRESS", "").strip().lower() != "false"
 )
 MEMBER_ROLE_NAME = os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
+# An event older than this (a retry, a redrive, a replay) has its rules checked against what
+# AWS holds now before anything is revoked: a rule changed since is left and reported.
+LATE_AFTER_SECONDS = 300
 
 
 # =============================================================================================
-# Reading the event: CloudTrail record -> change (pure; raises BadEvent on anything odd)
+# Reading the event: CloudTrail record -> change (pure)
+#
+# A record that changed nothing (another service, a read, a failed call) raises BadEvent and
+# is ignored. Past that point the call succeeded, so nothing odd in the record makes the whole
+# change go away: every rule that can be identified is read, a rule whose values are odd but
+# whose ID is valid is kept by its ID alone (it cannot be allowed, so it goes), and whatever
+# cannot be identified at all is listed in change["unreadable"] to be reported.
 # =============================================================================================
 
 HANDLED_EVENTS = (
@@ -121,6 +136,7 @@ PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 PROTOCOLS = {
     name: name for name in ("tcp", "udp", "icmp", "icmpv6", "-1")
 } | PROTOCOL_NAMES
+ICMP = ("icmp", "icmpv6")  # fromPort is the ICMP type, toPort the code; -1 is any
 PROTOCOL_NUMBER = re.compile(r"[0-9]{1,3}")
 PORT = re.compile(r"-?[0-9]{1,5}")
 SOURCE_KEYS = ("cidrIpv4", "cidrIpv6", "prefixListId", "referencedGroupInfo")
@@ -128,6 +144,7 @@ SOURCE_KEYS = ("cidrIpv4", "cidrIpv6", "prefixListId", "referencedGroupInfo")
 GROUP_ID = re.compile(r"sg-[0-9a-f]{8}(?:[0-9a-f]{9})?")
 RULE_ID = re.compile(r"sgr-[0-9a-f]{8}(?:[0-9a-f]{9})?")
 PREFIX_LIST_ID = re.compile(r"pl-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+VPC_ID = re.compile(r"vpc-[0-9a-f]{8}(?:[0-9a-f]{9})?")
 ACCOUNT_ID = re.compile(r"\d{12}")
 REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}")
 USER_ID = re.compile(r"\d{12}|amazon-elb")
@@ -136,7 +153,11 @@ IPV4_CIDR = re.compile(rf"{OCTET}\.{OCTET}\.{OCTET}\.{OCTET}/(0|[1-9][0-9]?)")
 
 
 class BadEvent(ValueError):
-    """The event is unrelated, failed, or malformed: log it, change nothing, don't retry."""
+    """The event changed nothing (unrelated, or a failed call): log it, don't retry."""
+
+
+class Unreadable(ValueError):
+    """Part of a successful change that cannot be read: reported, never silently dropped."""
 
 
 def read_change(event: Any) -> dict[str, Any]:
@@ -149,27 +170,53 @@ def read_change(event: Any) -> dict[str, Any]:
         raise BadEvent(
             f"the call failed ({str(record['errorCode'])[:80]}); nothing changed"
         )
-    params = as_dict(record.get("requestParameters"), "requestParameters")
-    response = as_dict(record.get("responseElements") or {}, "responseElements")
+    # From here on the call succeeded: what cannot be read is reported, never ignored.
+    envelope = event if "detail" in event else {}
     change: dict[str, Any] = {
-        "eventId": text(record.get("eventID"), "eventID", 128),
+        "eventId": optional_text(record.get("eventID"), 128),
         "eventName": name,
-        "eventTime": record.get("eventTime")
-        if isinstance(record.get("eventTime"), str)
-        else None,
-        "region": checked(record.get("awsRegion"), REGION, "awsRegion"),
-        "account": checked(
-            record.get("recipientAccountId") or event.get("account"),
-            ACCOUNT_ID,
-            "account",
-        ),
+        "eventTime": optional_text(record.get("eventTime"), 64),
         **read_actor(record.get("userIdentity")),
+        "region": None,
+        "account": None,
+        "groupId": None,
+        "groupName": None,
+        "isEgress": None
+        if name == "ModifySecurityGroupRules"
+        else name.endswith("Egress"),
+        "rules": [],
+        "unreadable": [],
     }
-    if name == "ModifySecurityGroupRules":
-        change.update(read_modification(params))
-    else:
-        change.update(read_authorization(params, response, name.endswith("Egress")))
+    region = record.get("awsRegion") or envelope.get("region")
+    steps = [
+        ("region", lambda: checked(region, REGION, "awsRegion")),
+        ("account", lambda: read_account(record, envelope)),
+        (None, lambda: read_rules(record, change)),
+    ]
+    for key, step in steps:
+        try:
+            found = step()
+            if key:
+                change[key] = found
+        except Unreadable as problem:
+            change["unreadable"].append(str(problem))
+    if change["rules"] and not (change["region"] and change["account"]):
+        change["unreadable"] += [describe(rule) for rule in change["rules"]]
+        change[
+            "rules"
+        ] = []  # known rules, but not where they are: nothing can be undone
     return change
+
+
+def read_rules(record: dict, change: dict[str, Any]) -> None:
+    """Fill in the change's group and rules from the request and the response."""
+    params = as_dict(record.get("requestParameters"), "requestParameters")
+    if change["eventName"] == "ModifySecurityGroupRules":
+        read_modification(params, change)
+    else:
+        response = record.get("responseElements")
+        response = response if isinstance(response, dict) else {}
+        read_authorization(params, response, change)
 
 
 def unwrap(event: Any) -> dict[str, Any]:
@@ -180,7 +227,20 @@ def unwrap(event: Any) -> dict[str, Any]:
         return event
     if event.get("source", "aws.ec2") != "aws.ec2":
         raise BadEvent(f"not an EC2 event: source {str(event.get('source'))[:80]}")
-    return as_dict(event["detail"], "detail")
+    if not isinstance(event["detail"], dict):
+        raise BadEvent("the event's detail is not a CloudTrail record")
+    return event["detail"]
+
+
+def read_account(record: dict, envelope: dict) -> str:
+    """The account the change was made in; the envelope and the record must agree."""
+    recorded, delivered = record.get("recipientAccountId"), envelope.get("account")
+    if recorded is not None and delivered is not None and recorded != delivered:
+        raise Unreadable(
+            f"the envelope's account {str(delivered)[:20]!r} is not the record's "
+            f"recipientAccountId {str(recorded)[:20]!r}"
+        )
+    return checked(recorded or delivered, ACCOUNT_ID, "account")
 
 
 def read_actor(identity: Any) -> dict[str, Any]:
@@ -207,74 +267,120 @@ def field(d: Any, key: str) -> Any:
     )
 
 
-def read_authorization(params: dict, response: dict, is_egress: bool) -> dict[str, Any]:
-    """Group and rules of an Authorize* call: response rule IDs first, else the request."""
-    group_id = params.get("groupId")
-    group_name = params.get("groupName")
-    rule_set = response.get("securityGroupRuleSet")
-    if rule_set not in (None, {}):
-        rules = [
-            read_response_rule(item, is_egress) for item in items(rule_set, "ruleSet")
-        ]
-        group_id = group_id or (rules[0]["groupId"] if rules else None)
-        if any(rule["groupId"] != group_id for rule in rules):
-            raise BadEvent("response rules belong to another group than the request")
-    else:
-        rules = read_request_rules(params, is_egress)
-    if not rules:
-        raise BadEvent("the call added no rules")
-    if group_id is not None:
-        group_id = checked(group_id, GROUP_ID, "groupId")
-        group_name = group_name if isinstance(group_name, str) else None
-    elif is_egress or group_name is None:
-        raise BadEvent("no groupId in the request")
-    else:
-        group_name = text(group_name, "groupName", 255)
-    return {
-        "groupId": group_id,
-        "groupName": group_name,
-        "isEgress": is_egress,
-        "rules": rules,
-    }
+def read_authorization(params: dict, response: dict, change: dict[str, Any]) -> None:
+    """Group and rules of an Authorize* call: the response's rule IDs first, else the request."""
+    is_egress = change["isEgress"]
+    rules = read_rule_set(response, is_egress, change["unreadable"])
+    if rules is None:  # records before mid-2021, or a rule set that is no list
+        rules = read_request_rules(params, is_egress, change["unreadable"])
+    change["groupId"] = read_group_id(params.get("groupId"), rules)
+    if change["groupId"] is None:
+        name = params.get("groupName")
+        if is_egress or not isinstance(name, str) or not 0 < len(name) <= 255:
+            change["unreadable"].append("no readable groupId or groupName")
+            change["unreadable"] += [describe(rule) for rule in rules]
+            return
+        change["groupName"] = name  # by name: the default VPC's group (looked up later)
+    for rule in rules:
+        if rule.setdefault("groupId", change["groupId"]) != change["groupId"]:
+            change["unreadable"].append(f"{describe(rule)} of another group")
+        else:
+            change["rules"].append(rule)
+    if not change["rules"] and not change["unreadable"]:
+        change["unreadable"].append("the record names no rule the call added")
+
+
+def read_group_id(requested: Any, rules: list[dict]) -> str | None:
+    """The request's groupId; when it is unreadable, the one the response's rules name."""
+    if isinstance(requested, str) and GROUP_ID.fullmatch(requested):
+        return requested
+    named = {rule.get("groupId") for rule in rules} - {None}
+    return named.pop() if len(named) == 1 else None
+
+
+def read_rule_set(response: dict, is_egress: bool, problems: list) -> list[dict] | None:
+    """The rules in securityGroupRuleSet, each with its ID; None when there is no such list."""
+    try:
+        found = items(response.get("securityGroupRuleSet"), "securityGroupRuleSet")
+    except Unreadable:
+        return None
+    if not found:
+        return None
+    rules = []
+    for number, item in enumerate(found, 1):
+        try:
+            rules.append(read_response_rule(item, is_egress))
+        except Unreadable as problem:
+            problems.append(f"securityGroupRuleSet item {number}: {problem}")
+    return rules
 
 
 def read_response_rule(item: Any, is_egress: bool) -> dict[str, Any]:
-    """One securityGroupRuleSet item: a rule the call created, with its ID."""
-    item = as_dict(item, "securityGroupRuleSet item")
-    if item.get("isEgress", is_egress) is not is_egress:
-        raise BadEvent("response rule direction differs from the call")
-    rule = {
+    """One securityGroupRuleSet item. A valid rule ID is enough to undo it: odd values
+    only mark it `unreadable`, so that it is revoked by its ID and cannot be allowed."""
+    item = as_dict(item, "item")
+    rule: dict[str, Any] = {
         "securityGroupRuleId": checked(
-            item.get("securityGroupRuleId"), RULE_ID, "ruleId"
+            item.get("securityGroupRuleId"), RULE_ID, "securityGroupRuleId"
         ),
-        "groupId": checked(item.get("groupId"), GROUP_ID, "groupId"),
-        "isEgress": is_egress,
-        **read_protocol_and_ports(item),
+        "isEgress": is_egress,  # the call adds rules in its own direction only
     }
-    sources = [key for key in SOURCE_KEYS if item.get(key) is not None]
-    if len(sources) != 1:
-        raise BadEvent(f"response rule has {len(sources)} sources, not one")
-    kind = sources[0]
+    if isinstance(item.get("groupId"), str) and GROUP_ID.fullmatch(item["groupId"]):
+        rule["groupId"] = item["groupId"]
+    try:
+        if item.get("isEgress", is_egress) is not is_egress:
+            raise Unreadable("isEgress differs from the call")
+        return {**rule, **read_protocol_and_ports(item), **read_one_source(item)}
+    except Unreadable as problem:
+        return {**rule, "unreadable": str(problem)}
+
+
+def read_one_source(item: dict) -> dict[str, Any]:
+    """The one source of a response rule (or, as referencedGroupId, of an edited rule)."""
+    kinds = [key for key in (*SOURCE_KEYS, "referencedGroupId") if item.get(key)]
+    if len(kinds) != 1:
+        raise Unreadable(f"{len(kinds)} sources, not one")
+    kind = kinds[0]
+    if kind == "referencedGroupId":
+        return group_source(item[kind], None, None)
     if kind == "referencedGroupInfo":
         info = as_dict(item[kind], kind)
-        return {**rule, **group_source(info.get("groupId"), info.get("userId"), None)}
-    return {**rule, **read_source(kind, item[kind])}
+        return group_source(info.get("groupId"), info.get("userId"), None)
+    return read_source(kind, item[kind])
 
 
-def read_request_rules(params: dict, is_egress: bool) -> list[dict[str, Any]]:
-    """Rules rebuilt from ipPermissions and from the legacy flat form."""
-    rules = [
-        {"isEgress": is_egress, **source, **read_protocol_and_ports(perm)}
-        for perm in dict_items(params, "ipPermissions")
-        for source in read_permission_sources(perm)
-    ]
+def read_request_rules(
+    params: dict, is_egress: bool, problems: list
+) -> list[dict[str, Any]]:
+    """Rules rebuilt from ipPermissions and from the legacy flat form, one per source."""
+    rules = []
+    try:
+        permissions = items(params.get("ipPermissions"), "ipPermissions")
+    except Unreadable as problem:
+        problems.append(str(problem))
+        permissions = []
+    for number, permission in enumerate(permissions, 1):
+        try:
+            shape = read_protocol_and_ports(as_dict(permission, "permission"))
+            sources = read_permission_sources(permission, problems, number)
+        except Unreadable as problem:
+            problems.append(f"ipPermissions item {number}: {problem}")
+            continue
+        rules += [{"isEgress": is_egress, **source, **shape} for source in sources]
+    try:
+        rules += read_flat_form(params, is_egress)
+    except Unreadable as problem:
+        problems.append(f"top-level permission: {problem}")
+    return rules
+
+
+def read_flat_form(params: dict, is_egress: bool) -> list[dict[str, Any]]:
+    """The legacy form: cidrIp, or sourceSecurityGroupName, beside ipProtocol and ports."""
+    rules = []
     if params.get("cidrIp") is not None:
+        source = read_source("cidrIpv4", params["cidrIp"])
         rules.append(
-            {
-                "isEgress": is_egress,
-                **read_source("cidrIpv4", params["cidrIp"]),
-                **read_protocol_and_ports(params),
-            }
+            {"isEgress": is_egress, **source, **read_protocol_and_ports(params)}
         )
     if params.get("sourceSecurityGroupName") is not None:
         # Without a protocol the API grants the source group full TCP, UDP and ICMP access.
@@ -295,74 +401,69 @@ def read_request_rules(params: dict, is_egress: bool) -> list[dict[str, Any]]:
     return rules
 
 
-def read_permission_sources(perm: dict) -> list[dict[str, Any]]:
-    """Each source of one permission: several kinds may stand in one permission."""
-    sources = [
-        read_source("cidrIpv4", i.get("cidrIp")) for i in dict_items(perm, "ipRanges")
-    ]
-    sources += [
-        read_source("cidrIpv6", i.get("cidrIpv6"))
-        for i in dict_items(perm, "ipv6Ranges")
-    ]
-    sources += [
-        read_source("prefixListId", i.get("prefixListId"))
-        for i in dict_items(perm, "prefixListIds")
-    ]
-    sources += [
-        group_source(i.get("groupId"), i.get("userId"), i.get("groupName"))
-        for i in dict_items(perm, "groups")
-    ]
-    if not sources:
-        raise BadEvent("a permission without any source")
+def read_permission_sources(
+    permission: dict, problems: list, number: int
+) -> list[dict[str, Any]]:
+    """Each source of one permission (several kinds may stand in one); odd ones reported."""
+    readers = {
+        "ipRanges": lambda i: read_source("cidrIpv4", i.get("cidrIp")),
+        "ipv6Ranges": lambda i: read_source("cidrIpv6", i.get("cidrIpv6")),
+        "prefixListIds": lambda i: read_source("prefixListId", i.get("prefixListId")),
+        "groups": lambda i: group_source(
+            i.get("groupId"), i.get("userId"), i.get("groupName")
+        ),
+    }
+    sources, seen = [], 0
+    for key, reader in readers.items():
+        for item in items(permission.get(key), key):
+            seen += 1
+            try:
+                sources.append(reader(as_dict(item, f"{key} item")))
+            except Unreadable as problem:
+                problems.append(f"ipPermissions item {number}, {key}: {problem}")
+    if not seen:
+        raise Unreadable("a permission without any source")
     return sources
 
 
-def read_modification(params: dict) -> dict[str, Any]:
+def read_modification(params: dict, change: dict[str, Any]) -> None:
     """ModifySecurityGroupRules: the edited rules with their new values; direction unknown."""
     request = as_dict(
         params.get("ModifySecurityGroupRulesRequest"), "ModifySecurityGroupRulesRequest"
     )
+    change["groupId"] = checked(request.get("GroupId"), GROUP_ID, "GroupId")
     entries = request.get("SecurityGroupRule")
-    entries = entries if isinstance(entries, list) else [entries]
-    rules = []
-    for entry in entries:
-        entry = as_dict(entry, "SecurityGroupRule")
-        new = as_dict(entry.get("SecurityGroupRule"), "SecurityGroupRule value")
+    for number, entry in enumerate(
+        entries if isinstance(entries, list) else [entries], 1
+    ):
+        try:
+            change["rules"].append(read_edited_rule(as_dict(entry, "entry")))
+        except Unreadable as problem:
+            change["unreadable"].append(f"SecurityGroupRule {number}: {problem}")
+
+
+def read_edited_rule(entry: dict) -> dict[str, Any]:
+    """One edited rule: its ID, and its new value when that can be read."""
+    rule: dict[str, Any] = {
+        "securityGroupRuleId": checked(
+            entry.get("SecurityGroupRuleId"), RULE_ID, "SecurityGroupRuleId"
+        ),
+        "isEgress": None,  # learned from AWS before acting
+    }
+    try:
+        new = as_dict(entry.get("SecurityGroupRule"), "the new value")
         camel = {k[:1].lower() + k[1:]: v for k, v in new.items() if isinstance(k, str)}
-        sources = [
-            key
-            for key in (*SOURCE_KEYS[:3], "referencedGroupId")
-            if camel.get(key) is not None
-        ]
-        if len(sources) != 1:
-            raise BadEvent(f"modified rule has {len(sources)} sources, not one")
-        kind = sources[0]
-        if kind == "referencedGroupId":
-            source = group_source(camel[kind], None, None)
-        else:
-            source = read_source(kind, camel[kind])
-        rules.append(
-            {
-                "securityGroupRuleId": checked(
-                    entry.get("SecurityGroupRuleId"), RULE_ID, "ruleId"
-                ),
-                "isEgress": None,
-                **source,
-                **read_protocol_and_ports(camel),
-            }
-        )
-    if not rules:
-        raise BadEvent("the call modified no rules")
-    group_id = checked(request.get("GroupId"), GROUP_ID, "GroupId")
-    return {"groupId": group_id, "groupName": None, "isEgress": None, "rules": rules}
+        return {**rule, **read_protocol_and_ports(camel), **read_one_source(camel)}
+    except Unreadable as problem:
+        return {**rule, "unreadable": str(problem)}
 
 
 def read_protocol_and_ports(d: dict) -> dict[str, Any]:
-    """ipProtocol normalized to a name where AWS has one; ports only where given."""
+    """ipProtocol normalized to a name where AWS has one; ports (ICMP type, code) as given."""
     given = d.get("ipProtocol")
     text_form = str(given) if type(given) is int else given
     if not isinstance(text_form, str):
-        raise BadEvent("missing ipProtocol")
+        raise Unreadable("missing ipProtocol")
     protocol = PROTOCOLS.get(text_form.lower())
     if (
         protocol is None
@@ -371,17 +472,18 @@ def read_protocol_and_ports(d: dict) -> dict[str, Any]:
     ):
         protocol = text_form
     if protocol is None:
-        raise BadEvent(f"unknown ipProtocol {text_form[:20]!r}")
+        raise Unreadable(f"unknown ipProtocol {text_form[:20]!r}")
     shape: dict[str, Any] = {"ipProtocol": protocol}
     low, high = d.get("fromPort"), d.get("toPort")
     if low is not None:
         shape["fromPort"] = low = port(low, "fromPort")
     if high is not None:
         shape["toPort"] = high = port(high, "toPort")
-    if low is not None and high is not None and high != -1 and low > high:
-        raise BadEvent("fromPort is above toPort")
-    if protocol in ("tcp", "udp") and (low is None or high is None):
-        raise BadEvent(f"{protocol} rule without both ports")
+    if protocol in ("tcp", "udp"):
+        if low is None or high is None:
+            raise Unreadable(f"{protocol} rule without both ports")
+        if low > high:  # ICMP is not checked: type 8 code 0 is a normal rule
+            raise Unreadable("fromPort is above toPort")
     return shape
 
 
@@ -390,7 +492,7 @@ def port(value: Any, name: str) -> int:
     if type(value) is str and PORT.fullmatch(value):
         value = int(value)
     if type(value) is not int or not -1 <= value <= 65535:
-        raise BadEvent(f"{name} is not a port: {str(value)[:20]!r}")
+        raise Unreadable(f"{name} is not a port: {str(value)[:20]!r}")
     return value
 
 
@@ -399,12 +501,12 @@ def read_source(kind: str, value: Any) -> dict[str, str]:
     if kind == "prefixListId":
         return {kind: checked(value, PREFIX_LIST_ID, kind)}
     if not isinstance(value, str):
-        raise BadEvent(f"{kind} is missing")
+        raise Unreadable(f"{kind} is missing")
     version = cidr_version(value)
     if version is None:
-        raise BadEvent(f"{kind} is not a CIDR: {value[:50]!r}")
+        raise Unreadable(f"{kind} is not a CIDR: {value[:50]!r}")
     if version != (4 if kind == "cidrIpv4" else 6):
-        raise BadEvent(f"{kind} has the wrong IP version: {value[:50]!r}")
+        raise Unreadable(f"{kind} has the wrong IP version: {value[:50]!r}")
     return {kind: value}
 
 
@@ -430,10 +532,10 @@ def group_source(group_id: Any, user_id: Any, group_name: Any) -> dict[str, Any]
     info: dict[str, str] = {}
     if group_id is not None:
         info["groupId"] = checked(group_id, GROUP_ID, "referenced groupId")
-    elif group_name is not None:
-        info["groupName"] = text(group_name, "referenced groupName", 255)
+    elif isinstance(group_name, str) and 0 < len(group_name) <= 255:
+        info["groupName"] = group_name
     else:
-        raise BadEvent("a referenced group without groupId or groupName")
+        raise Unreadable("a referenced group without groupId or groupName")
     if user_id is not None:
         info["userId"] = checked(user_id, USER_ID, "userId")
     return {"referencedGroupInfo": info}
@@ -445,29 +547,24 @@ def items(collection: Any, name: str) -> list:
         return []
     if isinstance(collection, dict) and isinstance(collection.get("items"), list):
         return collection["items"]
-    raise BadEvent(f"{name} is not a CloudTrail item list")
-
-
-def dict_items(d: dict, key: str) -> list[dict]:
-    return [as_dict(item, f"{key} item") for item in items(d.get(key), key)]
+    raise Unreadable(f"{name} is not a CloudTrail item list")
 
 
 def as_dict(value: Any, name: str) -> dict:
     if not isinstance(value, dict):
-        raise BadEvent(f"{name} is not an object")
+        raise Unreadable(f"{name} is not an object")
     return value
 
 
 def checked(value: Any, pattern: re.Pattern, name: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise BadEvent(f"{name} is missing or malformed: {str(value)[:80]!r}")
+        raise Unreadable(f"{name} is missing or malformed: {str(value)[:80]!r}")
     return value
 
 
-def text(value: Any, name: str, limit: int) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
-        raise BadEvent(f"{name} is missing or malformed")
-    return value
+def optional_text(value: Any, limit: int) -> str | None:
+    """A string kept for the log (event ID, time), or None when it is anything else."""
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
 # =============================================================================================
@@ -530,6 +627,55 @@ def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
     )
 
 
+def is_late(change: dict[str, Any], now: datetime.datetime) -> bool:
+    """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
+    try:
+        made = datetime.datetime.fromisoformat(change["eventTime"])
+    except (TypeError, ValueError):
+        return True
+    if made.tzinfo is None:
+        return True
+    return (now - made).total_seconds() > LATE_AFTER_SECONDS
+
+
+def compare_with_now(
+    change: dict[str, Any], now_by_id: dict[str, dict[str, Any]]
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(still as the event left them, gone, changed since) for rules known by ID.
+
+    A rule found now takes its direction from AWS (an edit does not say it). A rule whose
+    values the event did not let us read cannot be compared: it is revoked (fail closed).
+    """
+    same, gone, changed = [], [], []
+    for rule in change["rules"]:
+        now = now_by_id.get(rule.get("securityGroupRuleId"))
+        if "securityGroupRuleId" not in rule:
+            same.append(rule)  # revoked by value: AWS matches it exactly
+        elif now is None:
+            gone.append(rule)
+        elif "unreadable" in rule or network_key(rule) == network_key(now):
+            same.append({**rule, "isEgress": now["isEgress"]})
+        else:
+            changed.append({"recorded": rule, "now": now})
+    return same, gone, changed
+
+
+def network_key(rule: dict[str, Any]) -> tuple:
+    """What a rule lets through, for comparing two rules: protocol, ports, source."""
+    protocol = rule.get("ipProtocol")
+    ports = (
+        None if protocol == "-1" else (rule.get("fromPort", -1), rule.get("toPort", -1))
+    )
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    group = rule.get("referencedGroupInfo") or {}
+    source = (
+        ipaddress.ip_network(cidr, strict=False) if cidr else None,
+        rule.get("prefixListId"),
+        group.get("groupId") or group.get("groupName"),
+    )
+    return protocol, ports, source
+
+
 ALLOWED_RULE_KEYS = {
     "isEgress": bool,
     "ipProtocol": str,
@@ -557,21 +703,38 @@ def check_conditions() -> None:
 
 
 def is_allowed(rule: dict[str, Any]) -> bool:
+    """May the rule stay? A rule whose values could not be read never may."""
+    if "unreadable" in rule:
+        return False
     return any(matches(rule, entry) for entry in ALLOWED_RULES)
 
 
 def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
-    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree."""
+    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree.
+
+    Ports: the rule's range must lie inside the entry's. ICMP: fromPort/toPort are the type
+    and code, matched exactly; -1 in the entry means any type (or code), in the rule it
+    means every type, which only an entry's -1 allows.
+    """
     cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
     network = ipaddress.ip_network(cidr, strict=False) if cidr else None
+    icmp = rule["ipProtocol"] in ICMP
     low, high = port_range(rule)
     checks = {
         "isEgress": lambda want: rule["isEgress"] is want,
         "ipProtocol": lambda want: (
-            rule["ipProtocol"] == PROTOCOL_NAMES.get(str(want), str(want))
+            rule["ipProtocol"] == PROTOCOL_NAMES.get(str(want), str(want).lower())
         ),
-        "fromPort": lambda want: low >= port_range({"fromPort": want})[0],
-        "toPort": lambda want: high <= port_range({"toPort": want})[1],
+        "fromPort": lambda want: (
+            want == -1 or rule.get("fromPort", -1) == want
+            if icmp
+            else low >= port_range({"fromPort": want})[0]
+        ),
+        "toPort": lambda want: (
+            want == -1 or rule.get("toPort", -1) == want
+            if icmp
+            else high <= port_range({"toPort": want})[1]
+        ),
         "cidr": lambda want: network == ipaddress.ip_network(want, strict=False),
         "cidrWithin": lambda want: (
             network is not None
@@ -604,13 +767,46 @@ def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     return [rule for rule in change["rules"] if rule not in allowed], allowed
 
 
+def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
+    """(revert?, why). Only an exact False keeps the change; anything else reverts."""
+    try:
+        verdict = should_revert(change)
+    except Exception as error:  # noqa: BLE001 -- a bug in user code must not leave the hole open
+        return True, f"should_revert failed ({error!r}); reverting"
+    if verdict is False:
+        return False, "should_revert returned False"
+    if verdict is True:
+        return True, ""
+    return True, f"should_revert returned {verdict!r}, not True or False; reverting"
+
+
+# Decisions, and the ones that mean a change stays open although no condition kept it:
+# these are notified and counted as such.
+LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
+
+
+def decision_of(done: dict[str, Any], dry_run: bool) -> str:
+    """What happened, from what was done: the worst of it first."""
+    if done["unreadable"]:
+        return "unreadable"
+    if done["changedSince"]:
+        return "changed-since"
+    if done["revoked"]:
+        return "dry-run" if dry_run else "reverted"
+    if done["kept"]:
+        return "kept"
+    return "already-gone"
+
+
 def describe(rule: dict[str, Any]) -> str:
-    """A rule in human terms: 'tcp 22 from 0.0.0.0/0'."""
+    """A rule in human terms: 'tcp 22 from 0.0.0.0/0', 'icmp type 8 code 0 from ::/0'."""
+    if "ipProtocol" not in rule:  # known by its ID alone
+        return f"rule {rule['securityGroupRuleId']} ({rule.get('unreadable', '')})"
     protocol = rule["ipProtocol"]
     low, high = rule.get("fromPort"), rule.get("toPort")
     if protocol == "-1":
         what = "all traffic"
-    elif protocol in ("icmp", "icmpv6"):
+    elif protocol in ICMP:
         what = protocol if low in (None, -1) else f"{protocol} type {low}"
         what += "" if high in (None, -1) else f" code {high}"
     elif low is None:
@@ -619,7 +815,7 @@ def describe(rule: dict[str, Any]) -> str:
         what = f"{protocol} {low}" if low == high else f"{protocol} {low}-{high}"
     group = rule.get("referencedGroupInfo") or {}
     source = rule.get("cidrIpv4") or rule.get("cidrIpv6") or rule.get("prefixListId")
-    source = source or group.get("groupId") or group.get("groupName")
+    source = source or group.get("groupId") or group.get("groupName") or "?"
     if group.get("userId"):
         source += f" (account {group['userId']})"
     direction = {True: "to", False: "from", None: "from/to"}[rule["isEgress"]]
@@ -666,6 +862,10 @@ class DeadlineNear(BotoCoreError):
     fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
 
 
+class NotRevoked(Exception):
+    """AWS answered a revoke without an error, but said it did not revoke: retry the event."""
+
+
 def client(service: str, region: str, account: str | None = None) -> Any:
     """One client per service, region and account, kept for warm invocations.
 
@@ -673,7 +873,7 @@ def client(service: str, region: str, account: str | None = None) -> Any:
     MEMBER_ROLE_NAME role, with credentials renewed shortly before they expire.
     """
     if account is not None and not fresh(_credentials.get(account)):
-        _credentials[account] = assume_member_role(account, region)
+        _credentials[account] = assume_member_role(account)
         for key in [key for key in _clients if key[2] == account]:
             del _clients[key]
     if (service, region, account) not in _clients:
@@ -709,10 +909,13 @@ def fresh(credentials: dict[str, Any] | None) -> bool:
     return left.total_seconds() > CREDENTIALS_MARGIN_S
 
 
-def assume_member_role(account: str, region: str) -> dict[str, Any]:
+def assume_member_role(account: str) -> dict[str, Any]:
+    """Credentials in a member account, asked of STS in the function's own region: an
+    opt-in region the central account has not enabled must not block its events."""
     role = f"arn:{_partition}:iam::{account}:role/{MEMBER_ROLE_NAME}"
+    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     # IAM: sts:AssumeRole
-    answer = client("sts", region).assume_role(
+    answer = client("sts", own_region or "us-east-1").assume_role(
         RoleArn=role, RoleSessionName="sg-guardrail"
     )
     return answer["Credentials"]
@@ -756,64 +959,58 @@ def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
     return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
 
 
-def current_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
-    """Every rule the group holds now, in the response's vocabulary."""
+def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
+    """Rules as AWS holds them now, in the response's vocabulary: by group or by rule ID."""
+    name, values = next(iter(query.items()))
     rules = []
     # IAM: ec2:DescribeSecurityGroupRules
     pages = ec2.get_paginator("describe_security_group_rules").paginate(
-        Filters=[{"Name": "group-id", "Values": [group_id]}]
+        Filters=[{"Name": name.replace("_", "-"), "Values": values}]
     )
     for page in pages:
-        for found in page["SecurityGroupRules"]:
-            rule = {
-                "securityGroupRuleId": found["SecurityGroupRuleId"],
-                "isEgress": found["IsEgress"],
-                "ipProtocol": PROTOCOL_NAMES.get(
-                    found["IpProtocol"], found["IpProtocol"]
-                ),
-                "fromPort": found.get("FromPort"),
-                "toPort": found.get("ToPort"),
-            }
-            for key in SOURCE_KEYS[:3]:
-                if found.get(key[0].upper() + key[1:]):
-                    rule[key] = found[key[0].upper() + key[1:]]
-            if found.get("ReferencedGroupInfo"):
-                info = found["ReferencedGroupInfo"]
-                rule["referencedGroupInfo"] = {
-                    "groupId": info.get("GroupId"),
-                    "userId": info.get("UserId"),
-                }
-            rules.append({k: v for k, v in rule.items() if v is not None})
+        rules += [rule_from_aws(found) for found in page["SecurityGroupRules"]]
     return rules
+
+
+def rule_from_aws(found: dict[str, Any]) -> dict[str, Any]:
+    """One DescribeSecurityGroupRules answer as a rule in CloudTrail's vocabulary."""
+    rule = {
+        "securityGroupRuleId": found["SecurityGroupRuleId"],
+        "isEgress": found["IsEgress"],
+        "ipProtocol": PROTOCOL_NAMES.get(found["IpProtocol"], found["IpProtocol"]),
+        "fromPort": found.get("FromPort"),
+        "toPort": found.get("ToPort"),
+        "description": found.get("Description"),
+    }
+    for key in SOURCE_KEYS[:3]:
+        rule[key] = found.get(key[0].upper() + key[1:])
+    if found.get("ReferencedGroupInfo"):
+        info = found["ReferencedGroupInfo"]
+        rule["referencedGroupInfo"] = {
+            "groupId": info.get("GroupId"),
+            "userId": info.get("UserId"),
+        }
+    return {k: v for k, v in rule.items() if v is not None}
+
+
+def rules_by_id(ec2: Any, rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The change's rules as they are now, by rule ID: one call; absent ones are gone."""
+    ids = [
+        rule["securityGroupRuleId"] for rule in rules if "securityGroupRuleId" in rule
+    ]
+    if not ids:
+        return {}
+    found = rules_now(ec2, security_group_rule_id=ids)
+    return {rule["securityGroupRuleId"]: rule for rule in found}
 
 
 def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
     """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
     if "securityGroupRuleId" in planned:
         return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
-    if (
-        planned["isEgress"] != existing["isEgress"]
-        or planned["ipProtocol"] != existing["ipProtocol"]
-    ):
-        return False
-    if port_range(planned) != port_range(existing):
-        return False
-    for key in ("cidrIpv4", "cidrIpv6"):
-        if (key in planned) != (key in existing):
-            return False
-        if key in planned and ipaddress.ip_network(
-            planned[key], strict=False
-        ) != ipaddress.ip_network(existing[key], strict=False):
-            return False
-    if planned.get("prefixListId") != existing.get("prefixListId"):
-        return False
-    mine, theirs = (
-        planned.get("referencedGroupInfo"),
-        existing.get("referencedGroupInfo"),
-    )
-    return (mine is None) == (theirs is None) and (
-        mine is None or mine.get("groupId") == theirs.get("groupId")
-    )
+    return planned["isEgress"] == existing["isEgress"] and network_key(
+        planned
+    ) == network_key(existing)
 
 
 def ip_permission(rule: dict[str, Any]) -> dict[str, Any]:
@@ -842,6 +1039,37 @@ def ip_permission(rule: dict[str, Any]) -> dict[str, Any]:
     return permission
 
 
+def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dict]:
+    """A boto3 IpPermissions entry (as UnknownIpPermissions lists them) as rules."""
+    shape = {
+        "isEgress": is_egress,
+        "ipProtocol": PROTOCOL_NAMES.get(
+            str(permission.get("IpProtocol")), str(permission.get("IpProtocol"))
+        ),
+    }
+    for key in ("FromPort", "ToPort"):
+        if permission.get(key) is not None:
+            shape[key[0].lower() + key[1:]] = permission[key]
+    sources = [{"cidrIpv4": r.get("CidrIp")} for r in permission.get("IpRanges", [])]
+    sources += [
+        {"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])
+    ]
+    sources += [
+        {"prefixListId": r.get("PrefixListId")}
+        for r in permission.get("PrefixListIds", [])
+    ]
+    sources += [
+        {
+            "referencedGroupInfo": {
+                "groupId": p.get("GroupId"),
+                "groupName": p.get("GroupName"),
+            }
+        }
+        for p in permission.get("UserIdGroupPairs", [])
+    ]
+    return [{**shape, **source} for source in sources]
+
+
 def revoke(
     ec2: Any, change: dict[str, Any], rules: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -863,16 +1091,18 @@ def revoke_one_direction(
         if is_egress
         else ec2.revoke_security_group_ingress
     )
+    arguments = revoke_arguments(rules)
     try:
-        call(GroupId=change["groupId"], **revoke_arguments(rules))
-        return []
+        answer = call(GroupId=change["groupId"], **arguments)
     except ClientError as error:
         if error_code(error) in GONE:
             return rules
         if error_code(error) not in RULE_GONE:
             raise
+    else:
+        return not_revoked(answer, rules, is_egress, call.__name__)
     # Someone removed some of the rules already: the call fails whole, so revoke the rest.
-    existing = current_rules(ec2, change["groupId"])
+    existing = rules_now(ec2, group_id=[change["groupId"]])
     left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
     if left:
         call(
@@ -882,6 +1112,21 @@ def revoke_one_direction(
     return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
 
 
+def not_revoked(
+    answer: dict[str, Any], rules: list[dict], is_egress: bool, operation: str
+) -> list[dict]:
+    """The rules AWS says it did not find. In a default VPC a revoke by permission succeeds
+    and lists those in UnknownIpPermissions; Return false with none listed is a failure."""
+    unknown = [
+        found
+        for permission in answer.get("UnknownIpPermissions") or []
+        for found in rules_of_permission(permission, is_egress)
+    ]
+    if answer.get("Return") is False and not unknown:
+        raise NotRevoked(f"AWS answered Return=false to {operation}")
+    return [rule for rule in rules if any(same_rule(rule, u) for u in unknown)]
+
+
 def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
     """By rule IDs when every rule has one (exact), else by permissions from the request."""
     if all("securityGroupRuleId" in rule for rule in rules):
@@ -889,24 +1134,13 @@ def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
     return {"IpPermissions": [ip_permission(rule) for rule in rules]}
 
 
-def learn_directions(ec2: Any, change: dict[str, Any]) -> None:
-    """ModifySecurityGroupRules does not say ingress or egress: read the rules as they are now."""
-    existing = {
-        e["securityGroupRuleId"]: e for e in current_rules(ec2, change["groupId"])
-    }
-    change["alreadyGone"] = [
-        r for r in change["rules"] if r["securityGroupRuleId"] not in existing
-    ]
-    change["rules"] = [
-        existing[r["securityGroupRuleId"]]
-        for r in change["rules"]
-        if r["securityGroupRuleId"] in existing
-    ]
-
-
 # =============================================================================================
 # The handler
 # =============================================================================================
+
+
+class OutOfReach(Exception):
+    """The change is in an account this function has no way to act in."""
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
@@ -914,7 +1148,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: math.inf)()
     _retry_until = time.monotonic() + remaining_ms / 1000
     dry_run = os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
-    summary = first_summary(event)
+    summary, change = first_summary(event), {}
     if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
         print(
             json.dumps({"eventId": summary["eventId"], "rawEvent": event}, default=str)
@@ -922,71 +1156,118 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
         change = read_change(event)
         summary = summarize(change)
-        account = member_account(change, context)
-        result = outcome(summary, *handle(change, dry_run, account))
-        notify(result, change)
-        return log(result)
+        account = member_account(change, context) if change["rules"] else None
+        done = handle(change, dry_run, account)
+        result = outcome(summary, decision_of(done, dry_run), done)
     except BadEvent as bad:
-        return log(outcome(summary, "ignored", str(bad)))
+        return log(outcome(summary, "ignored", {"reason": str(bad)}))
+    except OutOfReach as far:
+        result = outcome(summary, "out-of-reach", left_open(change, str(far)))
     except ClientError as error:
         code = error_code(error)
-        if code in REJECTED:
-            return log(
-                outcome(summary, "ignored", f"AWS rejected the event's values: {error}")
-            )
-        if code in DENIED:
-            service = "sts" if error.operation_name == "AssumeRole" else "ec2"
-            error_reason = (
-                f"{code}: the role needs {service}:{error.operation_name} ({error})"
-            )
-        else:
-            error_reason = f"{code}: {error}"
-        log(outcome(summary, "error", error_reason))
-        raise  # Lambda retries, then hands the event to the on-failure destination
-    except BotoCoreError as error:  # no connection, no time left: also worth a retry
-        log(outcome(summary, "error", f"{type(error).__name__}: {error}"))
+        if code not in REJECTED:
+            report_error(summary, change, error_reason(error))
+            raise  # Lambda retries, then hands the event to the on-failure destination
+        why = f"AWS rejected the undo as malformed, so it cannot be retried: {error}"
+        result = outcome(summary, "unreadable", left_open(change, why))
+    except (
+        BotoCoreError,
+        NotRevoked,
+    ) as error:  # no connection, no time left, no revoke
+        report_error(summary, change, f"{type(error).__name__}: {error}")
         raise
+    notify(result, change)
+    return log(result)
 
 
-def handle(
-    change: dict[str, Any], dry_run: bool, account: str | None
-) -> tuple[str, str, list, list, list]:
-    """decision, reason, rules revoked (or to revoke), rules kept, rules already gone."""
+def report_error(summary: dict, change: dict, reason: str) -> None:
+    """An error is logged and notified before it is raised for Lambda to retry."""
+    result = outcome(summary, "error", left_open(change, reason))
+    notify(result, change)
+    log(result)
+
+
+def error_reason(error: ClientError) -> str:
+    code = error_code(error)
+    if code in DENIED:
+        service = "sts" if error.operation_name == "AssumeRole" else "ec2"
+        return f"{code}: the role needs {service}:{error.operation_name} ({error})"
+    return f"{code}: {error}"
+
+
+def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What is reported when the change could not be undone at all."""
+    return {
+        "reason": reason,
+        "leftOpen": change.get("rules", []),
+        "unreadable": change.get("unreadable", []),
+    }
+
+
+def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
+    """Undo the change: what was revoked (or would be), kept, already gone, changed since,
+    and what could not be read, with the reason."""
+    done: dict[str, Any] = {
+        "reason": "",
+        "revoked": [],
+        "kept": [],
+        "gone": [],
+        "changedSince": [],
+        "unreadable": change["unreadable"],
+    }
     reason = exemption(change)
-    if reason:
-        return "kept", reason, [], change["rules"], []
+    if reason:  # kept whole, whatever could or could not be read of it
+        kept = change["rules"] + change["unreadable"]
+        return {**done, "reason": reason, "kept": kept, "unreadable": []}
+    if not change["rules"]:
+        return {**done, "reason": "the record does not say which rules to undo"}
     ec2 = client("ec2", change["region"], account)
     if needs_group_facts(change):
         facts = group_facts(ec2, change)
         if facts is None:
-            return "reverted", "the group no longer exists", [], [], change["rules"]
+            return {
+                **done,
+                "reason": "the group no longer exists",
+                "gone": change["rules"],
+            }
         change.update(facts)
         reason = group_exemption(change)
         if reason:
-            return "kept", reason, [], change["rules"], []
-    if change["isEgress"] is None:
-        learn_directions(ec2, change)
-    revoking, allowed = split_rules(change)
-    gone = change.get("alreadyGone", [])
+            return {**done, "reason": reason, "kept": change["rules"]}
+    rules = change["rules"]
+    if change["isEgress"] is None or is_late(
+        change, datetime.datetime.now(datetime.UTC)
+    ):
+        # An edit does not say its direction; a late event's rules may have changed since.
+        rules, done["gone"], done["changedSince"] = compare_with_now(
+            change, rules_by_id(ec2, rules)
+        )
+    revoking, done["kept"] = split_rules({**change, "rules": rules})
     if not revoking:
-        reason = "every rule is allowed" if allowed else "the rules no longer exist"
-        return ("kept" if allowed else "reverted"), reason, [], allowed, gone
-    try:
-        approved = should_revert({**change, "rules": revoking})
-    except Exception as error:  # noqa: BLE001 -- a bug in user code must not leave the hole open
-        approved, reason = True, f"should_revert failed ({error!r}); reverting"
+        done["reason"] = (
+            "every rule is allowed" if done["kept"] else "nothing left to undo"
+        )
+        return done
+    approved, done["reason"] = verdict_of_should_revert({**change, "rules": revoking})
     if not approved:
-        return "kept", "should_revert returned False", [], change["rules"], []
+        return {**done, "kept": rules}
+    if not dry_run:
+        done["gone"] += revoke(ec2, change, revoking)
+    done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
+    done["reason"] = done["reason"] or reason_of(change, done, dry_run)
+    return done
+
+
+def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
     if dry_run:
-        return "dry-run", "DRY_RUN is set; nothing changed", revoking, allowed, gone
-    gone += revoke(ec2, change, revoking)
-    revoked = [rule for rule in revoking if rule not in gone]
-    reason = reason or (
-        "modified in place; the old value is not in the event, so the rule was revoked"
-        if change["eventName"] == "ModifySecurityGroupRules"
-        else "not approved by the conditions"
-    )
-    return "reverted", reason, revoked, allowed, gone
+        return "DRY_RUN is set; nothing changed"
+    if done["unreadable"]:
+        return "reverted what could be read; the rest of the record could not be"
+    if done["changedSince"]:
+        return "some rules were changed since the event and were left as they are now"
+    if change["eventName"] == "ModifySecurityGroupRules":
+        return "modified in place; the old value is not in the event, so the rule was revoked"
+    return "not approved by the conditions"
 
 
 def summarize(change: dict[str, Any]) -> dict[str, Any]:
@@ -1030,34 +1311,60 @@ def member_account(change: dict[str, Any], context: Any) -> str | None:
     ):
         return None  # our own account, or run locally with whatever boto3 is set up for
     if not MEMBER_ROLE_NAME:
-        raise BadEvent(
-            f"event from account {change['account']}; no MEMBER_ROLE_NAME to act there"
+        raise OutOfReach(
+            f"the change is in account {change['account']}, and no MEMBER_ROLE_NAME is "
+            "set to act there"
         )
     _partition = parts[1]
     return change["account"]
 
 
-def outcome(
-    summary: dict, decision: str, reason: str, revoked=(), kept=(), gone=()
-) -> dict:
+def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any]:
     """The summary of one event: the log line and the handler's result."""
-    result = {**summary, "decision": decision, "reason": reason}
-    result["rules"] = [describe(rule) for rule in revoked]
-    if kept:
-        result["keptRules"] = [describe(rule) for rule in kept]
-    if gone:
-        result["alreadyGone"] = [describe(rule) for rule in gone]
+    result = {**summary, "decision": decision, "reason": done["reason"]}
+    result["rules"] = [describe(rule) for rule in done.get("revoked", [])]
+    if done.get("kept"):
+        result["keptRules"] = [
+            rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
+        ]
+    if done.get("gone"):
+        result["alreadyGone"] = [describe(rule) for rule in done["gone"]]
+    if done.get("changedSince"):
+        result["changedSince"] = [
+            {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
+            for pair in done["changedSince"]
+        ]
+    if done.get("leftOpen"):
+        result["leftOpen"] = [describe(rule) for rule in done["leftOpen"]]
+    if done.get("unreadable"):
+        result["unreadable"] = done["unreadable"]
     return result
 
 
+METRICS_NAMESPACE = "sg-guardrail"
+
+
 def log(result: dict[str, Any]) -> dict[str, Any]:
-    """One JSON line per event. It names the event, never holds credentials or the raw event."""
-    print(json.dumps(result, default=str))
+    """One JSON line per event: it names the event, never holds credentials or the raw event,
+    and carries the count of its decision as a CloudWatch metric (Embedded Metric Format),
+    so that alarms need no API call."""
+    metrics = {
+        "Timestamp": int(time.time() * 1000),
+        "CloudWatchMetrics": [
+            {
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["decision"]],
+                "Metrics": [{"Name": "Events", "Unit": "Count"}],
+            }
+        ],
+    }
+    print(json.dumps({**result, "Events": 1, "_aws": metrics}, default=str))
     return result
 
 
 # =============================================================================================
-# Notifying: one SNS message per reverted or dry-run change, when NOTIFY_TOPIC_ARN is set
+# Notifying: one SNS message per reverted (or dry-run) change and per change left open,
+# when NOTIFY_TOPIC_ARN is set
 # =============================================================================================
 
 TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
@@ -1066,11 +1373,10 @@ TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
 def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
     """Publish the change; a failure is noted in the result and never undoes the revert."""
     topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
-    if (
-        not topic
-        or result["decision"] not in ("reverted", "dry-run")
-        or not result["rules"]
-    ):
+    told = result["decision"] in LEFT_OPEN or (
+        result["decision"] in ("reverted", "dry-run") and result["rules"]
+    )
+    if not topic or not told:
         return
     found = TOPIC_ARN.fullmatch(topic)
     if not found:
@@ -1084,38 +1390,67 @@ def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
         result["notification"] = f"failed: {error}"
 
 
+VERBS = {
+    "reverted": "Reverted",
+    "dry-run": "Would revert (dry run)",
+    "unreadable": "NOT reverted (unreadable)",
+    "changed-since": "NOT reverted (changed since)",
+    "out-of-reach": "NOT reverted (out of reach)",
+    "error": "NOT reverted yet (error)",
+}
+
+
 def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     """Subject, a body a person can act on, and attributes for subscription filters."""
-    verb = "Reverted" if result["decision"] == "reverted" else "Would revert (dry run)"
-    rules, kept = result["rules"], result.get("keptRules", [])
-    more = f" (+{len(rules) - 1} more)" if len(rules) > 1 else ""
-    who = result["actor"].rsplit("/", 1)[-1]
-    subject = f"{verb}: {rules[0]}{more} on {result['groupId']} by {who}"
+    verb = VERBS[result["decision"]]
+    changed = [
+        f"{pair['recorded']} (now {pair['now']})"
+        for pair in result.get("changedSince", [])
+    ]
+    headline = (
+        result["rules"]
+        + result.get("leftOpen", [])
+        + result.get("unreadable", [])
+        + changed
+    ) or ["a change"]
+    more = f" (+{len(headline) - 1} more)" if len(headline) > 1 else ""
+    who = str(result.get("actor") or "unknown").rsplit("/", 1)[-1]
+    subject = f"{verb}: {headline[0]}{more} on {result.get('groupId')} by {who}"
     subject = "".join(c if " " <= c <= "~" else "?" for c in subject)[:100]
-    region, group = result["region"], result["groupId"]
+    region, group = result.get("region"), result.get("groupId")
     name = f" ({change['groupName']})" if change.get("groupName") else ""
+    listed = [
+        ("Rules:", result["rules"]),
+        ("Left open (undo by hand if no retry succeeds):", result.get("leftOpen", [])),
+        ("Left open, not readable (undo by hand):", result.get("unreadable", [])),
+        ("Left open, changed since the event (check by hand):", changed),
+        ("Kept (allowed):", result.get("keptRules", [])),
+        ("Already gone:", result.get("alreadyGone", [])),
+    ]
     lines = [
-        f"{verb} a security-group change: {result['reason']}.",
+        f"{verb}: {result['reason']}.",
         "",
-        f"Who:      {result['actor']}",
+        f"Who:      {result.get('actor')}",
         f"When:     {result.get('eventTime') or 'unknown'}",
-        f"Account:  {result['account']}",
+        f"Account:  {result.get('account')}",
         f"Region:   {region}",
         f"Group:    {group}{name}",
         f"VPC:      {change.get('vpcId') or 'not looked up'}",
-        f"Call:     {result['eventName']}",
-        "Rules:",
-        *(f"  - {rule}" for rule in rules),
-        *(["Kept (allowed):"] if kept else []),
-        *(f"  - {rule}" for rule in kept),
-        f"Event ID: {result['eventId']}",
+        f"Call:     {result.get('eventName')}",
+        *(
+            line
+            for title, rules in listed
+            if rules
+            for line in (title, *(f"  - {rule}" for rule in rules))
+        ),
+        f"Event ID: {result.get('eventId')}",
         (
             f"Console:  https://{region}.console.aws.amazon.com/ec2/home?region={region}"
             f"#SecurityGroup:groupId={group}"
         ),
     ]
     attributes = {
-        key: {"DataType": "String", "StringValue": str(result[key])}
+        key: {"DataType": "String", "StringValue": str(result.get(key))}
         for key in ("decision", "eventName", "account", "region", "groupId", "actor")
     }
     return {
@@ -1237,7 +1572,7 @@ def replay(events: list[Any]) -> int:
         except (ClientError, BotoCoreError):
             decision = "error"  # the handler has logged it
         failed_call = bool(record_of(event).get("errorCode"))
-        if decision == "error" or (decision == "ignored" and not failed_call):
+        if decision in LEFT_OPEN or (decision == "ignored" and not failed_call):
             problems.append(first_summary(event)["eventId"] or "(no eventID)")
         counts[decision] = counts.get(decision, 0) + 1
     tally = ", ".join(f"{n} {decision}" for decision, n in sorted(counts.items()))

@@ -8,6 +8,7 @@ rules the call really created.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import Any
 
@@ -70,6 +71,11 @@ def camel(value: Any) -> Any:
     return value
 
 
+def now() -> str:
+    """CloudTrail's time stamp for this second: records made here are fresh, not late."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def record(
     event_name: str,
     request: dict[str, Any],
@@ -84,7 +90,7 @@ def record(
     found: dict[str, Any] = {
         "eventVersion": "1.10",
         "userIdentity": identity or ALICE,
-        "eventTime": "2026-11-27T12:00:00Z",
+        "eventTime": now(),
         "eventSource": "ec2.amazonaws.com",
         "eventName": event_name,
         "awsRegion": region,

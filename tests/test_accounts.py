@@ -86,11 +86,12 @@ def test_member_credentials_are_cached_until_shortly_before_they_expire(
     assert OPEN not in rule_set(member_ec2, member_group)
 
 
-def test_without_a_member_role_another_accounts_event_is_ignored(
+def test_without_a_member_role_another_accounts_event_is_out_of_reach(
     member_ec2, member_group
 ):
     result = lambda_handler(member_event(member_ec2, member_group), CONTEXT)
-    assert result["decision"] == "ignored"
+    assert result["decision"] == "out-of-reach"
+    assert result["leftOpen"] == ["tcp 22 from 0.0.0.0/0"]
     assert "no MEMBER_ROLE_NAME" in result["reason"]
     assert OPEN in rule_set(member_ec2, member_group)
 

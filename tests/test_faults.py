@@ -109,7 +109,7 @@ def test_a_deleted_group_is_success(ec2, group_id, faults):
     event = authorize(ec2, group_id, [SSH])
     faults("RevokeSecurityGroupIngress", 400, "InvalidGroup.NotFound")
     result = lambda_handler(event, CONTEXT)
-    assert result["decision"] == "reverted"
+    assert result["decision"] == "already-gone"
     assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
 
 

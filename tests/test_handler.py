@@ -26,9 +26,20 @@ from lambda_function import lambda_handler
 
 
 def only_log_line(capsys):
+    """The one log line, without its metric (Embedded Metric Format) fields."""
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1, lines
-    return json.loads(lines[0])
+    logged = json.loads(lines[0])
+    assert logged.pop("Events") == 1
+    metrics = logged.pop("_aws")["CloudWatchMetrics"]
+    assert metrics == [
+        {
+            "Namespace": "sg-guardrail",
+            "Dimensions": [["decision"]],
+            "Metrics": [{"Name": "Events", "Unit": "Count"}],
+        }
+    ]
+    return logged
 
 
 def test_one_json_log_line_says_who_what_where_and_why(ec2, group_id, capsys):
@@ -101,11 +112,11 @@ def test_an_exempt_principal_is_kept_without_any_call(ec2, group_id, conditions)
     assert lambda_function._clients == {}
 
 
-def test_an_event_from_another_account_is_ignored(ec2, group_id):
+def test_an_event_from_another_account_is_out_of_reach(ec2, group_id):
     event = authorize(ec2, group_id, [SSH])
     event["recipientAccountId"] = "210987654321"
     result = lambda_handler(event, CONTEXT)
-    assert result["decision"] == "ignored"
+    assert result["decision"] == "out-of-reach"
     assert "account 210987654321" in result["reason"]
     assert OPEN in rule_set(ec2, group_id)
 
@@ -118,6 +129,10 @@ BAD_EVENTS = [
     {},
     {"detail": None},
     {"source": "aws.ec2", "detail-type": "AWS API Call via CloudTrail", "detail": {}},
+    {"eventSource": "ec2.amazonaws.com", "eventName": "DescribeSecurityGroups"},
+]
+# Successful changes whose records say too little to undo anything.
+UNREADABLE_EVENTS = [
     {"eventSource": "ec2.amazonaws.com", "eventName": "AuthorizeSecurityGroupIngress"},
     {
         "eventSource": "ec2.amazonaws.com",
@@ -136,6 +151,16 @@ def test_bad_input_is_ignored_with_one_line_and_no_exception(aws, event, capsys)
     result = lambda_handler(event, CONTEXT)
     assert result["decision"] == "ignored"
     assert only_log_line(capsys)["reason"] == result["reason"]
+
+
+@pytest.mark.parametrize("event", UNREADABLE_EVENTS)
+def test_a_successful_change_too_odd_to_undo_is_unreadable_not_ignored(
+    aws, event, capsys
+):
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "unreadable"
+    assert result["unreadable"]
+    assert only_log_line(capsys)["decision"] == "unreadable"
 
 
 def stubbed_client(region="us-east-1"):
@@ -159,12 +184,13 @@ def test_aws_faults_that_may_pass_raise_for_retry(code, capsys):
 
 
 @pytest.mark.parametrize("code", ["InvalidGroupId.Malformed", "InvalidParameterValue"])
-def test_aws_saying_the_event_is_wrong_is_not_retried(code):
+def test_aws_saying_the_event_is_wrong_is_not_retried_but_reported(code):
     event = ssh_record()
     with stubbed_client() as stub:
         stub.add_client_error("revoke_security_group_ingress", service_error_code=code)
         result = lambda_handler(event, CONTEXT)
-    assert result["decision"] == "ignored"
+    assert result["decision"] == "unreadable"
+    assert result["leftOpen"] == ["tcp 22 from 0.0.0.0/0"]
     assert code in result["reason"]
 
 
@@ -205,7 +231,7 @@ def test_a_debug_switch_logs_the_raw_event_under_its_id(
     assert decision["eventId"] == event["eventID"]
 
 
-@pytest.mark.parametrize("event", BAD_EVENTS[7:])
+@pytest.mark.parametrize("event", BAD_EVENTS[7:] + UNREADABLE_EVENTS)
 def test_every_line_names_its_event_when_it_has_one(aws, event, capsys):
     event = {**event, "eventID": "5f0c2c36-0000-4000-8000-000000000000"}
     lambda_handler(event, CONTEXT)

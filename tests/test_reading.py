@@ -336,14 +336,26 @@ PERMISSION = ("requestParameters", "ipPermissions", "items", 0)
         (_set(("eventName",), "DescribeSecurityGroups"), "not a security-group change"),
         (_set(("eventName",), "CreateSecurityGroup"), "not a security-group change"),
         (_set(("eventSource",), "s3.amazonaws.com"), "not a security-group change"),
+    ],
+)
+def test_records_that_changed_nothing_are_rejected_with_a_reason(edit, reason):
+    event = copy.deepcopy(ingress([SSH_ANYWHERE]))
+    edit(event)
+    with pytest.raises(BadEvent, match=reason):
+        read_change(event)
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
         (_set(("awsRegion",), "us-northeast-1r"), "awsRegion"),
         (_set(("awsRegion",), None), "awsRegion"),
         (_set(("recipientAccountId",), "12345"), "account"),
         (_set(("requestParameters",), None), "requestParameters"),
         (_set(("requestParameters", "groupId"), "sg-nothex!"), "groupId"),
-        (_set(("requestParameters", "groupId"), _DROP), "no groupId"),
+        (_set(("requestParameters", "groupId"), _DROP), "groupId"),
         (_set(("requestParameters", "ipPermissions"), []), "ipPermissions"),
-        (_set(("requestParameters", "ipPermissions"), {}), "no rules"),
+        (_set(("requestParameters", "ipPermissions"), {}), "no rule"),
         (_set((*PERMISSION, "ipProtocol"), "gre"), "ipProtocol"),
         (_set((*PERMISSION, "ipProtocol"), None), "ipProtocol"),
         (_set((*PERMISSION, "ipProtocol"), "256"), "ipProtocol"),
@@ -363,11 +375,107 @@ PERMISSION = ("requestParameters", "ipPermissions", "items", 0)
         (_set((*PERMISSION, "ipRanges", "items", 0), "0.0.0.0/0"), "not an object"),
     ],
 )
-def test_malformed_or_unrelated_records_are_rejected_with_a_reason(edit, reason):
+def test_an_odd_successful_record_is_unreadable_never_ignored(edit, reason):
     event = copy.deepcopy(ingress([SSH_ANYWHERE]))
     edit(event)
-    with pytest.raises(BadEvent, match=reason):
-        read_change(event)
+    change = read_change(event)
+    assert change["rules"] == []
+    assert any(reason in problem for problem in change["unreadable"]), change
+
+
+def test_an_odd_permission_leaves_the_rest_of_the_call_readable():
+    odd = {**SSH_ANYWHERE, "IpProtocol": "gre", "FromPort": 3389, "ToPort": 3389}
+    change = read_change(ingress([odd, SSH_ANYWHERE]))
+    assert [describe(rule) for rule in change["rules"]] == ["tcp 22 from 0.0.0.0/0"]
+    assert change["unreadable"] == ["ipPermissions item 1: unknown ipProtocol 'gre'"]
+
+
+def test_an_odd_source_leaves_the_other_sources_of_its_permission_readable():
+    both = {**SSH_ANYWHERE, "IpRanges": [{"CidrIp": "0.0.0.0/0"}, {"CidrIp": "x/0"}]}
+    change = read_change(ingress([both]))
+    assert [describe(rule) for rule in change["rules"]] == ["tcp 22 from 0.0.0.0/0"]
+    assert change["unreadable"] == [
+        "ipPermissions item 1, ipRanges: cidrIpv4 is not a CIDR: 'x/0'"
+    ]
+
+
+def response_item(rule_id="sgr-0123456789abcdef0", **values):
+    return {
+        "groupOwnerId": ACCOUNT,
+        "groupId": GROUP,
+        "securityGroupRuleId": rule_id,
+        "isEgress": False,
+        "ipProtocol": "tcp",
+        "fromPort": 22,
+        "toPort": 22,
+        "cidrIpv4": "0.0.0.0/0",
+        **values,
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"ipProtocol": "a-new-protocol"}, "ipProtocol"),
+        ({"cidrIpv4": None, "someFutureSource": "x"}, "0 sources"),
+        ({"fromPort": None}, "without both ports"),
+        ({"isEgress": True}, "isEgress"),
+        ({"prefixListId": "pl-0123abcd"}, "2 sources"),
+    ],
+)
+def test_a_response_rule_with_odd_values_is_still_undone_by_its_id(values, reason):
+    response = {"securityGroupRuleSet": {"items": [response_item(**values)]}}
+    change = read_change(ingress([SSH_ANYWHERE], response))
+    assert change["unreadable"] == []
+    (rule,) = change["rules"]
+    assert rule["securityGroupRuleId"] == "sgr-0123456789abcdef0"
+    assert rule["isEgress"] is False
+    assert reason in rule["unreadable"]
+    assert describe(rule).startswith("rule sgr-0123456789abcdef0 (")
+
+
+@pytest.mark.parametrize("rule_id", [None, "sgr-XYZ", "sgr-0123456789abcdef0;x", 7])
+def test_a_malformed_rule_id_is_never_used_and_is_reported(rule_id):
+    items = [response_item(rule_id), response_item("sgr-0123456789abcdef1")]
+    change = read_change(
+        ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": items}})
+    )
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
+        "sgr-0123456789abcdef1"
+    ]
+    assert "securityGroupRuleId is missing or malformed" in change["unreadable"][0]
+
+
+def test_the_response_names_the_group_when_the_requests_group_id_is_odd():
+    event = ingress(
+        [SSH_ANYWHERE], {"securityGroupRuleSet": {"items": [response_item()]}}
+    )
+    event["requestParameters"]["groupId"] = "sg-?"
+    change = read_change(event)
+    assert change["groupId"] == GROUP
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
+        "sgr-0123456789abcdef0"
+    ]
+
+
+def test_a_rule_of_another_group_in_the_response_is_reported_not_revoked():
+    items = [response_item(), response_item("sgr-0123456789abcdef1", groupId=OTHER)]
+    change = read_change(
+        ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": items}})
+    )
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
+        "sgr-0123456789abcdef0"
+    ]
+    assert change["unreadable"] == ["tcp 22 from 0.0.0.0/0 of another group"]
+
+
+def test_an_envelope_from_another_account_than_the_record_is_unreadable():
+    event = eventbridge(ingress([SSH_ANYWHERE]))
+    event["account"] = "210987654321"
+    change = read_change(event)
+    assert change["rules"] == []
+    assert "envelope's account '210987654321'" in change["unreadable"][0]
+    assert change["unreadable"][1] == "tcp 22 from 0.0.0.0/0"
 
 
 @pytest.mark.parametrize(
@@ -411,3 +519,62 @@ def test_things_that_are_not_records_are_rejected(event):
 )
 def test_cidrs_are_checked_like_aws_does(value, version):
     assert cidr_version(value) == version
+
+
+def icmp(protocol, icmp_type, code, cidr="0.0.0.0/0"):
+    ranges = ("Ipv6Ranges", "CidrIpv6") if ":" in cidr else ("IpRanges", "CidrIp")
+    return {
+        "IpProtocol": protocol,
+        "FromPort": icmp_type,
+        "ToPort": code,
+        ranges[0]: [{ranges[1]: cidr}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("permission", "expected"),
+    [
+        (icmp("icmp", 8, 0), "icmp type 8 code 0 from 0.0.0.0/0"),
+        (icmp("icmp", 11, 0), "icmp type 11 code 0 from 0.0.0.0/0"),
+        (icmp("1", 3, 4), "icmp type 3 code 4 from 0.0.0.0/0"),
+        (icmp("ICMP", 255, 255), "icmp type 255 code 255 from 0.0.0.0/0"),
+        (icmp("icmpv6", 128, 0, "::/0"), "icmpv6 type 128 code 0 from ::/0"),
+        (icmp("58", 1, -1, "::/0"), "icmpv6 type 1 from ::/0"),
+        (icmp("icmp", -1, -1), "icmp from 0.0.0.0/0"),
+    ],
+)
+def test_icmp_type_and_code_are_read_in_any_order(permission, expected):
+    change = read_change(ingress([permission]))
+    assert change["unreadable"] == []
+    assert [describe(rule) for rule in change["rules"]] == [expected]
+
+
+def test_an_icmp_rule_never_shields_the_rest_of_its_call():
+    """On the old code, echo request (type 8 > code 0) made the whole call 'malformed'."""
+    change = read_change(ingress([icmp("icmp", 8, 0), SSH_ANYWHERE]))
+    assert [describe(rule) for rule in change["rules"]] == [
+        "icmp type 8 code 0 from 0.0.0.0/0",
+        "tcp 22 from 0.0.0.0/0",
+    ]
+
+
+def test_an_icmp_edit_is_read():
+    request = {
+        "ModifySecurityGroupRulesRequest": {
+            "GroupId": GROUP,
+            "SecurityGroupRule": {
+                "SecurityGroupRuleId": "sgr-0123456789abcdef0",
+                "SecurityGroupRule": {
+                    "IpProtocol": "icmp",
+                    "FromPort": 8,
+                    "ToPort": 0,
+                    "CidrIpv4": "0.0.0.0/0",
+                },
+                "tag": 1,
+            },
+        }
+    }
+    change = read_change(record("ModifySecurityGroupRules", request, None))
+    assert [describe(rule) for rule in change["rules"]] == [
+        "icmp type 8 code 0 from/to 0.0.0.0/0"
+    ]

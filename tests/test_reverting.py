@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+
 import boto3
 import pytest
 from cloudtrail import (
     ACCOUNT,
     SSH,
+    assumed_role,
     authorize,
     camel,
     eventbridge,
@@ -169,7 +172,7 @@ def test_same_event_twice_is_harmless(ec2, group_id, modern):
     event = authorize(ec2, group_id, [SSH], modern=modern)
     assert run(event)["rules"] == ["tcp 22 from 0.0.0.0/0"]
     second = run(event)
-    assert second["decision"] == "reverted"
+    assert second["decision"] == "already-gone"
     assert second["rules"] == []
     assert second["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
     assert rule_set(ec2, group_id) == before
@@ -199,7 +202,7 @@ def test_a_group_deleted_meanwhile_is_done(ec2, group_id, modern):
     event = authorize(ec2, group_id, [SSH], modern=modern)
     ec2.delete_security_group(GroupId=group_id)
     result = run(event)
-    assert result["decision"] == "reverted"
+    assert result["decision"] == "already-gone"
     assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
 
 
@@ -340,3 +343,189 @@ def test_it_acts_in_the_events_region(aws):
     assert run(event)["decision"] == "reverted"
     assert rule_set(eu, group) == before
     assert list(lambda_function._clients) == [("ec2", "eu-west-1", None)]
+
+
+# ---- Fail closed: no odd field shields a change (issue: fail closed, stay exact) -----------
+
+ECHO = {
+    "IpProtocol": "icmp",
+    "FromPort": 8,
+    "ToPort": 0,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+
+
+@pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
+def test_an_icmp_echo_rule_does_not_shield_ssh_in_the_same_call(ec2, group_id, modern):
+    before = rule_set(ec2, group_id)
+    result = run(authorize(ec2, group_id, [ECHO, SSH], modern=modern))
+    assert result["decision"] == "reverted"
+    assert result["rules"] == [
+        "icmp type 8 code 0 from 0.0.0.0/0",
+        "tcp 22 from 0.0.0.0/0",
+    ]
+    assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"ipProtocol": "a-protocol-from-the-future"},
+        {"cidrIpv4": None, "someNewSourceKind": {"id": "x"}},
+        {"fromPort": "twenty-two"},
+    ],
+)
+def test_a_response_rule_with_odd_values_is_revoked_by_its_id(ec2, group_id, odd):
+    before = rule_set(ec2, group_id)
+    event = authorize(ec2, group_id, [SSH, SMTP])
+    event["responseElements"]["securityGroupRuleSet"]["items"][0].update(odd)
+    result = run(event)
+    assert result["decision"] == "reverted"
+    assert len(result["rules"]) == 2
+    assert result["rules"][0].startswith("rule sgr-")
+    assert rule_set(ec2, group_id) == before
+
+
+def test_a_malformed_rule_id_is_never_sent_and_the_rest_is_revoked(
+    ec2, group_id, calls
+):
+    event = authorize(ec2, group_id, [SSH, SMTP])
+    items = event["responseElements"]["securityGroupRuleSet"]["items"]
+    items[0]["securityGroupRuleId"] = "sgr-../../etc"
+    result = run(event)
+    assert result["decision"] == "unreadable"
+    assert result["rules"] == ["tcp 25 from 0.0.0.0/0"]
+    assert "sgr-../../etc" in result["unreadable"][0]
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") in rule_set(ec2, group_id)
+    assert (False, "tcp", 25, 25, "0.0.0.0/0") not in rule_set(ec2, group_id)
+    assert calls == ["RevokeSecurityGroupIngress"]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "decision"),
+    [
+        (False, "kept"),
+        (True, "reverted"),
+        (None, "reverted"),  # a forgotten return
+        (0, "reverted"),
+        ("no", "reverted"),
+        ([], "reverted"),
+    ],
+)
+def test_only_an_exact_false_from_should_revert_keeps_a_change(
+    ec2, group_id, conditions, verdict, decision
+):
+    conditions(should_revert=lambda change: verdict)
+    result = run(authorize(ec2, group_id, [SSH]))
+    assert result["decision"] == decision
+    assert ((False, "tcp", 22, 22, "0.0.0.0/0") in rule_set(ec2, group_id)) == (
+        decision == "kept"
+    )
+    if verdict not in (True, False):
+        assert f"should_revert returned {verdict!r}" in result["reason"]
+
+
+# ---- Exact, even when the event is late ----------------------------------------------------
+
+
+def late(event, minutes=30):
+    """The record as a retry, a redrive or a replay brings it: the same, but old."""
+    made = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=minutes)
+    return {**event, "eventTime": made.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def test_a_late_event_leaves_a_rule_an_admin_changed_since_and_says_so(
+    ec2, group_id, conditions
+):
+    """On the old code, replaying Alice's event deleted the admin's narrowed rule."""
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::*:role/NetworkAdmin"])
+    wide = {**SSH, "FromPort": 8080, "ToPort": 8080}
+    wide["IpRanges"] = [{"CidrIp": "198.51.100.0/24"}]
+    alice = authorize(ec2, group_id, [wide])
+    (rule,) = alice["responseElements"]["securityGroupRuleSet"]["items"]
+    narrowed = {
+        "IpProtocol": "tcp",
+        "FromPort": 8080,
+        "ToPort": 8080,
+        "CidrIpv4": "10.0.0.0/8",
+    }
+    admin = assumed_role("NetworkAdmin", "carol")
+    assert (
+        run(
+            modify(
+                ec2, group_id, {rule["securityGroupRuleId"]: narrowed}, identity=admin
+            )
+        )["decision"]
+        == "kept"
+    )
+    result = run(late(alice))
+    assert result["decision"] == "changed-since"
+    assert result["changedSince"] == [
+        {"recorded": "tcp 8080 from 198.51.100.0/24", "now": "tcp 8080 from 10.0.0.0/8"}
+    ]
+    assert (False, "tcp", 8080, 8080, "10.0.0.0/8") in rule_set(ec2, group_id)
+
+
+def test_a_late_event_whose_rules_are_unchanged_is_reverted_with_one_check(
+    ec2, group_id, calls
+):
+    before = rule_set(ec2, group_id)
+    result = run(late(authorize(ec2, group_id, [SSH, SMTP])))
+    assert result["decision"] == "reverted"
+    assert rule_set(ec2, group_id) == before
+    assert calls == ["DescribeSecurityGroupRules", "RevokeSecurityGroupIngress"]
+
+
+def test_a_fresh_event_keeps_the_one_call_path(ec2, group_id, calls):
+    run(authorize(ec2, group_id, [SSH]))
+    assert calls == ["RevokeSecurityGroupIngress"]
+
+
+@pytest.mark.parametrize("time", [None, "yesterday", "2026-11-27 12:00:00", 17])
+def test_an_unreadable_event_time_counts_as_late(ec2, group_id, calls, time):
+    event = authorize(ec2, group_id, [SSH])
+    event["eventTime"] = time
+    assert run(event)["decision"] == "reverted"
+    assert calls == ["DescribeSecurityGroupRules", "RevokeSecurityGroupIngress"]
+
+
+def test_a_late_event_whose_rules_are_all_gone_is_already_gone(ec2, group_id, calls):
+    event = authorize(ec2, group_id, [SSH])
+    ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[SSH])
+    result = run(late(event))
+    assert result["decision"] == "already-gone"
+    assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
+    assert calls == ["DescribeSecurityGroupRules"]
+
+
+def test_an_edit_changed_again_since_is_left_as_it_is_now(ec2, group_id):
+    (bastion,) = [
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
+    ]
+    rule_id = bastion["SecurityGroupRuleId"]
+    widened = {
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "CidrIpv4": "0.0.0.0/0",
+    }
+    event = modify(ec2, group_id, {rule_id: widened})
+    ec2.modify_security_group_rules(
+        GroupId=group_id,
+        SecurityGroupRules=[
+            {
+                "SecurityGroupRuleId": rule_id,
+                "SecurityGroupRule": {**widened, "CidrIpv4": "192.0.2.0/25"},
+            }
+        ],
+    )
+    result = run(event)
+    assert result["decision"] == "changed-since"
+    assert (False, "tcp", 22, 22, "192.0.2.0/25") in rule_set(ec2, group_id)
+
+
+def test_dry_run_never_says_reverted(ec2, group_id, monkeypatch):
+    monkeypatch.setenv("DRY_RUN", "true")
+    result = run(late(authorize(ec2, group_id, [SSH])))
+    assert result["decision"] == "dry-run"
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") in rule_set(ec2, group_id)

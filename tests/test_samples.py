@@ -33,12 +33,15 @@ EXPECTED = {
     "13": ["tcp 0-65535 from sg-4e386e22"],
 }
 IGNORED = {
-    "01": "awsRegion",  # anonymized to a region that does not exist
     "04": "not an EC2 event",  # redacted envelope
     "05": "not an EC2 event",
     "09": "not a security-group change",  # CreateSecurityGroup
     "12": "the call failed",
-    "16": "malformed",  # IDs anonymized to non-hex strings
+}
+# Successful changes whose records their sources anonymized past undoing: reported, not ignored.
+UNREADABLE = {
+    "01": "awsRegion is missing or malformed: 'us-northeast-1r'",
+    "16": "securityGroupRuleId is missing or malformed: 'sgr-0c609eafsa2af10ea'",
 }
 
 
@@ -56,9 +59,16 @@ def test_real_records_that_must_be_ignored_are(prefix, aws):
     assert lambda_handler(sample(prefix), CONTEXT)["decision"] == "ignored"
 
 
+@pytest.mark.parametrize("prefix", sorted(UNREADABLE))
+def test_real_records_too_anonymized_to_undo_are_reported_unreadable(prefix, aws):
+    result = lambda_handler(sample(prefix), CONTEXT)
+    assert result["decision"] == "unreadable"
+    assert any(UNREADABLE[prefix] in problem for problem in result["unreadable"])
+
+
 def test_every_sample_is_covered():
     prefixes = {path.name[:2] for path in SAMPLES.glob("*.json")}
-    assert prefixes == set(EXPECTED) | set(IGNORED)
+    assert prefixes == set(EXPECTED) | set(IGNORED) | set(UNREADABLE)
 
 
 def test_lower_cased_identity_of_a_real_record_is_read():
