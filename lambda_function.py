@@ -700,6 +700,19 @@ def check_conditions() -> None:
                 )
             if key in ("cidr", "cidrWithin"):
                 ipaddress.ip_network(value, strict=False)
+    if MEMBER_ROLE_NAME:
+        for pattern in EXEMPT_PRINCIPALS:
+            if re.match(r"arn:aws[a-z-]*:(iam|sts)::[^:]*[*?]", pattern):
+                warn(
+                    f"EXEMPT_PRINCIPALS {pattern!r} matches any account: with many "
+                    "accounts, an admin of any member account can create that role and "
+                    "be exempt. Name the account ID."
+                )
+
+
+def warn(text: str) -> None:
+    """A warning at cold start, as one JSON log line."""
+    print(json.dumps({"warning": text}))
 
 
 def is_allowed(rule: dict[str, Any]) -> bool:

@@ -122,3 +122,46 @@ def test_the_own_account_never_assumes_a_role(ec2, group_id, assumed):
         == "reverted"
     )
     assert assumed == []
+
+
+def test_assume_role_is_asked_in_the_functions_own_region(aws, conditions, monkeypatch):
+    """An opt-in region the central account has not enabled must not block its events."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
+    regions = []
+    sts = lambda_function.client("sts", "eu-west-1")
+    sts.meta.events.register(
+        "before-call.sts.AssumeRole",
+        lambda model, **_: regions.append(sts.meta.region_name),
+    )
+    member_ec2 = boto3.client("ec2", region_name="ap-east-1")
+    vpc = member_ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    group = member_ec2.create_security_group(GroupName="m", Description="m", VpcId=vpc)
+    event = authorize(member_ec2, group["GroupId"], [SSH])
+    event["recipientAccountId"] = MEMBER
+    lambda_handler(event, CONTEXT)
+    assert regions == ["eu-west-1"]
+    assert ("sts", "ap-east-1", None) not in lambda_function._clients
+
+
+@pytest.mark.parametrize(
+    ("pattern", "warned"),
+    [
+        ("arn:aws:iam::*:role/NetworkAdmin", True),
+        ("arn:aws:sts::*:assumed-role/Deployer/ci-*", True),
+        ("arn:aws:iam::11112222333?:role/NetworkAdmin", True),
+        ("arn:aws:iam::111122223333:role/NetworkAdmin", False),
+        ("arn:aws:sts::111122223333:assumed-role/Deployer/ci-*", False),
+        ("cloudformation.amazonaws.com", False),
+    ],
+)
+def test_an_exemption_for_any_account_is_warned_of_with_many_accounts(
+    conditions, capsys, pattern, warned
+):
+    conditions(MEMBER_ROLE_NAME="sg-guardrail-member", EXEMPT_PRINCIPALS=[pattern])
+    lambda_function.check_conditions()
+    out = capsys.readouterr().out
+    assert ("matches any account" in out) == warned
+    conditions(MEMBER_ROLE_NAME="")
+    lambda_function.check_conditions()
+    assert capsys.readouterr().out == ""

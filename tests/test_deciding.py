@@ -180,6 +180,55 @@ def test_allow_list_keeps_only_matching_rules(conditions, permission, allowed):
     assert (len(keep), len(revoke)) == ((1, 0) if allowed else (0, 1))
 
 
+def icmp(protocol, icmp_type, code):
+    return {
+        "IpProtocol": protocol,
+        "FromPort": icmp_type,
+        "ToPort": code,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+    }
+
+
+ALLOW_ECHO = {"ipProtocol": "icmp", "fromPort": 8, "toPort": -1}  # type 8, any code
+ALLOW_UNREACHABLE = {"ipProtocol": "icmp", "fromPort": 3, "toPort": 4}
+
+
+@pytest.mark.parametrize(
+    ("permission", "allowed"),
+    [
+        (icmp("icmp", 8, 0), True),
+        (icmp("1", 8, 5), True),
+        (icmp("icmp", 8, -1), True),  # every code of type 8: the entry allows any code
+        (icmp("icmp", 13, 0), False),  # on the old code, type 13 was "inside" 8..-1
+        (icmp("icmp", 200, 0), False),
+        (icmp("icmp", -1, -1), False),  # every type: only an entry's -1 allows it
+        (icmp("icmp", 3, 4), True),
+        (icmp("icmp", 3, 3), False),
+        (icmp("icmp", 3, -1), False),  # every code of type 3, wider than code 4
+        (icmp("icmpv6", 8, 0), False),
+        (tcp(8, "0.0.0.0/0"), False),
+    ],
+)
+def test_icmp_entries_match_type_and_code_exactly(conditions, permission, allowed):
+    conditions(ALLOWED_RULES=[ALLOW_ECHO, ALLOW_UNREACHABLE])
+    revoke, keep = split_rules(change_of([permission]))
+    assert (len(keep), len(revoke)) == ((1, 0) if allowed else (0, 1))
+
+
+def test_an_icmp_entry_of_any_type_and_code(conditions):
+    conditions(ALLOWED_RULES=[{"ipProtocol": "icmpv6", "fromPort": -1, "toPort": -1}])
+    assert split_rules(change_of([icmp("58", -1, -1)]))[0] == []
+    assert split_rules(change_of([icmp("icmpv6", 128, 0)]))[0] == []
+    assert split_rules(change_of([icmp("icmp", 8, 0)]))[1] == []
+
+
+def test_a_rule_known_only_by_its_id_is_never_allowed(conditions):
+    conditions(ALLOWED_RULES=[{"cidrWithin": "0.0.0.0/0"}, {"isEgress": False}])
+    odd = {"securityGroupRuleId": "sgr-0123456789abcdef0", "isEgress": False}
+    change = {**change_of([SSH]), "rules": [{**odd, "unreadable": "0 sources"}]}
+    assert split_rules(change) == (change["rules"], [])
+
+
 def test_allow_list_splits_a_change_of_several_rules(conditions):
     conditions(ALLOWED_RULES=[ALLOW_HTTPS])
     revoke, keep = split_rules(change_of([tcp(443, "0.0.0.0/0"), SSH]))

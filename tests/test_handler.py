@@ -255,3 +255,56 @@ def test_events_that_need_no_aws_call_never_load_boto3(tmp_path):
         check=True,
     )
     assert done.stdout.splitlines()[-1] == "False"
+
+
+# RevokeSecurityGroupIngress's answer as the EC2 API reference documents it
+# (RevokeSecurityGroupIngress, "Response Elements": Return, UnknownIpPermissions,
+# RevokedSecurityGroupRules). In a default VPC a revoke by permission that matches nothing
+# answers Return=true and lists the permission in UnknownIpPermissions; moto does not.
+SSH_PERMISSION = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
+
+
+def test_what_aws_lists_as_unknown_is_already_gone_never_reverted():
+    event = ssh_record()
+    with stubbed_client() as stub:
+        stub.add_response(
+            "revoke_security_group_ingress",
+            {"Return": True, "UnknownIpPermissions": [SSH_PERMISSION]},
+            {"GroupId": "sg-0123456789abcdef0", "IpPermissions": [SSH_PERMISSION]},
+        )
+        result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "already-gone"
+    assert result["rules"] == []
+    assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
+
+
+def test_only_what_aws_did_not_list_as_unknown_is_reported_reverted():
+    web = {**SSH_PERMISSION, "FromPort": 80, "ToPort": 80}
+    params = {"groupId": "sg-0123456789abcdef0", "ipPermissions": camel([SSH, web])}
+    event = record("AuthorizeSecurityGroupIngress", params, {"_return": True})
+    with stubbed_client() as stub:
+        stub.add_response(
+            "revoke_security_group_ingress",
+            {"Return": True, "UnknownIpPermissions": [web]},
+        )
+        result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "reverted"
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert result["alreadyGone"] == ["tcp 80 from 0.0.0.0/0"]
+
+
+def test_return_false_with_nothing_unknown_is_an_error_for_retry(capsys):
+    event = ssh_record()
+    with stubbed_client() as stub:
+        stub.add_response("revoke_security_group_ingress", {"Return": False})
+        with pytest.raises(lambda_function.NotRevoked):
+            lambda_handler(event, CONTEXT)
+    logged = only_log_line(capsys)
+    assert logged["decision"] == "error"
+    assert logged["leftOpen"] == ["tcp 22 from 0.0.0.0/0"]
+    assert "Return=false" in logged["reason"]

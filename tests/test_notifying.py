@@ -1,4 +1,4 @@
-"""Notifying: one SNS message per reverted or dry-run change, checked through SNS -> SQS."""
+"""Notifying: one SNS message per reverted, dry-run or open change, checked through SNS -> SQS."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import json
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from cloudtrail import ACCOUNT, OPEN, SSH, authorize, rule_set
 from conftest import CONTEXT
 
+import lambda_function
 from lambda_function import lambda_handler
 
 
@@ -117,3 +120,69 @@ def test_a_failure_to_notify_never_blocks_the_revert(
     assert OPEN not in rule_set(ec2, group_id)
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["notification"] == result["notification"]
+
+
+# ---- Never silent: every change left open involuntarily is told -----------------------------
+
+
+def test_an_unreadable_change_is_told_as_not_reverted(ec2, group_id, inbox):
+    event = authorize(ec2, group_id, [SSH], modern=False)
+    event["requestParameters"]["ipPermissions"]["items"][0]["ipProtocol"] = "tcp?"
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "unreadable"
+    (message,) = inbox()
+    assert message["Subject"].startswith(
+        "NOT reverted (unreadable): ipPermissions item 1"
+    )
+    assert "Left open, not readable (undo by hand):" in message["Message"]
+    assert message["MessageAttributes"]["decision"]["Value"] == "unreadable"
+
+
+def test_a_rule_changed_since_a_late_event_is_told_with_both_values(
+    ec2, group_id, inbox
+):
+    event = authorize(ec2, group_id, [SSH])
+    (rule,) = event["responseElements"]["securityGroupRuleSet"]["items"]
+    ec2.modify_security_group_rules(
+        GroupId=group_id,
+        SecurityGroupRules=[
+            {
+                "SecurityGroupRuleId": rule["securityGroupRuleId"],
+                "SecurityGroupRule": {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "CidrIpv4": "10.0.0.0/8",
+                },
+            }
+        ],
+    )
+    event["eventTime"] = "2026-01-01T00:00:00Z"
+    assert lambda_handler(event, CONTEXT)["decision"] == "changed-since"
+    (message,) = inbox()
+    assert message["Subject"].startswith(
+        "NOT reverted (changed since): tcp 22 from 0.0.0.0/0 (now tcp 22 from 10.0.0.0/8)"
+    )
+
+
+def test_an_error_is_told_before_it_is_raised_for_retry(ec2, group_id, inbox):
+    event = authorize(ec2, group_id, [SSH])
+    with Stubber(lambda_function.client("ec2", "us-east-1")) as stub:
+        stub.add_client_error(
+            "revoke_security_group_ingress", service_error_code="UnauthorizedOperation"
+        )
+        with pytest.raises(ClientError):
+            lambda_handler(event, CONTEXT)
+    (message,) = inbox()
+    assert message["Subject"].startswith(
+        "NOT reverted yet (error): tcp 22 from 0.0.0.0/0"
+    )
+    assert "the role needs ec2:RevokeSecurityGroupIngress" in message["Message"]
+
+
+def test_a_change_in_an_account_out_of_reach_is_told(ec2, group_id, inbox):
+    event = authorize(ec2, group_id, [SSH])
+    event["recipientAccountId"] = "210987654321"
+    assert lambda_handler(event, CONTEXT)["decision"] == "out-of-reach"
+    (message,) = inbox()
+    assert message["Subject"].startswith("NOT reverted (out of reach): tcp 22")
