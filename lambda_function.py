@@ -1274,6 +1274,8 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
 def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
     if dry_run:
         return "DRY_RUN is set; nothing changed"
+    if not done["revoked"]:
+        return "the rules were already gone"
     if done["unreadable"]:
         return "reverted what could be read; the rest of the record could not be"
     if done["changedSince"]:
