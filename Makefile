@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint format package deploy clean
+.PHONY: demo test bench lint scan format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ lint: $(BIN)/activate
 
 test: lint
 	$(BIN)/python -m pytest -q tests
+
+# A standard scanner on template.yaml (checkov, in its own virtualenv: it is large). Each finding
+# the template accepts is explained beside the resource, in its Metadata. --skip-download keeps
+# it from calling its vendor's platform.
+scan: .venv-scan/bin/activate
+	.venv-scan/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
+
+.venv-scan/bin/activate:
+	$(PYTHON) -m venv .venv-scan
+	.venv-scan/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+	touch $@
 
 format: $(BIN)/activate
 	$(BIN)/ruff check --fix .
@@ -59,4 +70,4 @@ deploy: dist/sg-guardrail.zip
 	  --parameter-overrides CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS)
 
 clean:
-	rm -rf $(VENV) bench/.venv-custodian .pytest_cache .ruff_cache .hypothesis dist
+	rm -rf $(VENV) .venv-scan bench/.venv-custodian .pytest_cache .ruff_cache .hypothesis dist
