@@ -268,6 +268,8 @@ def test_deployment_settings_from_the_environment_add_to_the_block():
         text=True,
         check=True,
     )
-    assert done.stdout.split("\n")[0] == (
+    warning, settings = done.stdout.splitlines()
+    assert "'arn:aws:iam::*:role/Admin' matches any account" in warning
+    assert settings == (
         "['arn:aws:iam::*:role/Admin', 'cloudformation.amazonaws.com'] False sg-guardrail-member"
     )
