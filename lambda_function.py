@@ -41,17 +41,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 # =============================================================================================
 # CONDITIONS: edit this block. Every list empty means "revert every change" (the default).
+# To use an example, delete the "# " in front of it, or put the "e.g." value in place of the
+# empty one; `make format` lays out what you wrote, `make test` checks it. A typo stops the
+# function from loading, with a line naming the setting: it never guards less than you meant.
 # =============================================================================================
 
 # Changes made by these principals are kept. Shell-style patterns (* and ?), matched against
 # the caller's ARN, its role's ARN (sessionIssuer.arn) and the AWS service that acted for it
-# (invokedBy).
+# (invokedBy). Name the account: with many accounts, a "*" there would let an admin of any
+# member account create a role of that name and be exempt.
 EXEMPT_PRINCIPALS: list[str] = [
-    # "arn:aws:iam::111122223333:user/alice",          # one IAM user
-    # "arn:aws:iam::*:role/NetworkAdmin",              # every session of a role
-    # "arn:aws:sts::*:assumed-role/Deployer/ci-*",     # some sessions of a role
-    # "arn:aws:iam::*:root",                           # the root user
-    # "cloudformation.amazonaws.com",                  # changes made by CloudFormation stacks
+    # "arn:aws:iam::111122223333:user/alice",  # one IAM user
+    # "arn:aws:iam::111122223333:role/NetworkAdmin",  # every session of a role
+    # "arn:aws:sts::111122223333:assumed-role/Deployer/ci-*",  # some sessions of a role
+    # "arn:aws:iam::111122223333:role/cfn-network-deployer",  # a stack's service role
 ]
 
 # Groups: guard only these (empty: every group), and never touch those.
@@ -69,13 +72,14 @@ NEVER_TAGGED: dict[str, str | None] = {}  # e.g. {"guardrail": "off", "team": No
 
 # Rules that may stay. A rule is kept when it matches every key of one entry. Keys:
 # isEgress, ipProtocol ("tcp", "udp", "icmp", "icmpv6", "-1" or a number), fromPort/toPort
-# (the rule's ports must lie inside), cidr (exactly this range), cidrWithin (a range inside
-# this one), prefixListId, referencedGroupId.
+# (the rule's ports must lie inside; for ICMP the type and code, -1 for any), cidr (exactly
+# this range), cidrWithin (a range inside this one), prefixListId, referencedGroupId.
 ALLOWED_RULES: list[dict[str, Any]] = [
-    # {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"},  # HTTPS, IPv4
-    # {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "::/0"},       # HTTPS, IPv6
-    # {"isEgress": False, "cidrWithin": "10.0.0.0/8"},  # any inbound traffic from inside 10/8
-    # {"isEgress": True, "prefixListId": "pl-0123456789abcdef0"},  # outbound to a prefix list
+    # {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"},
+    # {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "::/0"},
+    # {"isEgress": False, "cidrWithin": "10.0.0.0/8"},  # anything from inside 10/8
+    # {"isEgress": True, "prefixListId": "pl-0123456789abcdef0"},  # out to a prefix list
+    # {"ipProtocol": "icmp", "fromPort": 8, "toPort": -1},  # ping: echo request, any code
 ]
 
 REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
@@ -100,21 +104,206 @@ def should_revert(change: dict[str, Any]) -> bool:
     return True
 
 
-# Settings a deployment gives in the environment (template.yaml's parameters) add to the above:
-# EXEMPT_PRINCIPALS (comma-separated patterns), REVERT_EGRESS=false, MEMBER_ROLE_NAME; and
-# DRY_RUN=true, NOTIFY_TOPIC_ARN, LOG_RAW_EVENT=true, read at each invocation.
-EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [
-    pattern.strip()
-    for pattern in os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
-    if pattern.strip()
-]
-REVERT_EGRESS = (
-    REVERT_EGRESS and os.environ.get("REVERT_EGRESS", "").strip().lower() != "false"
-)
-MEMBER_ROLE_NAME = os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
 # An event older than this (a retry, a redrive, a replay) has its rules checked against what
 # AWS holds now before anything is revoked: a rule changed since is left and reported.
 LATE_AFTER_SECONDS = 300
+
+
+# =============================================================================================
+# Loading the conditions: the deployment's environment adds to them, and every setting is
+# checked once, when the file loads
+# =============================================================================================
+
+
+class ConditionsError(ValueError):
+    """A setting in the CONDITIONS block that cannot be what its author meant."""
+
+
+def add_environment() -> None:
+    """Settings a deployment gives in the environment (template.yaml's parameters) add to the
+    block: EXEMPT_PRINCIPALS (comma-separated patterns), REVERT_EGRESS=false,
+    MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
+    global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
+    added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
+    if isinstance(EXEMPT_PRINCIPALS, list):  # anything else is reported by the check
+        EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
+    if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
+        REVERT_EGRESS = False
+    MEMBER_ROLE_NAME = (
+        os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
+    )
+
+
+PRINCIPAL_PATTERN = re.compile(
+    r"arn:aws[a-z-]*:(iam|sts)::[0-9*?]{1,12}:(?P<name>.+)|[a-z0-9.-]+\.amazonaws\.com"
+)
+ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+EXAMPLES = {
+    "EXEMPT_PRINCIPALS": '["arn:aws:iam::111122223333:role/NetworkAdmin"]',
+    "ONLY_GROUP_IDS": '["sg-0123456789abcdef0"]',
+    "NEVER_GROUP_IDS": '["sg-0123456789abcdef0"]',
+    "ONLY_VPC_IDS": '["vpc-0123456789abcdef0"]',
+    "NEVER_VPC_IDS": '["vpc-0123456789abcdef0"]',
+    "ONLY_TAGGED": '{"guardrail": "on"}',
+    "NEVER_TAGGED": '{"team": None}',
+    "ALLOWED_RULES": '[{"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}]',
+    "REVERT_EGRESS": "False",
+    "REVERT_MODIFIED_RULES": "False",
+    "MEMBER_ROLE_NAME": '"sg-guardrail-member"',
+    "LATE_AFTER_SECONDS": "300",
+    "should_revert": "def should_revert(change): return True",
+}
+
+
+def check_conditions() -> None:
+    """Fail at load, loudly, on anything in the block that cannot be what was meant: one
+    line per problem, naming the setting, the value and an example of a good one."""
+    settings = globals()
+    problems = [
+        f"{name} = {str(value)[:80]}: {why}; e.g. {EXAMPLES.get(name.split('[')[0])}"
+        for name, value, why in condition_problems(settings)
+    ]
+    if problems:
+        raise ConditionsError("CONDITIONS: " + " | ".join(problems))
+    warn_about_wildcard_accounts()
+
+
+def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(setting, value, what is wrong) for every setting that is not right."""
+    found = []
+    principals = settings["EXEMPT_PRINCIPALS"]
+    if not is_list_of(principals, str):
+        found.append(("EXEMPT_PRINCIPALS", principals, "must be a list of strings"))
+    else:
+        for pattern in principals:
+            matched = PRINCIPAL_PATTERN.fullmatch(pattern)
+            if not matched:
+                found.append(("EXEMPT_PRINCIPALS", pattern, "is not an ARN or service"))
+            elif matched["name"] is not None and not matched["name"].strip("*?/"):
+                found.append(("EXEMPT_PRINCIPALS", pattern, "would exempt everyone"))
+    id_lists = {
+        "ONLY_GROUP_IDS": GROUP_ID,
+        "NEVER_GROUP_IDS": GROUP_ID,
+        "ONLY_VPC_IDS": VPC_ID,
+        "NEVER_VPC_IDS": VPC_ID,
+    }
+    for name, pattern in id_lists.items():
+        value = settings[name]
+        if not is_list_of(value, str):
+            found.append((name, value, "must be a list of IDs"))
+            continue
+        found += [
+            (name, v, "is not such an ID") for v in value if not pattern.fullmatch(v)
+        ]
+    for name in ("ONLY_TAGGED", "NEVER_TAGGED"):
+        tags = settings[name]
+        if not isinstance(tags, dict):
+            found.append((name, tags, "must be a dict of tag key to value (or None)"))
+            continue
+        for key, value in tags.items():
+            if not isinstance(key, str) or not 0 < len(key) <= 128:
+                found.append((name, key, "is not a tag key"))
+            elif value is not None and not (
+                isinstance(value, str) and len(value) <= 256
+            ):
+                found.append((name, value, f"is not a value for tag {key!r}"))
+    rules = settings["ALLOWED_RULES"]
+    if not is_list_of(rules, dict):
+        found.append(("ALLOWED_RULES", rules, "must be a list of dicts"))
+    else:
+        for number, entry in enumerate(rules, 1):
+            where = f"ALLOWED_RULES[{number - 1}]"
+            found += [(where, entry, why) for why in allowed_rule_problems(entry)]
+    for name in ("REVERT_EGRESS", "REVERT_MODIFIED_RULES"):
+        if type(settings[name]) is not bool:
+            found.append((name, repr(settings[name]), "must be True or False"))
+    role = settings["MEMBER_ROLE_NAME"]
+    if not isinstance(role, str) or role and not ROLE_NAME.fullmatch(role):
+        found.append(("MEMBER_ROLE_NAME", role, "is not an IAM role name"))
+    late = settings["LATE_AFTER_SECONDS"]
+    if type(late) is not int or late < 0:
+        found.append(("LATE_AFTER_SECONDS", late, "must be a whole number of seconds"))
+    if not callable(settings["should_revert"]):
+        found.append(("should_revert", settings["should_revert"], "must be a function"))
+    return found
+
+
+def is_list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(item, kind) for item in value)
+
+
+def allowed_rule_problems(entry: dict[str, Any]) -> list[str]:
+    """What is wrong with one ALLOWED_RULES entry; an empty entry would allow every rule."""
+    if not entry:
+        return ["an empty entry would allow every rule"]
+    problems = [f"unknown key {key!r}" for key in entry if key not in ALLOWED_RULE_KEYS]
+    problems += [
+        f"{key} must be {kind.__name__}"
+        for key, kind in ALLOWED_RULE_KEYS.items()
+        if key in entry and type(entry[key]) is not kind
+    ]
+    if problems:
+        return problems
+    protocol = entry.get("ipProtocol")
+    if protocol is not None and allowed_protocol(protocol) is None:
+        problems.append(
+            f"ipProtocol {protocol!r} is not tcp, udp, icmp, icmpv6, -1 or 0-255"
+        )
+    for key in ("fromPort", "toPort"):
+        if key in entry and not -1 <= entry[key] <= 65535:
+            problems.append(f"{key} {entry[key]} is not a port (-1 to 65535)")
+    low, high = entry.get("fromPort", -1), entry.get("toPort", -1)
+    icmp = allowed_protocol(protocol) in ICMP if protocol is not None else False
+    if not icmp and low != -1 and high != -1 and low > high:
+        problems.append(f"fromPort {low} is above toPort {high}")
+    for key in ("cidr", "cidrWithin"):
+        if key in entry and cidr_version(entry[key]) is None:
+            problems.append(f"{key} {entry[key]!r} is not a CIDR like 10.0.0.0/8")
+    for key, pattern in (
+        ("prefixListId", PREFIX_LIST_ID),
+        ("referencedGroupId", GROUP_ID),
+    ):
+        if key in entry and not pattern.fullmatch(entry[key]):
+            problems.append(f"{key} {entry[key]!r} is not such an ID")
+    return problems
+
+
+def allowed_protocol(given: str) -> str | None:
+    """An entry's ipProtocol as the rules spell it ("TCP" -> "tcp", "6" -> "tcp")."""
+    name = PROTOCOLS.get(given.lower())
+    if name is None and PROTOCOL_NUMBER.fullmatch(given) and int(given) <= 255:
+        name = str(int(given))
+    return name
+
+
+ALLOWED_RULE_KEYS = {
+    "isEgress": bool,
+    "ipProtocol": str,
+    "fromPort": int,
+    "toPort": int,
+    "cidr": str,
+    "cidrWithin": str,
+    "prefixListId": str,
+    "referencedGroupId": str,
+}
+
+
+def warn_about_wildcard_accounts() -> None:
+    """With many accounts, an exemption for any account exempts a role *name*: warn."""
+    if not MEMBER_ROLE_NAME:
+        return
+    for pattern in EXEMPT_PRINCIPALS:
+        if re.match(r"arn:aws[a-z-]*:(iam|sts)::[^:]*[*?]", pattern):
+            warn(
+                f"EXEMPT_PRINCIPALS {pattern!r} matches any account: with many "
+                "accounts, an admin of any member account can create that role and "
+                "be exempt. Name the account ID."
+            )
+
+
+def warn(text: str) -> None:
+    """A warning at cold start, as one JSON log line."""
+    print(json.dumps({"warning": text}))
 
 
 # =============================================================================================
@@ -674,45 +863,6 @@ def network_key(rule: dict[str, Any]) -> tuple:
         group.get("groupId") or group.get("groupName"),
     )
     return protocol, ports, source
-
-
-ALLOWED_RULE_KEYS = {
-    "isEgress": bool,
-    "ipProtocol": str,
-    "fromPort": int,
-    "toPort": int,
-    "cidr": str,
-    "cidrWithin": str,
-    "prefixListId": str,
-    "referencedGroupId": str,
-}
-
-
-def check_conditions() -> None:
-    """Fail at import, loudly, on a typo in ALLOWED_RULES rather than keep rules by mistake."""
-    for entry in ALLOWED_RULES:
-        for key, value in entry.items():
-            if key not in ALLOWED_RULE_KEYS:
-                raise ValueError(f"ALLOWED_RULES: unknown key {key!r}")
-            if not isinstance(value, ALLOWED_RULE_KEYS[key]):
-                raise TypeError(
-                    f"ALLOWED_RULES: {key} must be a {ALLOWED_RULE_KEYS[key].__name__}"
-                )
-            if key in ("cidr", "cidrWithin"):
-                ipaddress.ip_network(value, strict=False)
-    if MEMBER_ROLE_NAME:
-        for pattern in EXEMPT_PRINCIPALS:
-            if re.match(r"arn:aws[a-z-]*:(iam|sts)::[^:]*[*?]", pattern):
-                warn(
-                    f"EXEMPT_PRINCIPALS {pattern!r} matches any account: with many "
-                    "accounts, an admin of any member account can create that role and "
-                    "be exempt. Name the account ID."
-                )
-
-
-def warn(text: str) -> None:
-    """A warning at cold start, as one JSON log line."""
-    print(json.dumps({"warning": text}))
 
 
 def is_allowed(rule: dict[str, Any]) -> bool:
@@ -1597,6 +1747,7 @@ def replay(events: list[Any]) -> int:
     return 1 if problems else 0
 
 
+add_environment()
 check_conditions()
 
 if __name__ == "__main__":

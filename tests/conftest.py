@@ -115,6 +115,32 @@ def group_id(ec2, vpc_id):
     return group["GroupId"]
 
 
+# The CONDITIONS block as shipped. Every test starts from these, whatever a user has written
+# in the block, and sets what it needs on top (the conditions fixture).
+DEFAULT_CONDITIONS = {
+    "EXEMPT_PRINCIPALS": [],
+    "ONLY_GROUP_IDS": [],
+    "NEVER_GROUP_IDS": [],
+    "ONLY_VPC_IDS": [],
+    "NEVER_VPC_IDS": [],
+    "ONLY_TAGGED": {},
+    "NEVER_TAGGED": {},
+    "ALLOWED_RULES": [],
+    "REVERT_EGRESS": True,
+    "REVERT_MODIFIED_RULES": True,
+    "MEMBER_ROLE_NAME": "",
+    "should_revert": lambda change: True,
+    "LATE_AFTER_SECONDS": 300,
+}
+
+
+@pytest.fixture(autouse=True)
+def default_conditions(monkeypatch):
+    """The suite never depends on the values a user has put in the conditions block."""
+    for name, value in DEFAULT_CONDITIONS.items():
+        monkeypatch.setattr(lambda_function, name, value)
+
+
 @pytest.fixture
 def conditions(monkeypatch):
     """Set entries of the CONDITIONS block for one test: conditions(ONLY_VPC_IDS=[...])."""

@@ -229,6 +229,12 @@ def test_a_rule_known_only_by_its_id_is_never_allowed(conditions):
     assert split_rules(change) == (change["rules"], [])
 
 
+@pytest.mark.parametrize("spelled", ["tcp", "TCP", "Tcp", "6"])
+def test_an_entrys_protocol_matches_however_it_is_spelled(conditions, spelled):
+    conditions(ALLOWED_RULES=[{**ALLOW_HTTPS, "ipProtocol": spelled}])
+    assert split_rules(change_of([tcp(443, "0.0.0.0/0")]))[0] == []
+
+
 def test_allow_list_splits_a_change_of_several_rules(conditions):
     conditions(ALLOWED_RULES=[ALLOW_HTTPS])
     revoke, keep = split_rules(change_of([tcp(443, "0.0.0.0/0"), SSH]))

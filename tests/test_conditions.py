@@ -1,0 +1,139 @@
+"""Loading the conditions: every setting checked when the file loads, one line per typo."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from lambda_function import ConditionsError, check_conditions
+
+HTTPS = {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        # The typos of a first-time user: each guarded less, silently, before this check.
+        ("ONLY_GROUP_IDS", ["sg-0123456789abcdef"], "is not such an ID"),
+        ("NEVER_GROUP_IDS", ["SG-0123456789abcdef0"], "is not such an ID"),
+        ("NEVER_VPC_IDS", ["vcp-0123456789abcdef0"], "is not such an ID"),
+        ("ONLY_VPC_IDS", "vpc-0123456789abcdef0", "must be a list of IDs"),
+        ("ALLOWED_RULES", [{"cidr": "0.0.0.0"}], "is not a CIDR like 10.0.0.0/8"),
+        ("ALLOWED_RULES", [{"cidrWithin": "10.0.0.0/33"}], "is not a CIDR"),
+        ("ALLOWED_RULES", [{**HTTPS, "fromPort": 443, "toPort": 80}], "above toPort"),
+        ("ALLOWED_RULES", [{}], "an empty entry would allow every rule"),
+        ("ALLOWED_RULES", [{"port": 22}], "unknown key 'port'"),
+        ("ALLOWED_RULES", [{"fromPort": "22"}], "fromPort must be int"),
+        ("ALLOWED_RULES", [{"isEgress": "yes"}], "isEgress must be bool"),
+        ("ALLOWED_RULES", [{"ipProtocol": "gre"}], "ipProtocol 'gre' is not"),
+        ("ALLOWED_RULES", [{"toPort": 70000}], "toPort 70000 is not a port"),
+        ("ALLOWED_RULES", [{"prefixListId": "pl-office"}], "is not such an ID"),
+        ("ALLOWED_RULES", HTTPS, "must be a list of dicts"),
+        ("REVERT_EGRESS", "false", "must be True or False"),
+        ("REVERT_MODIFIED_RULES", 0, "must be True or False"),
+        ("ONLY_TAGGED", ["guardrail"], "must be a dict"),
+        ("NEVER_TAGGED", {"team": 5}, "is not a value for tag 'team'"),
+        ("NEVER_TAGGED", {"": "x"}, "is not a tag key"),
+        ("EXEMPT_PRINCIPALS", "arn:aws:iam::111122223333:user/a", "list of strings"),
+        ("EXEMPT_PRINCIPALS", ["alice"], "is not an ARN or service"),
+        ("EXEMPT_PRINCIPALS", ["*"], "is not an ARN or service"),
+        ("EXEMPT_PRINCIPALS", ["arn:aws:iam::*:*"], "would exempt everyone"),
+        ("MEMBER_ROLE_NAME", "role/sg-guardrail", "is not an IAM role name"),
+        ("LATE_AFTER_SECONDS", -5, "whole number of seconds"),
+        ("should_revert", False, "must be a function"),
+    ],
+)
+def test_a_typo_gives_one_line_naming_the_setting_the_value_and_an_example(
+    conditions, setting, value, says
+):
+    conditions(**{setting: value})
+    with pytest.raises(ConditionsError) as raised:
+        check_conditions()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"CONDITIONS: {setting}")
+    assert says in message
+    assert "; e.g. " in message and "e.g. None" not in message
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("EXEMPT_PRINCIPALS", ["arn:aws:iam::111122223333:user/alice"]),
+        ("EXEMPT_PRINCIPALS", ["arn:aws:sts::111122223333:assumed-role/Deployer/ci-*"]),
+        ("EXEMPT_PRINCIPALS", ["arn:aws-us-gov:iam::*:role/NetworkAdmin"]),
+        ("EXEMPT_PRINCIPALS", ["arn:aws:iam::111122223333:root"]),
+        ("EXEMPT_PRINCIPALS", ["elasticmapreduce.amazonaws.com"]),
+        ("ONLY_GROUP_IDS", ["sg-0123456789abcdef0", "sg-01234567"]),
+        ("ONLY_TAGGED", {"guardrail": "on", "team": None}),
+        ("ALLOWED_RULES", [HTTPS, {"isEgress": False, "cidrWithin": "10.0.0.0/8"}]),
+        ("ALLOWED_RULES", [{"ipProtocol": "icmp", "fromPort": 8, "toPort": 0}]),
+        ("ALLOWED_RULES", [{"ipProtocol": "TCP", "fromPort": 22, "toPort": 22}]),
+        ("ALLOWED_RULES", [{"ipProtocol": "58", "fromPort": 128, "toPort": -1}]),
+        ("ALLOWED_RULES", [{"cidr": "2001:db8::/32"}]),
+        ("REVERT_EGRESS", False),
+        ("MEMBER_ROLE_NAME", "sg-guardrail-member"),
+    ],
+)
+def test_good_values_pass(conditions, setting, value):
+    conditions(**{setting: value})
+    check_conditions()
+
+
+def test_every_problem_is_listed_at_once(conditions):
+    conditions(ONLY_GROUP_IDS=["sg-x"], REVERT_EGRESS="no")
+    with pytest.raises(ConditionsError) as raised:
+        check_conditions()
+    assert re.fullmatch(
+        r"CONDITIONS: ONLY_GROUP_IDS = sg-x: .* \| REVERT_EGRESS = 'no': .*",
+        str(raised.value),
+    )
+
+
+def copy_of_the_function(tmp_path, old, new):
+    """lambda_function.py with one edit in its CONDITIONS block, in a folder of its own."""
+    source = (ROOT / "lambda_function.py").read_text()
+    assert source.count(old) == 1, old
+    (tmp_path / "lambda_function.py").write_text(source.replace(old, new))
+    return tmp_path
+
+
+def test_a_typo_stops_the_function_from_loading_with_a_readable_error(tmp_path):
+    folder = copy_of_the_function(
+        tmp_path,
+        'ONLY_GROUP_IDS: list[str] = []  # e.g. ["sg-0123456789abcdef0"]',
+        'ONLY_GROUP_IDS: list[str] = ["sg-0123456789abcdeg0"]',
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import lambda_function"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (
+        "lambda_function.ConditionsError: CONDITIONS: ONLY_GROUP_IDS = "
+        'sg-0123456789abcdeg0: is not such an ID; e.g. ["sg-0123456789abcdef0"]'
+    )
+
+
+def test_the_environment_adds_to_the_block_and_is_checked_too(tmp_path):
+    folder = tmp_path
+    shutil.copy(ROOT / "lambda_function.py", folder)
+    env = {"PATH": "/usr/bin:/bin", "EXEMPT_PRINCIPALS": "alice,bob"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import lambda_function"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "EXEMPT_PRINCIPALS = alice: is not an ARN or service" in done.stderr
