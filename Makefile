@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint scan format package deploy clean
+.PHONY: demo try test bench lint scan format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(BIN)/activate: requirements-dev.txt
 
 demo: $(BIN)/activate
 	$(BIN)/python tests/demo.py
+
+# make try EVENT=events/ssh-from-anywhere.json (or EVENT="my-events/*.json"): each saved
+# event is made again on the embedded AWS, in a group of its own, and handed to the function.
+try: $(BIN)/activate
+	@test -n "$(EVENT)" || { echo "usage: make try EVENT=file.json [EVENT=\"a.json b.json\"]"; exit 2; }
+	$(BIN)/python tests/demo.py --try $(EVENT)
 
 bench: $(BIN)/activate bench/.venv-custodian/bin/activate
 	$(BIN)/python bench/bench.py

@@ -8,7 +8,10 @@ rules the call really created.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import json
+import re
 import uuid
 from typing import Any
 
@@ -230,3 +233,104 @@ def rule_set(ec2: Any, group_id: str) -> set[tuple]:
         )
         for r in rules_of(ec2, group_id)
     }
+
+
+def boto(value: Any) -> Any:
+    """CloudTrail's shapes back to boto3's (the inverse of camel)."""
+    if isinstance(value, dict):
+        if set(value) == {"items"}:
+            return [boto(v) for v in value["items"]]
+        renamed = {"groups": "UserIdGroupPairs"}
+        return {
+            renamed.get(k, k[:1].upper() + k[1:]): boto(v)
+            for k, v in value.items()
+            if v != {}
+        }
+    if isinstance(value, str) and value.isdigit() and len(value) <= 5:
+        return int(value)  # some pipelines write ports as strings
+    return value
+
+
+def reenact(ec2: Any, vpc_id: str, event: dict[str, Any]) -> tuple[dict, str, dict]:
+    """Make the call a saved event records, on moto, in a group of its own; return the event
+    pointed at that group (and at the rule IDs moto created), the group's ID, and its rules
+    just before the call, by rule ID. A failed call (errorCode) is not made again.
+
+    Groups the event references are created too. An edit first gets a rule to edit, from the
+    documentation range 192.0.2.0/24, and then the event's new value.
+    """
+    event = copy.deepcopy(event)
+    found = event.get("detail", event)
+    params = found["requestParameters"]
+    request = params.get("ModifySecurityGroupRulesRequest")
+    named = request["GroupId"] if request else params.get("groupId")
+    group = new_group(ec2, vpc_id)
+    text = json.dumps(params).replace(named, group) if named else json.dumps(params)
+    for other in set(re.findall(r"sg-[0-9a-f]{8,17}", text)) - {group}:
+        text = text.replace(other, new_group(ec2, vpc_id))
+    params = found["requestParameters"] = json.loads(text)
+    found["awsRegion"], found["recipientAccountId"] = ec2.meta.region_name, ACCOUNT
+    if "detail" in event:
+        event.update(region=ec2.meta.region_name, account=ACCOUNT)
+    if found.get("errorCode"):
+        return event, group, by_id(ec2, group)
+    if request:
+        before = edit_again(ec2, group, params["ModifySecurityGroupRulesRequest"])
+        return event, group, before
+    egress = found["eventName"].endswith("Egress")
+    if egress:  # the call may add the default allow-all egress rule, which moto made
+        everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ec2.revoke_security_group_egress(GroupId=group, IpPermissions=[everything])
+    before = by_id(ec2, group)
+    call = (
+        ec2.authorize_security_group_egress
+        if egress
+        else ec2.authorize_security_group_ingress
+    )
+    call(**boto({k: v for k, v in params.items() if k != "ipPermissions" or v}))
+    created = [
+        r for r in rules_of(ec2, group) if r["SecurityGroupRuleId"] not in before
+    ]
+    rule_set_items = (found.get("responseElements") or {}).get("securityGroupRuleSet")
+    if rule_set_items:
+        for item, real in zip(rule_set_items["items"], created, strict=True):
+            item.update(groupId=group, securityGroupRuleId=real["SecurityGroupRuleId"])
+    return event, group, before
+
+
+def by_id(ec2: Any, group: str) -> dict[str, dict[str, Any]]:
+    return {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group)}
+
+
+def new_group(ec2: Any, vpc_id: str) -> str:
+    name = f"replayed-{uuid.uuid4().hex[:8]}"
+    found = ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)
+    return found["GroupId"]
+
+
+def edit_again(ec2: Any, group: str, request: dict[str, Any]) -> dict[str, dict]:
+    """Create a rule for each edited one, then edit it to the event's new value; returns the
+    group's rules before the edits."""
+    entries, before = request["SecurityGroupRule"], {}
+    for entry in entries if isinstance(entries, list) else [entries]:
+        new = {k: boto(v) for k, v in entry["SecurityGroupRule"].items()}
+        old = {k: new[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in new}
+        ec2.authorize_security_group_ingress(
+            GroupId=group,
+            IpPermissions=[{**old, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}],
+        )
+        (rule,) = [
+            r for r in rules_of(ec2, group) if r.get("CidrIpv4") == "192.0.2.0/24"
+        ]
+        before = by_id(ec2, group)
+        ec2.modify_security_group_rules(
+            GroupId=group,
+            SecurityGroupRules=[
+                {
+                    "SecurityGroupRuleId": rule["SecurityGroupRuleId"],
+                    "SecurityGroupRule": new,
+                }
+            ],
+        )
+        entry["SecurityGroupRuleId"] = rule["SecurityGroupRuleId"]
+    return before

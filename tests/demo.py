@@ -1,16 +1,27 @@
-"""`make demo`: watch the function undo risky changes on an embedded AWS.
+"""`make demo`: watch the function, with your CONDITIONS block, undo changes on an embedded AWS.
 
 Starts a moto server on a free loopback port, creates a VPC and a group with a few legitimate
-rules, then makes risky changes with real boto3 calls against that server, the way a user
-would. moto has no CloudTrail, so for each call the demo writes the record CloudTrail would
-write (the real format, with the rule IDs the server created) and hands it to the handler as
-EventBridge would. Exits 1 if a risky rule survived or the exempt change was removed.
+rules, then makes changes with real boto3 calls against that server, the way a person would.
+moto has no CloudTrail, so for each call the demo writes the record CloudTrail would write
+(the real format, with the rule IDs the server created) and hands it to the handler as
+EventBridge would.
+
+The function runs with the CONDITIONS block of lambda_function.py as you left it, plus one
+exemption of the demo's own: its NetworkAdmin role in the demo account. Each change shows
+what the function decided and why, beside what the shipped (empty) conditions would decide.
+The demo fails (exit 1) only when the function is broken: it raises, removes a rule the change
+did not add, or leaves open a rule it did not say it kept.
+
+`make try EVENT=file.json` (python tests/demo.py --try FILE...) replays saved events instead:
+each in a group made to match it on the embedded AWS, so you watch it really revert.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import sys
@@ -23,8 +34,8 @@ os.environ.update(
     AWS_SECRET_ACCESS_KEY="demo",
     AWS_DEFAULT_REGION="eu-west-1",
 )
-os.environ.pop("AWS_PROFILE", None)
-os.environ.pop("DRY_RUN", None)
+for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DRY_RUN", "NOTIFY_TOPIC_ARN"):
+    os.environ.pop(name, None)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
@@ -35,7 +46,7 @@ from cloudtrail import (
     authorize,
     eventbridge,
     modify,
-    rule_set,
+    reenact,
     rules_of,
 )
 from moto.server import ThreadedMotoServer
@@ -48,13 +59,20 @@ CONTEXT = SimpleNamespace(
 )
 BOB = assumed_role("Developer", "bob@example.com")
 NETWORK_ADMIN = assumed_role("NetworkAdmin", "carol@example.com")
-# (isEgress, protocol, from, to, peer): what must be gone after the demo, and what must stay.
-RISKY = {
-    (False, "tcp", 22, 22, "0.0.0.0/0"),
-    (False, "tcp", 3389, 3389, "::/0"),
-    (True, "-1", -1, -1, "0.0.0.0/0"),
+DEMO_EXEMPTION = f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"
+# The settings as shipped, to mark what a user changed.
+SHIPPED = {
+    "EXEMPT_PRINCIPALS": [],
+    "ONLY_GROUP_IDS": [],
+    "NEVER_GROUP_IDS": [],
+    "ONLY_VPC_IDS": [],
+    "NEVER_VPC_IDS": [],
+    "ONLY_TAGGED": {},
+    "NEVER_TAGGED": {},
+    "ALLOWED_RULES": [],
+    "REVERT_EGRESS": True,
+    "REVERT_MODIFIED_RULES": True,
 }
-EXEMPT = (False, "tcp", 8443, 8443, "203.0.113.0/24")
 
 
 def tcp(port, cidr, description=None):
@@ -79,6 +97,22 @@ def show_rules(title, ec2, group_id):
         rules_of(ec2, group_id), key=lambda r: (r["IsEgress"], r.get("FromPort", -1))
     ):
         print(rule_line(rule))
+
+
+def show_conditions():
+    """The conditions the function runs with: the user's block, marked where it differs
+    from the shipped one."""
+    print("Conditions: your CONDITIONS block, as lambda_function.py has it now")
+    for name, shipped in SHIPPED.items():
+        value = getattr(lambda_function, name)
+        mark = "" if value == shipped else "   <- yours"
+        print(f"  {name} = {value!r}{mark}")
+    try:
+        edited = lambda_function.should_revert({"rules": []}) is not True
+    except Exception:  # noqa: BLE001 -- user code that wants a fuller change: edited
+        edited = True
+    print(f"  should_revert: {'yours' if edited else 'returns True (shipped)'}")
+    print(f"  and the demo's own exemption of its NetworkAdmin role: {DEMO_EXEMPTION}")
 
 
 def setup(ec2):
@@ -107,7 +141,7 @@ def setup(ec2):
 
 
 def changes(ec2, group_id):
-    """(who, what, expected decision, the CloudTrail record) for each change, made for real."""
+    """(who, what, decision with the shipped conditions, make the change) for each change."""
     bastion = next(
         r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
     )
@@ -118,50 +152,153 @@ def changes(ec2, group_id):
         "CidrIpv4": "0.0.0.0/0",
     }
     everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-    yield (
-        "alice",
-        "opens SSH to 0.0.0.0/0",
-        "reverted",
-        authorize(ec2, group_id, [tcp(22, "0.0.0.0/0")]),
-    )
-    yield (
-        "bob",
-        "opens RDP to ::/0",
-        "reverted",
-        authorize(ec2, group_id, [tcp(3389, "::/0")], identity=BOB),
-    )
-    yield (
-        "alice",
-        "allows all egress",
-        "reverted",
-        authorize(ec2, group_id, [everything], egress=True),
-    )
-    yield (
-        "bob",
-        "widens the bastion rule in place",
-        "reverted",
-        modify(ec2, group_id, {bastion["SecurityGroupRuleId"]: widened}, identity=BOB),
-    )
-    yield (
-        "carol (NetworkAdmin)",
-        "opens 8443 to a partner",
-        "kept",
-        authorize(
-            ec2,
-            group_id,
-            [tcp(8443, "203.0.113.0/24", "partner")],
-            identity=NETWORK_ADMIN,
+    return [
+        (
+            "alice",
+            "opens SSH to 0.0.0.0/0",
+            "reverted",
+            lambda: authorize(ec2, group_id, [tcp(22, "0.0.0.0/0")]),
         ),
-    )
-    yield (
-        "alice",
-        "repeats an existing rule",
-        "ignored",
-        authorize(ec2, group_id, [tcp(443, "0.0.0.0/0")]),
-    )
+        (
+            "bob",
+            "opens RDP to ::/0",
+            "reverted",
+            lambda: authorize(ec2, group_id, [tcp(3389, "::/0")], identity=BOB),
+        ),
+        (
+            "alice",
+            "allows all egress",
+            "reverted",
+            lambda: authorize(ec2, group_id, [everything], egress=True),
+        ),
+        (
+            "bob",
+            "widens the bastion rule in place",
+            "reverted",
+            lambda: modify(
+                ec2, group_id, {bastion["SecurityGroupRuleId"]: widened}, identity=BOB
+            ),
+        ),
+        (
+            "carol (NetworkAdmin)",
+            "opens 8443 to a partner",
+            "kept",
+            lambda: authorize(
+                ec2,
+                group_id,
+                [tcp(8443, "203.0.113.0/24", "partner")],
+                identity=NETWORK_ADMIN,
+            ),
+        ),
+        (
+            "alice",
+            "repeats an existing rule",
+            "ignored",
+            lambda: authorize(ec2, group_id, [tcp(443, "0.0.0.0/0")]),
+        ),
+    ]
 
 
-def main() -> int:
+def handle(ec2, group_id, before, record, log):
+    """Hand a change's record to the function; (its result, what is wrong if anything).
+    `before` holds the group's rules before the change, by rule ID."""
+    changed = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
+    touched = {i for i, r in changed.items() if before.get(i) != r}
+    try:
+        with contextlib.redirect_stdout(log):
+            result = lambda_function.lambda_handler(eventbridge(record), CONTEXT)
+    except Exception as error:  # noqa: BLE001 -- the demo reports it as a failure
+        failed = {"decision": "raised", "reason": repr(error), "rules": []}
+        return failed, [f"the function raised {error!r}"]
+    return result, broken(result, before, changed, touched, rules_of(ec2, group_id))
+
+
+def broken(result, before, changed, touched, after):
+    """Did the function remove what the change did not touch, or leave open what it did
+    not say it kept?"""
+    now = {r["SecurityGroupRuleId"] for r in after}
+    problems = [
+        f"removed {i}, which the change did not touch"
+        for i in set(before) - touched - now
+    ]
+    still_open = (touched & now) - set(before)  # added by the change, still there
+    edited_open = {i for i in touched & set(before) if changed[i] in after}
+    said_kept = len(result.get("keptRules", [])) + len(result.get("unreadable", []))
+    if len(still_open | edited_open) > said_kept:
+        problems.append(
+            f"{result['decision']}, yet {len(still_open | edited_open)} rule(s) the "
+            "change added or edited are still open and not said to be kept"
+        )
+    return problems
+
+
+def scripted() -> list[str]:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    group_id = setup(ec2)
+    show_rules(f"Group {group_id} before", ec2, group_id)
+    print("\n  decision: with your conditions; shipped: with the shipped (empty) block")
+    print(f"  {'#':<3}{'who':<22}{'change':<34}{'decision':<15}{'shipped':<10}why")
+    log, failures = io.StringIO(), []
+    for n, (who, what, shipped, make) in enumerate(changes(ec2, group_id), 1):
+        before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
+        result, problems = handle(ec2, group_id, before, make(), log)
+        why = ", ".join(result["rules"] or result.get("keptRules", []))
+        why = why if result["decision"] in ("reverted", "kept") else result["reason"]
+        if result["decision"] == "kept" and shipped != "kept":
+            why = result["reason"]
+        print(f"  {n:<3}{who:<22}{what:<34}{result['decision']:<15}{shipped:<10}{why}")
+        failures += [f"change {n}: {problem}" for problem in problems]
+    show_rules(f"Group {group_id} after", ec2, group_id)
+    first = log.getvalue().splitlines()[0]
+    print(f"\nThe function logs one JSON line per event; the first:\n  {first}")
+    return failures
+
+
+def replayed(paths: list[str]) -> list[str]:
+    """Each saved event, made again on the embedded AWS in a group of its own, then handled."""
+    failures, log = [], io.StringIO()
+    for path in paths:
+        try:
+            loaded = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            failures.append(f"{path}: cannot read it: {error}")
+            continue
+        if isinstance(loaded, dict) and isinstance(loaded.get("Records"), list):
+            loaded = loaded["Records"]  # a CloudTrail log file
+        for event in loaded if isinstance(loaded, list) else [loaded]:
+            failures += [
+                f"{path}: {problem}" for problem in replay_one(path, event, log)
+            ]
+    return failures
+
+
+def replay_one(path, event, log):
+    found = event.get("detail", event) if isinstance(event, dict) else {}
+    if found.get("eventName") not in lambda_function.HANDLED_EVENTS:
+        print(
+            f"\n{path}: {found.get('eventName')}: not a security-group change, skipped"
+        )
+        return []
+    ec2 = boto3.client("ec2", region_name=found.get("awsRegion") or REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    try:
+        record, group_id, before = reenact(ec2, vpc, found)
+    except Exception as error:  # noqa: BLE001 -- not every record can be made again
+        return [f"cannot make this call again here: {error!r}"]
+    show_rules(f"{path}: group {group_id} after the call", ec2, group_id)
+    result, problems = handle(ec2, group_id, before, record, log)
+    print(f"  decision: {result['decision']}: {result['reason']}")
+    for key in ("rules", "keptRules", "alreadyGone", "unreadable"):
+        if result.get(key):
+            print(f"  {key}: {', '.join(map(str, result[key]))}")
+    show_rules(f"{path}: group {group_id} after the function", ec2, group_id)
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--try", dest="events", nargs="+", metavar="EVENT.json")
+    args = parser.parse_args(argv)
     started = time.monotonic()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -169,47 +306,20 @@ def main() -> int:
     try:
         host, port = server.get_host_and_port()
         os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-        print(
-            f"Embedded AWS: moto server on {os.environ['AWS_ENDPOINT_URL']}, region {REGION}"
-        )
-        lambda_function.EXEMPT_PRINCIPALS = ["arn:aws:iam::*:role/NetworkAdmin"]
-        print(f"Conditions: EXEMPT_PRINCIPALS = {lambda_function.EXEMPT_PRINCIPALS}")
-        ec2 = boto3.client("ec2", region_name=REGION)
-        group_id = setup(ec2)
-        show_rules(f"Group {group_id} before", ec2, group_id)
-
-        print(f"\n  {'#':<3}{'who':<22}{'change':<34}{'decision':<10}rules / reason")
-        log, failures = io.StringIO(), []
-        for n, (who, what, expected, record) in enumerate(changes(ec2, group_id), 1):
-            with contextlib.redirect_stdout(log):
-                result = lambda_function.lambda_handler(eventbridge(record), CONTEXT)
-            detail = (
-                ", ".join(result["rules"] or result.get("keptRules", []))
-                or result["reason"]
-            )
-            print(f"  {n:<3}{who:<22}{what:<34}{result['decision']:<10}{detail}")
-            if result["decision"] != expected:
-                failures.append(
-                    f"change {n}: expected {expected}, got {result['decision']}"
-                )
-
-        show_rules(f"Group {group_id} after", ec2, group_id)
-        after = rule_set(ec2, group_id)
-        for risky in RISKY & after:
-            failures.append(f"risky rule survived: {risky}")
-        if EXEMPT not in after:
-            failures.append("the exempt change was removed")
-
-        first = log.getvalue().splitlines()[0]
-        print(f"\nThe function logs one JSON line per event; the first:\n  {first}")
+        print(f"Embedded AWS: moto server on {os.environ['AWS_ENDPOINT_URL']}")
+        show_conditions()
+        lambda_function.EXEMPT_PRINCIPALS = [
+            *lambda_function.EXEMPT_PRINCIPALS,
+            DEMO_EXEMPTION,
+        ]
+        failures = replayed(args.events) if args.events else scripted()
     finally:
         server.stop()
-    verdict = "; ".join(failures) or "every risky change undone, the exempt one kept"
-    print(
-        f"\n{'FAILED' if failures else 'OK'}: {verdict} ({time.monotonic() - started:.1f}s)"
-    )
+    verdict = "; ".join(failures) or "the function did what its conditions say"
+    elapsed = time.monotonic() - started
+    print(f"\n{'FAILED' if failures else 'OK'}: {verdict} ({elapsed:.1f}s)")
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

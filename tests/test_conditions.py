@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -137,3 +138,75 @@ def test_the_environment_adds_to_the_block_and_is_checked_too(tmp_path):
         check=False,
     )
     assert "EXEMPT_PRINCIPALS = alice: is not an ARN or service" in done.stderr
+
+
+def edit_as_the_readme_says(source: str) -> str:
+    """What a new user does: uncomment every example in the block's lists, add an exemption
+    of their own, a tag condition and an allowed rule."""
+    block, rest = source.split("def should_revert(", 1)
+    block = re.sub(r'(?m)^    # ([{"])', r"    \1", block)
+    edits = {
+        'NEVER_TAGGED: dict[str, str | None] = {}  # e.g. {"guardrail": "off", "team": None}': (
+            'NEVER_TAGGED: dict[str, str | None] = {"guardrail": "off", "team": None}'
+        ),
+        "EXEMPT_PRINCIPALS: list[str] = [\n": (
+            "EXEMPT_PRINCIPALS: list[str] = [\n"
+            '    "arn:aws:sts::123456789012:assumed-role/Developer/*",\n'
+        ),
+        "ALLOWED_RULES: list[dict[str, Any]] = [\n": (
+            "ALLOWED_RULES: list[dict[str, Any]] = [\n"
+            '    {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidr": "0.0.0.0/0"},\n'
+        ),
+    }
+    for old, new in edits.items():
+        assert block.count(old) == 1, old
+        block = block.replace(old, new)
+    return block + "def should_revert(" + rest
+
+
+def test_a_users_edited_block_passes_lint_the_core_tests_and_the_demo(tmp_path):
+    """The README's way of editing the block, on a copy of the project: ruff is clean (the
+    examples are written as it formats them), the core tests pass (they never depend on
+    the block), and the demo shows the edits at work."""
+    copy = tmp_path / "project"
+    shutil.copytree(
+        ROOT,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".venv*", ".git", "*cache*", ".hypothesis", "dist"
+        ),
+    )
+    function = copy / "lambda_function.py"
+    function.write_text(edit_as_the_readme_says(function.read_text()))
+    bin_dir = Path(sys.executable).parent
+
+    def run(*command):
+        return subprocess.run(
+            command, cwd=copy, capture_output=True, text=True, timeout=600, check=False
+        )
+
+    for check in (["check"], ["format", "--check"]):
+        done = run(str(bin_dir / "ruff"), *check, "lambda_function.py")
+        assert done.returncode == 0, done.stdout + done.stderr
+    core = [
+        "test_reading.py",
+        "test_deciding.py",
+        "test_reverting.py",
+        "test_handler.py",
+    ]
+    done = run(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *(f"tests/{name}" for name in core),
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    demo = run(sys.executable, "tests/demo.py")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "NEVER_TAGGED = {'guardrail': 'off', 'team': None}   <- yours" in demo.stdout
+    assert "opens SSH to 0.0.0.0/0            kept           reverted" in demo.stdout
+    assert "opens RDP to ::/0                 kept           reverted" in demo.stdout
+    assert "OK: the function did what its conditions say" in demo.stdout

@@ -31,8 +31,28 @@ def test_the_demo_undoes_every_risky_change_and_keeps_the_exempt_one():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK: every risky change undone, the exempt one kept" in done.stdout
-    assert "widens the bastion rule in place  reverted" in done.stdout
+    assert "OK: the function did what its conditions say" in done.stdout
+    assert "widens the bastion rule in place  reverted       reverted" in done.stdout
+    assert "opens 8443 to a partner           kept           kept" in done.stdout
+
+
+def test_make_try_replays_saved_events_on_groups_made_to_match():
+    events = sorted(str(p) for p in (ROOT / "events").glob("*.json"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "demo.py"), "--try", *events],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    decisions = [
+        line.split(":")[1].strip()
+        for line in done.stdout.splitlines()
+        if line.startswith("  decision:")
+    ]
+    assert decisions.count("reverted") == 7
+    assert decisions.count("ignored") == 2  # the failed calls
 
 
 def write(path, content):

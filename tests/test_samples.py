@@ -7,11 +7,10 @@ created), and the handler must leave the group as it was before the call.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
-from cloudtrail import ACCOUNT, rule_set, rules_of
+from cloudtrail import by_id, reenact
 from conftest import CONTEXT, SAMPLES
 
 from lambda_function import BadEvent, describe, lambda_handler, read_change
@@ -76,66 +75,9 @@ def test_lower_cased_identity_of_a_real_record_is_read():
     assert principals[1] == "arn:aws:iam::112233445566:role/TestAdmin"
 
 
-def boto(value):
-    """CloudTrail's shapes back to boto3's (the inverse of cloudtrail.camel)."""
-    if isinstance(value, dict):
-        if set(value) == {"items"}:
-            return [boto(v) for v in value["items"]]
-        renamed = {"groups": "UserIdGroupPairs"}
-        return {
-            renamed.get(k, k[:1].upper() + k[1:]): boto(v)
-            for k, v in value.items()
-            if v != {}
-        }
-    if isinstance(value, str) and value.isdigit() and len(value) <= 5:
-        return int(value)  # the normalized samples write ports as strings
-    return value
-
-
-def unwrapped(event):
-    return event.get("detail", event)
-
-
 @pytest.mark.parametrize("prefix", ["01", "08", "10", "11", "13", "16"])
 def test_real_records_reenacted_on_moto_are_undone(prefix, ec2, vpc_id):
-    event = copy.deepcopy(sample(prefix))
-    found = unwrapped(event)
-    params = found["requestParameters"]
-    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc_id)[
-        "GroupId"
-    ]
-    other = ec2.create_security_group(GroupName="o", Description="o", VpcId=vpc_id)[
-        "GroupId"
-    ]
-    text = (
-        json.dumps(params)
-        .replace("sg-4e386e22", other)
-        .replace(params["groupId"], group)
-    )
-    params = found["requestParameters"] = json.loads(text)
-    found["awsRegion"], found["recipientAccountId"] = "us-east-1", ACCOUNT
-    event.update(region="us-east-1", account=ACCOUNT)
-    egress = found["eventName"].endswith("Egress")
-    if egress:  # the sample re-adds the default egress rule, which moto already made
-        everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-        ec2.revoke_security_group_egress(GroupId=group, IpPermissions=[everything])
-    before = rule_set(ec2, group)
-    ids_before = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group)}
-
-    call = (
-        ec2.authorize_security_group_egress
-        if egress
-        else ec2.authorize_security_group_ingress
-    )
-    call(**boto({k: v for k, v in params.items() if k != "ipPermissions" or v}))
-    created = [
-        r for r in rules_of(ec2, group) if r["SecurityGroupRuleId"] not in ids_before
-    ]
-    rule_set_items = (found.get("responseElements") or {}).get("securityGroupRuleSet")
-    if rule_set_items:
-        for item, real in zip(rule_set_items["items"], created, strict=True):
-            item.update(groupId=group, securityGroupRuleId=real["SecurityGroupRuleId"])
-
+    event, group, before = reenact(ec2, vpc_id, sample(prefix))
     result = lambda_handler(event, CONTEXT)
     assert result["decision"] == "reverted", result
-    assert rule_set(ec2, group) == before
+    assert by_id(ec2, group) == before
