@@ -7,7 +7,7 @@ against the CONDITIONS block below, and revokes exactly those rules: by the rule
 response when CloudTrail has them, otherwise by the permissions rebuilt from the request.
 It never touches a rule the call did not add, and a failed call (errorCode) is left alone.
 
-Deploy: zip this one file, create a Lambda function (Python 3.12+, handler
+Deploy: zip this one file, create a Lambda function (runtime python3.13, handler
 lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge
 rule with event_pattern.json at it. The README has the commands.
 
@@ -33,6 +33,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 # boto3 (some 200 ms to import) waits for the first AWS call: the many events that need none
@@ -1629,24 +1630,38 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 # Local use: replay saved events or a CloudTrail log, or audit the recent past
 # =============================================================================================
 
-USAGE = """python lambda_function.py EVENT.json | LOG.json[.gz] | - [--dry-run]
+USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run]
        python lambda_function.py --since 24h [--region REGION] [--dry-run]"""
+DESCRIPTION = """Run the guardrail on this machine, as the deployed function would.
+
+FILE: a saved EventBridge event, a bare CloudTrail record, a JSON list of them, or a
+CloudTrail log file as CloudTrail writes it to S3 ({"Records": [...]}, gzipped or not);
+- reads standard input. --since: the security-group changes in CloudTrail event history
+(LookupEvents, 90 days at most; your credentials need cloudtrail:LookupEvents).
+
+Without --dry-run this CHANGES the AWS that boto3 points at: your profile's account and
+region, or the endpoint in AWS_ENDPOINT_URL (a moto server, say). It revokes what the
+CONDITIONS block says to revoke."""
+EPILOG = """exit status: 0 every event handled (or nothing to handle); 1 some change left open,
+unreadable or failed (the other events are still handled); 2 the input could not be read."""
+HISTORY_DAYS = 90  # how far back CloudTrail event history goes
 
 
 def main(argv: list[str], cloudtrail: Any = None) -> int:
-    """Run the handler on saved events, a CloudTrail log or recent event history.
-
-    Acts on whatever AWS boto3 is configured for (AWS_ENDPOINT_URL reaches a moto server too).
-    Exit 0 when every event was handled, 1 when some were malformed or failed, 2 when the
-    input could not be read at all.
-    """
+    """Run the handler on saved events, CloudTrail logs or recent event history."""
     import argparse  # local use only: kept off the Lambda's cold start
 
-    parser = argparse.ArgumentParser(prog="python lambda_function.py", usage=USAGE)
-    parser.add_argument(
-        "source", nargs="?", help="event or CloudTrail log file; - for stdin"
+    parser = argparse.ArgumentParser(
+        prog="python lambda_function.py",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--since", help="audit CloudTrail event history: 30m, 24h, 7d")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="events or logs")
+    parser.add_argument(
+        "--since", type=history_window, help="audit event history: 30m, 24h, 7d"
+    )
     parser.add_argument(
         "--region", help="region of the event history (default: boto3's)"
     )
@@ -1654,23 +1669,48 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
         "--dry-run", action="store_true", help="decide and log, change nothing"
     )
     args = parser.parse_args(argv)
-    if (args.source is None) == (args.since is None):
-        parser.error("give one event or log file, or --since")
+    if bool(args.files) == (args.since is not None):
+        parser.error("give event or log files, or --since")
     if args.dry_run:
         os.environ["DRY_RUN"] = "true"
+    if args.since is None:
+        return replay(event for name in args.files for event in saved_events(name))
     try:
-        if args.since:
-            events = recent_events(args.since, args.region, cloudtrail)
-        else:
-            events = saved_events(args.source)
-    except (OSError, ValueError, ClientError, BotoCoreError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        events = recent_events(args.since, args.region, cloudtrail)
+    except (ClientError, BotoCoreError) as error:
+        hint = ""
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            hint = " (a moto server does not implement it: replay saved events instead)"
+        first_line = str(error).strip().splitlines()[0][:300]
+        print(
+            f"error: cloudtrail:LookupEvents failed{hint}: {first_line}",
+            file=sys.stderr,
+        )
         return 2
     return replay(events)
 
 
-def saved_events(source: str) -> list[Any]:
-    """One event, a list of events, or a CloudTrail log file ({"Records": [...]}, maybe gzipped)."""
+def history_window(text: str) -> datetime.timedelta:
+    """--since: a number and m, h or d, within what event history keeps."""
+    import argparse
+
+    match = re.fullmatch(r"(\d{1,6})([mhd])", text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"wants a number and m, h or d, like 24h: {text!r}"
+        )
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
+    window = datetime.timedelta(**{unit: int(match[1])})
+    if not datetime.timedelta(0) < window <= datetime.timedelta(days=HISTORY_DAYS):
+        raise argparse.ArgumentTypeError(
+            f"event history keeps {HISTORY_DAYS} days; {text!r} is not within them"
+        )
+    return window
+
+
+def saved_events(source: str) -> Iterator[Any]:
+    """The events in one file: an event, a list of events, or a CloudTrail log (maybe
+    gzipped), whose records are let go one by one once handled."""
     import gzip
 
     if source == "-":
@@ -1684,28 +1724,28 @@ def saved_events(source: str) -> list[Any]:
         loaded = json.loads(data)
     except ValueError as error:
         raise ValueError(f"{source} is not JSON: {error}") from None
+    del data
     if isinstance(loaded, dict) and isinstance(loaded.get("Records"), list):
-        wanted = [
-            record
-            for record in loaded["Records"]
-            if not isinstance(record, dict) or record.get("eventName") in HANDLED_EVENTS
-        ]
-        if not wanted:
-            raise ValueError(f"{source} holds no security-group records")
-        return wanted
-    return loaded if isinstance(loaded, list) else [loaded]
+        records, loaded = loaded["Records"], []
+    else:
+        records = loaded if isinstance(loaded, list) else [loaded]
+    found = 0
+    for index, record in enumerate(records):
+        records[index] = None  # handled or skipped: no longer held
+        if not isinstance(record, dict) or record_of(record).get("eventName") in (
+            HANDLED_EVENTS
+        ):
+            found += 1
+            yield record
+    if not found:
+        print(f"note: {source} holds no security-group changes", file=sys.stderr)
 
 
-def recent_events(since: str, region: str | None, cloudtrail: Any = None) -> list[Any]:
+def recent_events(
+    since: datetime.timedelta, region: str | None, cloudtrail: Any = None
+) -> list[Any]:
     """Security-group changes in CloudTrail event history (LookupEvents), oldest first."""
-    match = re.fullmatch(r"(\d+)([mhd])", since)
-    if not match:
-        raise ValueError(
-            f"--since wants a number and m, h or d, like 24h; got {since!r}"
-        )
-    unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
     end = datetime.datetime.now(datetime.UTC)
-    start = end - datetime.timedelta(**{unit: int(match[1])})
     if cloudtrail is None:
         cloudtrail = new_client("cloudtrail", region)
     records: list[Any] = []
@@ -1713,37 +1753,46 @@ def recent_events(since: str, region: str | None, cloudtrail: Any = None) -> lis
         # IAM (your own credentials, not the function's): cloudtrail:LookupEvents
         pages = cloudtrail.get_paginator("lookup_events").paginate(
             LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
-            StartTime=start,
+            StartTime=end - since,
             EndTime=end,
         )
         for page in pages:
             for found in page["Events"]:
                 try:
                     records.append(json.loads(found.get("CloudTrailEvent") or "null"))
-                except ValueError:  # kept as it is: the handler reports it malformed
+                except ValueError:  # kept as it is: the handler reports it
                     records.append(found.get("CloudTrailEvent"))
     return sorted(
         records, key=lambda r: str(r.get("eventTime")) if isinstance(r, dict) else ""
     )
 
 
-def replay(events: list[Any]) -> int:
+def replay(events: Iterable[Any]) -> int:
     """Handle each event in order; a failure on one does not stop the others."""
     counts: dict[str, int] = {}
     problems = []
-    for event in events:
-        try:
-            decision = lambda_handler(event, None)["decision"]
-        except (ClientError, BotoCoreError):
-            decision = "error"  # the handler has logged it
-        failed_call = bool(record_of(event).get("errorCode"))
-        if decision in LEFT_OPEN or (decision == "ignored" and not failed_call):
-            problems.append(first_summary(event)["eventId"] or "(no eventID)")
-        counts[decision] = counts.get(decision, 0) + 1
+    try:
+        for event in events:
+            try:
+                decision = lambda_handler(event, None)["decision"]
+            except (ClientError, BotoCoreError, NotRevoked):
+                decision = "error"  # the handler has logged it
+            failed_call = bool(record_of(event).get("errorCode"))
+            if decision in LEFT_OPEN or (decision == "ignored" and not failed_call):
+                problems.append(first_summary(event)["eventId"] or "(no eventID)")
+            counts[decision] = counts.get(decision, 0) + 1
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        if not counts:
+            return 2
+        problems.append("(input cut short)")
     tally = ", ".join(f"{n} {decision}" for decision, n in sorted(counts.items()))
-    print(f"summary: {len(events)} events: {tally or 'none'}", file=sys.stderr)
+    total = sum(counts.values())
+    print(f"summary: {total} events: {tally or 'none'}", file=sys.stderr)
     if problems:
-        print(f"malformed or failed: {', '.join(problems)}", file=sys.stderr)
+        print(
+            f"left open, unreadable or failed: {', '.join(problems)}", file=sys.stderr
+        )
     return 1 if problems else 0
 
 

@@ -122,7 +122,7 @@ def test_a_half_bad_log_handles_the_good_records_and_reports_the_bad(
     assert OPEN not in rule_set(ec2, group_id)
     err = capsys.readouterr().err
     assert "summary: 3 events: 1 ignored, 1 reverted, 1 unreadable" in err
-    assert f"malformed or failed: {bad['eventID']}" in err
+    assert f"left open, unreadable or failed: {bad['eventID']}" in err
     assert (
         failed["eventID"] not in err
     )  # a failed call is a normal record, not a bad one
@@ -134,11 +134,6 @@ def test_a_half_bad_log_handles_the_good_records_and_reports_the_bad(
         (None, "No such file"),
         (b"{not json", "is not JSON"),
         (b"", "is not JSON"),
-        (
-            json.dumps({"Records": [{"eventName": "DescribeInstances"}]}).encode(),
-            "no security-group",
-        ),
-        (json.dumps({"Records": []}).encode(), "no security-group"),
         (gzip.compress(b"\x00\x01"), "is not JSON"),
     ],
 )
@@ -254,10 +249,71 @@ def test_audit_looks_back_as_far_as_asked():
     assert window == timedelta(minutes=90)
 
 
-@pytest.mark.parametrize("since", ["24", "1w", "h24", "1.5h"])
-def test_audit_rejects_a_window_it_cannot_read(since, capsys):
-    assert main(["--since", since]) == 2
-    assert capsys.readouterr().err.startswith("error: --since")
+@pytest.mark.parametrize(
+    "since", ["24", "1w", "h24", "1.5h", "", "0h", "91d", "9999999d"]
+)
+def test_audit_answers_a_window_it_cannot_read_with_the_usage_line(since, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--since", since])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python lambda_function.py")
+    assert "error: argument --since:" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [[], {"Records": []}, {"Records": [{"eventName": "DescribeInstances"}]}],
+    ids=["empty-list", "empty-log", "log-without-changes"],
+)
+def test_nothing_to_handle_is_answered_the_same_way_whatever_its_shape(
+    tmp_path, capsys, content
+):
+    path = write(tmp_path / "input.json", content)
+    assert main([path]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"note: {path} holds no security-group changes\nsummary: 0 events: none\n"
+    )
+
+
+def test_several_files_are_replayed_in_order(ec2, group_id, tmp_path, capsys):
+    first = write(tmp_path / "a.json", authorize(ec2, group_id, [SSH]))
+    second = write(tmp_path / "b.json", [eventbridge(authorize(ec2, group_id, [WEB]))])
+    assert main([first, second]) == 0
+    assert not {OPEN, OPEN_WEB} & rule_set(ec2, group_id)
+    assert "summary: 2 events: 2 reverted" in capsys.readouterr().err
+
+
+def test_help_says_it_changes_the_aws_boto3_points_at_and_how_it_exits(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for fact in (
+        "CHANGES the AWS that boto3 points at",
+        "AWS_ENDPOINT_URL",
+        "--dry-run",
+    ):
+        assert fact in out
+    assert "exit status: 0" in out and "1 some change" in out and "2 the input" in out
+
+
+def test_an_endpoint_without_lookup_events_gets_a_clear_message(monkeypatch, capsys):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        assert main(["--since", "1h", "--region", "us-east-1"]) == 2
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert err.startswith("error: cloudtrail:LookupEvents failed (a moto server")
+    assert len(err.splitlines()) == 1
 
 
 EXAMPLES = {
