@@ -398,17 +398,6 @@ def read_change(event: Any) -> dict[str, Any]:
     return change
 
 
-def read_rules(record: dict, change: dict[str, Any]) -> None:
-    """Fill in the change's group and rules from the request and the response."""
-    params = as_dict(record.get("requestParameters"), "requestParameters")
-    if change["eventName"] == "ModifySecurityGroupRules":
-        read_modification(params, change)
-    else:
-        response = record.get("responseElements")
-        response = response if isinstance(response, dict) else {}
-        read_authorization(params, response, change)
-
-
 def unwrap(event: Any) -> dict[str, Any]:
     """The CloudTrail record inside an EventBridge event, or the event itself if it is one."""
     if not isinstance(event, dict):
@@ -455,6 +444,22 @@ def field(d: Any, key: str) -> Any:
         (v for k, v in d.items() if isinstance(k, str) and k.lower() == key.lower()),
         None,
     )
+
+
+# =============================================================================================
+# Reading the rules: what the call added or edited, item by item (pure)
+# =============================================================================================
+
+
+def read_rules(record: dict, change: dict[str, Any]) -> None:
+    """Fill in the change's group and rules from the request and the response."""
+    params = as_dict(record.get("requestParameters"), "requestParameters")
+    if change["eventName"] == "ModifySecurityGroupRules":
+        read_modification(params, change)
+    else:
+        response = record.get("responseElements")
+        response = response if isinstance(response, dict) else {}
+        read_authorization(params, response, change)
 
 
 def read_authorization(params: dict, response: dict, change: dict[str, Any]) -> None:

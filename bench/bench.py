@@ -192,6 +192,10 @@ def api_calls(ec2, vpc):
         ec2.create_tags(Resources=[group], Tags=[{"Key": "guardrail", "Value": "on"}])
         return authorize(ec2, group, ssh)
 
+    def late():
+        event = authorize(ec2, group, ssh)
+        return {**event, "eventTime": "2026-01-01T00:00:00Z"}
+
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
     kinds = [
         ("rule set in the response", lambda: authorize(ec2, group, ssh)),
@@ -206,6 +210,7 @@ def api_calls(ec2, vpc):
             lambda: modify(ec2, group, {bastion_id["SecurityGroupRuleId"]: wide}),
         ),
         ("with VPC/tag conditions", with_conditions),
+        ("late event (a retry, redrive or replay)", late),
         ("unrelated event", lambda: record("DescribeInstances", {}, None)),
     ]
     rows = []
