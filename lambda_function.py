@@ -84,9 +84,15 @@ ALLOWED_RULES: list[dict[str, Any]] = [
 ]
 
 REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
-# ModifySecurityGroupRules edits a rule in place and the event lacks the old value, so the
-# safe undo is to revoke the edited rule. False: leave such edits alone.
+# ModifySecurityGroupRules edits a rule in place, and its event holds only the new value. An
+# edit is undone by putting the old value back (same rule ID) when one of the sources below
+# gives exactly one old value; an edit that widens nothing stays; without an old value the
+# edited rule is revoked (fail closed). False: leave edits alone.
 REVERT_MODIFIED_RULES = True
+RESTORE_FROM_CONFIG = False  # True: AWS Config's history (a recorder covering groups)
+RESTORE_FROM_CLOUDTRAIL = (
+    False  # True: CloudTrail event history (LookupEvents, 90 days)
+)
 
 # Many accounts (template.yaml): an event from another account is handled by assuming this
 # role in that account. Empty: such events are reported as out of reach.
@@ -123,13 +129,18 @@ class ConditionsError(ValueError):
 def add_environment() -> None:
     """Settings a deployment gives in the environment (template.yaml's parameters) add to the
     block: EXEMPT_PRINCIPALS (comma-separated patterns), REVERT_EGRESS=false,
-    MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
+    RESTORE_FROM_CONFIG=true, RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
     global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
+    global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL
     added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
     if isinstance(EXEMPT_PRINCIPALS, list):  # anything else is reported by the check
         EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
     if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
         REVERT_EGRESS = False
+    if os.environ.get("RESTORE_FROM_CONFIG", "").strip().lower() == "true":
+        RESTORE_FROM_CONFIG = True
+    if os.environ.get("RESTORE_FROM_CLOUDTRAIL", "").strip().lower() == "true":
+        RESTORE_FROM_CLOUDTRAIL = True
     MEMBER_ROLE_NAME = (
         os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
     )
@@ -150,6 +161,8 @@ EXAMPLES = {
     "ALLOWED_RULES": '[{"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}]',
     "REVERT_EGRESS": "False",
     "REVERT_MODIFIED_RULES": "False",
+    "RESTORE_FROM_CONFIG": "True",
+    "RESTORE_FROM_CLOUDTRAIL": "True",
     "MEMBER_ROLE_NAME": '"sg-guardrail-member"',
     "LATE_AFTER_SECONDS": "300",
     "should_revert": "def should_revert(change): return True",
@@ -215,7 +228,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
         for number, entry in enumerate(rules, 1):
             where = f"ALLOWED_RULES[{number - 1}]"
             found += [(where, entry, why) for why in allowed_rule_problems(entry)]
-    for name in ("REVERT_EGRESS", "REVERT_MODIFIED_RULES"):
+    for name in SWITCHES:
         if type(settings[name]) is not bool:
             found.append((name, repr(settings[name]), "must be True or False"))
     role = settings["MEMBER_ROLE_NAME"]
@@ -227,6 +240,14 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
     if not callable(settings["should_revert"]):
         found.append(("should_revert", settings["should_revert"], "must be a function"))
     return found
+
+
+SWITCHES = (
+    "REVERT_EGRESS",
+    "REVERT_MODIFIED_RULES",
+    "RESTORE_FROM_CONFIG",
+    "RESTORE_FROM_CLOUDTRAIL",
+)
 
 
 def is_list_of(value: Any, kind: type) -> bool:
@@ -525,7 +546,8 @@ def read_response_rule(item: Any, is_egress: bool) -> dict[str, Any]:
     try:
         if item.get("isEgress", is_egress) is not is_egress:
             raise Unreadable("isEgress differs from the call")
-        return {**rule, **read_protocol_and_ports(item), **read_one_source(item)}
+        values = {**read_protocol_and_ports(item), **read_one_source(item)}
+        return {**rule, **values, **description_of(item)}
     except Unreadable as problem:
         return {**rule, "unreadable": str(problem)}
 
@@ -648,9 +670,18 @@ def read_edited_rule(entry: dict) -> dict[str, Any]:
     try:
         new = as_dict(entry.get("SecurityGroupRule"), "the new value")
         camel = {k[:1].lower() + k[1:]: v for k, v in new.items() if isinstance(k, str)}
-        return {**rule, **read_protocol_and_ports(camel), **read_one_source(camel)}
+        values = {**read_protocol_and_ports(camel), **read_one_source(camel)}
+        return {**rule, **values, **description_of(camel)}
     except Unreadable as problem:
         return {**rule, "unreadable": str(problem)}
+
+
+def description_of(item: dict) -> dict[str, str]:
+    """A rule's description, kept so that a restored rule gets it back."""
+    found = item.get("description")
+    return (
+        {"description": found} if isinstance(found, str) and len(found) <= 255 else {}
+    )
 
 
 def read_protocol_and_ports(d: dict) -> dict[str, Any]:
@@ -871,6 +902,113 @@ def network_key(rule: dict[str, Any]) -> tuple:
     return protocol, ports, source
 
 
+def widens(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Does the edited rule let through anything its old value did not? Same protocol (or
+    the old one all traffic), ports within the old ones, source within the old one."""
+    if old["ipProtocol"] != "-1" and new["ipProtocol"] != old["ipProtocol"]:
+        return True
+    if old["ipProtocol"] in ICMP:
+        for key in ("fromPort", "toPort"):  # type, code: -1 is any
+            if old.get(key, -1) != -1 and new.get(key, -1) != old.get(key, -1):
+                return True
+    elif old["ipProtocol"] != "-1":
+        low, high = port_range(new)
+        old_low, old_high = port_range(old)
+        if low < old_low or high > old_high:
+            return True
+    return not source_within(new, old)
+
+
+def source_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    cidr, old_cidr = (
+        rule.get("cidrIpv4") or rule.get("cidrIpv6") for rule in (new, old)
+    )
+    if cidr and old_cidr:
+        network, old_network = (
+            ipaddress.ip_network(value, strict=False) for value in (cidr, old_cidr)
+        )
+        return network.version == old_network.version and network.subnet_of(old_network)
+    return network_key(new)[2] == network_key(old)[2]
+
+
+def old_values_from_config(
+    then: list[dict], now: list[dict], edited: list[dict]
+) -> dict[str, dict]:
+    """Old values from a Config item of the group before the edit. Its rules carry no IDs:
+    the old value is the one rule of the item that none of the group's other rules holds
+    now. Used only with one edit in a direction and one such rule; else nothing is known."""
+    ids = {rule["securityGroupRuleId"] for rule in edited}
+    found = {}
+    for direction in (False, True):
+        mine = [rule for rule in edited if rule["isEgress"] is direction]
+        others = {
+            network_key(rule)
+            for rule in now
+            if rule["isEgress"] is direction and rule["securityGroupRuleId"] not in ids
+        }
+        candidates = [
+            rule
+            for rule in then
+            if rule["isEgress"] is direction and network_key(rule) not in others
+        ]
+        if len(mine) == 1 and len(candidates) == 1:
+            found[mine[0]["securityGroupRuleId"]] = candidates[0]
+    return found
+
+
+def rules_of_config_item(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules of an AWS::EC2::SecurityGroup configuration item (its `configuration`
+    holds ipPermissions and ipPermissionsEgress as DescribeSecurityGroups has them, in
+    camelCase, sometimes as a JSON string)."""
+    configuration = item.get("configuration")
+    if isinstance(configuration, str):
+        configuration = json.loads(configuration)
+    rules = []
+    for key, is_egress in (("ipPermissions", False), ("ipPermissionsEgress", True)):
+        for permission in configuration.get(key) or []:
+            shape = {
+                "isEgress": is_egress,
+                **read_protocol_and_ports(permission),
+            }
+            sources = [
+                ("cidrIpv4", "cidrIp", permission.get("ipv4Ranges")),
+                ("cidrIpv6", "cidrIpv6", permission.get("ipv6Ranges")),
+                ("prefixListId", "prefixListId", permission.get("prefixListIds")),
+            ]
+            for kind, field_name, entries in sources:
+                rules += [
+                    {**shape, kind: e[field_name], "description": e.get("description")}
+                    for e in entries or []
+                ]
+            rules += [
+                {
+                    **shape,
+                    "referencedGroupInfo": {"groupId": pair.get("groupId")},
+                    "description": pair.get("description"),
+                }
+                for pair in permission.get("userIdGroupPairs") or []
+            ]
+    return [{k: v for k, v in rule.items() if v is not None} for rule in rules]
+
+
+def values_set_by(record: Any, event_id: str | None) -> dict[str, dict]:
+    """The rule values an earlier record set, by rule ID: the rules an Authorize call
+    created (its securityGroupRuleSet), or the new values of an edit."""
+    if not isinstance(record, dict) or record.get("errorCode"):
+        return {}
+    if record.get("eventID") == event_id:
+        return {}
+    try:
+        change = read_change(record)
+    except BadEvent:
+        return {}
+    return {
+        rule["securityGroupRuleId"]: rule
+        for rule in change["rules"]
+        if "securityGroupRuleId" in rule and "unreadable" not in rule
+    }
+
+
 def is_allowed(rule: dict[str, Any]) -> bool:
     """May the rule stay? A rule whose values could not be read never may."""
     if "unreadable" in rule:
@@ -936,6 +1074,30 @@ def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     return [rule for rule in change["rules"] if rule not in allowed], allowed
 
 
+def plan_edits(
+    rules: list[dict], previous: dict[str, dict]
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(revoke: no old value known, restore: widened, keep: widens nothing) for edits."""
+    revoking, restoring, narrowed = [], [], []
+    for rule in rules:
+        old = previous.get(rule["securityGroupRuleId"])
+        if old is None:
+            revoking.append(rule)
+            continue
+        old = {**old, "isEgress": rule["isEgress"]}  # an edit's record does not say
+        if widens(rule, old):
+            restoring.append({**rule, "previous": old})
+        else:
+            narrowed.append({**rule, "previous": old})
+    return revoking, restoring, narrowed
+
+
+def reason_kept(kept: list[dict], narrowed: list[dict]) -> str:
+    if narrowed and len(narrowed) == len(kept):
+        return "the edit widens nothing the old value allowed: kept"
+    return "every rule is allowed" if kept else "nothing left to undo"
+
+
 def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
     """(revert?, why). Only an exact False keeps the change; anything else reverts."""
     try:
@@ -960,7 +1122,7 @@ def decision_of(done: dict[str, Any], dry_run: bool) -> str:
         return "unreadable"
     if done["changedSince"]:
         return "changed-since"
-    if done["revoked"]:
+    if done["revoked"] or done.get("restored"):
         return "dry-run" if dry_run else "reverted"
     if done["kept"]:
         return "kept"
@@ -1296,6 +1458,129 @@ def not_revoked(
     return [rule for rule in rules if any(same_rule(rule, u) for u in unknown)]
 
 
+def restore(ec2: Any, change: dict, rules: list[dict]) -> None:
+    """Put edited rules back to their old values, rule IDs kept: one call for all."""
+    entries = [
+        {
+            "SecurityGroupRuleId": rule["securityGroupRuleId"],
+            "SecurityGroupRule": rule_value(rule["previous"]),
+        }
+        for rule in rules
+    ]
+    # IAM: ec2:ModifySecurityGroupRules
+    ec2.modify_security_group_rules(
+        GroupId=change["groupId"], SecurityGroupRules=entries
+    )
+
+
+def rule_value(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule as ModifySecurityGroupRules' SecurityGroupRuleRequest."""
+    value: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
+    value["FromPort"], value["ToPort"] = (
+        rule.get("fromPort", -1),
+        rule.get("toPort", -1),
+    )
+    for key in ("cidrIpv4", "cidrIpv6", "prefixListId", "description"):
+        if rule.get(key):
+            value[key[0].upper() + key[1:]] = rule[key]
+    if rule.get("referencedGroupInfo", {}).get("groupId"):
+        value["ReferencedGroupId"] = rule["referencedGroupInfo"]["groupId"]
+    return value
+
+
+HISTORY_PAGES = (
+    10  # at most 500 earlier events of the group, at LookupEvents' 2 per second
+)
+
+
+def previous_values(
+    ec2: Any, change: dict, rules: list[dict], account: str | None
+) -> dict[str, dict]:
+    """The old value of each edited rule, by rule ID, from the sources switched on."""
+    found: dict[str, dict] = {}
+    if RESTORE_FROM_CONFIG:
+        found |= previous_from_config(ec2, change, rules, account)
+    missing = [rule for rule in rules if rule["securityGroupRuleId"] not in found]
+    if missing and RESTORE_FROM_CLOUDTRAIL:
+        found |= previous_from_cloudtrail(change, missing, account)
+    return found
+
+
+def previous_from_config(
+    ec2: Any, change: dict, rules: list[dict], account: str | None
+) -> dict[str, dict]:
+    """From the group's latest configuration item at or before the edit."""
+    config = client("config", change["region"], account)
+    try:
+        # IAM: config:GetResourceConfigHistory
+        items = config.get_resource_config_history(
+            resourceType="AWS::EC2::SecurityGroup",
+            resourceId=change["groupId"],
+            laterTime=event_time(change),
+            limit=1,
+        )["configurationItems"]
+    except ClientError as error:
+        if error_code(error) in NO_CONFIG_HISTORY:
+            return {}
+        raise
+    if not items or items[0].get("configurationItemStatus") not in (None, "OK"):
+        return {}  # not recorded, or recorded as deleted
+    try:
+        then = rules_of_config_item(items[0])
+    except (Unreadable, ValueError, AttributeError, KeyError, TypeError):
+        return {}  # an item we cannot read gives no old value
+    now = rules_now(ec2, group_id=[change["groupId"]])
+    return old_values_from_config(then, now, rules)
+
+
+NO_CONFIG_HISTORY = {
+    "ResourceNotDiscoveredException",
+    "NoAvailableConfigurationRecorderException",
+}
+
+
+def previous_from_cloudtrail(
+    change: dict, rules: list[dict], account: str | None
+) -> dict[str, dict]:
+    """From the latest earlier record that set each rule ID: the Authorize call that
+    created it, or an earlier edit. Event history is searched by the group's ID."""
+    wanted = {rule["securityGroupRuleId"] for rule in rules}
+    found: dict[str, dict] = {}
+    cloudtrail = client("cloudtrail", change["region"], account)
+    end = event_time(change)
+    # IAM: cloudtrail:LookupEvents
+    pages = cloudtrail.get_paginator("lookup_events").paginate(
+        LookupAttributes=[
+            {"AttributeKey": "ResourceName", "AttributeValue": change["groupId"]}
+        ],
+        StartTime=end - datetime.timedelta(days=HISTORY_DAYS),
+        EndTime=end,
+        PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
+    )
+    for number, page in enumerate(pages):
+        if number:  # newest first; LookupEvents takes 2 requests a second
+            time.sleep(0.5)
+        for event in page["Events"]:
+            try:
+                record = json.loads(event.get("CloudTrailEvent") or "null")
+            except ValueError:
+                continue
+            for rule_id, value in values_set_by(record, change["eventId"]).items():
+                if rule_id in wanted and rule_id not in found:
+                    found[rule_id] = value
+        if found.keys() >= wanted or time.monotonic() + 5 > _retry_until:
+            break
+    return found
+
+
+def event_time(change: dict[str, Any]) -> datetime.datetime:
+    try:
+        made = datetime.datetime.fromisoformat(change["eventTime"])
+    except (TypeError, ValueError):
+        made = None
+    return made if made and made.tzinfo else datetime.datetime.now(datetime.UTC)
+
+
 def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
     """By rule IDs when every rule has one (exact), else by permissions from the request."""
     if all("securityGroupRuleId" in rule for rule in rules):
@@ -1379,6 +1664,7 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     done: dict[str, Any] = {
         "reason": "",
         "revoked": [],
+        "restored": [],
         "kept": [],
         "gone": [],
         "changedSince": [],
@@ -1412,17 +1698,26 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
             change, rules_by_id(ec2, rules)
         )
     revoking, done["kept"] = split_rules({**change, "rules": rules})
-    if not revoking:
-        done["reason"] = (
-            "every rule is allowed" if done["kept"] else "nothing left to undo"
+    restoring, narrowed = [], []
+    if change["eventName"] == "ModifySecurityGroupRules" and revoking:
+        revoking, restoring, narrowed = plan_edits(
+            revoking, previous_values(ec2, change, revoking, account)
         )
+        done["kept"] += narrowed
+    if not revoking and not restoring:
+        done["reason"] = reason_kept(done["kept"], narrowed)
         return done
-    approved, done["reason"] = verdict_of_should_revert({**change, "rules": revoking})
+    approved, done["reason"] = verdict_of_should_revert(
+        {**change, "rules": restoring + revoking}
+    )
     if not approved:
         return {**done, "kept": rules}
     if not dry_run:
         done["gone"] += revoke(ec2, change, revoking)
+        if restoring:
+            restore(ec2, change, restoring)
     done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
+    done["restored"] = restoring
     done["reason"] = done["reason"] or reason_of(change, done, dry_run)
     return done
 
@@ -1430,14 +1725,19 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
 def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
     if dry_run:
         return "DRY_RUN is set; nothing changed"
-    if not done["revoked"]:
+    if not done["revoked"] and not done["restored"]:
         return "the rules were already gone"
     if done["unreadable"]:
         return "reverted what could be read; the rest of the record could not be"
     if done["changedSince"]:
         return "some rules were changed since the event and were left as they are now"
+    if done["revoked"] and change["eventName"] == "ModifySecurityGroupRules":
+        return (
+            "edited in place, and no source gave the old value: the edited rule was "
+            "revoked; put its old value back by hand"
+        )
     if change["eventName"] == "ModifySecurityGroupRules":
-        return "modified in place; the old value is not in the event, so the rule was revoked"
+        return "edited in place: the old value was put back, rule ID kept"
     return "not approved by the conditions"
 
 
@@ -1493,7 +1793,10 @@ def member_account(change: dict[str, Any], context: Any) -> str | None:
 def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any]:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
-    result["rules"] = [describe(rule) for rule in done.get("revoked", [])]
+    result["rules"] = [describe(rule) for rule in done.get("revoked", [])] + [
+        f"{describe(rule)}, restored to {describe(rule['previous'])}"
+        for rule in done.get("restored", [])
+    ]
     if done.get("kept"):
         result["keptRules"] = [
             rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]

@@ -49,7 +49,9 @@ def record_the_functions_calls(model, **_):
 
 
 # A built-in handler reaches every client of every session (moto resets boto3's default one).
-botocore.handlers.BUILTIN_HANDLERS.append(("before-call", record_the_functions_calls))
+botocore.handlers.BUILTIN_HANDLERS.append(
+    ("before-parameter-build", record_the_functions_calls)
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -128,6 +130,8 @@ DEFAULT_CONDITIONS = {
     "ALLOWED_RULES": [],
     "REVERT_EGRESS": True,
     "REVERT_MODIFIED_RULES": True,
+    "RESTORE_FROM_CONFIG": False,
+    "RESTORE_FROM_CLOUDTRAIL": False,
     "MEMBER_ROLE_NAME": "",
     "should_revert": lambda change: True,
     "LATE_AFTER_SECONDS": 300,

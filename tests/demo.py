@@ -72,6 +72,8 @@ SHIPPED = {
     "ALLOWED_RULES": [],
     "REVERT_EGRESS": True,
     "REVERT_MODIFIED_RULES": True,
+    "RESTORE_FROM_CONFIG": False,
+    "RESTORE_FROM_CLOUDTRAIL": False,
 }
 
 
@@ -88,11 +90,14 @@ def rule_line(rule):
     peer = rule.get("CidrIpv4") or rule.get("CidrIpv6") or rule.get("PrefixListId")
     peer = peer or rule.get("ReferencedGroupInfo", {}).get("GroupId")
     direction = "out" if rule["IsEgress"] else "in"
-    return f"  {direction:<4}{protocol:<6}{ports:<7}{peer:<18}{rule.get('Description', '')}"
+    description = rule.get("Description", "")
+    return f"  {direction:<4}{protocol:<6}{ports:<7}{peer:<18}{description:<15}{rule['SecurityGroupRuleId']}"
 
 
 def show_rules(title, ec2, group_id):
-    print(f"\n{title}\n  {'dir':<4}{'proto':<6}{'ports':<7}{'peer':<18}description")
+    print(
+        f"\n{title}\n  {'dir':<4}{'proto':<6}{'ports':<7}{'peer':<18}{'description':<15}rule ID"
+    )
     for rule in sorted(
         rules_of(ec2, group_id), key=lambda r: (r["IsEgress"], r.get("FromPort", -1))
     ):
@@ -113,6 +118,30 @@ def show_conditions():
         edited = True
     print(f"  should_revert: {'yours' if edited else 'returns True (shipped)'}")
     print(f"  and the demo's own exemption of its NetworkAdmin role: {DEMO_EXEMPTION}")
+    print(
+        "  and, for the scripted changes, RESTORE_FROM_CLOUDTRAIL on, answered by the "
+        "demo's own event history (moto has no LookupEvents)"
+    )
+
+
+# The records of every call the demo makes, newest last: its CloudTrail event history.
+HISTORY: list[dict] = []
+
+
+def serve_event_history(**_):
+    """LookupEvents for the function's CloudTrail client (moto does not emulate it): the
+    demo's own records, newest first, in the shape the API reference documents."""
+    from botocore.awsrequest import AWSResponse
+
+    events = [
+        {
+            "EventId": found["eventID"],
+            "EventName": found["eventName"],
+            "CloudTrailEvent": json.dumps(found),
+        }
+        for found in reversed(HISTORY)
+    ]
+    return AWSResponse(None, 200, {}, None), {"Events": events}
 
 
 def setup(ec2):
@@ -121,14 +150,12 @@ def setup(ec2):
         GroupName="web", Description="web tier", VpcId=vpc
     )
     group_id = group["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=group_id,
-        IpPermissions=[
-            tcp(443, "0.0.0.0/0", "public HTTPS"),
-            tcp(22, "192.0.2.0/24", "bastion"),
-            tcp(5432, "10.0.0.0/16", "app servers"),
-        ],
-    )
+    legitimate = [
+        tcp(443, "0.0.0.0/0", "public HTTPS"),
+        tcp(22, "192.0.2.0/24", "bastion"),
+        tcp(5432, "10.0.0.0/16", "app servers"),
+    ]
+    HISTORY.append(authorize(ec2, group_id, legitimate, identity=NETWORK_ADMIN))
     # Replace the default allow-all egress with a narrow legitimate one.
     ec2.revoke_security_group_egress(
         GroupId=group_id,
@@ -233,6 +260,11 @@ def broken(result, before, changed, touched, after):
 
 
 def scripted() -> list[str]:
+    lambda_function.RESTORE_FROM_CLOUDTRAIL = True
+    history = lambda_function.client("cloudtrail", REGION)
+    history.meta.events.register(
+        "before-call.cloudtrail.LookupEvents", serve_event_history
+    )
     ec2 = boto3.client("ec2", region_name=REGION)
     group_id = setup(ec2)
     show_rules(f"Group {group_id} before", ec2, group_id)
@@ -241,7 +273,9 @@ def scripted() -> list[str]:
     log, failures = io.StringIO(), []
     for n, (who, what, shipped, make) in enumerate(changes(ec2, group_id), 1):
         before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
-        result, problems = handle(ec2, group_id, before, make(), log)
+        record = make()
+        HISTORY.append(record)
+        result, problems = handle(ec2, group_id, before, record, log)
         why = ", ".join(result["rules"] or result.get("keptRules", []))
         why = why if result["decision"] in ("reverted", "kept") else result["reason"]
         if result["decision"] == "kept" and shipped != "kept":

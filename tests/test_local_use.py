@@ -34,6 +34,10 @@ def test_the_demo_undoes_every_risky_change_and_keeps_the_exempt_one():
     assert "OK: the function did what its conditions say" in done.stdout
     assert "widens the bastion rule in place  reverted       reverted" in done.stdout
     assert "opens 8443 to a partner           kept           kept" in done.stdout
+    assert "restored to tcp 22 from 192.0.2.0/24" in done.stdout
+    bastion = [line for line in done.stdout.splitlines() if " bastion  " in line]
+    assert len(bastion) == 2  # before and after: the same rule, by the same ID
+    assert bastion[0].split()[-1] == bastion[1].split()[-1]
 
 
 def test_make_try_replays_saved_events_on_groups_made_to_match():

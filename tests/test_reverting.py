@@ -238,7 +238,7 @@ def test_a_rule_widened_in_place_is_revoked(ec2, group_id, calls):
     calls.clear()
     result = run(event)
     assert result["decision"] == "reverted"
-    assert "old value is not in the event" in result["reason"]
+    assert "no source gave the old value" in result["reason"]
     assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
     assert rule_id not in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
     assert (False, "tcp", 443, 443, "10.0.0.0/8") in rule_set(ec2, group_id)

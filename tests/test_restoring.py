@@ -1,0 +1,423 @@
+"""Restoring edited rules: the old value put back, rule ID kept, from Config or event history.
+
+moto runs ModifySecurityGroupRules but emulates neither AWS Config's history nor CloudTrail's
+LookupEvents: those answers come from botocore's Stubber, in the shapes the API references
+document (Config GetResourceConfigHistory: configurationItems[].configuration, a JSON string
+of the group as DescribeSecurityGroups has it, camelCase, with ipv4Ranges [{cidrIp,
+description}] beside the plain ipRanges strings, as real items show; CloudTrail LookupEvents:
+Events[].CloudTrailEvent, the record as a JSON string, newest first).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+from botocore.stub import ANY, Stubber
+from cloudtrail import (
+    ACCOUNT,
+    assumed_role,
+    authorize,
+    eventbridge,
+    modify,
+    rule_set,
+    rules_of,
+)
+from conftest import CONTEXT
+
+import lambda_function
+from lambda_function import lambda_handler, widens
+
+BOB = assumed_role("Developer", "bob")
+WIDE = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
+
+
+def bastion_of(ec2, group_id):
+    (rule,) = [
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
+    ]
+    return rule
+
+
+def config_item(group_id, permissions, egress=()):
+    """A configuration item of the group, as GetResourceConfigHistory returns it."""
+    configuration = {
+        "groupId": group_id,
+        "groupName": "web",
+        "ipPermissions": list(permissions),
+        "ipPermissionsEgress": list(egress),
+    }
+    return {
+        "version": "1.3",
+        "accountId": ACCOUNT,
+        "configurationItemCaptureTime": datetime.datetime(2026, 11, 1),
+        "configurationItemStatus": "OK",
+        "resourceType": "AWS::EC2::SecurityGroup",
+        "resourceId": group_id,
+        "configuration": json.dumps(configuration),
+    }
+
+
+def tcp_permission(port, cidr, description):
+    return {
+        "fromPort": port,
+        "toPort": port,
+        "ipProtocol": "tcp",
+        "ipRanges": [cidr],
+        "ipv4Ranges": [{"cidrIp": cidr, "description": description}],
+        "ipv6Ranges": [],
+        "prefixListIds": [],
+        "userIdGroupPairs": [],
+    }
+
+
+BEFORE_THE_EDIT = [
+    tcp_permission(443, "10.0.0.0/8", "internal HTTPS"),
+    tcp_permission(22, "192.0.2.0/24", "bastion"),
+]
+
+
+@pytest.fixture
+def config(conditions):
+    conditions(RESTORE_FROM_CONFIG=True)
+    with Stubber(lambda_function.client("config", "us-east-1")) as stub:
+        yield stub
+
+
+@pytest.fixture
+def history(conditions):
+    conditions(RESTORE_FROM_CLOUDTRAIL=True)
+    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as stub:
+        yield stub
+
+
+def lookup(records):
+    return {
+        "Events": [
+            {
+                "EventId": r["eventID"],
+                "EventName": r["eventName"],
+                "EventTime": datetime.datetime(2026, 11, 1),
+                "CloudTrailEvent": json.dumps(r),
+            }
+            for r in records
+        ]
+    }
+
+
+@pytest.fixture
+def calls():
+    made = []
+    client = lambda_function.client("ec2", "us-east-1")
+    client.meta.events.register(
+        "before-call.ec2", lambda model, **_: made.append(model.name)
+    )
+    return made
+
+
+def test_a_widened_rule_is_put_back_from_config_with_its_id(
+    ec2, group_id, config, calls
+):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    config.add_response(
+        "get_resource_config_history",
+        {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+        {
+            "resourceType": "AWS::EC2::SecurityGroup",
+            "resourceId": group_id,
+            "laterTime": ANY,
+            "limit": 1,
+        },
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert result["rules"] == [
+        "tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"
+    ]
+    back = bastion_of(ec2, group_id)
+    assert back["SecurityGroupRuleId"] == rule_id
+    assert back["Description"] == "bastion"
+    assert calls == [
+        "DescribeSecurityGroupRules",  # is the rule still as the edit left it?
+        "DescribeSecurityGroupRules",  # the group's other rules, beside the Config item
+        "ModifySecurityGroupRules",
+    ]
+
+
+def test_a_config_item_that_gives_two_candidates_is_not_used(ec2, group_id, config):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    extra = tcp_permission(3306, "10.1.0.0/16", "removed since")
+    config.add_response(
+        "get_resource_config_history",
+        {"configurationItems": [config_item(group_id, [*BEFORE_THE_EDIT, extra])]},
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert "no source gave the old value" in result["reason"]
+    assert rule_id not in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["ResourceNotDiscoveredException", "NoAvailableConfigurationRecorderException"],
+)
+def test_without_config_history_the_edit_is_revoked_fail_closed(
+    ec2, group_id, config, code
+):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    config.add_client_error("get_resource_config_history", service_error_code=code)
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert "put its old value back by hand" in result["reason"]
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
+
+
+def test_the_authorize_call_that_made_the_rule_gives_its_old_value(
+    ec2, group_id, history
+):
+    created = authorize(
+        ec2,
+        group_id,
+        [
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 5432,
+                "ToPort": 5432,
+                "IpRanges": [{"CidrIp": "10.20.0.0/16", "Description": "app"}],
+            }
+        ],
+    )
+    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    wide = {**WIDE, "FromPort": 5432, "ToPort": 5432}
+    event = modify(ec2, group_id, {item["securityGroupRuleId"]: wide}, identity=BOB)
+    history.add_response(
+        "lookup_events",
+        lookup([created]),
+        {
+            "LookupAttributes": [
+                {"AttributeKey": "ResourceName", "AttributeValue": group_id}
+            ],
+            "StartTime": ANY,
+            "EndTime": ANY,
+            "MaxResults": 50,
+        },
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["rules"] == [
+        "tcp 5432 from 0.0.0.0/0, restored to tcp 5432 from 10.20.0.0/16"
+    ]
+    (back,) = [
+        r
+        for r in rules_of(ec2, group_id)
+        if r["SecurityGroupRuleId"] == item["securityGroupRuleId"]
+    ]
+    assert (back["CidrIpv4"], back.get("Description")) == ("10.20.0.0/16", "app")
+
+
+def test_the_latest_earlier_edit_wins_over_the_call_that_made_the_rule(
+    ec2, group_id, history
+):
+    created = authorize(
+        ec2,
+        group_id,
+        [
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 8080,
+                "ToPort": 8080,
+                "IpRanges": [{"CidrIp": "10.30.0.0/16"}],
+            }
+        ],
+    )
+    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    rule_id = item["securityGroupRuleId"]
+    narrowed = {**WIDE, "FromPort": 8080, "ToPort": 8080, "CidrIpv4": "10.30.1.0/24"}
+    earlier = modify(ec2, group_id, {rule_id: narrowed})
+    event = modify(
+        ec2, group_id, {rule_id: {**narrowed, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
+    )
+    history.add_response("lookup_events", lookup([event, earlier, created]))
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["rules"] == [
+        "tcp 8080 from 0.0.0.0/0, restored to tcp 8080 from 10.30.1.0/24"
+    ]
+    assert (False, "tcp", 8080, 8080, "10.30.1.0/24") in rule_set(ec2, group_id)
+
+
+def test_nothing_in_history_means_revoke_and_say_so(ec2, group_id, history):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    history.add_response("lookup_events", lookup([]))
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert "put its old value back by hand" in result["reason"]
+    assert rule_id not in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+
+@pytest.mark.parametrize(
+    ("new", "why"),
+    [
+        ({**WIDE, "CidrIpv4": "192.0.2.0/25"}, "narrowed source"),
+        (
+            {**WIDE, "CidrIpv4": "192.0.2.0/24", "Description": "bastion v2"},
+            "description",
+        ),
+    ],
+)
+def test_an_edit_that_widens_nothing_stays(ec2, group_id, config, calls, new, why):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: new}, identity=BOB)
+    config.add_response(
+        "get_resource_config_history",
+        {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "kept", why
+    assert "widens nothing" in result["reason"]
+    assert "ModifySecurityGroupRules" not in calls
+    assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+
+def test_an_edit_changed_again_since_is_not_written_back(ec2, group_id, config):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    ec2.modify_security_group_rules(
+        GroupId=group_id,
+        SecurityGroupRules=[
+            {
+                "SecurityGroupRuleId": rule_id,
+                "SecurityGroupRule": {**WIDE, "CidrIpv4": "198.51.100.0/24"},
+            }
+        ],
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "changed-since"
+    assert (False, "tcp", 22, 22, "198.51.100.0/24") in rule_set(ec2, group_id)
+
+
+def test_ingress_and_egress_edits_in_one_call_are_each_restored(ec2, group_id, history):
+    created = authorize(
+        ec2,
+        group_id,
+        [
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 25,
+                "ToPort": 25,
+                "IpRanges": [{"CidrIp": "10.40.0.0/16"}],
+            }
+        ],
+        egress=True,
+    )
+    (out,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    (into,) = [
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
+    ]
+    earlier = modify(
+        ec2,
+        group_id,
+        {into["SecurityGroupRuleId"]: {**WIDE, "CidrIpv4": "192.0.2.0/24"}},
+    )
+    event = modify(
+        ec2,
+        group_id,
+        {
+            into["SecurityGroupRuleId"]: WIDE,
+            out["securityGroupRuleId"]: {**WIDE, "FromPort": 25, "ToPort": 25},
+        },
+        identity=BOB,
+    )
+    history.add_response("lookup_events", lookup([earlier, created]))
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert len(result["rules"]) == 2
+    after = rule_set(ec2, group_id)
+    assert {
+        (False, "tcp", 22, 22, "192.0.2.0/24"),
+        (True, "tcp", 25, 25, "10.40.0.0/16"),
+    } <= after
+    assert not {r for r in after if r[4] == "0.0.0.0/0" and r[1] == "tcp"}
+
+
+def rule(protocol, low=None, high=None, **source):
+    found = {"isEgress": False, "ipProtocol": protocol, **source}
+    if low is not None:
+        found |= {"fromPort": low, "toPort": high}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "wider"),
+    [
+        (
+            rule("tcp", 22, 22, cidrIpv4="0.0.0.0/0"),
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            True,
+        ),
+        (
+            rule("tcp", 22, 22, cidrIpv4="10.1.0.0/16"),
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            False,
+        ),
+        (
+            rule("tcp", 20, 23, cidrIpv4="10.0.0.0/8"),
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            True,
+        ),
+        (
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            rule("tcp", 0, 1024, cidrIpv4="10.0.0.0/8"),
+            False,
+        ),
+        (
+            rule("udp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            True,
+        ),
+        (
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            rule("-1", cidrIpv4="10.0.0.0/8"),
+            False,
+        ),
+        (
+            rule("-1", cidrIpv4="10.0.0.0/8"),
+            rule("tcp", 22, 22, cidrIpv4="10.0.0.0/8"),
+            True,
+        ),
+        (
+            rule("tcp", 22, 22, cidrIpv6="::/0"),
+            rule("tcp", 22, 22, cidrIpv4="0.0.0.0/0"),
+            True,
+        ),
+        (
+            rule("tcp", 22, 22, prefixListId="pl-0123abcd"),
+            rule("tcp", 22, 22, prefixListId="pl-0123abcd"),
+            False,
+        ),
+        (
+            rule("tcp", 22, 22, prefixListId="pl-0123abcd"),
+            rule("tcp", 22, 22, cidrIpv4="0.0.0.0/0"),
+            True,
+        ),
+        (
+            rule("icmp", 8, 0, cidrIpv4="10.0.0.0/8"),
+            rule("icmp", 8, -1, cidrIpv4="10.0.0.0/8"),
+            False,
+        ),
+        (
+            rule("icmp", 8, -1, cidrIpv4="10.0.0.0/8"),
+            rule("icmp", 8, 0, cidrIpv4="10.0.0.0/8"),
+            True,
+        ),
+        (
+            rule("icmp", -1, -1, cidrIpv4="10.0.0.0/8"),
+            rule("icmp", 8, -1, cidrIpv4="10.0.0.0/8"),
+            True,
+        ),
+    ],
+)
+def test_what_widens_an_edit(new, old, wider):
+    assert widens(new, old) is wider
