@@ -83,6 +83,13 @@ ALLOWED_RULES: list[dict[str, Any]] = [
     # {"ipProtocol": "icmp", "fromPort": 8, "toPort": -1},  # ping: echo request, any code
 ]
 
+# Groups that must not change at all: additions revoked, edits put back (even ones that
+# narrow), removals undone (the removed rules authorized again, which gives them new rule
+# IDs). Only EXEMPT_PRINCIPALS may change them. Removals reach the function only when the
+# EventBridge pattern has the Revoke calls: template.yaml adds them when a lock is set.
+LOCKED_GROUP_IDS: list[str] = []  # e.g. ["sg-0123456789abcdef0"]
+LOCKED_TAGGED: dict[str, str | None] = {}  # e.g. {"lock": "on"}
+
 REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
 # ModifySecurityGroupRules edits a rule in place, and its event holds only the new value. An
 # edit is undone by putting the old value back (same rule ID) when one of the sources below
@@ -128,13 +135,20 @@ class ConditionsError(ValueError):
 
 def add_environment() -> None:
     """Settings a deployment gives in the environment (template.yaml's parameters) add to the
-    block: EXEMPT_PRINCIPALS (comma-separated patterns), REVERT_EGRESS=false,
-    RESTORE_FROM_CONFIG=true, RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
+    block: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS (comma-separated), LOCKED_TAG_KEY (a tag
+    key, any value), REVERT_EGRESS=false, RESTORE_FROM_CONFIG=true,
+    RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
     global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
-    global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL
+    global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL, LOCKED_GROUP_IDS, LOCKED_TAGGED
     added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
     if isinstance(EXEMPT_PRINCIPALS, list):  # anything else is reported by the check
         EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
+    locked = os.environ.get("LOCKED_GROUP_IDS", "").split(",")
+    if isinstance(LOCKED_GROUP_IDS, list):
+        LOCKED_GROUP_IDS = LOCKED_GROUP_IDS + [g.strip() for g in locked if g.strip()]
+    tag_key = os.environ.get("LOCKED_TAG_KEY", "").strip()
+    if tag_key and isinstance(LOCKED_TAGGED, dict):
+        LOCKED_TAGGED = {**LOCKED_TAGGED, tag_key: None}
     if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
         REVERT_EGRESS = False
     if os.environ.get("RESTORE_FROM_CONFIG", "").strip().lower() == "true":
@@ -158,6 +172,8 @@ EXAMPLES = {
     "NEVER_VPC_IDS": '["vpc-0123456789abcdef0"]',
     "ONLY_TAGGED": '{"guardrail": "on"}',
     "NEVER_TAGGED": '{"team": None}',
+    "LOCKED_GROUP_IDS": '["sg-0123456789abcdef0"]',
+    "LOCKED_TAGGED": '{"lock": "on"}',
     "ALLOWED_RULES": '[{"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}]',
     "REVERT_EGRESS": "False",
     "REVERT_MODIFIED_RULES": "False",
@@ -200,6 +216,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
         "NEVER_GROUP_IDS": GROUP_ID,
         "ONLY_VPC_IDS": VPC_ID,
         "NEVER_VPC_IDS": VPC_ID,
+        "LOCKED_GROUP_IDS": GROUP_ID,
     }
     for name, pattern in id_lists.items():
         value = settings[name]
@@ -209,7 +226,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
         found += [
             (name, v, "is not such an ID") for v in value if not pattern.fullmatch(v)
         ]
-    for name in ("ONLY_TAGGED", "NEVER_TAGGED"):
+    for name in ("ONLY_TAGGED", "NEVER_TAGGED", "LOCKED_TAGGED"):
         tags = settings[name]
         if not isinstance(tags, dict):
             found.append((name, tags, "must be a dict of tag key to value (or None)"))
@@ -338,11 +355,16 @@ def warn(text: str) -> None:
 # cannot be identified at all is listed in change["unreadable"] to be reported.
 # =============================================================================================
 
-HANDLED_EVENTS = (
+CHANGE_EVENTS = (  # event_pattern.json
     "AuthorizeSecurityGroupIngress",
     "AuthorizeSecurityGroupEgress",
     "ModifySecurityGroupRules",
 )
+REMOVAL_EVENTS = (  # added to the pattern where a lock is set
+    "RevokeSecurityGroupIngress",
+    "RevokeSecurityGroupEgress",
+)
+HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 PROTOCOLS = {
     name: name for name in ("tcp", "udp", "icmp", "icmpv6", "-1")
@@ -395,6 +417,7 @@ def read_change(event: Any) -> dict[str, Any]:
         "isEgress": None
         if name == "ModifySecurityGroupRules"
         else name.endswith("Egress"),
+        "removal": name in REMOVAL_EVENTS,
         "rules": [],
         "unreadable": [],
     }
@@ -477,6 +500,8 @@ def read_rules(record: dict, change: dict[str, Any]) -> None:
     params = as_dict(record.get("requestParameters"), "requestParameters")
     if change["eventName"] == "ModifySecurityGroupRules":
         read_modification(params, change)
+    elif change["removal"]:
+        read_removal(params, record.get("responseElements"), change)
     else:
         response = record.get("responseElements")
         response = response if isinstance(response, dict) else {}
@@ -504,6 +529,27 @@ def read_authorization(params: dict, response: dict, change: dict[str, Any]) -> 
             change["rules"].append(rule)
     if not change["rules"] and not change["unreadable"]:
         change["unreadable"].append("the record names no rule the call added")
+
+
+def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
+    """Revoke*: the rules it removed, from the response's revokedSecurityGroupRuleSet
+    (values and IDs, descriptions too), else from the request's permissions. A request that
+    names rules by ID alone, with no rule set in the response, says no values to put back."""
+    response = response if isinstance(response, dict) else {}
+    revoked = {"securityGroupRuleSet": response.get("revokedSecurityGroupRuleSet")}
+    rules = read_rule_set(revoked, change["isEgress"], change["unreadable"])
+    if rules is None:
+        rules = read_request_rules(params, change["isEgress"], change["unreadable"])
+    change["groupId"] = read_group_id(params.get("groupId"), rules)
+    if change["groupId"] is None:
+        raise Unreadable("no readable groupId")
+    for rule in rules:
+        if "unreadable" in rule:  # an ID alone cannot be authorized again
+            change["unreadable"].append(describe(rule))
+        else:
+            change["rules"].append({**rule, "groupId": change["groupId"]})
+    if not rules and not change["unreadable"]:
+        change["unreadable"].append("the record names no rule the call removed")
 
 
 def read_group_id(requested: Any, rules: list[dict]) -> str | None:
@@ -798,18 +844,56 @@ def optional_text(value: Any, limit: int) -> str | None:
 # =============================================================================================
 
 
-def exemption(change: dict[str, Any]) -> str | None:
-    """Why the change is kept, from the event alone; None when no condition keeps it."""
+SESSION = (
+    "sg-guardrail"  # the session name of the member role, when the function acts there
+)
+ASSUMED_ROLE = re.compile(
+    r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)"
+)
+
+
+def own_session(change: dict[str, Any], function_name: str | None) -> str | None:
+    """Is the change perhaps the guardrail's own (a revoke, a restore)? "member": surely, the
+    member role's session; "maybe": a session named like the function, which only the
+    function's own role ARN can confirm; None: no."""
+    found = ASSUMED_ROLE.fullmatch(
+        change["principals"][0] if change["principals"] else ""
+    )
+    if not found:
+        return None
+    if MEMBER_ROLE_NAME and (found[2], found[3]) == (MEMBER_ROLE_NAME, SESSION):
+        return "member"
+    return "maybe" if function_name and found[3] == function_name else None
+
+
+def principal_exemption(change: dict[str, Any]) -> str | None:
+    """Why the change is kept, from who made it; None when no exemption matches."""
     for principal in change["principals"]:
         if any(
             fnmatch.fnmatchcase(principal, pattern) for pattern in EXEMPT_PRINCIPALS
         ):
             return f"exempt principal {principal}"
+    return None
+
+
+def unlocked_exemption(change: dict[str, Any]) -> str | None:
+    """Why a change to a group that is not locked is kept: the switches and the group's
+    ID, VPC and tags. A locked group must not change at all: none of these apply to it."""
+    if is_locked(change):
+        return None
+    if change["removal"]:
+        return "removals are undone only in locked groups"
     if change["isEgress"] and not REVERT_EGRESS:
         return "egress changes are not reverted (REVERT_EGRESS)"
     if change["eventName"] == "ModifySecurityGroupRules" and not REVERT_MODIFIED_RULES:
         return "modified rules are not reverted (REVERT_MODIFIED_RULES)"
-    return group_id_exemption(change["groupId"])
+    return group_id_exemption(change["groupId"]) or group_exemption(change)
+
+
+def is_locked(change: dict[str, Any]) -> bool:
+    return change["groupId"] in LOCKED_GROUP_IDS or carries_any(
+        change.get("tags") or {}, LOCKED_TAGGED
+    )
 
 
 def group_id_exemption(group_id: str | None) -> str | None:
@@ -830,11 +914,12 @@ def needs_group_facts(change: dict[str, Any]) -> bool:
         or NEVER_VPC_IDS
         or ONLY_TAGGED
         or NEVER_TAGGED
+        or LOCKED_TAGGED
     )
 
 
 def group_exemption(change: dict[str, Any]) -> str | None:
-    """Why the change is kept, from the group's ID, VPC and tags."""
+    """Why the change is kept, from the group's VPC and tags (when they were looked up)."""
     vpc, tags = change.get("vpcId"), change.get("tags") or {}
     if ONLY_VPC_IDS and vpc not in ONLY_VPC_IDS:
         return f"{vpc} is not in ONLY_VPC_IDS"
@@ -844,7 +929,7 @@ def group_exemption(change: dict[str, Any]) -> str | None:
         return "the group lacks the ONLY_TAGGED tags"
     if carries_any(tags, NEVER_TAGGED):
         return "the group carries a NEVER_TAGGED tag"
-    return group_id_exemption(change["groupId"])
+    return None
 
 
 def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
@@ -1065,7 +1150,10 @@ def port_range(rule: dict[str, Any]) -> tuple[int, int]:
 
 
 def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """(to revoke, allowed to stay). An edit may touch egress rules, hence the switch here."""
+    """(to revoke, allowed to stay). An edit may touch egress rules, hence the switch here.
+    Nothing is allowed to stay in a locked group."""
+    if is_locked(change):
+        return change["rules"], []
     allowed = [
         rule
         for rule in change["rules"]
@@ -1075,9 +1163,10 @@ def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
 
 
 def plan_edits(
-    rules: list[dict], previous: dict[str, dict]
+    rules: list[dict], previous: dict[str, dict], locked: bool
 ) -> tuple[list[dict], list[dict], list[dict]]:
-    """(revoke: no old value known, restore: widened, keep: widens nothing) for edits."""
+    """(revoke: no old value known, restore: widened, keep: widens nothing) for edits. In a
+    locked group every edit is put back."""
     revoking, restoring, narrowed = [], [], []
     for rule in rules:
         old = previous.get(rule["securityGroupRuleId"])
@@ -1085,7 +1174,7 @@ def plan_edits(
             revoking.append(rule)
             continue
         old = {**old, "isEgress": rule["isEgress"]}  # an edit's record does not say
-        if widens(rule, old):
+        if locked or widens(rule, old):
             restoring.append({**rule, "previous": old})
         else:
             narrowed.append({**rule, "previous": old})
@@ -1122,7 +1211,7 @@ def decision_of(done: dict[str, Any], dry_run: bool) -> str:
         return "unreadable"
     if done["changedSince"]:
         return "changed-since"
-    if done["revoked"] or done.get("restored"):
+    if done["revoked"] or done.get("restored") or done.get("reauthorized"):
         return "dry-run" if dry_run else "reverted"
     if done["kept"]:
         return "kept"
@@ -1270,6 +1359,22 @@ def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
+_own_arn: str | None = None  # the function's own session ARN, asked once per cold start
+
+
+def is_own(change: dict[str, Any]) -> bool:
+    """The guardrail's own change, told by its session; a session named like the function
+    is confirmed against the function's own identity (one call, once)."""
+    global _own_arn
+    seen = own_session(change, os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if seen != "maybe":
+        return seen == "member"
+    if _own_arn is None:
+        # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
+        _own_arn = client("sts", change["region"]).get_caller_identity()["Arn"]
+    return change["principals"][0] == _own_arn
+
+
 def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
     """groupId, vpcId and tags of the change's group; None when the group is gone."""
     if change["groupId"]:
@@ -1344,8 +1449,8 @@ def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
     ) == network_key(existing)
 
 
-def ip_permission(rule: dict[str, Any]) -> dict[str, Any]:
-    """A rule as one boto3 IpPermissions entry."""
+def ip_permission(rule: dict[str, Any], described: bool = False) -> dict[str, Any]:
+    """A rule as one boto3 IpPermissions entry (with its description, to create it)."""
     permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
     if "fromPort" in rule:
         permission["FromPort"] = rule["fromPort"]
@@ -1367,7 +1472,50 @@ def ip_permission(rule: dict[str, Any]) -> dict[str, Any]:
         if "userId" in info:
             pair["UserId"] = info["userId"]
         permission["UserIdGroupPairs"] = [pair]
+    if described and rule.get("description"):
+        for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs"):
+            for source in permission.get(key, []):
+                source["Description"] = rule["description"]
     return permission
+
+
+def reauthorize(ec2: Any, change: dict, rules: list[dict]) -> list[dict]:
+    """Authorize removed rules again; returns those someone put back already."""
+    present = []
+    for is_egress in (False, True):
+        batch = [rule for rule in rules if rule["isEgress"] is is_egress]
+        # IAM: ec2:AuthorizeSecurityGroupIngress / ec2:AuthorizeSecurityGroupEgress
+        call = (
+            ec2.authorize_security_group_egress
+            if is_egress
+            else ec2.authorize_security_group_ingress
+        )
+        if not batch:
+            continue
+        try:
+            call(GroupId=change["groupId"], IpPermissions=permissions_of(batch))
+        except ClientError as error:
+            if error_code(error) != "InvalidPermission.Duplicate":
+                raise
+            present += authorize_one_by_one(call, change["groupId"], batch)
+    return present
+
+
+def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[dict]:
+    """Some rules exist already, which fails the whole call: the rest, one at a time."""
+    present = []
+    for rule in rules:
+        try:
+            call(GroupId=group_id, IpPermissions=permissions_of([rule]))
+        except ClientError as error:
+            if error_code(error) != "InvalidPermission.Duplicate":
+                raise
+            present.append(rule)
+    return present
+
+
+def permissions_of(rules: list[dict]) -> list[dict]:
+    return [ip_permission(rule, described=True) for rule in rules]
 
 
 def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dict]:
@@ -1665,19 +1813,28 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
         "reason": "",
         "revoked": [],
         "restored": [],
+        "reauthorized": [],
         "kept": [],
         "gone": [],
         "changedSince": [],
         "unreadable": change["unreadable"],
     }
-    reason = exemption(change)
+    if is_own(change):  # it must never react to itself, or lock mode would loop
+        kept = change["rules"] + change["unreadable"]
+        reason = "made by this guardrail itself"
+        return {**done, "reason": reason, "kept": kept, "unreadable": []}
+    reason = principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
         kept = change["rules"] + change["unreadable"]
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
+    facts_first = needs_group_facts(change)
+    reason = None if facts_first else unlocked_exemption(change)
+    if reason:
+        return {**done, "reason": reason, "kept": change["rules"]}
     ec2 = client("ec2", change["region"], account)
-    if needs_group_facts(change):
+    if facts_first:
         facts = group_facts(ec2, change)
         if facts is None:
             return {
@@ -1686,9 +1843,11 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
                 "gone": change["rules"],
             }
         change.update(facts)
-        reason = group_exemption(change)
+        reason = unlocked_exemption(change)
         if reason:
             return {**done, "reason": reason, "kept": change["rules"]}
+    if change["removal"]:
+        return put_back(ec2, change, done, dry_run)
     rules = change["rules"]
     if change["isEgress"] is None or is_late(
         change, datetime.datetime.now(datetime.UTC)
@@ -1701,7 +1860,9 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     restoring, narrowed = [], []
     if change["eventName"] == "ModifySecurityGroupRules" and revoking:
         revoking, restoring, narrowed = plan_edits(
-            revoking, previous_values(ec2, change, revoking, account)
+            revoking,
+            previous_values(ec2, change, revoking, account),
+            is_locked(change),
         )
         done["kept"] += narrowed
     if not revoking and not restoring:
@@ -1719,6 +1880,22 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
     done["restored"] = restoring
     done["reason"] = done["reason"] or reason_of(change, done, dry_run)
+    return done
+
+
+def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
+    """A removal from a locked group: authorize the removed rules again."""
+    approved, done["reason"] = verdict_of_should_revert(change)
+    if not approved:
+        return {**done, "kept": change["rules"]}
+    present = [] if dry_run else reauthorize(ec2, change, change["rules"])
+    done["kept"] = present  # someone put them back already
+    done["reauthorized"] = [rule for rule in change["rules"] if rule not in present]
+    done["reason"] = done["reason"] or (
+        "DRY_RUN is set; nothing changed"
+        if dry_run
+        else "the group is locked: the removed rules were authorized again (new rule IDs)"
+    )
     return done
 
 
@@ -1793,10 +1970,17 @@ def member_account(change: dict[str, Any], context: Any) -> str | None:
 def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any]:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
-    result["rules"] = [describe(rule) for rule in done.get("revoked", [])] + [
-        f"{describe(rule)}, restored to {describe(rule['previous'])}"
-        for rule in done.get("restored", [])
-    ]
+    result["rules"] = (
+        [describe(rule) for rule in done.get("revoked", [])]
+        + [
+            f"{describe(rule)}, restored to {describe(rule['previous'])}"
+            for rule in done.get("restored", [])
+        ]
+        + [
+            f"{describe(rule)}, authorized again"
+            for rule in done.get("reauthorized", [])
+        ]
+    )
     if done.get("kept"):
         result["keptRules"] = [
             rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
@@ -2057,7 +2241,10 @@ def recent_events(
     if cloudtrail is None:
         cloudtrail = new_client("cloudtrail", region)
     records: list[Any] = []
-    for name in HANDLED_EVENTS:  # LookupEvents filters on one attribute at a time
+    names = CHANGE_EVENTS + (
+        REMOVAL_EVENTS if LOCKED_GROUP_IDS or LOCKED_TAGGED else ()
+    )
+    for name in names:  # LookupEvents filters on one attribute at a time
         # IAM (your own credentials, not the function's): cloudtrail:LookupEvents
         pages = cloudtrail.get_paginator("lookup_events").paginate(
             LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],

@@ -334,3 +334,46 @@ def edit_again(ec2: Any, group: str, request: dict[str, Any]) -> dict[str, dict]
         )
         entry["SecurityGroupRuleId"] = rule["SecurityGroupRuleId"]
     return before
+
+
+def revoke(
+    ec2: Any,
+    group_id: str,
+    permissions: list[dict[str, Any]],
+    *,
+    egress: bool = False,
+    modern: bool = True,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Call Revoke* on moto and return its record. modern=True adds the response's
+    revokedSecurityGroupRuleSet: the layout the API documents (RevokedSecurityGroupRules)
+    in CloudTrail's casing, unverified by a real record (../shared/cloudtrail-format.md)."""
+    name = "RevokeSecurityGroupEgress" if egress else "RevokeSecurityGroupIngress"
+    before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
+    call = (
+        ec2.revoke_security_group_egress
+        if egress
+        else ec2.revoke_security_group_ingress
+    )
+    call(GroupId=group_id, IpPermissions=permissions)
+    after = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+    request = {"groupId": group_id, "ipPermissions": camel(permissions)}
+    response: dict[str, Any] = {"requestId": str(uuid.uuid4()), "_return": True}
+    if modern:
+        removed = [rule for rule_id, rule in before.items() if rule_id not in after]
+        response["revokedSecurityGroupRuleSet"] = camel(
+            [
+                {
+                    **{k: v for k, v in rule.items() if k != "ReferencedGroupInfo"},
+                    **(
+                        {"ReferencedGroupId": rule["ReferencedGroupInfo"]["GroupId"]}
+                        if "ReferencedGroupInfo" in rule
+                        else {}
+                    ),
+                }
+                for rule in removed
+            ]
+        )
+    return record(
+        name, request, response, region=ec2.meta.region_name, identity=identity
+    )

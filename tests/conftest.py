@@ -72,9 +72,11 @@ def fresh_clients():
     """Each test starts cold: no cached clients or member-account credentials."""
     lambda_function._clients.clear()
     lambda_function._credentials.clear()
+    lambda_function._own_arn = None
     yield
     lambda_function._clients.clear()
     lambda_function._credentials.clear()
+    lambda_function._own_arn = None
 
 
 @pytest.fixture

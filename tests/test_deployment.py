@@ -106,7 +106,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         for sid, (actions, _) in statements(POLICY).items()
         if sid
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
-        | {"HandFailedEventsToTheQueue"}
+        | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"
@@ -119,9 +119,23 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
     }
 
 
-@pytest.mark.parametrize("rule", ["Rule", "ForwardRule"])
-def test_both_rules_use_event_pattern_json(rule):
-    assert RESOURCES[rule]["Properties"]["EventPattern"] == PATTERN
+def pattern_of(rule, locked):
+    """A rule's pattern with its HasLock condition decided."""
+    pattern = json.loads(json.dumps(RESOURCES[rule]["Properties"]["EventPattern"]))
+    _, with_lock, without = pattern["detail"]["eventName"]["Fn::If"]
+    pattern["detail"]["eventName"] = with_lock if locked else without
+    return pattern
+
+
+@pytest.mark.parametrize("rule", ["Rule", "ForwardRule", "ForwardedRule"])
+def test_every_rule_uses_event_pattern_json_and_the_revokes_only_with_a_lock(rule):
+    assert pattern_of(rule, locked=False) == PATTERN
+    locked = pattern_of(rule, locked=True)
+    assert locked["detail"]["eventName"] == list(lambda_function.HANDLED_EVENTS)
+    assert {**locked, "detail": {**locked["detail"], "eventName": None}} == {
+        **PATTERN,
+        "detail": {**PATTERN["detail"], "eventName": None},
+    }
 
 
 def test_the_function_is_small_current_and_only_the_rule_may_invoke_it():
@@ -165,7 +179,6 @@ def test_forwarded_events_reach_a_bus_of_their_own_that_admits_only_ec2_from_the
     assert "event-bus/default" not in json.dumps(TEMPLATE)
     forwarded = RESOURCES["ForwardedRule"]["Properties"]
     assert forwarded["EventBusName"] == {"Ref": "ForwardedBus"}
-    assert forwarded["EventPattern"] == PATTERN
     assert RESOURCES["ForwardedPermission"]["Properties"]["SourceArn"] == {
         "Fn::GetAtt": ["ForwardedRule", "Arn"]
     }
@@ -310,7 +323,7 @@ def test_our_example_events_arrive_exactly_when_they_should(delivered, name):
         event = event if "detail" in event else eventbridge(event)
         wanted = event["detail"][
             "eventName"
-        ] in lambda_function.HANDLED_EVENTS and not event["detail"].get("errorCode")
+        ] in lambda_function.CHANGE_EVENTS and not event["detail"].get("errorCode")
         assert delivered(event) == int(wanted), (name, event["detail"]["eventName"])
 
 

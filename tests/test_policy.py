@@ -57,12 +57,13 @@ def test_no_wildcard_actions_and_revokes_are_scoped_to_security_groups():
                 "ec2:DescribeSecurityGroupRules",
                 "config:GetResourceConfigHistory",
                 "cloudtrail:LookupEvents",
+                "sts:GetCallerIdentity",
             }
 
 
 def test_pattern_selects_the_handled_calls_and_no_failed_ones():
     assert PATTERN["source"] == ["aws.ec2"]
-    assert PATTERN["detail"]["eventName"] == list(lambda_function.HANDLED_EVENTS)
+    assert PATTERN["detail"]["eventName"] == list(lambda_function.CHANGE_EVENTS)
     assert PATTERN["detail"]["errorCode"] == [{"exists": False}]
 
 

@@ -421,3 +421,69 @@ def rule(protocol, low=None, high=None, **source):
 )
 def test_what_widens_an_edit(new, old, wider):
     assert widens(new, old) is wider
+
+
+# ---- The guardrail never reacts to its own changes ------------------------------------------
+
+
+@pytest.fixture
+def as_the_function(aws, monkeypatch):
+    """The function runs as Lambda runs it: a session of its role named like the function."""
+    import boto3
+
+    found = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/sg-guardrail-function",
+        RoleSessionName="sg-guardrail",
+    )["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", found["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", found["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", found["SessionToken"])
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sg-guardrail")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps credentials it read
+    return assumed_role("sg-guardrail-function", "sg-guardrail")
+
+
+def test_its_own_restore_is_left_alone(ec2, group_id, as_the_function):
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(
+        ec2,
+        group_id,
+        {rule_id: {**WIDE, "CidrIpv4": "192.0.2.0/24"}},
+        identity=as_the_function,
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert (result["decision"], result["reason"]) == (
+        "kept",
+        "made by this guardrail itself",
+    )
+    assert bastion_of(ec2, group_id)["SecurityGroupRuleId"] == rule_id
+
+
+def test_a_session_merely_named_like_the_function_is_not_it(
+    ec2, group_id, as_the_function
+):
+    impostor = assumed_role("Attacker", "sg-guardrail")
+    event = authorize(ec2, group_id, [WIDE_PERMISSION], identity=impostor)
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
+
+
+@pytest.mark.parametrize(
+    ("role", "kept"), [("sg-guardrail-member", True), ("Attacker", False)]
+)
+def test_its_member_role_session_is_its_own(ec2, group_id, conditions, role, kept):
+    conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
+    event = authorize(
+        ec2, group_id, [WIDE_PERMISSION], identity=assumed_role(role, "sg-guardrail")
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert (result["decision"] == "kept") is kept
+
+
+WIDE_PERMISSION = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}

@@ -1,0 +1,208 @@
+"""Lock mode: a locked group does not change at all; removals are put back, on moto."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from cloudtrail import (
+    ACCOUNT,
+    SSH,
+    assumed_role,
+    authorize,
+    eventbridge,
+    modify,
+    record,
+    revoke,
+    rule_set,
+    rules_of,
+)
+from conftest import CONTEXT
+from test_restoring import lookup
+
+import lambda_function
+from lambda_function import lambda_handler
+
+BASTION = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "192.0.2.0/24"}],
+}
+BASTION_RULE = (False, "tcp", 22, 22, "192.0.2.0/24")
+
+
+@pytest.fixture
+def calls():
+    made = []
+    client = lambda_function.client("ec2", "us-east-1")
+    client.meta.events.register(
+        "before-call.ec2", lambda model, **_: made.append(model.name)
+    )
+    return made
+
+
+@pytest.fixture
+def locked(group_id, conditions):
+    conditions(LOCKED_GROUP_IDS=[group_id])
+    return group_id
+
+
+def run(event):
+    return lambda_handler(eventbridge(event), CONTEXT)
+
+
+def described(ec2, group_id):
+    return {r.get("CidrIpv4"): r.get("Description") for r in rules_of(ec2, group_id)}
+
+
+def test_a_removal_from_a_locked_group_is_put_back_with_its_description(
+    ec2, locked, calls
+):
+    before = rule_set(ec2, locked)
+    result = run(revoke(ec2, locked, [BASTION]))
+    assert result["decision"] == "reverted"
+    assert result["rules"] == ["tcp 22 from 192.0.2.0/24, authorized again"]
+    assert "new rule IDs" in result["reason"]
+    assert rule_set(ec2, locked) == before
+    assert described(ec2, locked)["192.0.2.0/24"] == "bastion"
+    assert calls == ["AuthorizeSecurityGroupIngress"]
+
+
+def test_an_old_record_without_the_rule_set_is_put_back_from_its_request(ec2, locked):
+    before = rule_set(ec2, locked)
+    result = run(revoke(ec2, locked, [BASTION], modern=False))
+    assert result["decision"] == "reverted"
+    assert rule_set(ec2, locked) == before
+
+
+def test_a_removal_named_by_rule_ids_alone_is_reported_unreadable(ec2, locked):
+    (bastion,) = [
+        r for r in rules_of(ec2, locked) if r.get("CidrIpv4") == "192.0.2.0/24"
+    ]
+    ec2.revoke_security_group_ingress(
+        GroupId=locked, SecurityGroupRuleIds=[bastion["SecurityGroupRuleId"]]
+    )
+    params = {
+        "groupId": locked,
+        "securityGroupRuleIds": {
+            "items": [{"securityGroupRuleId": bastion["SecurityGroupRuleId"]}]
+        },
+    }
+    event = record("RevokeSecurityGroupIngress", params, {"_return": True})
+    result = run(event)
+    assert result["decision"] == "unreadable"
+    assert BASTION_RULE not in rule_set(ec2, locked)
+
+
+def test_removals_from_groups_that_are_not_locked_stay_removed(ec2, group_id, calls):
+    result = run(revoke(ec2, group_id, [BASTION]))
+    assert (result["decision"], result["reason"]) == (
+        "kept",
+        "removals are undone only in locked groups",
+    )
+    assert BASTION_RULE not in rule_set(ec2, group_id)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ALLOWED_RULES": [{"cidr": "0.0.0.0/0"}]},
+        {"REVERT_EGRESS": False},
+        {"NEVER_GROUP_IDS": ["sg-0123456789abcdef0"]},
+    ],
+)
+def test_nothing_is_allowed_to_stay_in_a_locked_group(
+    ec2, locked, conditions, settings
+):
+    conditions(**settings)
+    before = rule_set(ec2, locked)
+    run(authorize(ec2, locked, [SSH]))
+    run(authorize(ec2, locked, [SSH], egress=True))
+    assert rule_set(ec2, locked) == before
+
+
+def test_an_exempt_principal_may_change_a_locked_group(ec2, locked, conditions):
+    conditions(EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"])
+    admin = assumed_role("NetworkAdmin", "carol")
+    result = run(revoke(ec2, locked, [BASTION], identity=admin))
+    assert result["decision"] == "kept"
+    assert BASTION_RULE not in rule_set(ec2, locked)
+
+
+def test_a_narrowing_edit_of_a_locked_group_is_put_back_too(ec2, locked, conditions):
+    conditions(RESTORE_FROM_CLOUDTRAIL=True)
+    created = authorize(
+        ec2,
+        locked,
+        [
+            {
+                **SSH,
+                "FromPort": 8080,
+                "ToPort": 8080,
+                "IpRanges": [{"CidrIp": "10.9.0.0/16"}],
+            }
+        ],
+    )
+    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    narrower = {
+        "IpProtocol": "tcp",
+        "FromPort": 8080,
+        "ToPort": 8080,
+        "CidrIpv4": "10.9.1.0/24",
+    }
+    event = modify(ec2, locked, {item["securityGroupRuleId"]: narrower})
+    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as stub:
+        stub.add_response("lookup_events", lookup([created]))
+        result = run(event)
+    assert result["rules"] == [
+        "tcp 8080 from 10.9.1.0/24, restored to tcp 8080 from 10.9.0.0/16"
+    ]
+    assert (False, "tcp", 8080, 8080, "10.9.0.0/16") in rule_set(ec2, locked)
+
+
+def test_a_group_locked_by_tag_is_found_with_one_lookup(
+    ec2, group_id, conditions, calls
+):
+    conditions(LOCKED_TAGGED={"lock": None})
+    ec2.create_tags(Resources=[group_id], Tags=[{"Key": "lock", "Value": "yes"}])
+    before = rule_set(ec2, group_id)
+    run(revoke(ec2, group_id, [BASTION]))
+    assert rule_set(ec2, group_id) == before
+    assert calls == ["DescribeSecurityGroups", "AuthorizeSecurityGroupIngress"]
+
+
+def test_a_rule_someone_put_back_already_is_left_as_it_is(ec2, locked):
+    event = revoke(ec2, locked, [BASTION])
+    ec2.authorize_security_group_ingress(GroupId=locked, IpPermissions=[BASTION])
+    result = run(event)
+    assert result["decision"] == "kept"
+    assert result["keptRules"] == ["tcp 22 from 192.0.2.0/24"]
+
+
+def test_its_own_revoke_in_a_locked_group_does_not_loop(ec2, locked, monkeypatch):
+    """The function revokes an addition; the Revoke event it causes must not put it back."""
+    found = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/sg-guardrail-function",
+        RoleSessionName="sg-guardrail",
+    )["Credentials"]
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", found["AccessKeyId"]),
+        ("AWS_SECRET_ACCESS_KEY", found["SecretAccessKey"]),
+        ("AWS_SESSION_TOKEN", found["SessionToken"]),
+        ("AWS_LAMBDA_FUNCTION_NAME", "sg-guardrail"),
+    ):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    opened = authorize(ec2, locked, [SSH])
+    assert run(opened)["decision"] == "reverted"
+    own = assumed_role("sg-guardrail-function", "sg-guardrail")
+    ec2.authorize_security_group_ingress(GroupId=locked, IpPermissions=[SSH])
+    its_revoke = revoke(ec2, locked, [SSH], identity=own)
+    result = run(its_revoke)
+    assert (result["decision"], result["reason"]) == (
+        "kept",
+        "made by this guardrail itself",
+    )
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, locked)
