@@ -38,7 +38,16 @@ for name in ("AWS_PROFILE", "DRY_RUN", "NOTIFY_TOPIC_ARN"):
     os.environ.pop(name, None)
 
 import boto3
-from cloudtrail import ACCOUNT, authorize, camel, eventbridge, modify, record, rules_of
+from cloudtrail import (
+    ACCOUNT,
+    authorize,
+    camel,
+    eventbridge,
+    modify,
+    record,
+    revoke,
+    rules_of,
+)
 
 import lambda_function
 
@@ -196,6 +205,37 @@ def api_calls(ec2, vpc):
         event = authorize(ec2, group, ssh)
         return {**event, "eventTime": "2026-01-01T00:00:00Z"}
 
+    history = []  # LookupEvents is not in moto: the records this benchmark wrote
+
+    def event_history(**_):
+        from botocore.awsrequest import AWSResponse
+
+        events = [
+            {"EventId": r["eventID"], "CloudTrailEvent": json.dumps(r)}
+            for r in reversed(history)
+        ]
+        return AWSResponse(None, 200, {}, None), {"Events": events}
+
+    trail = lambda_function.client("cloudtrail", REGION)
+    trail.meta.events.register("before-call.cloudtrail.LookupEvents", event_history)
+    trail.meta.events.register_first(  # counted before the stand-in answers
+        "before-call.cloudtrail", lambda model, **_: made.append(model.name)
+    )
+
+    def restored_edit():
+        lambda_function.RESTORE_FROM_CLOUDTRAIL = True
+        app = {**ssh[0], "FromPort": 5432, "ToPort": 5432}
+        app["IpRanges"] = [{"CidrIp": "10.0.0.0/16"}]
+        created = authorize(ec2, group, [app])
+        history.append(created)
+        (rule,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+        widened = {**wide, "FromPort": 5432, "ToPort": 5432}
+        return modify(ec2, group, {rule["securityGroupRuleId"]: widened})
+
+    def locked_removal():
+        lambda_function.LOCKED_GROUP_IDS = [group]
+        return revoke(ec2, group, [bastion])
+
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
     kinds = [
         ("rule set in the response", lambda: authorize(ec2, group, ssh)),
@@ -211,6 +251,8 @@ def api_calls(ec2, vpc):
         ),
         ("with VPC/tag conditions", with_conditions),
         ("late event (a retry, redrive or replay)", late),
+        ("in-place edit, old value in event history (restored)", restored_edit),
+        ("removal from a locked group (authorized again)", locked_removal),
         ("unrelated event", lambda: record("DescribeInstances", {}, None)),
     ]
     rows = []
@@ -220,6 +262,8 @@ def api_calls(ec2, vpc):
         result = quiet_handler(eventbridge(event))
         rows.append((kind, result["decision"], len(made), ", ".join(made) or "-"))
         lambda_function.ONLY_TAGGED = {}
+        lambda_function.LOCKED_GROUP_IDS = []
+        lambda_function.RESTORE_FROM_CLOUDTRAIL = False
     return rows
 
 

@@ -47,6 +47,7 @@ from cloudtrail import (
     eventbridge,
     modify,
     reenact,
+    revoke,
     rules_of,
 )
 from moto.server import ThreadedMotoServer
@@ -120,7 +121,7 @@ def show_conditions():
     print(f"  and the demo's own exemption of its NetworkAdmin role: {DEMO_EXEMPTION}")
     print(
         "  and, for the scripted changes, RESTORE_FROM_CLOUDTRAIL on, answered by the "
-        "demo's own event history (moto has no LookupEvents)"
+        "demo's own event history (moto has no LookupEvents), and its db group locked"
     )
 
 
@@ -231,6 +232,7 @@ def handle(ec2, group_id, before, record, log):
     `before` holds the group's rules before the change, by rule ID."""
     changed = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
     touched = {i for i, r in changed.items() if before.get(i) != r}
+    touched |= set(before) - set(changed)  # removed by the change
     try:
         with contextlib.redirect_stdout(log):
             result = lambda_function.lambda_handler(eventbridge(record), CONTEXT)
@@ -249,7 +251,9 @@ def broken(result, before, changed, touched, after):
         for i in set(before) - touched - now
     ]
     still_open = (touched & now) - set(before)  # added by the change, still there
-    edited_open = {i for i in touched & set(before) if changed[i] in after}
+    edited_open = {
+        i for i in touched & set(before) & set(changed) if changed[i] in after
+    }
     said_kept = len(result.get("keptRules", [])) + len(result.get("unreadable", []))
     if len(still_open | edited_open) > said_kept:
         problems.append(
@@ -257,6 +261,25 @@ def broken(result, before, changed, touched, after):
             "change added or edited are still open and not said to be kept"
         )
     return problems
+
+
+def locked_group(ec2):
+    """A second group, db, which the demo locks: it must not change at all."""
+    vpc = ec2.describe_vpcs()["Vpcs"][-1]["VpcId"]
+    db = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)
+    HISTORY.append(
+        authorize(
+            ec2,
+            db["GroupId"],
+            [tcp(5432, "10.0.0.0/16", "app servers")],
+            identity=NETWORK_ADMIN,
+        )
+    )
+    lambda_function.LOCKED_GROUP_IDS = [
+        *lambda_function.LOCKED_GROUP_IDS,
+        db["GroupId"],
+    ]
+    return db["GroupId"]
 
 
 def scripted() -> list[str]:
@@ -267,15 +290,27 @@ def scripted() -> list[str]:
     )
     ec2 = boto3.client("ec2", region_name=REGION)
     group_id = setup(ec2)
+    db = locked_group(ec2)
     show_rules(f"Group {group_id} before", ec2, group_id)
+    show_rules(f"Group {db} (db, locked by the demo) before", ec2, db)
     print("\n  decision: with your conditions; shipped: with the shipped (empty) block")
     print(f"  {'#':<3}{'who':<22}{'change':<34}{'decision':<15}{'shipped':<10}why")
     log, failures = io.StringIO(), []
-    for n, (who, what, shipped, make) in enumerate(changes(ec2, group_id), 1):
-        before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
+    app = [tcp(5432, "10.0.0.0/16")]
+    removal = (
+        "bob",
+        "removes a rule from locked db",
+        "kept",
+        lambda: revoke(ec2, db, app, identity=BOB),
+    )
+    for n, (who, what, shipped, make) in enumerate(
+        [*changes(ec2, group_id), removal], 1
+    ):
+        group = db if what.endswith("locked db") else group_id
+        before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group)}
         record = make()
         HISTORY.append(record)
-        result, problems = handle(ec2, group_id, before, record, log)
+        result, problems = handle(ec2, group, before, record, log)
         why = ", ".join(result["rules"] or result.get("keptRules", []))
         why = why if result["decision"] in ("reverted", "kept") else result["reason"]
         if result["decision"] == "kept" and shipped != "kept":
@@ -283,6 +318,9 @@ def scripted() -> list[str]:
         print(f"  {n:<3}{who:<22}{what:<34}{result['decision']:<15}{shipped:<10}{why}")
         failures += [f"change {n}: {problem}" for problem in problems]
     show_rules(f"Group {group_id} after", ec2, group_id)
+    show_rules(
+        f"Group {db} (db, locked) after: the rule is back, with a new ID", ec2, db
+    )
     first = log.getvalue().splitlines()[0]
     print(f"\nThe function logs one JSON line per event; the first:\n  {first}")
     return failures
