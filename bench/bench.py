@@ -233,8 +233,11 @@ def api_calls(ec2, vpc):
         return modify(ec2, group, {rule["securityGroupRuleId"]: widened})
 
     def locked_removal():
+        kept = {**ssh[0], "FromPort": 6000, "ToPort": 6000}
+        kept["IpRanges"] = [{"CidrIp": "10.8.0.0/16", "Description": "db"}]
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[kept])
         lambda_function.LOCKED_GROUP_IDS = [group]
-        return revoke(ec2, group, [bastion])
+        return revoke(ec2, group, [kept])
 
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
     kinds = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -25,8 +26,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import boto3
 import botocore.handlers
-from cloudtrail import ACCOUNT
+from cloudtrail import ACCOUNT, assumed_role, rules_of
 from moto import mock_aws
+from shipped import SHIPPED_CONDITIONS
 
 import lambda_function
 
@@ -119,32 +121,12 @@ def group_id(ec2, vpc_id):
     return group["GroupId"]
 
 
-# The CONDITIONS block as shipped. Every test starts from these, whatever a user has written
-# in the block, and sets what it needs on top (the conditions fixture).
-DEFAULT_CONDITIONS = {
-    "EXEMPT_PRINCIPALS": [],
-    "ONLY_GROUP_IDS": [],
-    "NEVER_GROUP_IDS": [],
-    "ONLY_VPC_IDS": [],
-    "NEVER_VPC_IDS": [],
-    "ONLY_TAGGED": {},
-    "NEVER_TAGGED": {},
-    "ALLOWED_RULES": [],
-    "REVERT_EGRESS": True,
-    "REVERT_MODIFIED_RULES": True,
-    "RESTORE_FROM_CONFIG": False,
-    "RESTORE_FROM_CLOUDTRAIL": False,
-    "MEMBER_ROLE_NAME": "",
-    "should_revert": lambda change: True,
-    "LATE_AFTER_SECONDS": 300,
-}
-
-
 @pytest.fixture(autouse=True)
 def default_conditions(monkeypatch):
     """The suite never depends on the values a user has put in the conditions block."""
-    for name, value in DEFAULT_CONDITIONS.items():
-        monkeypatch.setattr(lambda_function, name, value)
+    for name, value in SHIPPED_CONDITIONS.items():
+        monkeypatch.setattr(lambda_function, name, copy.deepcopy(value))
+    monkeypatch.setattr(lambda_function, "should_revert", lambda change: True)
 
 
 @pytest.fixture
@@ -157,3 +139,41 @@ def conditions(monkeypatch):
             monkeypatch.setattr(lambda_function, name, value)
 
     return set_conditions
+
+
+@pytest.fixture
+def calls():
+    """The EC2 operations the handler's client makes, in order."""
+    made = []
+    client = lambda_function.client("ec2", "us-east-1")
+    client.meta.events.register(
+        "before-call.ec2", lambda model, **_: made.append(model.name)
+    )
+    return made
+
+
+# The bastion rule of the group fixture, and the edit that opens it to the world.
+WIDENED = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
+
+
+def bastion_of(ec2, group_id):
+    (rule,) = [
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
+    ]
+    return rule
+
+
+@pytest.fixture
+def as_the_function(aws, monkeypatch):
+    """The function runs as Lambda runs it: a session of its role named like the function.
+    Returns the userIdentity its own calls carry in their records."""
+    found = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/sg-guardrail-function",
+        RoleSessionName="sg-guardrail",
+    )["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", found["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", found["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", found["SessionToken"])
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sg-guardrail")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps credentials it read
+    return assumed_role("sg-guardrail-function", "sg-guardrail")

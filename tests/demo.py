@@ -51,6 +51,7 @@ from cloudtrail import (
     rules_of,
 )
 from moto.server import ThreadedMotoServer
+from shipped import SHIPPED_CONDITIONS
 
 import lambda_function
 
@@ -61,21 +62,6 @@ CONTEXT = SimpleNamespace(
 BOB = assumed_role("Developer", "bob@example.com")
 NETWORK_ADMIN = assumed_role("NetworkAdmin", "carol@example.com")
 DEMO_EXEMPTION = f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"
-# The settings as shipped, to mark what a user changed.
-SHIPPED = {
-    "EXEMPT_PRINCIPALS": [],
-    "ONLY_GROUP_IDS": [],
-    "NEVER_GROUP_IDS": [],
-    "ONLY_VPC_IDS": [],
-    "NEVER_VPC_IDS": [],
-    "ONLY_TAGGED": {},
-    "NEVER_TAGGED": {},
-    "ALLOWED_RULES": [],
-    "REVERT_EGRESS": True,
-    "REVERT_MODIFIED_RULES": True,
-    "RESTORE_FROM_CONFIG": False,
-    "RESTORE_FROM_CLOUDTRAIL": False,
-}
 
 
 def tcp(port, cidr, description=None):
@@ -109,7 +95,7 @@ def show_conditions():
     """The conditions the function runs with: the user's block, marked where it differs
     from the shipped one."""
     print("Conditions: your CONDITIONS block, as lambda_function.py has it now")
-    for name, shipped in SHIPPED.items():
+    for name, shipped in SHIPPED_CONDITIONS.items():
         value = getattr(lambda_function, name)
         mark = "" if value == shipped else "   <- yours"
         print(f"  {name} = {value!r}{mark}")

@@ -24,20 +24,12 @@ from cloudtrail import (
     rule_set,
     rules_of,
 )
-from conftest import CONTEXT
+from conftest import CONTEXT, WIDENED, bastion_of
 
 import lambda_function
 from lambda_function import lambda_handler, widens
 
 BOB = assumed_role("Developer", "bob")
-WIDE = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
-
-
-def bastion_of(ec2, group_id):
-    (rule,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    ]
-    return rule
 
 
 def config_item(group_id, permissions, egress=()):
@@ -106,21 +98,11 @@ def lookup(records):
     }
 
 
-@pytest.fixture
-def calls():
-    made = []
-    client = lambda_function.client("ec2", "us-east-1")
-    client.meta.events.register(
-        "before-call.ec2", lambda model, **_: made.append(model.name)
-    )
-    return made
-
-
 def test_a_widened_rule_is_put_back_from_config_with_its_id(
     ec2, group_id, config, calls
 ):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     config.add_response(
         "get_resource_config_history",
         {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
@@ -148,7 +130,7 @@ def test_a_widened_rule_is_put_back_from_config_with_its_id(
 
 def test_a_config_item_that_gives_two_candidates_is_not_used(ec2, group_id, config):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     extra = tcp_permission(3306, "10.1.0.0/16", "removed since")
     config.add_response(
         "get_resource_config_history",
@@ -168,7 +150,7 @@ def test_without_config_history_the_edit_is_revoked_fail_closed(
     ec2, group_id, config, code
 ):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     config.add_client_error("get_resource_config_history", service_error_code=code)
     result = lambda_handler(eventbridge(event), CONTEXT)
     assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
@@ -192,7 +174,7 @@ def test_the_authorize_call_that_made_the_rule_gives_its_old_value(
         ],
     )
     (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
-    wide = {**WIDE, "FromPort": 5432, "ToPort": 5432}
+    wide = {**WIDENED, "FromPort": 5432, "ToPort": 5432}
     event = modify(ec2, group_id, {item["securityGroupRuleId"]: wide}, identity=BOB)
     history.add_response(
         "lookup_events",
@@ -235,7 +217,7 @@ def test_the_latest_earlier_edit_wins_over_the_call_that_made_the_rule(
     )
     (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
     rule_id = item["securityGroupRuleId"]
-    narrowed = {**WIDE, "FromPort": 8080, "ToPort": 8080, "CidrIpv4": "10.30.1.0/24"}
+    narrowed = {**WIDENED, "FromPort": 8080, "ToPort": 8080, "CidrIpv4": "10.30.1.0/24"}
     earlier = modify(ec2, group_id, {rule_id: narrowed})
     event = modify(
         ec2, group_id, {rule_id: {**narrowed, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
@@ -250,7 +232,7 @@ def test_the_latest_earlier_edit_wins_over_the_call_that_made_the_rule(
 
 def test_nothing_in_history_means_revoke_and_say_so(ec2, group_id, history):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     history.add_response("lookup_events", lookup([]))
     result = lambda_handler(eventbridge(event), CONTEXT)
     assert result["decision"] == "reverted"
@@ -261,9 +243,9 @@ def test_nothing_in_history_means_revoke_and_say_so(ec2, group_id, history):
 @pytest.mark.parametrize(
     ("new", "why"),
     [
-        ({**WIDE, "CidrIpv4": "192.0.2.0/25"}, "narrowed source"),
+        ({**WIDENED, "CidrIpv4": "192.0.2.0/25"}, "narrowed source"),
         (
-            {**WIDE, "CidrIpv4": "192.0.2.0/24", "Description": "bastion v2"},
+            {**WIDENED, "CidrIpv4": "192.0.2.0/24", "Description": "bastion v2"},
             "description",
         ),
     ],
@@ -284,13 +266,13 @@ def test_an_edit_that_widens_nothing_stays(ec2, group_id, config, calls, new, wh
 
 def test_an_edit_changed_again_since_is_not_written_back(ec2, group_id, config):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    event = modify(ec2, group_id, {rule_id: WIDE}, identity=BOB)
+    event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     ec2.modify_security_group_rules(
         GroupId=group_id,
         SecurityGroupRules=[
             {
                 "SecurityGroupRuleId": rule_id,
-                "SecurityGroupRule": {**WIDE, "CidrIpv4": "198.51.100.0/24"},
+                "SecurityGroupRule": {**WIDENED, "CidrIpv4": "198.51.100.0/24"},
             }
         ],
     )
@@ -320,14 +302,14 @@ def test_ingress_and_egress_edits_in_one_call_are_each_restored(ec2, group_id, h
     earlier = modify(
         ec2,
         group_id,
-        {into["SecurityGroupRuleId"]: {**WIDE, "CidrIpv4": "192.0.2.0/24"}},
+        {into["SecurityGroupRuleId"]: {**WIDENED, "CidrIpv4": "192.0.2.0/24"}},
     )
     event = modify(
         ec2,
         group_id,
         {
-            into["SecurityGroupRuleId"]: WIDE,
-            out["securityGroupRuleId"]: {**WIDE, "FromPort": 25, "ToPort": 25},
+            into["SecurityGroupRuleId"]: WIDENED,
+            out["securityGroupRuleId"]: {**WIDENED, "FromPort": 25, "ToPort": 25},
         },
         identity=BOB,
     )
@@ -426,29 +408,12 @@ def test_what_widens_an_edit(new, old, wider):
 # ---- The guardrail never reacts to its own changes ------------------------------------------
 
 
-@pytest.fixture
-def as_the_function(aws, monkeypatch):
-    """The function runs as Lambda runs it: a session of its role named like the function."""
-    import boto3
-
-    found = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/sg-guardrail-function",
-        RoleSessionName="sg-guardrail",
-    )["Credentials"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", found["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", found["SecretAccessKey"])
-    monkeypatch.setenv("AWS_SESSION_TOKEN", found["SessionToken"])
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sg-guardrail")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps credentials it read
-    return assumed_role("sg-guardrail-function", "sg-guardrail")
-
-
 def test_its_own_restore_is_left_alone(ec2, group_id, as_the_function):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     event = modify(
         ec2,
         group_id,
-        {rule_id: {**WIDE, "CidrIpv4": "192.0.2.0/24"}},
+        {rule_id: {**WIDENED, "CidrIpv4": "192.0.2.0/24"}},
         identity=as_the_function,
     )
     result = lambda_handler(eventbridge(event), CONTEXT)

@@ -18,7 +18,7 @@ from cloudtrail import (
     rule_set,
     rules_of,
 )
-from conftest import CONTEXT
+from conftest import CONTEXT, WIDENED
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -28,17 +28,6 @@ SMTP = {**SSH, "FromPort": 25, "ToPort": 25}
 
 def run(event):
     return lambda_handler(eventbridge(event), CONTEXT)
-
-
-@pytest.fixture
-def calls():
-    """The EC2 operations the handler's client makes, in order."""
-    made = []
-    client = lambda_function.client("ec2", "us-east-1")
-    client.meta.events.register(
-        "before-call.ec2", lambda model, **_: made.append(model.name)
-    )
-    return made
 
 
 def every_kind(other_group):
@@ -499,16 +488,8 @@ def test_a_late_event_whose_rules_are_all_gone_is_already_gone(ec2, group_id, ca
 
 
 def test_an_edit_changed_again_since_is_left_as_it_is_now(ec2, group_id):
-    (bastion,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    ]
-    rule_id = bastion["SecurityGroupRuleId"]
-    widened = {
-        "IpProtocol": "tcp",
-        "FromPort": 22,
-        "ToPort": 22,
-        "CidrIpv4": "0.0.0.0/0",
-    }
+    rule_id = bastion_rule_id(ec2, group_id)
+    widened = WIDENED
     event = modify(ec2, group_id, {rule_id: widened})
     ec2.modify_security_group_rules(
         GroupId=group_id,
