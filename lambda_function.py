@@ -1344,15 +1344,42 @@ def assume_member_role(account: str) -> dict[str, Any]:
 def stop_retrying_near_deadline(
     attempts: int = 1, response: Any = None, caught_exception: Any = None, **_: Any
 ) -> None:
-    """Before botocore retries a failed call: give up instead if the backoff could outrun Lambda."""
-    failed = caught_exception is not None or (
-        response is not None and response[0].status_code >= 400
-    )
-    if not failed or attempts >= MAX_ATTEMPTS:  # no retry would follow anyway
+    """Before botocore retries a failed call: give up instead if the backoff could outrun
+    Lambda. Only for what botocore would retry: an answer such as "rule not found" must
+    reach the code that handles it, however little time is left."""
+    if not would_retry(response, caught_exception) or attempts >= MAX_ATTEMPTS:
         return
     longest_backoff = min(2 ** (attempts - 1), 20)  # botocore's standard mode
     if time.monotonic() + longest_backoff + DEADLINE_MARGIN_S > _retry_until:
         raise DeadlineNear
+
+
+RETRIED_CODES = {  # botocore's standard mode retries these besides 5xx and lost connections
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "EC2ThrottledException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "TransactionInProgressException",
+    "IDPCommunicationError",
+}
+
+
+def would_retry(response: Any, caught_exception: Any) -> bool:
+    if caught_exception is not None:
+        return True
+    if response is None:
+        return False
+    status = response[0].status_code
+    code = (response[1] or {}).get("Error", {}).get("Code", "")
+    return status >= 500 or status == 429 or code in RETRIED_CODES
 
 
 def error_code(error: ClientError) -> str:

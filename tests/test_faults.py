@@ -148,6 +148,18 @@ def test_a_nearly_spent_deadline_stops_retrying_and_raises_for_a_later_retry(
     assert "DeadlineNear" in capsys.readouterr().out
 
 
+def test_an_answer_that_is_not_retried_is_handled_however_little_time_is_left(
+    ec2, group_id, faults
+):
+    """Found by the thorough fuzzing run: near the deadline, "rule not found" was turned
+    into DeadlineNear instead of reaching the code that revokes what is left."""
+    event = authorize(ec2, group_id, [SSH])
+    faults("RevokeSecurityGroupIngress", 400, "InvalidPermission.NotFound", times=1)
+    result = lambda_handler(event, context_with(seconds_left=4))
+    assert result["decision"] == "reverted"
+    assert OPEN not in rule_set(ec2, group_id)
+
+
 def test_with_time_to_spare_the_same_fault_is_retried(ec2, group_id, faults):
     event = authorize(ec2, group_id, [SSH])
     faults("RevokeSecurityGroupIngress", 503, "Unavailable", times=3)

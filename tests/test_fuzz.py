@@ -18,7 +18,7 @@ import traceback
 from collections import Counter
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from cloudtrail import authorize, camel, eventbridge, record, rule_set, rules_of
 from conftest import CONTEXT
 from hypothesis import HealthCheck, given, reject, settings
@@ -275,10 +275,10 @@ def check_one_example(ec2, group, neighbour, data):
         event = data.draw(mutated(event), "mutated event")
     try:
         decision = lambda_handler(event, CONTEXT)["decision"]
-    except (
-        ClientError
-    ) as error:  # deliberate: logged, notified, raised for Lambda to retry
+    except ClientError as error:  # deliberate: logged, told, raised for Lambda to retry
         decision = "raised " + error.response["Error"]["Code"]
+    except BotoCoreError as error:  # likewise: no time left for botocore's own retries
+        decision = "raised " + type(error).__name__
     except Exception as error:
         if escaped_from_the_emulator(error):
             reject()
