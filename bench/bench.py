@@ -219,7 +219,8 @@ def api_calls(ec2, vpc):
     trail = lambda_function.client("cloudtrail", REGION)
     trail.meta.events.register("before-call.cloudtrail.LookupEvents", event_history)
     trail.meta.events.register_first(  # counted before the stand-in answers
-        "before-call.cloudtrail", lambda model, **_: made.append(model.name)
+        "before-call.cloudtrail.LookupEvents",
+        lambda model, **_: made.append(model.name),
     )
 
     def restored_edit():
