@@ -101,6 +101,11 @@ RESTORE_FROM_CLOUDTRAIL = (
     False  # True: CloudTrail event history (LookupEvents, 90 days)
 )
 
+# Changes an AWS service makes on its own (EMR, EKS, Directory Service... add rules by design,
+# and add them again when removed) are kept: reverting them fights the service. A person acting
+# through a service (CloudFormation without a service role) is judged as that person.
+GUARD_AWS_SERVICES = False  # True: revert what AWS services do on their own too
+
 # Many accounts (template.yaml): an event from another account is handled by assuming this
 # role in that account. Empty: such events are reported as out of reach.
 MEMBER_ROLE_NAME = ""  # e.g. "sg-guardrail-member"
@@ -177,6 +182,7 @@ EXAMPLES = {
     "ALLOWED_RULES": '[{"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}]',
     "REVERT_EGRESS": "False",
     "REVERT_MODIFIED_RULES": "False",
+    "GUARD_AWS_SERVICES": "True",
     "RESTORE_FROM_CONFIG": "True",
     "RESTORE_FROM_CLOUDTRAIL": "True",
     "MEMBER_ROLE_NAME": '"sg-guardrail-member"',
@@ -260,6 +266,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 SWITCHES = (
+    "GUARD_AWS_SERVICES",
     "REVERT_EGRESS",
     "REVERT_MODIFIED_RULES",
     "RESTORE_FROM_CONFIG",
@@ -472,9 +479,13 @@ def read_actor(identity: Any) -> dict[str, Any]:
     issuer = field(field(field(identity, "sessionContext"), "sessionIssuer"), "arn")
     names = [field(identity, "arn"), issuer, field(identity, "invokedBy")]
     principals = [n for n in names if isinstance(n, str) and n]
+    service = field(identity, "type") == "AWSService" or (
+        isinstance(issuer, str) and ":role/aws-service-role/" in issuer
+    )
     return {
         "actor": principals[0] if principals else "unknown",
         "principals": principals,
+        "byAwsService": service,
     }
 
 
@@ -868,6 +879,10 @@ def own_session(change: dict[str, Any], function_name: str | None) -> str | None
 
 def principal_exemption(change: dict[str, Any]) -> str | None:
     """Why the change is kept, from who made it; None when no exemption matches."""
+    if change["byAwsService"] and not GUARD_AWS_SERVICES:
+        return (
+            f"made by an AWS service on its own ({change['actor']}; GUARD_AWS_SERVICES)"
+        )
     for principal in change["principals"]:
         if any(
             fnmatch.fnmatchcase(principal, pattern) for pattern in EXEMPT_PRINCIPALS

@@ -291,3 +291,41 @@ def test_deployment_settings_from_the_environment_add_to_the_block():
     assert settings == (
         "['arn:aws:iam::*:role/Admin', 'cloudformation.amazonaws.com'] False sg-guardrail-member"
     )
+
+
+EKS_ON_ITS_OWN = {
+    "type": "AWSService",
+    "invokedBy": "eks.amazonaws.com",
+}
+LOAD_BALANCING_LINKED_ROLE = {
+    **assumed_role("AWSServiceRoleForElasticLoadBalancing", "ElasticLoadBalancing"),
+    "sessionContext": {
+        "sessionIssuer": {
+            "type": "Role",
+            "arn": f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/"
+            "elasticloadbalancing.amazonaws.com/AWSServiceRoleForElasticLoadBalancing",
+        }
+    },
+}
+# A person deploying a stack without a service role: CloudFormation acts with their identity.
+PERSON_THROUGH_CLOUDFORMATION = {**SESSION, "invokedBy": "cloudformation.amazonaws.com"}
+
+
+@pytest.mark.parametrize(
+    ("identity", "guarded", "kept"),
+    [
+        (EKS_ON_ITS_OWN, False, True),
+        (LOAD_BALANCING_LINKED_ROLE, False, True),
+        (PERSON_THROUGH_CLOUDFORMATION, False, False),
+        (EKS_ON_ITS_OWN, True, False),
+        (LOAD_BALANCING_LINKED_ROLE, True, False),
+    ],
+)
+def test_aws_services_acting_on_their_own_are_left_alone_unless_guarded(
+    conditions, identity, guarded, kept
+):
+    conditions(GUARD_AWS_SERVICES=guarded)
+    reason = exemption(change_of([SSH], identity=identity))
+    assert (reason is not None) is kept
+    if kept:
+        assert reason.startswith("made by an AWS service on its own")
