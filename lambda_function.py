@@ -955,13 +955,17 @@ def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
 
 def is_late(change: dict[str, Any], now: datetime.datetime) -> bool:
     """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
+    made = time_of(change)
+    return made is None or (now - made).total_seconds() > LATE_AFTER_SECONDS
+
+
+def time_of(change: dict[str, Any]) -> datetime.datetime | None:
+    """The event's time, when it is a time with its zone (CloudTrail writes ...Z)."""
     try:
         made = datetime.datetime.fromisoformat(change["eventTime"])
     except (TypeError, ValueError):
-        return True
-    if made.tzinfo is None:
-        return True
-    return (now - made).total_seconds() > LATE_AFTER_SECONDS
+        return None
+    return made if made.tzinfo else None
 
 
 def compare_with_now(
@@ -1764,11 +1768,8 @@ def previous_from_cloudtrail(
 
 
 def event_time(change: dict[str, Any]) -> datetime.datetime:
-    try:
-        made = datetime.datetime.fromisoformat(change["eventTime"])
-    except (TypeError, ValueError):
-        made = None
-    return made if made and made.tzinfo else datetime.datetime.now(datetime.UTC)
+    """Where a search for earlier values ends: the event's time, or now when unreadable."""
+    return time_of(change) or datetime.datetime.now(datetime.UTC)
 
 
 def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1849,8 +1850,8 @@ def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
-    """Undo the change: what was revoked (or would be), kept, already gone, changed since,
-    and what could not be read, with the reason."""
+    """Undo the change: what was revoked, restored or authorized again (or would be), kept,
+    already gone, changed since, and what could not be read, with the reason."""
     done: dict[str, Any] = {
         "reason": "",
         "revoked": [],
@@ -1861,11 +1862,9 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
         "changedSince": [],
         "unreadable": change["unreadable"],
     }
-    if is_own(change):  # it must never react to itself, or lock mode would loop
-        kept = change["rules"] + change["unreadable"]
-        reason = "made by this guardrail itself"
-        return {**done, "reason": reason, "kept": kept, "unreadable": []}
-    reason = principal_exemption(change)
+    # Never react to itself (or lock mode would loop), nor to an exempt principal.
+    reason = "made by this guardrail itself" if is_own(change) else None
+    reason = reason or principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
         kept = change["rules"] + change["unreadable"]
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
@@ -1890,6 +1889,13 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
             return {**done, "reason": reason, "kept": change["rules"]}
     if change["removal"]:
         return put_back(ec2, change, done, dry_run)
+    return undo(ec2, change, done, dry_run, account)
+
+
+def undo(
+    ec2: Any, change: dict, done: dict, dry_run: bool, account: str | None
+) -> dict:
+    """An addition or an edit: revoke what was added, put edited rules back."""
     rules = change["rules"]
     if change["isEgress"] is None or is_late(
         change, datetime.datetime.now(datetime.UTC)
