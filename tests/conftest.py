@@ -185,3 +185,16 @@ def as_the_function(aws, monkeypatch):
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sg-guardrail")
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps credentials it read
     return assumed_role("sg-guardrail-function", "sg-guardrail")
+
+
+def with_shipped_conditions(code: str) -> list[str]:
+    """A command that runs `code` in a new Python with the CONDITIONS block as shipped, for
+    tests of the demo and the command line: the user's block stays out of the suite."""
+    prelude = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']; "
+        "import lambda_function, shipped; "
+        "[setattr(lambda_function, k, v) for k, v in shipped.SHIPPED_CONDITIONS.items()]; "
+        "lambda_function.should_revert = lambda change: True; "
+        "sys.argv = sys.argv[1:]; "
+    )
+    return [sys.executable, "-c", prelude + code, str(ROOT)]

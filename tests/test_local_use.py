@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 from cloudtrail import OPEN, SSH, authorize, eventbridge, record, rule_set
-from conftest import ROOT
+from conftest import ROOT, with_shipped_conditions
 
 from lambda_function import describe, main, read_change
 
@@ -24,7 +24,7 @@ OPEN_WEB = (False, "tcp", 80, 80, "0.0.0.0/0")
 
 def test_the_demo_undoes_every_risky_change_and_keeps_the_exempt_one():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "demo.py")],
+        with_shipped_conditions("import demo; sys.exit(demo.main([]))"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,8 +42,9 @@ def test_the_demo_undoes_every_risky_change_and_keeps_the_exempt_one():
 
 def test_make_try_replays_saved_events_on_groups_made_to_match():
     events = sorted(str(p) for p in (ROOT / "events").glob("*.json"))
+    code = f"import demo; sys.exit(demo.main(['--try', *{events!r}]))"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "demo.py"), "--try", *events],
+        with_shipped_conditions(code),
         capture_output=True,
         text=True,
         timeout=120,
@@ -171,7 +172,7 @@ def test_the_command_line_reaches_a_moto_server_through_aws_endpoint_url(tmp_pat
         event = write(tmp_path / "event.json", authorize(ec2, group, [SSH]))
         env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
         done = subprocess.run(
-            [sys.executable, str(ROOT / "lambda_function.py"), event],
+            with_shipped_conditions(f"sys.exit(lambda_function.main([{event!r}]))"),
             capture_output=True,
             text=True,
             env=env,
