@@ -1792,6 +1792,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     global _retry_until
     remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: math.inf)()
     _retry_until = time.monotonic() + remaining_ms / 1000
+    if isinstance(event, dict) and set(event) == {"sweep"}:  # the schedule's input
+        return sweep(event["sweep"], context)
     dry_run = os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
     summary, change = first_summary(event), {}
     if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
@@ -2069,6 +2071,85 @@ def log(result: dict[str, Any]) -> dict[str, Any]:
 
 
 # =============================================================================================
+# Sweeping: what the live path missed, from event history and the failure queue, on a schedule
+# =============================================================================================
+
+SWEEP_MARGIN_MINUTES = 15  # CloudTrail's own delay before event history has a record
+
+
+def sweep(settings: Any, context: Any) -> dict[str, Any]:
+    """Handle again, through the same path, every security-group change of the last period
+    (plus a margin) in event history, and every event waiting in the failure queue. What is
+    undone already is `already-gone`, what is kept stays kept: a sweep is safe to repeat."""
+    settings = settings if isinstance(settings, dict) else {}
+    minutes = settings.get("minutes")
+    minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
+    since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
+    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    regions = [
+        region
+        for region in settings.get("regions") or [own_region or "us-east-1"]
+        if isinstance(region, str) and REGION.fullmatch(region)
+    ]
+    counts: dict[str, int] = {}
+    for region in regions:
+        # IAM: cloudtrail:LookupEvents
+        for record in recent_events(since, region, client("cloudtrail", region)):
+            tally(counts, handle_quietly(record, context))
+    for message, event in failed_events():
+        decision = handle_quietly(event, context)
+        tally(counts, decision)
+        if decision != "error":
+            # IAM: sqs:DeleteMessage
+            client("sqs", own_region or "us-east-1").delete_message(
+                QueueUrl=os.environ["FAILURE_QUEUE_URL"],
+                ReceiptHandle=message["ReceiptHandle"],
+            )
+    result = {"sweep": {"minutes": minutes, "regions": regions}, "decisions": counts}
+    print(json.dumps(result))
+    return result
+
+
+def handle_quietly(event: Any, context: Any) -> str:
+    """One event through the handler; an error is logged and told there, and the sweep goes
+    on (the next sweep tries it again)."""
+    try:
+        return lambda_handler(event, context)["decision"]
+    except (ClientError, BotoCoreError, NotRevoked):
+        return "error"
+
+
+def tally(counts: dict[str, int], decision: str) -> None:
+    counts[decision] = counts.get(decision, 0) + 1
+
+
+def failed_events() -> Iterator[tuple[dict, Any]]:
+    """(message, the original event) for each event Lambda gave up on, from the on-failure
+    queue (FAILURE_QUEUE_URL): its body holds the event as requestPayload."""
+    url = os.environ.get("FAILURE_QUEUE_URL", "").strip()
+    if not url:
+        return
+    region = url.split(".")[1] if url.startswith("https://sqs.") else None
+    sqs = client("sqs", region or os.environ.get("AWS_REGION") or "us-east-1")
+    for _ in range(10):  # at most 100 a sweep; the rest wait for the next one
+        if time.monotonic() + 10 > _retry_until:
+            return
+        # IAM: sqs:ReceiveMessage
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60
+        ).get("Messages", [])
+        if not messages:
+            return
+        for message in messages:
+            try:
+                body = json.loads(message.get("Body") or "null")
+            except ValueError:
+                body = None
+            payload = body.get("requestPayload") if isinstance(body, dict) else None
+            yield message, payload
+
+
+# =============================================================================================
 # Notifying: one SNS message per reverted (or dry-run) change and per change left open,
 # when NOTIFY_TOPIC_ARN is set
 # =============================================================================================
@@ -2284,7 +2365,8 @@ def saved_events(source: str) -> Iterator[Any]:
 def recent_events(
     since: datetime.timedelta, region: str | None, cloudtrail: Any = None
 ) -> list[Any]:
-    """Security-group changes in CloudTrail event history (LookupEvents), oldest first."""
+    """Security-group changes in CloudTrail event history (LookupEvents), oldest first; at
+    LookupEvents' two requests a second, and stopping before the Lambda's deadline."""
     end = datetime.datetime.now(datetime.UTC)
     if cloudtrail is None:
         cloudtrail = new_client("cloudtrail", region)
@@ -2299,12 +2381,16 @@ def recent_events(
             StartTime=end - since,
             EndTime=end,
         )
-        for page in pages:
+        for number, page in enumerate(pages):
+            if number:
+                time.sleep(0.5)
             for found in page["Events"]:
                 try:
                     records.append(json.loads(found.get("CloudTrailEvent") or "null"))
                 except ValueError:  # kept as it is: the handler reports it
                     records.append(found.get("CloudTrailEvent"))
+            if time.monotonic() + 10 > _retry_until:
+                break  # the next sweep carries on
     return sorted(
         records, key=lambda r: str(r.get("eventTime")) if isinstance(r, dict) else ""
     )

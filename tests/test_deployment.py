@@ -107,6 +107,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         if sid
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
+        | {"SweepTheFailureQueue"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"
@@ -349,3 +350,23 @@ def test_the_real_samples_arrive_exactly_when_they_should(delivered, prefix):
     event = event if "detail" in event else eventbridge(event)
     # 04 and 05 come with a redacted envelope ("source": "..."): they must not arrive.
     assert delivered(event) == SAMPLE_ARRIVES[prefix]
+
+
+def test_the_sweep_runs_on_a_schedule_with_the_input_the_handler_reads():
+    schedule = RESOURCES["SweepSchedule"]
+    assert schedule["Condition"] == "Sweeps"
+    properties = schedule["Properties"]
+    assert properties["ScheduleExpression"] == {
+        "Fn::Sub": "rate(${SweepMinutes} minutes)"
+    }
+    (target,) = properties["Targets"]
+    template, _ = target["Input"]["Fn::Sub"]
+    filled = template.replace("${SweepMinutes}", "15").replace(
+        "${Regions}", "eu-west-1"
+    )
+    assert json.loads(filled) == {"sweep": {"minutes": 15, "regions": ["eu-west-1"]}}
+    assert RESOURCES["SweepPermission"]["Properties"]["SourceArn"] == {
+        "Fn::GetAtt": ["SweepSchedule", "Arn"]
+    }
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["FAILURE_QUEUE_URL"] == {"Ref": "FailureQueue"}

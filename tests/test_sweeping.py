@@ -1,0 +1,132 @@
+"""Sweeping: what the live path missed is closed by the scheduled sweep, and a sweep is safe
+to repeat. Event history (LookupEvents) is not emulated by moto: Stubber answers in the shape
+of the CloudTrail API reference (Events[].CloudTrailEvent, a JSON string). The failure queue is
+moto's SQS, holding Lambda's on-failure destination records (requestPayload: the event)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from cloudtrail import SSH, assumed_role, authorize, eventbridge, rule_set
+from conftest import CONTEXT
+
+import lambda_function
+from lambda_function import lambda_handler
+
+SMTP = {**SSH, "FromPort": 25, "ToPort": 25}
+RDP = {**SSH, "FromPort": 3389, "ToPort": 3389}
+EXEMPT_ADMIN = assumed_role("NetworkAdmin", "carol")
+HTTPS_BY_ADMIN = {**SSH, "FromPort": 8443, "ToPort": 8443}
+
+
+@pytest.fixture
+def failure_queue(aws, monkeypatch):
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="sg-guardrail-failures")["QueueUrl"]
+    monkeypatch.setenv("FAILURE_QUEUE_URL", url)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return sqs, url
+
+
+def lookup_pages(records):
+    """One page per event name, as the sweep asks for them (CHANGE_EVENTS, in order)."""
+    pages = []
+    for name in lambda_function.CHANGE_EVENTS:
+        events = [
+            {
+                "EventId": r["eventID"],
+                "EventName": name,
+                "CloudTrailEvent": json.dumps(r),
+            }
+            for r in records
+            if r["eventName"] == name
+        ]
+        pages.append({"Events": events})
+    return pages
+
+
+def sweep_with_history(records):
+    cloudtrail = lambda_function.client("cloudtrail", "us-east-1")
+    with Stubber(cloudtrail) as stub:
+        for name, page in zip(lambda_function.CHANGE_EVENTS, lookup_pages(records)):
+            stub.add_response(
+                "lookup_events",
+                page,
+                {
+                    "LookupAttributes": [
+                        {"AttributeKey": "EventName", "AttributeValue": name}
+                    ],
+                    "StartTime": ANY,
+                    "EndTime": ANY,
+                },
+            )
+        result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+        stub.assert_no_pending_responses()
+    return result
+
+
+def test_one_sweep_closes_what_the_live_path_missed_and_a_second_changes_nothing(
+    ec2, group_id, conditions, failure_queue
+):
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::*:role/NetworkAdmin"])
+    sqs, url = failure_queue
+    before = rule_set(ec2, group_id)
+    never_delivered = authorize(ec2, group_id, [SSH])
+    failed_in_lambda = authorize(ec2, group_id, [SMTP])
+    while_the_trail_was_stopped = authorize(ec2, group_id, [RDP])
+    kept = authorize(ec2, group_id, [HTTPS_BY_ADMIN], identity=EXEMPT_ADMIN)
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody=json.dumps(
+            {
+                "version": "1.0",
+                "requestContext": {
+                    "condition": "RetriesExhausted",
+                    "approximateInvokeCount": 3,
+                },
+                "requestPayload": eventbridge(failed_in_lambda),
+                "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+            }
+        ),
+    )
+    # Event history holds every management event, trail or no trail; the failed one too.
+    history = [never_delivered, failed_in_lambda, while_the_trail_was_stopped, kept]
+    first = sweep_with_history(history)
+    assert first["decisions"] == {"reverted": 3, "kept": 1, "already-gone": 1}
+    assert rule_set(ec2, group_id) == before | {(False, "tcp", 8443, 8443, "0.0.0.0/0")}
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    second = sweep_with_history(history)
+    assert second["decisions"] == {"already-gone": 3, "kept": 1}
+    assert rule_set(ec2, group_id) == before | {(False, "tcp", 8443, 8443, "0.0.0.0/0")}
+
+
+def test_a_queued_event_that_fails_again_stays_in_the_queue(
+    ec2, group_id, failure_queue
+):
+    sqs, url = failure_queue
+    event = authorize(ec2, group_id, [SSH])
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"requestPayload": event}))
+    revoke_fails = Stubber(lambda_function.client("ec2", "us-east-1"))
+    revoke_fails.add_client_error(
+        "revoke_security_group_ingress", service_error_code="UnauthorizedOperation"
+    )
+    with revoke_fails:
+        result = sweep_with_history([])
+    assert result["decisions"] == {"error": 1}
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+@pytest.mark.parametrize("minutes", [None, "15", 0, -3, 100000])
+def test_an_odd_sweep_period_falls_back_to_fifteen_minutes(aws, minutes):
+    cloudtrail = lambda_function.client("cloudtrail", "us-east-1")
+    with Stubber(cloudtrail) as stub:
+        for _ in lambda_function.CHANGE_EVENTS:
+            stub.add_response("lookup_events", {"Events": []})
+        result = lambda_handler({"sweep": {"minutes": minutes}}, CONTEXT)
+    assert result["sweep"]["minutes"] == 15
