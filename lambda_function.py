@@ -2092,10 +2092,19 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
         if isinstance(region, str) and REGION.fullmatch(region)
     ]
     counts: dict[str, int] = {}
+    blind_spots = []
     for region in regions:
         # IAM: cloudtrail:LookupEvents
-        for record in recent_events(since, region, client("cloudtrail", region)):
+        trail = client("cloudtrail", region)
+        for record in recent_events(since, region, trail):
             tally(counts, handle_quietly(record, context))
+        blind_spots += [
+            spot
+            for record in recent_events(since, region, trail, TRAIL_EVENTS)
+            if (spot := blinding(record))
+        ]
+    for spot in blind_spots:
+        tell_blind_spot(spot)
     for message, event in failed_events():
         decision = handle_quietly(event, context)
         tally(counts, decision)
@@ -2105,9 +2114,72 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 QueueUrl=os.environ["FAILURE_QUEUE_URL"],
                 ReceiptHandle=message["ReceiptHandle"],
             )
-    result = {"sweep": {"minutes": minutes, "regions": regions}, "decisions": counts}
+    result = {
+        "sweep": {"minutes": minutes, "regions": regions},
+        "decisions": counts,
+        **({"blindSpots": blind_spots} if blind_spots else {}),
+    }
     print(json.dumps(result))
     return result
+
+
+TRAIL_EVENTS = ("StopLogging", "DeleteTrail", "PutEventSelectors")
+
+
+def blinding(record: Any) -> str | None:
+    """A trail change that may blind the live path, in words; None for one that does not.
+    PutEventSelectors blinds only when it leaves out management write events."""
+    if not isinstance(record, dict) or record.get("errorCode"):
+        return None
+    name, params = record.get("eventName"), record.get("requestParameters") or {}
+    params = params if isinstance(params, dict) else {}
+    if name == "PutEventSelectors" and management_writes_kept(params):
+        return None
+    if name not in TRAIL_EVENTS:
+        return None
+    trail = str(params.get("name") or params.get("trailName") or "?")[:200]
+    who = read_actor(record.get("userIdentity"))["actor"]
+    return (
+        f"{name} on trail {trail} by {who} at {record.get('eventTime')} in "
+        f"{record.get('awsRegion')}: the live path may miss changes; the sweep goes on"
+    )
+
+
+def management_writes_kept(params: dict) -> bool:
+    """Do the new selectors still record management write events?"""
+    basic = params.get("eventSelectors")
+    if isinstance(basic, list):
+        return any(
+            isinstance(s, dict)
+            and s.get("includeManagementEvents", True) is not False
+            and s.get("readWriteType", "All") in ("All", "WriteOnly")
+            for s in basic
+        )
+    advanced = params.get("advancedEventSelectors")
+    if isinstance(advanced, list):
+        return "Management" in json.dumps(advanced)
+    return False
+
+
+def tell_blind_spot(text: str) -> None:
+    """A blind spot is logged and told on the topic, like a change left open."""
+    print(json.dumps({"decision": "blind-spot", "reason": text}))
+    topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
+    found = TOPIC_ARN.fullmatch(topic)
+    if not found:
+        return
+    try:
+        # IAM: sns:Publish
+        client("sns", found[1]).publish(
+            TopicArn=topic,
+            Subject="Guardrail blind spot: "
+            + "".join(c if " " <= c <= "~" else "?" for c in text)[:70],
+            Message=text,
+        )
+    except (ClientError, BotoCoreError) as error:
+        print(
+            json.dumps({"decision": "blind-spot", "notification": f"failed: {error}"})
+        )
 
 
 def handle_quietly(event: Any, context: Any) -> str:
@@ -2363,7 +2435,10 @@ def saved_events(source: str) -> Iterator[Any]:
 
 
 def recent_events(
-    since: datetime.timedelta, region: str | None, cloudtrail: Any = None
+    since: datetime.timedelta,
+    region: str | None,
+    cloudtrail: Any = None,
+    names: tuple[str, ...] | None = None,
 ) -> list[Any]:
     """Security-group changes in CloudTrail event history (LookupEvents), oldest first; at
     LookupEvents' two requests a second, and stopping before the Lambda's deadline."""
@@ -2371,9 +2446,10 @@ def recent_events(
     if cloudtrail is None:
         cloudtrail = new_client("cloudtrail", region)
     records: list[Any] = []
-    names = CHANGE_EVENTS + (
-        REMOVAL_EVENTS if LOCKED_GROUP_IDS or LOCKED_TAGGED else ()
-    )
+    if names is None:
+        names = CHANGE_EVENTS + (
+            REMOVAL_EVENTS if LOCKED_GROUP_IDS or LOCKED_TAGGED else ()
+        )
     for name in names:  # LookupEvents filters on one attribute at a time
         # IAM (your own credentials, not the function's): cloudtrail:LookupEvents
         pages = cloudtrail.get_paginator("lookup_events").paginate(

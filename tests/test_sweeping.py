@@ -31,10 +31,13 @@ def failure_queue(aws, monkeypatch):
     return sqs, url
 
 
+ASKED = lambda_function.CHANGE_EVENTS + lambda_function.TRAIL_EVENTS
+
+
 def lookup_pages(records):
-    """One page per event name, as the sweep asks for them (CHANGE_EVENTS, in order)."""
+    """One page per event name, as the sweep asks for them: the changes, then the trail's."""
     pages = []
-    for name in lambda_function.CHANGE_EVENTS:
+    for name in ASKED:
         events = [
             {
                 "EventId": r["eventID"],
@@ -51,7 +54,7 @@ def lookup_pages(records):
 def sweep_with_history(records):
     cloudtrail = lambda_function.client("cloudtrail", "us-east-1")
     with Stubber(cloudtrail) as stub:
-        for name, page in zip(lambda_function.CHANGE_EVENTS, lookup_pages(records)):
+        for name, page in zip(ASKED, lookup_pages(records)):
             stub.add_response(
                 "lookup_events",
                 page,
@@ -126,7 +129,82 @@ def test_a_queued_event_that_fails_again_stays_in_the_queue(
 def test_an_odd_sweep_period_falls_back_to_fifteen_minutes(aws, minutes):
     cloudtrail = lambda_function.client("cloudtrail", "us-east-1")
     with Stubber(cloudtrail) as stub:
-        for _ in lambda_function.CHANGE_EVENTS:
+        for _ in ASKED:
             stub.add_response("lookup_events", {"Events": []})
         result = lambda_handler({"sweep": {"minutes": minutes}}, CONTEXT)
     assert result["sweep"]["minutes"] == 15
+
+
+def trail_record(name, params):
+    return {
+        "eventVersion": "1.10",
+        "userIdentity": assumed_role("Intruder", "mallory"),
+        "eventTime": "2026-11-29T08:00:00Z",
+        "eventSource": "cloudtrail.amazonaws.com",
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "requestParameters": params,
+        "responseElements": None,
+        "eventID": f"trail-{name}",
+        "recipientAccountId": "123456789012",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "blind"),
+    [
+        ("StopLogging", {"name": "main"}, True),
+        ("DeleteTrail", {"name": "main"}, True),
+        (
+            "PutEventSelectors",
+            {
+                "trailName": "main",
+                "eventSelectors": [{"includeManagementEvents": False}],
+            },
+            True,
+        ),
+        (
+            "PutEventSelectors",
+            {"trailName": "main", "eventSelectors": [{"readWriteType": "ReadOnly"}]},
+            True,
+        ),
+        (
+            "PutEventSelectors",
+            {"trailName": "main", "eventSelectors": [{"readWriteType": "All"}]},
+            False,
+        ),
+        (
+            "PutEventSelectors",
+            {
+                "trailName": "main",
+                "advancedEventSelectors": [
+                    {
+                        "fieldSelectors": [
+                            {"field": "eventCategory", "equals": ["Management"]}
+                        ]
+                    }
+                ],
+            },
+            False,
+        ),
+    ],
+)
+def test_a_trail_change_that_may_blind_the_live_path_is_told(
+    aws, monkeypatch, name, params, blind
+):
+    sns = boto3.client("sns", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    topic = sns.create_topic(Name="sg-guardrail-alerts")["TopicArn"]
+    inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"]
+    )
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
+    result = sweep_with_history([trail_record(name, params)])
+    told = sqs.receive_message(QueueUrl=inbox).get("Messages", [])
+    assert bool(result.get("blindSpots")) is blind
+    assert len(told) == (1 if blind else 0)
+    if blind:
+        subject = json.loads(told[0]["Body"])["Subject"]
+        assert subject.startswith(f"Guardrail blind spot: {name} on trail main")
