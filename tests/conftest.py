@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from pathlib import Path
@@ -198,3 +199,23 @@ def with_shipped_conditions(code: str) -> list[str]:
         "sys.argv = sys.argv[1:]; "
     )
     return [sys.executable, "-c", prelude + code, str(ROOT)]
+
+
+@pytest.fixture
+def inbox(aws, monkeypatch):
+    """A topic the function publishes to, and a queue subscribed to it."""
+    sns = boto3.client("sns", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    topic = sns.create_topic(Name="sg-guardrail-alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"]
+    )
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
+
+    def received():
+        found = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in found.get("Messages", [])]
+
+    return received

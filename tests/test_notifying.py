@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
@@ -13,26 +12,6 @@ from conftest import CONTEXT
 
 import lambda_function
 from lambda_function import lambda_handler
-
-
-@pytest.fixture
-def inbox(aws, monkeypatch):
-    """A topic the function publishes to, and a queue subscribed to it."""
-    sns = boto3.client("sns", region_name="us-east-1")
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    topic = sns.create_topic(Name="sg-guardrail-alerts")["TopicArn"]
-    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
-    sns.subscribe(
-        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"]
-    )
-    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
-
-    def received():
-        found = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
-        return [json.loads(m["Body"]) for m in found.get("Messages", [])]
-
-    return received
 
 
 def test_a_revert_sends_one_message_a_person_can_act_on(

@@ -190,21 +190,13 @@ def trail_record(name, params):
     ],
 )
 def test_a_trail_change_that_may_blind_the_live_path_is_told(
-    aws, monkeypatch, name, params, blind
+    inbox, name, params, blind
 ):
-    sns = boto3.client("sns", region_name="us-east-1")
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    topic = sns.create_topic(Name="sg-guardrail-alerts")["TopicArn"]
-    inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])
-    sns.subscribe(
-        TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"]
-    )
-    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
     result = sweep_with_history([trail_record(name, params)])
-    told = sqs.receive_message(QueueUrl=inbox).get("Messages", [])
+    told = inbox()
     assert bool(result.get("blindSpots")) is blind
     assert len(told) == (1 if blind else 0)
     if blind:
-        subject = json.loads(told[0]["Body"])["Subject"]
-        assert subject.startswith(f"Guardrail blind spot: {name} on trail main")
+        assert told[0]["Subject"].startswith(
+            f"Guardrail blind spot: {name} on trail main"
+        )
