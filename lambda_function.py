@@ -371,7 +371,11 @@ REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupIngress",
     "RevokeSecurityGroupEgress",
 )
-HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS
+TAG_EVENTS = (
+    "CreateTags",
+    "DeleteTags",
+)  # a rule of their own, for security groups only
+HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS + TAG_EVENTS
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 PROTOCOLS = {
     name: name for name in ("tcp", "udp", "icmp", "icmpv6", "-1")
@@ -511,6 +515,8 @@ def read_rules(record: dict, change: dict[str, Any]) -> None:
     params = as_dict(record.get("requestParameters"), "requestParameters")
     if change["eventName"] == "ModifySecurityGroupRules":
         read_modification(params, change)
+    elif change["eventName"] in TAG_EVENTS:
+        read_tagging(params, change)
     elif change["removal"]:
         read_removal(params, record.get("responseElements"), change)
     else:
@@ -540,6 +546,26 @@ def read_authorization(params: dict, response: dict, change: dict[str, Any]) -> 
             change["rules"].append(rule)
     if not change["rules"] and not change["unreadable"]:
         change["unreadable"].append("the record names no rule the call added")
+
+
+def read_tagging(params: dict, change: dict[str, Any]) -> None:
+    """CreateTags/DeleteTags: the security groups it tagged (other resources are not ours)
+    and the tags, a value of None where DeleteTags named a key alone."""
+    groups = [
+        item.get("resourceId")
+        for item in items(params.get("resourcesSet"), "resourcesSet")
+        if isinstance(item, dict)
+    ]
+    tags = {}
+    for item in items(params.get("tagSet"), "tagSet"):
+        key, value = field(item, "key"), field(item, "value")
+        if isinstance(key, str):
+            tags[key] = value if isinstance(value, str) else None
+    change["tagging"] = {
+        "groupIds": [g for g in groups if isinstance(g, str) and GROUP_ID.fullmatch(g)],
+        "tags": tags,
+    }
+    change["groupId"] = (change["tagging"]["groupIds"] or [None])[0]
 
 
 def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
@@ -875,6 +901,23 @@ def own_session(change: dict[str, Any], function_name: str | None) -> str | None
     if MEMBER_ROLE_NAME and (found[2], found[3]) == (MEMBER_ROLE_NAME, SESSION):
         return "member"
     return "maybe" if function_name and found[3] == function_name else None
+
+
+def tags_to_undo(event_name: str, tags: dict[str, str | None]) -> tuple[dict, dict]:
+    """(tags to put back, tags to take off) so that a tag change cannot switch the guard off:
+    an ONLY_TAGGED or LOCKED_TAGGED tag removed or given another value is put back (with the
+    value the condition wants, or the one removed), a NEVER_TAGGED tag added is taken off."""
+    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
+    put_back, take_off = {}, {}
+    for key, value in tags.items():
+        if key in wanted and event_name == "DeleteTags":
+            put_back[key] = wanted[key] if wanted[key] is not None else (value or "")
+        elif key in wanted and wanted[key] not in (None, value):
+            put_back[key] = wanted[key]
+        never = event_name == "CreateTags" and key in NEVER_TAGGED
+        if never and NEVER_TAGGED[key] in (None, value):
+            take_off[key] = value
+    return put_back, take_off
 
 
 def principal_exemption(change: dict[str, Any]) -> str | None:
@@ -1230,7 +1273,7 @@ def decision_of(done: dict[str, Any], dry_run: bool) -> str:
         return "unreadable"
     if done["changedSince"]:
         return "changed-since"
-    if done["revoked"] or done.get("restored") or done.get("reauthorized"):
+    if any(done.get(k) for k in ("revoked", "restored", "reauthorized", "retagged")):
         return "dry-run" if dry_run else "reverted"
     if done["kept"]:
         return "kept"
@@ -1868,8 +1911,10 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     reason = "made by this guardrail itself" if is_own(change) else None
     reason = reason or principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
-        kept = change["rules"] + change["unreadable"]
+        kept = change["rules"] + change["unreadable"] + tags_changed(change)
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
+    if "tagging" in change:
+        return retag(change, done, dry_run, account)
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
     facts_first = needs_group_facts(change)
@@ -1930,6 +1975,55 @@ def undo(
     done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
     done["restored"] = restoring
     done["reason"] = done["reason"] or reason_of(change, done, dry_run)
+    return done
+
+
+def tags_changed(change: dict[str, Any]) -> list[str]:
+    """A tag change in words, for the result: 'tags team=web on sg-…'."""
+    if "tagging" not in change:
+        return []
+    tags = ", ".join(
+        key if value is None else f"{key}={value}"
+        for key, value in change["tagging"]["tags"].items()
+    )
+    return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}"]
+
+
+def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+    """A tag change on security groups: undo what would switch the guard off."""
+    tagging = change["tagging"]
+    put_back, take_off = tags_to_undo(change["eventName"], tagging["tags"])
+    if not tagging["groupIds"] or not (put_back or take_off):
+        reason = "the tag change does not switch the guard off"
+        return {**done, "reason": reason, "kept": tags_changed(change)}
+    if not dry_run:
+        ec2 = client("ec2", change["region"], account)
+        for group_id in tagging["groupIds"]:
+            if put_back:
+                # IAM: ec2:CreateTags
+                ec2.create_tags(
+                    Resources=[group_id],
+                    Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
+                )
+            if take_off:
+                # IAM: ec2:DeleteTags
+                ec2.delete_tags(
+                    Resources=[group_id],
+                    Tags=[
+                        {"Key": k, **({"Value": v} if v is not None else {})}
+                        for k, v in take_off.items()
+                    ],
+                )
+    groups = ", ".join(tagging["groupIds"])
+    done["retagged"] = [
+        f"tag {k}={v} put back on {groups}" for k, v in put_back.items()
+    ]
+    done["retagged"] += [f"tag {k} taken off {groups}" for k in take_off]
+    done["reason"] = (
+        "DRY_RUN is set; nothing changed"
+        if dry_run
+        else "a tag change would have switched the guard off: undone"
+    )
     return done
 
 
@@ -2031,6 +2125,7 @@ def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any
             for rule in done.get("reauthorized", [])
         ]
     )
+    result["rules"] += done.get("retagged", [])
     if done.get("kept"):
         result["keptRules"] = [
             rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]

@@ -107,7 +107,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         if sid
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
-        | {"SweepTheFailureQueue"}
+        | {"SweepTheFailureQueue", "UndoTagChangesThatSwitchTheGuardOffIfGuarded"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"
@@ -132,7 +132,9 @@ def pattern_of(rule, locked):
 def test_every_rule_uses_event_pattern_json_and_the_revokes_only_with_a_lock(rule):
     assert pattern_of(rule, locked=False) == PATTERN
     locked = pattern_of(rule, locked=True)
-    assert locked["detail"]["eventName"] == list(lambda_function.HANDLED_EVENTS)
+    assert locked["detail"]["eventName"] == list(
+        lambda_function.CHANGE_EVENTS + lambda_function.REMOVAL_EVENTS
+    )
     assert {**locked, "detail": {**locked["detail"], "eventName": None}} == {
         **PATTERN,
         "detail": {**PATTERN["detail"], "eventName": None},
@@ -370,3 +372,17 @@ def test_the_sweep_runs_on_a_schedule_with_the_input_the_handler_reads():
     }
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
     assert variables["FAILURE_QUEUE_URL"] == {"Ref": "FailureQueue"}
+
+
+def test_tag_changes_reach_the_function_only_for_security_groups_and_only_when_asked():
+    rule = RESOURCES["TagRule"]
+    assert rule["Condition"] == "GuardsTags"
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["detail"]["eventName"] == list(lambda_function.TAG_EVENTS)
+    assert pattern["detail"]["requestParameters"] == {
+        "resourcesSet": {"items": {"resourceId": [{"prefix": "sg-"}]}}
+    }
+    assert pattern["detail"]["errorCode"] == [{"exists": False}]
+    assert RESOURCES["TagPermission"]["Properties"]["SourceArn"] == {
+        "Fn::GetAtt": ["TagRule", "Arn"]
+    }
