@@ -5,7 +5,11 @@ successful AuthorizeSecurityGroupIngress, AuthorizeSecurityGroupEgress and
 ModifySecurityGroupRules call. The function reads which rules the call added, checks them
 against the CONDITIONS block below, and revokes exactly those rules: by the rule IDs in the
 response when CloudTrail has them, otherwise by the permissions rebuilt from the request.
+An edited rule is put back to its old value, with its rule ID, when a source gives that value.
 It never touches a rule the call did not add, and a failed call (errorCode) is left alone.
+Where switched on (template.yaml): removals from locked groups are put back, tag changes that
+would switch the guard off are undone, and a scheduled sweep handles what the live path missed
+(event history, the failure queue).
 
 Deploy: zip this one file, create a Lambda function (runtime python3.13, handler
 lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge
