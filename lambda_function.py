@@ -1142,9 +1142,12 @@ def rules_of_config_item(item: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in rule.items() if v is not None} for rule in rules]
 
 
-def values_set_by(record: Any, event_id: str | None) -> dict[str, dict]:
-    """The rule values an earlier record set, by rule ID: the rules an Authorize call
-    created (its securityGroupRuleSet), or the new values of an edit."""
+def values_set_by(
+    record: Any, event_id: str | None, own_arn: str | None, in_member_account: bool
+) -> dict[str, tuple[dict, bool]]:
+    """The rule values an earlier record set, by rule ID, each with whether the guard
+    approves of it whatever it was before: a rule an Authorize call created (it still
+    exists, so it was kept), an edit by an exempt principal or by the guardrail itself."""
     if not isinstance(record, dict) or record.get("errorCode"):
         return {}
     if record.get("eventID") == event_id:
@@ -1153,11 +1156,29 @@ def values_set_by(record: Any, event_id: str | None) -> dict[str, dict]:
         change = read_change(record)
     except BadEvent:
         return {}
+    approved = change["eventName"] != "ModifySecurityGroupRules" or bool(
+        principal_exemption(change)
+        or (in_member_account and own_session(change, None) == "member")
+        or (own_arn and change["principals"][:1] == [own_arn])
+    )
     return {
-        rule["securityGroupRuleId"]: rule
+        rule["securityGroupRuleId"]: (rule, approved)
         for rule in change["rules"]
         if "securityGroupRuleId" in rule and "unreadable" not in rule
     }
+
+
+def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
+    """The value the guard last let a rule have, from the values records set, oldest first.
+    An edit by anyone else counts only if it widened nothing, or its value is allowed: so
+    that an unapproved edit (left open because it was edited again before the guard got to
+    it) never becomes the "old value" a later edit is measured against."""
+    approved = None
+    for value, by_approved in values:
+        narrows = approved is not None and not widens(value, approved)
+        if by_approved or narrows or is_allowed({**value, "isEgress": None}):
+            approved = value
+    return approved
 
 
 def is_allowed(rule: dict[str, Any]) -> bool:
@@ -1455,13 +1476,15 @@ def error_code(error: ClientError) -> str:
 _own_arn: str | None = None  # the function's own session ARN, asked once per cold start
 
 
-def is_own(change: dict[str, Any]) -> bool:
-    """The guardrail's own change, told by its session; a session named like the function
-    is confirmed against the function's own identity (one call, once)."""
+def is_own(change: dict[str, Any], account: str | None) -> bool:
+    """The guardrail's own change, told by its session: the member role's, only in a member
+    account it acts in (in its own account anyone allowed to create roles could make one of
+    that name); a session named like the function, confirmed against the function's own
+    identity (one call, once)."""
     global _own_arn
     seen = own_session(change, os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     if seen != "maybe":
-        return seen == "member"
+        return seen == "member" and account is not None
     if _own_arn is None:
         # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
         _own_arn = client("sts", change["region"]).get_caller_identity()["Arn"]
@@ -1783,10 +1806,12 @@ NO_CONFIG_HISTORY = {
 def previous_from_cloudtrail(
     change: dict, rules: list[dict], account: str | None
 ) -> dict[str, dict]:
-    """From the latest earlier record that set each rule ID: the Authorize call that
-    created it, or an earlier edit. Event history is searched by the group's ID."""
+    """From the records that set each rule ID, back to the Authorize call that created it:
+    the value the guard last approved (approved_value). Event history is searched by the
+    group's ID, newest first."""
     wanted = {rule["securityGroupRuleId"] for rule in rules}
-    found: dict[str, dict] = {}
+    seen: dict[str, list] = {rule_id: [] for rule_id in wanted}  # newest first
+    created: set[str] = set()
     cloudtrail = client("cloudtrail", change["region"], account)
     end = event_time(change)
     # IAM: cloudtrail:LookupEvents
@@ -1806,12 +1831,18 @@ def previous_from_cloudtrail(
                 record = json.loads(event.get("CloudTrailEvent") or "null")
             except ValueError:
                 continue
-            for rule_id, value in values_set_by(record, change["eventId"]).items():
-                if rule_id in wanted and rule_id not in found:
-                    found[rule_id] = value
-        if found.keys() >= wanted or time.monotonic() + 5 > _retry_until:
+            set_here = values_set_by(
+                record, change["eventId"], _own_arn, account is not None
+            )
+            for rule_id, value in set_here.items():
+                if rule_id in wanted and rule_id not in created:
+                    seen[rule_id].append(value)
+                    if record.get("eventName") != "ModifySecurityGroupRules":
+                        created.add(rule_id)  # nothing set it before its creation
+        if created >= wanted or time.monotonic() + 5 > _retry_until:
             break
-    return found
+    found = {rule_id: approved_value(values[::-1]) for rule_id, values in seen.items()}
+    return {rule_id: value for rule_id, value in found.items() if value is not None}
 
 
 def event_time(change: dict[str, Any]) -> datetime.datetime:
@@ -1912,7 +1943,7 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
         "unreadable": change["unreadable"],
     }
     # Never react to itself (or lock mode would loop), nor to an exempt principal.
-    reason = "made by this guardrail itself" if is_own(change) else None
+    reason = "made by this guardrail itself" if is_own(change, account) else None
     reason = reason or principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
         kept = change["rules"] + change["unreadable"] + tags_changed(change)

@@ -7,7 +7,7 @@ import datetime
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from cloudtrail import OPEN, SSH, authorize, rule_set
+from cloudtrail import OPEN, SSH, assumed_role, authorize, rule_set
 from conftest import CONTEXT
 
 import lambda_function
@@ -165,3 +165,17 @@ def test_an_exemption_for_any_account_is_warned_of_with_many_accounts(
     conditions(MEMBER_ROLE_NAME="")
     lambda_function.check_conditions()
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("role", "kept"), [("sg-guardrail-member", True), ("Attacker", False)]
+)
+def test_its_member_role_session_in_a_member_account_is_its_own(
+    member_ec2, member_group, assumed, role, kept
+):
+    identity = assumed_role(role, "sg-guardrail", account=MEMBER)
+    event = authorize(member_ec2, member_group, [SSH], identity=identity)
+    event["recipientAccountId"] = MEMBER
+    result = lambda_handler(event, CONTEXT)
+    assert (result["decision"] == "kept") is kept
+    assert (OPEN in rule_set(member_ec2, member_group)) is kept
