@@ -146,7 +146,8 @@ def add_environment() -> None:
     """Settings a deployment gives in the environment (template.yaml's parameters) add to the
     block: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS (comma-separated), LOCKED_TAG_KEY (a tag
     key, any value), REVERT_EGRESS=false, RESTORE_FROM_CONFIG=true,
-    RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
+    RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and
+    LOG_RAW_EVENT are read at each event."""
     global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
     global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL, LOCKED_GROUP_IDS, LOCKED_TAGGED
     added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
@@ -375,10 +376,8 @@ REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupIngress",
     "RevokeSecurityGroupEgress",
 )
-TAG_EVENTS = (
-    "CreateTags",
-    "DeleteTags",
-)  # a rule of their own, for security groups only
+# Tag calls on security groups: a rule of their own (GuardTags in template.yaml).
+TAG_EVENTS = ("CreateTags", "DeleteTags")
 HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS + TAG_EVENTS
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 PROTOCOLS = {
@@ -450,10 +449,9 @@ def read_change(event: Any) -> dict[str, Any]:
         except Unreadable as problem:
             change["unreadable"].append(str(problem))
     if change["rules"] and not (change["region"] and change["account"]):
+        # Known rules, but not where they are: nothing can be undone.
         change["unreadable"] += [describe(rule) for rule in change["rules"]]
-        change[
-            "rules"
-        ] = []  # known rules, but not where they are: nothing can be undone
+        change["rules"] = []
     return change
 
 
@@ -885,9 +883,8 @@ def optional_text(value: Any, limit: int) -> str | None:
 # =============================================================================================
 
 
-SESSION = (
-    "sg-guardrail"  # the session name of the member role, when the function acts there
-)
+# The member role's session name, when the function acts in a member account.
+SESSION = "sg-guardrail"
 ASSUMED_ROLE = re.compile(
     r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)"
 )
@@ -1201,9 +1198,7 @@ def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
     low, high = port_range(rule)
     checks = {
         "isEgress": lambda want: rule["isEgress"] is want,
-        "ipProtocol": lambda want: (
-            rule["ipProtocol"] == PROTOCOL_NAMES.get(str(want), str(want).lower())
-        ),
+        "ipProtocol": lambda want: rule["ipProtocol"] == allowed_protocol(want),
         "fromPort": lambda want: (
             want == -1 or rule.get("fromPort", -1) == want
             if icmp
@@ -1423,7 +1418,7 @@ def assume_member_role(account: str) -> dict[str, Any]:
     own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     # IAM: sts:AssumeRole
     answer = client("sts", own_region or "us-east-1").assume_role(
-        RoleArn=role, RoleSessionName="sg-guardrail"
+        RoleArn=role, RoleSessionName=SESSION
     )
     return answer["Credentials"]
 
