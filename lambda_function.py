@@ -371,6 +371,9 @@ CHANGE_EVENTS = (  # event_pattern.json
     "AuthorizeSecurityGroupIngress",
     "AuthorizeSecurityGroupEgress",
     "ModifySecurityGroupRules",
+    # A prefix list's entries are the sources of every rule that references it: an entry
+    # added there opens those rules with no security-group call at all.
+    "ModifyManagedPrefixList",
 )
 REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupIngress",
@@ -428,9 +431,7 @@ def read_change(event: Any) -> dict[str, Any]:
         "account": None,
         "groupId": None,
         "groupName": None,
-        "isEgress": None
-        if name == "ModifySecurityGroupRules"
-        else name.endswith("Egress"),
+        "isEgress": None if name.startswith("Modify") else name.endswith("Egress"),
         "removal": name in REMOVAL_EVENTS,
         "rules": [],
         "unreadable": [],
@@ -519,6 +520,8 @@ def read_rules(record: dict, change: dict[str, Any]) -> None:
         read_modification(params, change)
     elif change["eventName"] in TAG_EVENTS:
         read_tagging(params, change)
+    elif change["eventName"] == "ModifyManagedPrefixList":
+        read_prefix_list_change(params, change)
     elif change["removal"]:
         read_removal(params, record.get("responseElements"), change)
     else:
@@ -568,6 +571,39 @@ def read_tagging(params: dict, change: dict[str, Any]) -> None:
         "tags": tags,
     }
     change["groupId"] = (change["tagging"]["groupIds"] or [None])[0]
+
+
+def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
+    """ModifyManagedPrefixList: the list and the entries it added (removals narrow, a new
+    name or size opens nothing). Recorded as {"ModifyManagedPrefixListRequest": {"PrefixListId",
+    "AddEntry": {"Cidr", "Description"}}}, one entry a dict, several probably a list."""
+    request = field(params, "ModifyManagedPrefixListRequest")
+    request = request if isinstance(request, dict) else params
+    change["prefixList"] = {"prefixListId": None, "added": []}
+    added = field(request, "AddEntry")
+    added = field(request, "AddEntries") if added is None else added
+    if isinstance(added, dict) and "items" in added:
+        added = added["items"]
+    for entry in added if isinstance(added, list) else [added] if added else []:
+        cidr = field(entry, "Cidr")
+        if isinstance(cidr, str) and cidr_version(cidr):
+            description = optional_text(field(entry, "Description"), 255)
+            found = {
+                "cidr": cidr,
+                **({"description": description} if description else {}),
+            }
+            change["prefixList"]["added"].append(found)
+        else:
+            change["unreadable"].append(f"prefix list entry {str(entry)[:80]}")
+    if added is not None and not isinstance(added, (dict, list)):
+        change["unreadable"].append(f"prefix list entries {str(added)[:80]}")
+    listed = field(request, "PrefixListId")
+    if isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed):
+        change["prefixList"]["prefixListId"] = listed
+    elif change["prefixList"]["added"] or change["unreadable"]:
+        entries = [entry["cidr"] for entry in change["prefixList"]["added"]]
+        change["prefixList"]["added"] = []
+        raise Unreadable(f"entries {entries} added to an unreadable PrefixListId")
 
 
 def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
@@ -1282,6 +1318,46 @@ def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
     return True, f"should_revert returned {verdict!r}, not True or False; reverting"
 
 
+def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules referencing a prefix list that the conditions guard: each carries its
+    group's ID, VPC and tags. A group of another account (a shared list) cannot be looked
+    at: it counts as guarded, with all traffic both ways, unless its ID is exempt."""
+    return [
+        rule
+        for rule in rules
+        if (
+            group_id_exemption(rule["groupId"])
+            if "foreignAccount" in rule
+            else unlocked_exemption({**rule, "removal": False, "eventName": ""})
+        )
+        is None
+    ]
+
+
+def entries_to_remove(
+    added: list[dict[str, str]], guarded: list[dict[str, Any]]
+) -> tuple[list[dict], list[dict]]:
+    """(to remove, to keep) of the entries a prefix-list change added. An entry stays only
+    when every guarded rule referencing the list would be allowed with the entry as its
+    source; none stays where a locked group references the list, all stay where no guarded
+    group does."""
+    removing, keeping = [], []
+    for entry in added:
+        family = "cidrIpv6" if cidr_version(entry["cidr"]) == 6 else "cidrIpv4"
+        opened = [
+            {
+                **{k: v for k, v in rule.items() if k != "prefixListId"},
+                family: entry["cidr"],
+            }
+            for rule in guarded
+        ]
+        if any(is_locked(rule) or not is_allowed(rule) for rule in opened):
+            removing.append(entry)
+        else:
+            keeping.append(entry)
+    return removing, keeping
+
+
 # Decisions, and the ones that mean a change stays open although no condition kept it:
 # these are notified and counted as such.
 LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
@@ -1293,7 +1369,8 @@ def decision_of(done: dict[str, Any], dry_run: bool) -> str:
         return "unreadable"
     if done["changedSince"]:
         return "changed-since"
-    if any(done.get(k) for k in ("revoked", "restored", "reauthorized", "retagged")):
+    undone = ("revoked", "restored", "reauthorized", "retagged", "unwidened")
+    if any(done.get(key) for key in undone):
         return "dry-run" if dry_run else "reverted"
     if done["kept"]:
         return "kept"
@@ -1504,6 +1581,93 @@ def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
     group = groups[0]
     tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
     return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
+
+
+def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, Any]]:
+    """Every security-group rule that references the prefix list, with its group's ID, VPC
+    and tags; a group of another account as all traffic both ways, its rules unknown."""
+    group_ids, found = [], []
+    # IAM: ec2:GetManagedPrefixListAssociations
+    pages = ec2.get_paginator("get_managed_prefix_list_associations")
+    for page in pages.paginate(PrefixListId=prefix_list_id):
+        for association in page.get("PrefixListAssociations", []):
+            group_id, owner = (
+                association.get("ResourceId"),
+                association.get("ResourceOwner"),
+            )
+            if not (isinstance(group_id, str) and GROUP_ID.fullmatch(group_id)):
+                continue  # not a security group (a route table holds no rules)
+            if owner in (None, account):
+                group_ids.append(group_id)
+            else:
+                shape = {
+                    "groupId": group_id,
+                    "ipProtocol": "-1",
+                    "foreignAccount": owner,
+                }
+                found += [{**shape, "isEgress": egress} for egress in (False, True)]
+    for start in range(0, len(group_ids), 200):  # at most 200 values a filter
+        # IAM: ec2:DescribeSecurityGroups
+        pages = ec2.get_paginator("describe_security_groups").paginate(
+            Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}]
+        )
+        for group in (group for page in pages for group in page["SecurityGroups"]):
+            facts = {
+                "groupId": group["GroupId"],
+                "vpcId": group.get("VpcId"),
+                "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
+            }
+            for key, is_egress in (
+                ("IpPermissions", False),
+                ("IpPermissionsEgress", True),
+            ):
+                found += [
+                    {**rule, **facts}
+                    for permission in group.get(key, [])
+                    for rule in rules_of_permission(permission, is_egress)
+                    if rule.get("prefixListId") == prefix_list_id
+                ]
+    return found
+
+
+PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}
+
+
+def remove_entries(
+    ec2: Any, prefix_list_id: str, entries: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """Take the entries out of the list, at the version they were read from; the ones no
+    longer in it (or the list gone) are returned as already gone. A version changed in
+    between fails the call, and Lambda's retry reads it again."""
+    try:
+        # IAM: ec2:DescribeManagedPrefixLists
+        lists = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])
+        if not lists["PrefixLists"]:
+            return entries
+        version = lists["PrefixLists"][0]["Version"]
+        # IAM: ec2:GetManagedPrefixListEntries
+        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
+            PrefixListId=prefix_list_id, TargetVersion=version
+        )
+        present = {
+            ipaddress.ip_network(found["Cidr"], strict=False): found["Cidr"]
+            for page in pages
+            for found in page.get("Entries", [])
+        }
+    except ClientError as error:
+        if error_code(error) in PREFIX_LIST_GONE:
+            return entries
+        raise
+    networks = [ipaddress.ip_network(entry["cidr"], strict=False) for entry in entries]
+    removing = [present[network] for network in networks if network in present]
+    if removing:
+        # IAM: ec2:ModifyManagedPrefixList
+        ec2.modify_managed_prefix_list(
+            PrefixListId=prefix_list_id,
+            CurrentVersion=version,
+            RemoveEntries=[{"Cidr": cidr} for cidr in removing],
+        )
+    return [e for e, network in zip(entries, networks) if network not in present]
 
 
 def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
@@ -1876,7 +2040,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
         change = read_change(event)
         summary = summarize(change)
-        account = member_account(change, context) if change["rules"] else None
+        account = member_account(change, context) if may_undo(change) else None
         done = handle(change, dry_run, account)
         result = outcome(summary, decision_of(done, dry_run), done)
     except BadEvent as bad:
@@ -1942,9 +2106,12 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     reason = reason or principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
         kept = change["rules"] + change["unreadable"] + tags_changed(change)
+        kept += entries_changed(change)
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
     if "tagging" in change:
         return retag(change, done, dry_run, account)
+    if "prefixList" in change:
+        return unwiden(change, done, dry_run, account)
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
     facts_first = needs_group_facts(change)
@@ -2057,6 +2224,58 @@ def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
     return done
 
 
+def entries_changed(change: dict[str, Any]) -> list[str]:
+    """A prefix-list change in words, for the result: 'entry 0.0.0.0/0 added to pl-…'."""
+    if "prefixList" not in change:
+        return []
+    listed = change["prefixList"]
+    return [
+        f"entry {entry['cidr']} added to {listed['prefixListId']}"
+        for entry in listed["added"]
+    ]
+
+
+def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+    """Entries added to a prefix list that guarded groups reference: take out the ones
+    their rules would not be allowed with."""
+    listed = change["prefixList"]
+    if not listed["added"]:
+        reason = "the prefix-list change added no entry"
+        return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
+    ec2 = client("ec2", change["region"], account)
+    guarded = guarded_references(
+        references(ec2, listed["prefixListId"], change["account"])
+    )
+    removing, keeping = entries_to_remove(listed["added"], guarded)
+    words = entries_changed({"prefixList": {**listed, "added": keeping}})
+    done["kept"] = words
+    if not removing:
+        done["reason"] = (
+            "every entry is allowed in the guarded rules that reference the list"
+            if guarded
+            else "no guarded group references the list"
+        )
+        return done
+    approved, done["reason"] = verdict_of_should_revert({**change, "rules": guarded})
+    if not approved:
+        return {**done, "kept": entries_changed(change)}
+    gone = [] if dry_run else remove_entries(ec2, listed["prefixListId"], removing)
+    used = ", ".join(sorted({rule["groupId"] for rule in guarded}))
+    done["unwidened"] = [
+        f"entry {entry['cidr']} taken out of {listed['prefixListId']} (used by {used})"
+        for entry in removing
+        if entry not in gone
+    ]
+    done["gone"] = entries_changed({"prefixList": {**listed, "added": gone}})
+    done["reason"] = done["reason"] or (
+        "DRY_RUN is set; nothing changed"
+        if dry_run
+        else "the prefix list is a source of guarded rules: the entries they would not "
+        "be allowed with were taken out"
+    )
+    return done
+
+
 def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
     """A removal from a locked group: authorize the removed rules again."""
     approved, done["reason"] = verdict_of_should_revert(change)
@@ -2103,7 +2322,10 @@ def summarize(change: dict[str, Any]) -> dict[str, Any]:
         "groupId",
         "groupName",
     )
-    return {key: change.get(key) for key in keys}
+    summary = {key: change.get(key) for key in keys}
+    if "prefixList" in change:
+        summary["prefixListId"] = change["prefixList"]["prefixListId"]
+    return summary
 
 
 def record_of(event: Any) -> dict[str, Any]:
@@ -2119,6 +2341,13 @@ def first_summary(event: Any) -> dict[str, Any]:
     return {
         key: value if isinstance(value, str) else None for key, value in found.items()
     }
+
+
+def may_undo(change: dict[str, Any]) -> bool:
+    """Might the change need undoing, and so an account to act in?"""
+    if "tagging" in change:
+        return any(tags_to_undo(change["eventName"], change["tagging"]["tags"]))
+    return bool(change["rules"] or change.get("prefixList", {}).get("added"))
 
 
 def member_account(change: dict[str, Any], context: Any) -> str | None:
@@ -2155,13 +2384,15 @@ def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any
             for rule in done.get("reauthorized", [])
         ]
     )
-    result["rules"] += done.get("retagged", [])
+    result["rules"] += done.get("retagged", []) + done.get("unwidened", [])
     if done.get("kept"):
         result["keptRules"] = [
             rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
         ]
     if done.get("gone"):
-        result["alreadyGone"] = [describe(rule) for rule in done["gone"]]
+        result["alreadyGone"] = [
+            rule if isinstance(rule, str) else describe(rule) for rule in done["gone"]
+        ]
     if done.get("changedSince"):
         result["changedSince"] = [
             {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
@@ -2399,7 +2630,8 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     ) or ["a change"]
     more = f" (+{len(headline) - 1} more)" if len(headline) > 1 else ""
     who = str(result.get("actor") or "unknown").rsplit("/", 1)[-1]
-    subject = f"{verb}: {headline[0]}{more} on {result.get('groupId')} by {who}"
+    where = result.get("groupId") or result.get("prefixListId")
+    subject = f"{verb}: {headline[0]}{more} on {where} by {who}"
     subject = "".join(c if " " <= c <= "~" else "?" for c in subject)[:100]
     region, group = result.get("region"), result.get("groupId")
     name = f" ({change['groupName']})" if change.get("groupName") else ""
@@ -2418,7 +2650,11 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
         f"When:     {result.get('eventTime') or 'unknown'}",
         f"Account:  {result.get('account')}",
         f"Region:   {region}",
-        f"Group:    {group}{name}",
+        (
+            f"Group:    {group}{name}"
+            if group or not result.get("prefixListId")
+            else f"List:     {result['prefixListId']} (a managed prefix list)"
+        ),
         f"VPC:      {change.get('vpcId') or 'not looked up'}",
         f"Call:     {result.get('eventName')}",
         *(

@@ -377,3 +377,46 @@ def revoke(
     return record(
         name, request, response, region=ec2.meta.region_name, identity=identity
     )
+
+
+def add_entries(
+    ec2: Any,
+    prefix_list_id: str,
+    cidrs: list[str],
+    *,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Call ModifyManagedPrefixList on moto to add entries, and return its record. Request
+    layout from a real record (KodeKloud's CloudTrail notes, 2024: {"ModifyManagedPrefixList
+    Request": {"AddEntry": {"Description", "cidr", "tag": "1"}, "PrefixListId"}}); several
+    entries as a list is inferred from ModifySecurityGroupRules; the response is unverified."""
+    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])[
+        "PrefixLists"
+    ]
+    entries = [{"Cidr": cidr, "Description": "added"} for cidr in cidrs]
+    ec2.modify_managed_prefix_list(
+        PrefixListId=prefix_list_id, CurrentVersion=found["Version"], AddEntries=entries
+    )
+    logged = [
+        {"Description": e["Description"], "cidr": e["Cidr"], "tag": str(n)}
+        for n, e in enumerate(entries, 1)
+    ]
+    request = {
+        "ModifyManagedPrefixListRequest": {
+            "AddEntry": logged[0] if len(logged) == 1 else logged,
+            "CurrentVersion": str(found["Version"]),
+            "PrefixListId": prefix_list_id,
+        }
+    }
+    response = {
+        "ModifyManagedPrefixListResponse": {
+            "prefixList": {"prefixListId": prefix_list_id}
+        }
+    }
+    return record(
+        "ModifyManagedPrefixList",
+        request,
+        response,
+        region=ec2.meta.region_name,
+        identity=identity,
+    )

@@ -16,7 +16,7 @@ from botocore.stub import ANY, Stubber
 from cloudtrail import OPEN, SSH, authorize, eventbridge, record, rule_set
 from conftest import ROOT, with_shipped_conditions
 
-from lambda_function import describe, main, read_change
+from lambda_function import CHANGE_EVENTS, describe, main, read_change
 
 WEB = {**SSH, "FromPort": 80, "ToPort": 80}
 OPEN_WEB = (False, "tcp", 80, 80, "0.0.0.0/0")
@@ -228,6 +228,7 @@ def test_audit_handles_every_change_in_recent_history(ec2, group_id, capsys):
         )
         expect_lookup(stub, "AuthorizeSecurityGroupEgress", lookup_page([]))
         expect_lookup(stub, "ModifySecurityGroupRules", lookup_page([]))
+        expect_lookup(stub, "ModifyManagedPrefixList", lookup_page([]))
         assert main(["--since", "24h"], cloudtrail=cloudtrail) == 0
         stub.assert_no_pending_responses()
     assert not {OPEN, OPEN_WEB} & rule_set(ec2, group_id)
@@ -247,7 +248,7 @@ def test_audit_looks_back_as_far_as_asked():
         lambda params, **_: seen.append(params),
     )
     with Stubber(cloudtrail) as stub:
-        for _ in range(3):
+        for _ in CHANGE_EVENTS:
             stub.add_response("lookup_events", {"Events": []})
         assert main(["--since", "90m"], cloudtrail=cloudtrail) == 0
     window = seen[0]["EndTime"] - seen[0]["StartTime"]

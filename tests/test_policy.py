@@ -55,6 +55,7 @@ def test_no_wildcard_actions_and_revokes_are_scoped_to_security_groups():
             assert set(actions) <= {
                 "ec2:DescribeSecurityGroups",
                 "ec2:DescribeSecurityGroupRules",
+                "ec2:DescribeManagedPrefixLists",
                 "config:GetResourceConfigHistory",
                 "cloudtrail:LookupEvents",
                 "sts:GetCallerIdentity",

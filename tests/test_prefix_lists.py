@@ -1,0 +1,307 @@
+"""Widening a prefix list opens every rule that references it, with no security-group call:
+entries added to a list that guarded groups use are taken out again, on moto.
+
+moto implements managed prefix lists but not GetManagedPrefixListAssociations: the
+`associations` fixture answers it for the function's client from the groups moto holds, in
+the EC2 API reference's shape ({"PrefixListAssociations": [{"ResourceId", "ResourceOwner"}]}).
+Records in the layout of a real one (tests/cloudtrail.py, add_entries).
+"""
+
+from __future__ import annotations
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from cloudtrail import ACCOUNT, add_entries, assumed_role, eventbridge, record
+from conftest import CONTEXT
+
+import lambda_function
+from lambda_function import lambda_handler, read_change
+
+OFFICE = "198.51.100.0/24"
+
+
+def entries_of(ec2, prefix_list_id):
+    found = ec2.get_managed_prefix_list_entries(PrefixListId=prefix_list_id)
+    return sorted(entry["Cidr"] for entry in found["Entries"])
+
+
+@pytest.fixture
+def office(ec2):
+    """pl-office: one reviewed entry."""
+    found = ec2.create_managed_prefix_list(
+        PrefixListName="office",
+        AddressFamily="IPv4",
+        MaxEntries=10,
+        Entries=[{"Cidr": OFFICE, "Description": "office"}],
+    )
+    return found["PrefixList"]["PrefixListId"]
+
+
+@pytest.fixture
+def associations(ec2):
+    """GetManagedPrefixListAssociations for the function's client, from moto's groups. Add
+    {"ResourceId", "ResourceOwner"} items to the returned list for groups of other accounts."""
+    foreign: list[dict] = []
+
+    def answer(params, **_):
+        listed = params["body"]["PrefixListId"]
+        found = [
+            {"ResourceId": group["GroupId"], "ResourceOwner": group["OwnerId"]}
+            for group in ec2.describe_security_groups()["SecurityGroups"]
+            for permission in group["IpPermissions"] + group["IpPermissionsEgress"]
+            if any(p["PrefixListId"] == listed for p in permission["PrefixListIds"])
+        ]
+        found += foreign
+        return AWSResponse(None, 200, {}, None), {"PrefixListAssociations": found}
+
+    lambda_function.client("ec2", "us-east-1").meta.events.register(
+        "before-call.ec2.GetManagedPrefixListAssociations", answer
+    )
+    return foreign
+
+
+def reference(ec2, group_id, prefix_list_id, egress=False, port=5432):
+    """A reviewed rule: tcp 5432 from (or to) the list."""
+    call = (
+        ec2.authorize_security_group_egress
+        if egress
+        else ec2.authorize_security_group_ingress
+    )
+    call(
+        GroupId=group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": port,
+                "ToPort": port,
+                "PrefixListIds": [{"PrefixListId": prefix_list_id}],
+            }
+        ],
+    )
+
+
+@pytest.fixture
+def used(ec2, group_id, office, associations):
+    """The guarded group has `tcp 5432 from pl-office`."""
+    reference(ec2, group_id, office)
+    return office
+
+
+def test_the_world_added_to_a_list_a_guarded_rule_uses_is_taken_out(
+    ec2, group_id, used
+):
+    """On the old code the event was not handled at all: every group using the list stayed
+    open to the world."""
+    result = lambda_handler(eventbridge(add_entries(ec2, used, ["0.0.0.0/0"])), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert result["prefixListId"] == used
+    assert result["rules"] == [
+        f"entry 0.0.0.0/0 taken out of {used} (used by {group_id})"
+    ]
+    assert entries_of(ec2, used) == [OFFICE]
+    (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    assert any(p["PrefixListIds"] for p in group["IpPermissions"])  # the rule stays
+
+
+def test_only_the_added_entries_go_and_entries_allowed_as_a_source_stay(
+    ec2, used, conditions
+):
+    conditions(ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}])
+    added = ["10.1.0.0/16", "0.0.0.0/0", "203.0.113.0/24"]
+    result = lambda_handler(add_entries(ec2, used, added), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert result["keptRules"] == [f"entry 10.1.0.0/16 added to {used}"]
+    assert entries_of(ec2, used) == ["10.1.0.0/16", OFFICE]
+
+
+def test_an_entry_stays_only_if_every_guarded_rule_may_have_it(
+    ec2, vpc_id, group_id, used, conditions
+):
+    """Allowed on 5432 but not on the other group's SSH rule that uses the same list."""
+    conditions(
+        ALLOWED_RULES=[{"ipProtocol": "tcp", "fromPort": 5432, "cidr": "0.0.0.0/0"}]
+    )
+    lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"]), CONTEXT)
+    assert "0.0.0.0/0" in entries_of(ec2, used)  # only 5432 uses it so far
+    other = ec2.create_security_group(GroupName="admin", Description="a", VpcId=vpc_id)
+    reference(ec2, other["GroupId"], used, port=22)
+    result = lambda_handler(add_entries(ec2, used, ["0.0.0.0/1"]), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert entries_of(ec2, used) == ["0.0.0.0/0", OFFICE]
+
+
+@pytest.mark.parametrize(
+    "setting, why",
+    [
+        ("never", "no guarded group references the list"),
+        ("untagged", "no guarded group references the list"),
+        ("egress", "no guarded group references the list"),
+        ("unused", "no guarded group references the list"),
+    ],
+)
+def test_lists_no_guarded_rule_uses_are_left_alone(
+    ec2, group_id, office, associations, conditions, setting, why
+):
+    if setting == "never":
+        conditions(NEVER_GROUP_IDS=[group_id])
+    if setting == "untagged":
+        conditions(ONLY_TAGGED={"guardrail": "on"})
+    if setting == "egress":
+        conditions(REVERT_EGRESS=False)
+    if setting != "unused":
+        reference(ec2, group_id, office, egress=setting == "egress")
+    result = lambda_handler(add_entries(ec2, office, ["0.0.0.0/0"]), CONTEXT)
+    assert (result["decision"], result["reason"]) == ("kept", why)
+    assert entries_of(ec2, office) == ["0.0.0.0/0", OFFICE]
+
+
+def test_a_locked_group_lets_no_entry_in_even_an_allowed_one(
+    ec2, group_id, used, conditions
+):
+    conditions(
+        LOCKED_GROUP_IDS=[group_id],
+        ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}],
+    )
+    lambda_handler(add_entries(ec2, used, ["10.1.0.0/16"]), CONTEXT)
+    assert entries_of(ec2, used) == [OFFICE]
+
+
+def test_an_exempt_principal_may_widen_a_list(ec2, used, conditions):
+    admin = assumed_role("NetworkAdmin", "bob")
+    conditions(EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"])
+    result = lambda_handler(
+        add_entries(ec2, used, ["0.0.0.0/0"], identity=admin), CONTEXT
+    )
+    assert result["decision"] == "kept"
+    assert result["keptRules"] == [f"entry 0.0.0.0/0 added to {used}"]
+    assert entries_of(ec2, used) == ["0.0.0.0/0", OFFICE]
+
+
+def test_the_same_event_twice_and_an_entry_already_gone(ec2, used):
+    event = add_entries(ec2, used, ["0.0.0.0/0"])
+    assert lambda_handler(event, CONTEXT)["decision"] == "reverted"
+    again = lambda_handler(event, CONTEXT)
+    assert again["decision"] == "already-gone"
+    assert again["alreadyGone"] == [f"entry 0.0.0.0/0 added to {used}"]
+    assert entries_of(ec2, used) == [OFFICE]
+
+
+def test_a_group_of_another_account_using_a_shared_list_counts_as_guarded(
+    ec2, office, associations, conditions
+):
+    """Its rules cannot be read here: fail closed, as all traffic both ways."""
+    associations.append(
+        {"ResourceId": "sg-0123456789abcdef0", "ResourceOwner": "210987654321"}
+    )
+    conditions(ALLOWED_RULES=[{"ipProtocol": "tcp", "cidrWithin": "10.0.0.0/8"}])
+    result = lambda_handler(add_entries(ec2, office, ["10.1.0.0/16"]), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert entries_of(ec2, office) == [OFFICE]
+
+
+def test_an_ipv6_entry_is_taken_out_of_an_ipv6_list(ec2, group_id, associations):
+    listed = ec2.create_managed_prefix_list(
+        PrefixListName="v6", AddressFamily="IPv6", MaxEntries=5
+    )["PrefixList"]["PrefixListId"]
+    reference(ec2, group_id, listed)
+    lambda_handler(add_entries(ec2, listed, ["::/0"]), CONTEXT)
+    assert entries_of(ec2, listed) == []
+
+
+def test_should_revert_false_keeps_the_entry(ec2, used, monkeypatch):
+    monkeypatch.setattr(lambda_function, "should_revert", lambda change: False)
+    result = lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"]), CONTEXT)
+    assert result["decision"] == "kept"
+    assert "0.0.0.0/0" in entries_of(ec2, used)
+
+
+def test_the_notification_names_the_list(ec2, used, inbox):
+    lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"]), CONTEXT)
+    (told,) = inbox()
+    assert told["Subject"].startswith(f"Reverted: entry 0.0.0.0/0 taken out of {used}")
+    assert f"List:     {used} (a managed prefix list)" in told["Message"]
+
+
+def request(body):
+    return record("ModifyManagedPrefixList", body, None)
+
+
+PL = "pl-0c3516b0e5630bf3e"
+
+
+@pytest.mark.parametrize(
+    "body, added, unreadable",
+    [
+        (  # the real record's layout: one entry, a dict, "cidr" lower-cased
+            {
+                "ModifyManagedPrefixListRequest": {
+                    "AddEntry": {
+                        "Description": "My IP",
+                        "cidr": "71.131.0.0/16",
+                        "tag": "1",
+                    },
+                    "PrefixListId": PL,
+                }
+            },
+            ["71.131.0.0/16"],
+            [],
+        ),
+        (  # several entries: a list
+            {
+                "ModifyManagedPrefixListRequest": {
+                    "AddEntry": [
+                        {"Cidr": "0.0.0.0/0", "tag": "1"},
+                        {"Cidr": "::/0", "tag": "2"},
+                    ],
+                    "PrefixListId": PL,
+                }
+            },
+            ["0.0.0.0/0", "::/0"],
+            [],
+        ),
+        (  # a flat camelCase request, as other EC2 calls record
+            {"prefixListId": PL, "addEntries": {"items": [{"cidr": "0.0.0.0/0"}]}},
+            ["0.0.0.0/0"],
+            [],
+        ),
+        (  # an entry that is no CIDR is reported, the rest undone
+            {
+                "ModifyManagedPrefixListRequest": {
+                    "AddEntry": [{"Cidr": "0.0.0.0/0"}, {"Cidr": "everyone"}],
+                    "PrefixListId": PL,
+                }
+            },
+            ["0.0.0.0/0"],
+            ["prefix list entry {'Cidr': 'everyone'}"],
+        ),
+        (  # entries added to a list that cannot be read: reported, never ignored
+            {"ModifyManagedPrefixListRequest": {"AddEntry": {"Cidr": "0.0.0.0/0"}}},
+            [],
+            ["entries ['0.0.0.0/0'] added to an unreadable PrefixListId"],
+        ),
+        (  # removals and renames open nothing
+            {
+                "ModifyManagedPrefixListRequest": {
+                    "RemoveEntry": {"Cidr": OFFICE},
+                    "PrefixListName": "x",
+                    "PrefixListId": PL,
+                }
+            },
+            [],
+            [],
+        ),
+    ],
+)
+def test_reading_prefix_list_changes(body, added, unreadable):
+    change = read_change(request(body))
+    assert [entry["cidr"] for entry in change["prefixList"]["added"]] == added
+    assert change["unreadable"] == unreadable
+    assert change["isEgress"] is None and change["rules"] == []
+
+
+def test_a_change_that_adds_nothing_is_kept_and_calls_nothing(calls):
+    body = {
+        "ModifyManagedPrefixListRequest": {"PrefixListName": "x", "PrefixListId": PL}
+    }
+    result = lambda_handler(request(body), CONTEXT)
+    assert (result["decision"], calls) == ("kept", [])
