@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 from cloudtrail import OPEN, SSH, assumed_role, authorize, rule_set
 from conftest import CONTEXT
+from test_tagging import tag_record, tags_of
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -179,3 +180,29 @@ def test_its_member_role_session_in_a_member_account_is_its_own(
     result = lambda_handler(event, CONTEXT)
     assert (result["decision"] == "kept") is kept
     assert (OPEN in rule_set(member_ec2, member_group)) is kept
+
+
+def test_a_guard_tag_removed_in_a_member_account_is_put_back_there(
+    member_ec2, member_group, ec2, assumed, conditions
+):
+    """Before, tag changes were undone with the function's own rights: in the central
+    account, where the member's group is not."""
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    member_ec2.create_tags(
+        Resources=[member_group], Tags=[{"Key": "guardrail", "Value": "on"}]
+    )
+    member_ec2.delete_tags(Resources=[member_group], Tags=[{"Key": "guardrail"}])
+    event = tag_record("DeleteTags", member_group, {"guardrail": None})
+    event["recipientAccountId"] = MEMBER
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "reverted"
+    assert tags_of(member_ec2, member_group) == {"guardrail": "on"}
+    assert assumed == [f"arn:aws:iam::{MEMBER}:role/sg-guardrail-member"]
+
+
+def test_a_tag_change_that_switches_nothing_off_needs_no_member_role(
+    member_ec2, member_group
+):
+    event = tag_record("CreateTags", member_group, {"team": "web"})
+    event["recipientAccountId"] = MEMBER
+    assert lambda_handler(event, CONTEXT)["decision"] == "kept"

@@ -107,7 +107,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         if sid
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
-        | {"SweepTheFailureQueue", "UndoTagChangesThatSwitchTheGuardOffIfGuarded"}
+        | {"SweepTheFailureQueue"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"
@@ -374,15 +374,30 @@ def test_the_sweep_runs_on_a_schedule_with_the_input_the_handler_reads():
     assert variables["FAILURE_QUEUE_URL"] == {"Ref": "FailureQueue"}
 
 
-def test_tag_changes_reach_the_function_only_for_security_groups_and_only_when_asked():
-    rule = RESOURCES["TagRule"]
-    assert rule["Condition"] == "GuardsTags"
+@pytest.mark.parametrize(
+    "rule, condition",
+    [
+        ("TagRule", "GuardsTags"),
+        ("ForwardedTagRule", "GuardsTags"),
+        ("ForwardTagRule", "ForwardsTags"),
+    ],
+)
+def test_tag_changes_reach_the_function_only_for_security_groups_and_only_when_asked(
+    rule, condition
+):
+    """From the function's own region, and forwarded from other regions and accounts."""
+    rule = RESOURCES[rule]
+    assert rule["Condition"] == condition
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["detail"]["eventName"] == list(lambda_function.TAG_EVENTS)
     assert pattern["detail"]["requestParameters"] == {
         "resourcesSet": {"items": {"resourceId": [{"prefix": "sg-"}]}}
     }
     assert pattern["detail"]["errorCode"] == [{"exists": False}]
-    assert RESOURCES["TagPermission"]["Properties"]["SourceArn"] == {
-        "Fn::GetAtt": ["TagRule", "Arn"]
-    }
+    for permission, source in [
+        ("TagPermission", "TagRule"),
+        ("ForwardedTagPermission", "ForwardedTagRule"),
+    ]:
+        assert RESOURCES[permission]["Properties"]["SourceArn"] == {
+            "Fn::GetAtt": [source, "Arn"]
+        }
