@@ -986,9 +986,18 @@ def unlocked_exemption(change: dict[str, Any]) -> str | None:
 
 
 def is_locked(change: dict[str, Any]) -> bool:
-    return change["groupId"] in LOCKED_GROUP_IDS or carries_any(
-        change.get("tags") or {}, LOCKED_TAGGED
+    """Locked groups, and the canary's group (template.yaml, Canary=true): its rule must
+    go whatever the conditions say, or the canary would prove nothing."""
+    group_id = change["groupId"]
+    return (
+        group_id in LOCKED_GROUP_IDS
+        or carries_any(change.get("tags") or {}, LOCKED_TAGGED)
+        or (group_id is not None and group_id == canary_group_id())
     )
+
+
+def canary_group_id() -> str:
+    return os.environ.get("CANARY_GROUP_ID", "").strip()
 
 
 def group_id_exemption(group_id: str | None) -> str | None:
@@ -1361,6 +1370,9 @@ def entries_to_remove(
 # Decisions, and the ones that mean a change stays open although no condition kept it:
 # these are notified and counted as such.
 LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
+BLIND_SPOT = (
+    "blind-spot"  # the sweep's word for a trail stopped or the canary left in place
+)
 
 
 def decision_of(done: dict[str, Any], dry_run: bool) -> str:
@@ -2459,6 +2471,7 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
             for record in recent_events(since, region, trail, TRAIL_EVENTS)
             if (spot := blinding(record))
         ]
+    blind_spots += stale_canaries(datetime.datetime.now(datetime.UTC))
     for spot in blind_spots:
         tell_blind_spot(spot)
     for message, event in failed_events():
@@ -2480,6 +2493,50 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
 
 
 TRAIL_EVENTS = ("StopLogging", "DeleteTrail", "PutEventSelectors")
+# The canary (template.yaml, Canary=true): a schedule adds this rule to an empty group every
+# few hours, with the time it was scheduled in the description; the live path must revert it
+# within seconds. One still there after the grace period means the live path is blind.
+CANARY = {"ipProtocol": "tcp", "fromPort": 9, "toPort": 9, "cidrIpv4": "192.0.2.1/32"}
+CANARY_GRACE = datetime.timedelta(minutes=5)
+CANARY_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def stale_canaries(now: datetime.datetime) -> list[str]:
+    """The canary rules the live path left, in words; each is revoked here, so that the next
+    canary can be added. A blind spot, told like a trail that stopped."""
+    group_id = canary_group_id()
+    if not GROUP_ID.fullmatch(group_id):
+        return []
+    ec2 = client("ec2", os.environ.get("AWS_REGION") or "us-east-1")
+    stale = [
+        rule
+        for rule in rules_now(ec2, group_id=[group_id])
+        if is_stale_canary(rule, now)
+    ]
+    if stale:
+        revoke(ec2, {"groupId": group_id}, stale)
+    return [
+        f"the canary rule {rule['securityGroupRuleId']} ({rule.get('description')}) "
+        f"was still in {group_id} after {int(CANARY_GRACE.total_seconds() // 60)} "
+        "minutes: the live path did not revert it (is the rule, the function or the "
+        "trail disabled?); the sweep revoked it"
+        for rule in stale
+    ]
+
+
+def is_stale_canary(rule: dict[str, Any], now: datetime.datetime) -> bool:
+    """A canary rule older than the grace period; one whose time cannot be read counts."""
+    if any(rule.get(key) != value for key, value in CANARY.items()) or rule["isEgress"]:
+        return False
+    found = CANARY_TIME.search(rule.get("description") or "")
+    added = (
+        datetime.datetime.strptime(found[0], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC
+        )
+        if found
+        else None
+    )
+    return added is None or now - added > CANARY_GRACE
 
 
 def blinding(record: Any) -> str | None:
@@ -2518,8 +2575,9 @@ def management_writes_kept(params: dict) -> bool:
 
 
 def tell_blind_spot(text: str) -> None:
-    """A blind spot is logged and told on the topic, like a change left open."""
-    print(json.dumps({"decision": "blind-spot", "reason": text}))
+    """A blind spot is logged with its metric and told on the topic, like a change left
+    open."""
+    log({"decision": BLIND_SPOT, "reason": text})
     topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
     found = TOPIC_ARN.fullmatch(topic)
     if not found:
@@ -2533,9 +2591,7 @@ def tell_blind_spot(text: str) -> None:
             Message=text,
         )
     except (ClientError, BotoCoreError) as error:
-        print(
-            json.dumps({"decision": "blind-spot", "notification": f"failed: {error}"})
-        )
+        print(json.dumps({"decision": BLIND_SPOT, "notification": f"failed: {error}"}))
 
 
 def handle_quietly(event: Any, context: Any) -> str:
@@ -2591,7 +2647,11 @@ def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
     told = result["decision"] in LEFT_OPEN or (
         result["decision"] in ("reverted", "dry-run") and result["rules"]
     )
-    if not topic or not told:
+    routine = result.get("groupId") == canary_group_id() and result["decision"] in (
+        "reverted",
+        "already-gone",
+    )  # the canary reverted, as it should be every few hours: logged, not told
+    if not topic or not told or routine:
         return
     found = TOPIC_ARN.fullmatch(topic)
     if not found:

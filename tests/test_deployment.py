@@ -217,7 +217,9 @@ def test_alarms_watch_errors_the_failure_queue_and_changes_left_open():
         for m in left_open
         if "MetricStat" in m
     }
-    assert watched == set(lambda_function.LEFT_OPEN)
+    assert watched == {*lambda_function.LEFT_OPEN, lambda_function.BLIND_SPOT}
+    (total,) = [m for m in left_open if "Expression" in m]
+    assert all(f"FILL({m['Id']}, 0)" in total["Expression"] for m in left_open[1:])
     for m in left_open:
         if "MetricStat" in m:
             metric = m["MetricStat"]["Metric"]
