@@ -2461,16 +2461,27 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     ]
     counts: dict[str, int] = {}
     blind_spots = []
-    for region in regions:
-        # IAM: cloudtrail:LookupEvents
-        trail = client("cloudtrail", region)
-        for record in recent_events(since, region, trail):
-            tally(counts, handle_quietly(record, context))
-        blind_spots += [
-            spot
-            for record in recent_events(since, region, trail, TRAIL_EVENTS)
-            if (spot := blinding(record))
-        ]
+    for account in [None, *other_accounts(settings.get("accounts"), context)]:
+        if account is not None and not MEMBER_ROLE_NAME:
+            blind_spots.append(f"account {account}: no MEMBER_ROLE_NAME to sweep it")
+            continue
+        for region in regions:
+            try:
+                # IAM: cloudtrail:LookupEvents (in other accounts, their member role's)
+                trail = client("cloudtrail", region, account)
+                for record in recent_events(since, region, trail):
+                    tally(counts, handle_quietly(record, context))
+                blind_spots += [
+                    spot
+                    for record in recent_events(since, region, trail, TRAIL_EVENTS)
+                    if (spot := blinding(record))
+                ]
+            except (ClientError, BotoCoreError) as error:
+                if account is None:
+                    raise  # the function's own history: Lambda's error alarm
+                blind_spots.append(
+                    f"account {account} in {region} could not be swept: {error}"
+                )
     blind_spots += stale_canaries(datetime.datetime.now(datetime.UTC))
     for spot in blind_spots:
         tell_blind_spot(spot)
@@ -2490,6 +2501,19 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     }
     print(json.dumps(result))
     return result
+
+
+def other_accounts(listed: Any, context: Any) -> list[str]:
+    """The member accounts the sweep reads too (the schedule's "accounts"), reached through
+    MEMBER_ROLE_NAME; the function's own account is swept anyway."""
+    arn = getattr(context, "invoked_function_arn", None)
+    own = arn.split(":")[4] if isinstance(arn, str) and arn.count(":") >= 5 else None
+    listed = listed if isinstance(listed, list) else []
+    return [
+        account
+        for account in dict.fromkeys(listed)
+        if isinstance(account, str) and ACCOUNT_ID.fullmatch(account) and account != own
+    ]
 
 
 TRAIL_EVENTS = ("StopLogging", "DeleteTrail", "PutEventSelectors")

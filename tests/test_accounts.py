@@ -7,8 +7,10 @@ import datetime
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from cloudtrail import OPEN, SSH, assumed_role, authorize, rule_set
 from conftest import CONTEXT
+from test_sweeping import lookup_pages
 from test_tagging import tag_record, tags_of
 
 import lambda_function
@@ -206,3 +208,33 @@ def test_a_tag_change_that_switches_nothing_off_needs_no_member_role(
     event = tag_record("CreateTags", member_group, {"team": "web"})
     event["recipientAccountId"] = MEMBER
     assert lambda_handler(event, CONTEXT)["decision"] == "kept"
+
+
+def stub_history(cloudtrail, records):
+    stub = Stubber(cloudtrail)
+    for page in lookup_pages(records):
+        stub.add_response("lookup_events", page)
+    return stub
+
+
+def test_the_sweep_reads_member_accounts_history_and_closes_what_was_missed_there(
+    member_ec2, member_group, assumed
+):
+    missed = member_event(member_ec2, member_group)
+    own = stub_history(lambda_function.client("cloudtrail", "us-east-1"), [])
+    member = lambda_function.client("cloudtrail", "us-east-1", MEMBER)
+    with own, stub_history(member, [missed]):
+        result = lambda_handler({"sweep": {"accounts": [MEMBER]}}, CONTEXT)
+    assert result["decisions"] == {"reverted": 1}
+    assert OPEN not in rule_set(member_ec2, member_group)
+
+
+def test_a_member_account_the_sweep_cannot_reach_is_told_as_a_blind_spot(aws, inbox):
+    own = stub_history(lambda_function.client("cloudtrail", "us-east-1"), [])
+    with own:
+        result = lambda_handler({"sweep": {"accounts": [MEMBER, "bad"]}}, CONTEXT)
+    assert result["blindSpots"] == [
+        f"account {MEMBER}: no MEMBER_ROLE_NAME to sweep it"
+    ]
+    (told,) = inbox()
+    assert told["Subject"].startswith("Guardrail blind spot: account")

@@ -364,11 +364,25 @@ def test_the_sweep_runs_on_a_schedule_with_the_input_the_handler_reads():
         "Fn::Sub": "rate(${SweepMinutes} minutes)"
     }
     (target,) = properties["Targets"]
-    template, _ = target["Input"]["Fn::Sub"]
-    filled = template.replace("${SweepMinutes}", "15").replace(
-        "${Regions}", "eu-west-1"
-    )
-    assert json.loads(filled) == {"sweep": {"minutes": 15, "regions": ["eu-west-1"]}}
+    template, variables = target["Input"]["Fn::Sub"]
+    # The accounts as the !If gives them: '"a", "b"' with SweepAccounts, '' without.
+    _, joined_accounts, nothing = variables["Accounts"]["Fn::If"]
+    _, (quote, inner, _) = joined_accounts["Fn::Join"]
+    separator, _ = inner["Fn::Join"]
+    for accounts in (["210987654321", "310987654321"], []):
+        joined = quote + separator.join(accounts) + quote if accounts else nothing
+        filled = (
+            template.replace("${SweepMinutes}", "15")
+            .replace("${Regions}", "eu-west-1")
+            .replace("${Accounts}", joined)
+        )
+        assert json.loads(filled) == {
+            "sweep": {
+                "minutes": 15,
+                "regions": ["eu-west-1"],
+                "accounts": accounts,
+            }
+        }
     assert RESOURCES["SweepPermission"]["Properties"]["SourceArn"] == {
         "Fn::GetAtt": ["SweepSchedule", "Arn"]
     }
