@@ -6,10 +6,11 @@ ModifySecurityGroupRules call. The function reads which rules the call added, ch
 against the CONDITIONS block below, and revokes exactly those rules: by the rule IDs in the
 response when CloudTrail has them, otherwise by the permissions rebuilt from the request.
 An edited rule is put back to its old value, with its rule ID, when a source gives that value.
-It never touches a rule the call did not add, and a failed call (errorCode) is left alone.
-Where switched on (template.yaml): removals from locked groups are put back, tag changes that
-would switch the guard off are undone, and a scheduled sweep handles what the live path missed
-(event history, the failure queue).
+Entries added to a prefix list (ModifyManagedPrefixList) that guarded rules reference are
+taken out again. It never touches a rule the call did not add, and a failed call (errorCode)
+is left alone. Where switched on (template.yaml): removals from locked groups are put back,
+tag changes that would switch the guard off are undone, a scheduled sweep handles what the
+live path missed (event history, the failure queue), and a canary proves the chain works.
 
 Deploy: zip this one file, create a Lambda function (runtime python3.13, handler
 lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge
