@@ -19,10 +19,19 @@ from collections import Counter
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
-from cloudtrail import authorize, camel, eventbridge, record, rule_set, rules_of
+from cloudtrail import (
+    add_entries,
+    authorize,
+    camel,
+    eventbridge,
+    record,
+    rule_set,
+    rules_of,
+)
 from conftest import CONTEXT
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
+from test_prefix_lists import serve_associations
 
 from lambda_function import (
     HANDLED_EVENTS,
@@ -399,3 +408,85 @@ def test_zz_report_fuzz_outcomes(capsys):
     """Prints what the examples did (run with -s); the README's figures come from here."""
     with capsys.disabled():
         print("\nfuzz outcomes:", dict(sorted(OUTCOMES.items())))
+
+
+# ModifyManagedPrefixList: any entry AWS accepts (IPv4 and IPv6, /0 to the host), in any of
+# the layouts a record may use, mixed with entries that are no CIDR at all.
+def any_cidr():
+    v4 = st.builds(
+        lambda address, length: str(
+            ipaddress.ip_network(f"{ipaddress.IPv4Address(address)}/{length}", False)
+        ),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 32),
+    )
+    v6 = st.builds(
+        lambda address, length: str(
+            ipaddress.ip_network(f"{ipaddress.IPv6Address(address)}/{length}", False)
+        ),
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 128),
+    )
+    return v4 | v6
+
+
+ENTRY_NOISE = st.one_of(
+    st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=2)
+)
+
+
+@settings(max_examples=300 * SCALE)
+@given(
+    cidrs=st.lists(any_cidr(), min_size=1, max_size=5, unique=True),
+    noise=st.lists(ENTRY_NOISE, max_size=2),
+    key=st.sampled_from(["Cidr", "cidr", "CIDR"]),
+    as_list=st.booleans(),
+)
+def test_every_prefix_list_entry_added_is_read_or_reported(cidrs, noise, key, as_list):
+    entries = [{key: cidr, "tag": str(n)} for n, cidr in enumerate(cidrs, 1)]
+    entries += [{key: value} for value in noise]
+    added = entries if as_list or len(entries) > 1 else entries[0]
+    body = {
+        "ModifyManagedPrefixListRequest": {
+            "AddEntry": added,
+            "PrefixListId": "pl-0123456789abcdef0",
+        }
+    }
+    change = read_change(record("ModifyManagedPrefixList", body, None))
+    assert [entry["cidr"] for entry in change["prefixList"]["added"]] == cidrs
+    assert len(change["unreadable"]) == len(noise)
+
+
+@settings(max_examples=60 * SCALE)
+@given(cidrs=st.lists(any_cidr(), min_size=1, max_size=4, unique=True))
+def test_any_entries_added_to_a_guarded_list_are_all_taken_out(ec2, vpc_id, cidrs):
+    """On moto: whatever is added, IPv4 or IPv6, the list ends as it was reviewed."""
+    family = "IPv6" if ":" in cidrs[0] else "IPv4"
+    reviewed = "2001:db8::/32" if family == "IPv6" else "198.51.100.0/24"
+    added = [c for c in cidrs if (":" in c) == (family == "IPv6") and c != reviewed]
+    if not added:
+        reject()
+    group = ec2.create_security_group(
+        GroupName=f"uses-{next(NAMES)}", Description="g", VpcId=vpc_id
+    )["GroupId"]
+    listed = ec2.create_managed_prefix_list(
+        PrefixListName=f"l-{next(NAMES)}",
+        AddressFamily=family,
+        MaxEntries=10,
+        Entries=[{"Cidr": reviewed}],
+    )["PrefixList"]["PrefixListId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {"IpProtocol": "-1", "PrefixListIds": [{"PrefixListId": listed}]}
+        ],
+    )
+    serve_associations(ec2)
+    try:
+        result = lambda_handler(add_entries(ec2, listed, added), CONTEXT)
+        OUTCOMES[f"prefix list: {result['decision']}"] += 1
+        assert result["decision"] == "reverted"
+        found = ec2.get_managed_prefix_list_entries(PrefixListId=listed)["Entries"]
+        assert [entry["Cidr"] for entry in found] == [reviewed]
+    finally:
+        ec2.delete_security_group(GroupId=group)

@@ -37,11 +37,9 @@ def office(ec2):
     return found["PrefixList"]["PrefixListId"]
 
 
-@pytest.fixture
-def associations(ec2):
-    """GetManagedPrefixListAssociations for the function's client, from moto's groups. Add
-    {"ResourceId", "ResourceOwner"} items to the returned list for groups of other accounts."""
-    foreign: list[dict] = []
+def serve_associations(ec2, foreign=()):
+    """GetManagedPrefixListAssociations for the function's client, from moto's groups, and
+    the `foreign` items ({"ResourceId", "ResourceOwner"}) for groups of other accounts."""
 
     def answer(params, **_):
         listed = params["body"]["PrefixListId"]
@@ -51,12 +49,24 @@ def associations(ec2):
             for permission in group["IpPermissions"] + group["IpPermissionsEgress"]
             if any(p["PrefixListId"] == listed for p in permission["PrefixListIds"])
         ]
-        found += foreign
-        return AWSResponse(None, 200, {}, None), {"PrefixListAssociations": found}
+        return AWSResponse(None, 200, {}, None), {
+            "PrefixListAssociations": found + list(foreign)
+        }
 
-    lambda_function.client("ec2", "us-east-1").meta.events.register(
-        "before-call.ec2.GetManagedPrefixListAssociations", answer
+    events = lambda_function.client("ec2", "us-east-1").meta.events
+    events.unregister(
+        "before-call.ec2.GetManagedPrefixListAssociations", unique_id="pl"
     )
+    events.register(
+        "before-call.ec2.GetManagedPrefixListAssociations", answer, unique_id="pl"
+    )
+
+
+@pytest.fixture
+def associations(ec2):
+    """The associations served; append to the list for groups of other accounts."""
+    foreign: list[dict] = []
+    serve_associations(ec2, foreign)
     return foreign
 
 
