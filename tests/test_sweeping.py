@@ -200,3 +200,36 @@ def test_a_trail_change_that_may_blind_the_live_path_is_told(
         assert told[0]["Subject"].startswith(
             f"Guardrail blind spot: {name} on trail main"
         )
+
+
+def test_after_a_burst_the_sweep_checks_what_is_still_open_in_one_call_per_200_rules(
+    ec2, group_id, calls
+):
+    """Found by make burst: a sweep handled each of the 1,000 reverted changes in its
+    window with a call of its own, and ran out of time before the failure queue."""
+    changes = []
+    for port in range(1000, 1250):
+        changes.append(
+            authorize(ec2, group_id, [{**SSH, "FromPort": port, "ToPort": port}])
+        )
+        if port < 1249:  # the live path reverted all but the last
+            lambda_handler(changes[-1], CONTEXT)
+    calls.clear()
+    result = sweep_with_history(changes)
+    assert result["decisions"] == {"already-gone": 249, "reverted": 1}
+    assert calls.count("DescribeSecurityGroupRules") <= 3  # 2 batches, + the late check
+    assert calls.count("RevokeSecurityGroupIngress") == 1
+
+
+def test_a_sweep_out_of_time_tells_what_it_left_and_still_takes_the_failure_queue(
+    ec2, group_id, failure_queue, inbox, monkeypatch
+):
+    sqs, url = failure_queue
+    queued, missed = authorize(ec2, group_id, [SSH]), authorize(ec2, group_id, [RDP])
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"requestPayload": queued}))
+    monkeypatch.setattr(lambda_function, "SWEEP_RESERVE_S", 10_000)  # no time at all
+    result = sweep_with_history([missed])
+    assert result["decisions"] == {"reverted": 1}  # the queued one
+    (spot,) = result["blindSpots"]
+    assert "ran out of time" in spot and "1 changes" in spot
+    assert any(m["Subject"].startswith("Guardrail blind spot") for m in inbox())
