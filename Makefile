@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo try test bench lint scan format package deploy clean
+.PHONY: demo try test bench burst lint scan format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ try: $(BIN)/activate
 
 bench: $(BIN)/activate bench/.venv-custodian/bin/activate
 	$(BIN)/python bench/bench.py
+
+# The bad day: a thousand changes in minutes against EC2's throttling (bench/BURST.md).
+burst: $(BIN)/activate
+	$(BIN)/python bench/burst.py
 
 # The peer gets its own virtualenv; if it cannot install, the benchmark leaves it out.
 bench/.venv-custodian/bin/activate: bench/requirements-custodian.txt

@@ -55,7 +55,10 @@ SEED = 7
 ACCOUNT = "123456789012"
 CONCURRENCY = 10  # Lambda environments at once (reserved concurrency)
 LAMBDA_TIMEOUT = 60  # template.yaml
-RETRY_DELAYS = (60, 120)  # Lambda's two retries of a function error, "about 1 and 2 minutes"
+RETRY_DELAYS = (
+    60,
+    120,
+)  # Lambda's two retries of a function error, "about 1 and 2 minutes"
 MAX_EVENT_AGE = 3600  # template.yaml: MaximumEventAgeInSeconds
 DELIVERY_DELAY = (3, 30)  # CloudTrail to EventBridge, seconds, uniform (assumed)
 SWEEP_EVERY = 15 * 60
@@ -63,7 +66,10 @@ CHANGER_THREADS = 4
 
 # AWS's request token buckets, (capacity, refill per second), by action category.
 BUCKETS = {
-    "resource-intensive": (50, 5),  # AuthorizeSecurityGroupIngress, RevokeSecurityGroupIngress
+    "resource-intensive": (
+        50,
+        5,
+    ),  # AuthorizeSecurityGroupIngress, RevokeSecurityGroupIngress
     "mutating": (50, 5),
     "non-mutating": (100, 20),
     "unfiltered": (50, 10),  # DescribeSecurityGroups without a filter or paging
@@ -71,6 +77,12 @@ BUCKETS = {
     "DeleteTags": (100, 10),
     "LookupEvents": (2, 2),  # CloudTrail: 2 per second per account and region
 }
+# EC2's answer past a bucket (its query API's error shape, HTTP 503).
+THROTTLED = (
+    b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+    b"<Message>Request limit exceeded.</Message></Error></Errors>"
+    b"<RequestID>burst</RequestID></Response>"
+)
 RESOURCE_INTENSIVE = {"AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress"}
 UNFILTERED = {"DescribeSecurityGroups"}
 
@@ -112,7 +124,9 @@ class SimDateTime(datetime):
 def compressed_time_module() -> types.SimpleNamespace:
     """The time module as botocore's backoff and the function's pacing see it: sleeps are
     FACTOR times shorter; the monotonic clock stays real (deadlines come from the context)."""
-    shim = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
+    shim = types.SimpleNamespace(
+        **{k: getattr(time, k) for k in dir(time) if not k.startswith("__")}
+    )
     shim.sleep = lambda seconds: time.sleep(max(0.0, seconds) / FACTOR)
     return shim
 
@@ -148,7 +162,9 @@ class Front:
         with self.lock:
             moment = now()
             tokens = self.tokens.get(key, capacity)
-            tokens = min(capacity, tokens + (moment - self.filled.get(key, moment)) * rate)
+            tokens = min(
+                capacity, tokens + (moment - self.filled.get(key, moment)) * rate
+            )
             self.filled[key] = moment
             if tokens < 1:
                 self.tokens[key] = tokens
@@ -174,11 +190,7 @@ class Front:
             if caller == "function":
                 self.counts[self.phase, "throttled"] += 1
             start_response("503 Service Unavailable", [("Content-Type", "text/xml")])
-            return [
-                b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
-                b"<Message>Request limit exceeded.</Message></Error></Errors>"
-                b"<RequestID>burst</RequestID></Response>"
-            ]
+            return [THROTTLED]
         status = []
 
         def remember(code, headers, *rest):
@@ -202,10 +214,20 @@ class Front:
         event name and time, 50 a page (the API reference's shape)."""
         if not self.take((ACCOUNT, region, "LookupEvents"), "LookupEvents"):
             self.counts[caller, "LookupEvents", "throttled"] += 1
-            start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")])
-            return [json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()]
+            start_response(
+                "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")]
+            )
+            return [
+                json.dumps(
+                    {"__type": "ThrottlingException", "message": "Rate exceeded"}
+                ).encode()
+            ]
         asked = json.loads(body or b"{}")
-        names = [a["AttributeValue"] for a in asked.get("LookupAttributes", []) if a["AttributeKey"] == "EventName"]
+        names = [
+            a["AttributeValue"]
+            for a in asked.get("LookupAttributes", [])
+            if a["AttributeKey"] == "EventName"
+        ]
         start, end = asked.get("StartTime", 0), asked.get("EndTime", 1e12)
         found = [
             r
@@ -222,7 +244,9 @@ class Front:
                     "EventId": r["eventID"],
                     "EventName": r["eventName"],
                     "EventTime": r["_at"],
-                    "CloudTrailEvent": json.dumps({k: v for k, v in r.items() if k != "_at"}),
+                    "CloudTrailEvent": json.dumps(
+                        {k: v for k, v in r.items() if k != "_at"}
+                    ),
                 }
                 for r in page
             ]
@@ -232,20 +256,6 @@ class Front:
         self.counts[caller, "LookupEvents", "ok"] += 1
         start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1")])
         return [json.dumps(answer).encode()]
-
-
-def serve(front_holder: list) -> int:
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    front = Front(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", port, front, True, request_handler=MotoRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    front_holder.append(front)
-    return port
 
 
 # ---- Lambda's execution environments ------------------------------------------------------
@@ -270,7 +280,7 @@ def environment(port: int, mode: str, tasks, results) -> None:
         AWS_SECRET_ACCESS_KEY="function",
         AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
     )
-    sys.stdout = open(os.devnull, "w")  # the function's log lines
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- the function's log lines, for good
     import boto3
 
     boto3.DEFAULT_SESSION = None  # forked from the harness: forget its credentials
@@ -278,14 +288,19 @@ def environment(port: int, mode: str, tasks, results) -> None:
     import lambda_function
 
     lambda_function.datetime = types.SimpleNamespace(
-        datetime=SimDateTime, UTC=UTC, timedelta=timedelta, timezone=__import__("datetime").timezone
+        datetime=SimDateTime,
+        UTC=UTC,
+        timedelta=timedelta,
+        timezone=__import__("datetime").timezone,
     )
     # The function's clock: its deadlines, margins and pacing in simulated seconds.
     lambda_function.time = compressed_time_module()
     lambda_function.time.monotonic = now
+    attempts = int(os.environ.get("BURST_MAX_ATTEMPTS", lambda_function.MAX_ATTEMPTS))
+    lambda_function.MAX_ATTEMPTS = attempts
     lambda_function.CLIENT_SETTINGS = {
         **lambda_function.CLIENT_SETTINGS,
-        "retries": {**lambda_function.CLIENT_SETTINGS["retries"], "mode": mode},
+        "retries": {"mode": mode, "total_max_attempts": attempts},
     }
     while True:
         task = tasks.get()
@@ -297,8 +312,10 @@ def environment(port: int, mode: str, tasks, results) -> None:
                 raise RuntimeError("injected function error")
             result = lambda_function.lambda_handler(event, Context())
             results.put((number, "ok", result))
-        except Exception as error:  # a function error: Lambda retries it
-            results.put((number, "error", f"{type(error).__name__}: {str(error)[:200]}"))
+        except Exception as error:  # noqa: BLE001 -- any function error: Lambda retries it
+            results.put(
+                (number, "error", f"{type(error).__name__}: {str(error)[:200]}")
+            )
 
 
 # ---- One scenario ---------------------------------------------------------------------------
@@ -307,27 +324,31 @@ def environment(port: int, mode: str, tasks, results) -> None:
 def run(scenario: dict, mode: str) -> dict:
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
     from cloudtrail import camel, eventbridge, record
 
     SKIPPED.value = 0.0
     global REAL_START
     REAL_START = time.monotonic()
-    holder: list = []
     context = multiprocessing.get_context("fork")
     tasks, results = context.Queue(), context.Queue()
-    port_box = context.Value("i", 0)
     # Environments start before the server's threads (fork is then safe); they learn the port.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    port_box.value = port
     workers = [
-        context.Process(target=environment, args=(port, mode, tasks, results), daemon=True)
+        context.Process(
+            target=environment, args=(port, mode, tasks, results), daemon=True
+        )
         for _ in range(CONCURRENCY)
     ]
     for worker in workers:
         worker.start()
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     class Quiet(MotoRequestHandler):
@@ -341,7 +362,9 @@ def run(scenario: dict, mode: str) -> dict:
     # moto's state lives in this process: each scenario starts from an empty AWS.
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    urllib.request.urlopen(
+        urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    )
     harness = {
         region: boto3.client("ec2", region_name=region, endpoint_url=endpoint)
         for region in scenario["regions"]
@@ -354,7 +377,9 @@ def run(scenario: dict, mode: str) -> dict:
     for region, ec2 in harness.items():
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         for n in range(scenario["groups"] // len(harness)):
-            group = ec2.create_security_group(GroupName=f"g{n}", Description="g", VpcId=vpc)["GroupId"]
+            group = ec2.create_security_group(
+                GroupName=f"g{n}", Description="g", VpcId=vpc
+            )["GroupId"]
             groups.append((region, group))
     baseline = rule_count(harness, groups)
 
@@ -364,8 +389,19 @@ def run(scenario: dict, mode: str) -> dict:
     calls = []
     for n in range(scenario["rules"] // per_call):
         region, group = groups[n % len(groups)]
-        ranges = [{"CidrIp": f"198.51.{(n * per_call + i) // 250}.{(n * per_call + i) % 250}/32"} for i in range(per_call)]
-        calls.append((region, group, {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": ranges}))
+        ranges = [
+            {
+                "CidrIp": f"198.51.{(n * per_call + i) // 250}.{(n * per_call + i) % 250}/32"
+            }
+            for i in range(per_call)
+        ]
+        calls.append(
+            (
+                region,
+                group,
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": ranges},
+            )
+        )
     deliveries: list = []  # heap of (due, seq, event)
     seq = itertools.count()
     created_at: dict[str, float] = {}
@@ -376,38 +412,67 @@ def run(scenario: dict, mode: str) -> dict:
     def changer(share):
         clients = {
             region: boto3.client(
-                "ec2", region_name=region, endpoint_url=endpoint, config=changer_config,
-                aws_access_key_id="changer", aws_secret_access_key="changer",
+                "ec2",
+                region_name=region,
+                endpoint_url=endpoint,
+                config=changer_config,
+                aws_access_key_id="changer",
+                aws_secret_access_key="changer",
             )
             for region in scenario["regions"]
         }
         for region, group, permission in share:
             while True:  # a script that keeps going until its change is in
                 try:
-                    answer = clients[region].authorize_security_group_ingress(GroupId=group, IpPermissions=[permission])
+                    answer = clients[region].authorize_security_group_ingress(
+                        GroupId=group, IpPermissions=[permission]
+                    )
                     break
-                except Exception:
-                    continue
+                except (ClientError, BotoCoreError):
+                    continue  # throttled past its retries: the script tries again
             moment = now()
             created = answer.get("SecurityGroupRules", [])
             request = {"groupId": group, "ipPermissions": camel([permission])}
-            response = {"_return": True, "securityGroupRuleSet": camel([{"GroupOwnerId": ACCOUNT, **r} for r in created])}
-            found = record("AuthorizeSecurityGroupIngress", request, response, region=region)
+            response = {
+                "_return": True,
+                "securityGroupRuleSet": camel(
+                    [{"GroupOwnerId": ACCOUNT, **r} for r in created]
+                ),
+            }
+            found = record(
+                "AuthorizeSecurityGroupIngress", request, response, region=region
+            )
             found["eventTime"] = stamp(moment)
             with lock:
                 last_change[0] = max(last_change[0], moment)
                 for rule in created:
                     created_at[rule["SecurityGroupRuleId"]] = moment
-                front.history.append({**found, "_at": (SIM_EPOCH + timedelta(seconds=moment)).timestamp()})
-                heapq.heappush(deliveries, (moment + rng.uniform(*DELIVERY_DELAY), next(seq), eventbridge(found)))
+                front.history.append(
+                    {
+                        **found,
+                        "_at": (SIM_EPOCH + timedelta(seconds=moment)).timestamp(),
+                    }
+                )
+                heapq.heappush(
+                    deliveries,
+                    (
+                        moment + rng.uniform(*DELIVERY_DELAY),
+                        next(seq),
+                        eventbridge(found),
+                    ),
+                )
 
     compress_botocore()
-    changers = [threading.Thread(target=changer, args=(calls[i::CHANGER_THREADS],)) for i in range(CHANGER_THREADS)]
+    changers = [
+        threading.Thread(target=changer, args=(calls[i::CHANGER_THREADS],))
+        for i in range(CHANGER_THREADS)
+    ]
     for thread in changers:
         thread.start()
 
     # Lambda's asynchronous queue: (due, seq, invocation); invocations are dicts.
     waiting: list = []
+    delivered: list = []  # (when, group) of each event handed to Lambda
     in_flight: dict[int, dict] = {}
     numbers = itertools.count()
     failed_to_queue = 0
@@ -421,7 +486,9 @@ def run(scenario: dict, mode: str) -> dict:
     def dispatch(invocation):
         number = next(numbers)
         in_flight[number] = invocation
-        crash = invocation["crash"] == "always" or (invocation["crash"] == "once" and invocation["attempt"] == 0)
+        crash = invocation["crash"] == "always" or (
+            invocation["crash"] == "once" and invocation["attempt"] == 0
+        )
         tasks.put((number, invocation["event"], crash))
         invocations["invocations"] += 1
 
@@ -430,9 +497,25 @@ def run(scenario: dict, mode: str) -> dict:
         with lock:
             while deliveries and deliveries[0][0] <= moment:
                 _, _, event = heapq.heappop(deliveries)
+                delivered.append(
+                    (moment, event["detail"]["requestParameters"]["groupId"])
+                )
                 roll = rng.random()
-                crash = "always" if roll < crash_always else "once" if roll < crash_always + crash_once else None
-                heapq.heappush(waiting, (moment, next(seq), {"event": event, "attempt": 0, "first": moment, "crash": crash}))
+                crash = (
+                    "always"
+                    if roll < crash_always
+                    else "once"
+                    if roll < crash_always + crash_once
+                    else None
+                )
+                heapq.heappush(
+                    waiting,
+                    (
+                        moment,
+                        next(seq),
+                        {"event": event, "attempt": 0, "first": moment, "crash": crash},
+                    ),
+                )
         while waiting and waiting[0][0] <= moment and len(in_flight) < CONCURRENCY:
             _, _, invocation = heapq.heappop(waiting)
             if moment - invocation["first"] > MAX_EVENT_AGE:
@@ -453,23 +536,35 @@ def run(scenario: dict, mode: str) -> dict:
                 continue
             if invocation["attempt"] < len(RETRY_DELAYS):
                 delay = RETRY_DELAYS[invocation["attempt"]]
-                heapq.heappush(waiting, (now() + delay, next(seq), {**invocation, "attempt": invocation["attempt"] + 1}))
+                heapq.heappush(
+                    waiting,
+                    (
+                        now() + delay,
+                        next(seq),
+                        {**invocation, "attempt": invocation["attempt"] + 1},
+                    ),
+                )
             else:
                 send_to_failure_queue(sqs, queue_url, invocation)
                 failed_to_queue += 1
         changing = any(thread.is_alive() for thread in changers)
         if not changing and not deliveries and not waiting and not in_flight:
-            if sweeps and open_rules(harness, groups, baseline) == 0 and queue_depth(sqs, queue_url) == 0:
+            if (
+                sweeps
+                and open_rules(harness, groups, baseline) == 0
+                and queue_depth(sqs, queue_url) == 0
+            ):
                 break
             if len(sweeps) >= 6:
                 break
-        if moment >= next_sweep and not in_flight.get("sweep"):
-            if not any(i.get("sweep") for i in in_flight.values()):
-                number = next(numbers)
-                in_flight[number] = {"sweep": True}
-                front.phase = "sweep"
-                tasks.put((number, {"sweep": {"minutes": 15, "regions": scenario["regions"]}}, False))
-                next_sweep += SWEEP_EVERY
+        sweeping = any(i.get("sweep") for i in in_flight.values())
+        if moment >= next_sweep and not sweeping:  # the schedule's invocation
+            number = next(numbers)
+            in_flight[number] = {"sweep": True}
+            front.phase = "sweep"
+            sweep = {"sweep": {"minutes": 15, "regions": scenario["regions"]}}
+            tasks.put((number, sweep, False))
+            next_sweep += SWEEP_EVERY
         # Nothing in flight and nothing due soon: skip ahead to the next thing due.
         if not changing and not in_flight:
             due = [next_sweep]
@@ -504,10 +599,12 @@ def run(scenario: dict, mode: str) -> dict:
         "sweeps": len(sweeps),
         "swept": dict(swept),
         "sweepErrors": [s["error"] for s in sweeps if "error" in s][:2],
+        "blindSpots": [b for s in sweeps for b in s.get("blindSpots", [])][:3],
         "invocations": invocations["invocations"],
         "functionErrors": invocations["error"],
         "liveCallsPerRule": counts["live", "calls"] / max(1, len(created_at)),
         "liveThrottled": counts["live", "throttled"],
+        "batchedCallsPerRule": batched_calls(delivered) / max(1, len(created_at)),
         "sweepCalls": counts["sweep", "calls"],
         "sweepThrottled": counts["sweep", "throttled"],
         "changerThrottled": changer_throttled,
@@ -516,15 +613,37 @@ def run(scenario: dict, mode: str) -> dict:
         "maxExposure": max(exposures, default=0),
         "medianExposure": sorted(exposures)[len(exposures) // 2] if exposures else 0,
         "realSeconds": time.monotonic() - REAL_START,
-        "decisions": {k: v for k, v in invocations.items() if k not in ("invocations", "ok", "error")},
+        "decisions": {
+            k: v
+            for k, v in invocations.items()
+            if k not in ("invocations", "ok", "error")
+        },
     }
+
+
+BATCH_WINDOW = 2  # seconds: EventBridge -> SQS -> Lambda with a batching window
+
+
+def batched_calls(delivered: list) -> int:
+    """Revoke calls had the events been buffered and revoked one call per group per batch
+    window (an estimate from the delivery times: the buffered mode is not built)."""
+    calls, window, groups = 0, None, set()
+    for when, group in sorted(delivered):
+        if window is None or when >= window + BATCH_WINDOW:
+            calls += len(groups)
+            window, groups = when, set()
+        groups.add(group)
+    return calls + len(groups)
 
 
 def send_to_failure_queue(sqs, url, invocation) -> None:
     """Lambda's on-failure destination record (AWS Lambda developer guide)."""
     body = {
         "version": "1.0",
-        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": invocation["attempt"] + 1},
+        "requestContext": {
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": invocation["attempt"] + 1,
+        },
         "requestPayload": invocation["event"],
         "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
     }
@@ -532,7 +651,13 @@ def send_to_failure_queue(sqs, url, invocation) -> None:
 
 
 def queue_depth(sqs, url) -> int:
-    found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    found = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        ],
+    )
     return sum(int(v) for v in found["Attributes"].values())
 
 
@@ -541,7 +666,9 @@ def rule_count(harness, groups) -> int:
 
 
 def rules(ec2, group) -> list:
-    found = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])
+    found = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group]}]
+    )
     return found["SecurityGroupRules"]
 
 
@@ -550,24 +677,90 @@ def open_rules(harness, groups, baseline) -> int:
 
 
 SCENARIOS = [
-    {"name": "1,000 single-rule changes, 50 groups", "rules": 1000, "per_call": 1, "groups": 50, "regions": ["us-east-1"]},
-    {"name": "1,000 rules in 60-rule calls", "rules": 1020, "per_call": 60, "groups": 50, "regions": ["us-east-1"]},
-    {"name": "1,000 single-rule changes in two regions", "rules": 1000, "per_call": 1, "groups": 50, "regions": ["us-east-1", "eu-west-1"]},
-    {"name": "1,000 single-rule changes, 5% of events fail once, 1% always", "rules": 1000, "per_call": 1, "groups": 50, "regions": ["us-east-1"], "crash_once": 0.05, "crash_always": 0.01},
+    {
+        "name": "1,000 single-rule changes, 50 groups",
+        "rules": 1000,
+        "per_call": 1,
+        "groups": 50,
+        "regions": ["us-east-1"],
+    },
+    {
+        "name": "1,000 rules in 60-rule calls",
+        "rules": 1020,
+        "per_call": 60,
+        "groups": 50,
+        "regions": ["us-east-1"],
+    },
+    {
+        "name": "1,000 single-rule changes in two regions",
+        "rules": 1000,
+        "per_call": 1,
+        "groups": 50,
+        "regions": ["us-east-1", "eu-west-1"],
+    },
+    {
+        "name": "1,000 single-rule changes, 5% of events fail once, 1% always",
+        "rules": 1000,
+        "per_call": 1,
+        "groups": 50,
+        "regions": ["us-east-1"],
+        "crash_once": 0.05,
+        "crash_always": 0.01,
+    },
 ]
+
+
+RESULTS = ROOT / "bench" / "BURST.md"
+
+
+def table(rows: list) -> str:
+    header = (
+        "| Scenario | Retry mode | Rules added | Left open | Failure queue (closed by sweep) "
+        "| Calls per rule (buffered, est.) | Throttled: function / changer | Burst "
+        "| Exposure median / max | Tail |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {name} | {mode} | {r['rulesAdded']:,} | **{r['leftOpen']}** "
+        f"| {r['failureQueue']} ({r['swept'].get('reverted', 0)}) "
+        f"| {r['liveCallsPerRule']:.2f} ({r['batchedCallsPerRule']:.2f}) "
+        f"| {r['liveThrottled']} / {r['changerThrottled']} "
+        f"| {r['burstSeconds']:.0f} s | {r['medianExposure']:.0f} s / {r['maxExposure']:.0f} s "
+        f"| {r['tail']:.0f} s |"
+        for name, mode, r in rows
+    ]
+    return header + "\n".join(lines) + "\n"
 
 
 def main() -> int:
     only = os.environ.get("BURST_ONLY")
     modes = os.environ.get("BURST_MODES", "standard,adaptive").split(",")
     rows = []
+    started = time.monotonic()
     for scenario in SCENARIOS:
         if only and only not in scenario["name"]:
             continue
         for mode in modes:
             result = run(scenario, mode)
             rows.append((scenario["name"], mode, result))
-            print(json.dumps({"scenario": scenario["name"], "mode": mode, **result}), flush=True)
+            print(
+                json.dumps({"scenario": scenario["name"], "mode": mode, **result}),
+                flush=True,
+            )
+    text = (
+        f"# make burst ({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, "
+        f"{time.monotonic() - started:.0f} s)\n\n"
+        f"Time compressed {FACTOR:g}x: every rate and delay; figures in simulated seconds. "
+        f"EC2 buckets per account, region and category (AuthorizeSecurityGroupIngress and "
+        f"RevokeSecurityGroupIngress share one: 50, refilled 5 a second); {CONCURRENCY} "
+        f"Lambda environments; CloudTrail delay {DELIVERY_DELAY[0]}-{DELIVERY_DELAY[1]} s; "
+        f"Lambda retries after {RETRY_DELAYS[0]} and {RETRY_DELAYS[1]} s; sweep every "
+        f"{SWEEP_EVERY // 60} min. Calls per rule: the function's EC2 calls on the live path "
+        "(throttled answers apart) per rule added. Exposure: from a rule's creation to its "
+        "revoke. Tail: from the last change to the last revoke.\n\n" + table(rows)
+    )
+    if not only:
+        RESULTS.write_text(text)
+    print("\n" + text)
     return 1 if any(result["leftOpen"] for _, _, result in rows) else 0
 
 

@@ -78,8 +78,8 @@ def test_throttling_and_5xx_are_retried_a_bounded_number_of_times_then_raised(
     capsys.readouterr()
     with pytest.raises(ClientError, match=code):
         lambda_handler(event, CONTEXT)
-    assert len(faults.attempts) == 5  # botocore standard mode, max_attempts=5
-    assert len(faults.sleeps) == 4
+    assert len(faults.attempts) == lambda_function.MAX_ATTEMPTS == 10
+    assert len(faults.sleeps) == 9
     assert '"decision": "error"' in capsys.readouterr().out
     assert OPEN in rule_set(ec2, group_id)
 
