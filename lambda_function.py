@@ -1435,7 +1435,7 @@ REJECTED = {
 DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
 # Per call, the first included; then the error goes up to Lambda, whose retry comes a minute
 # later. make burst: with 5, a thousand changes in minutes left 9-17 events to Lambda's retry
-# (rules open up to 100-217 s); with 10, none (66 s at most). The deadline still bounds it.
+# (rules open up to 100-217 s); with 10, 0-2. The deadline still bounds it.
 MAX_ATTEMPTS = 10
 CLIENT_SETTINGS = {
     "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
