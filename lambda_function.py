@@ -373,8 +373,10 @@ CHANGE_EVENTS = (  # event_pattern.json
     "AuthorizeSecurityGroupEgress",
     "ModifySecurityGroupRules",
     # A prefix list's entries are the sources of every rule that references it: an entry
-    # added there opens those rules with no security-group call at all.
+    # added there opens those rules with no security-group call at all; so does a restore
+    # of an earlier version that held an entry taken out since.
     "ModifyManagedPrefixList",
+    "RestoreManagedPrefixListVersion",
 )
 REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupIngress",
@@ -432,7 +434,9 @@ def read_change(event: Any) -> dict[str, Any]:
         "account": None,
         "groupId": None,
         "groupName": None,
-        "isEgress": None if name.startswith("Modify") else name.endswith("Egress"),
+        "isEgress": None
+        if name.startswith(("Modify", "Restore"))
+        else name.endswith("Egress"),
         "removal": name in REMOVAL_EVENTS,
         "rules": [],
         "unreadable": [],
@@ -523,6 +527,8 @@ def read_rules(record: dict, change: dict[str, Any]) -> None:
         read_tagging(params, change)
     elif change["eventName"] == "ModifyManagedPrefixList":
         read_prefix_list_change(params, change)
+    elif change["eventName"] == "RestoreManagedPrefixListVersion":
+        read_prefix_list_restore(params, change)
     elif change["removal"]:
         read_removal(params, record.get("responseElements"), change)
     else:
@@ -605,6 +611,27 @@ def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
         entries = [entry["cidr"] for entry in change["prefixList"]["added"]]
         change["prefixList"]["added"] = []
         raise Unreadable(f"entries {entries} added to an unreadable PrefixListId")
+
+
+def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
+    """RestoreManagedPrefixListVersion: the list, and the version its entries came back from
+    (PreviousVersion) over the one they replaced (CurrentVersion); which entries that added
+    is asked of AWS. Layout assumed like ModifyManagedPrefixList's (unverified)."""
+    request = field(params, "RestoreManagedPrefixListVersionRequest")
+    request = request if isinstance(request, dict) else params
+    change["prefixList"] = {"prefixListId": None, "added": []}
+    listed = field(request, "PrefixListId")
+    versions = [field(request, key) for key in ("PreviousVersion", "CurrentVersion")]
+    versions = [
+        int(v) if isinstance(v, (int, str)) and str(v).isdigit() else None
+        for v in versions
+    ]
+    if not (isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed)):
+        raise Unreadable("a prefix list restored, its PrefixListId unreadable")
+    change["prefixList"]["prefixListId"] = listed
+    if None in versions:
+        raise Unreadable(f"{listed} restored from an unreadable version")
+    change["prefixList"]["restored"] = {"from": versions[0], "over": versions[1]}
 
 
 def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
@@ -1646,6 +1673,36 @@ def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, An
     return found
 
 
+def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
+    """The entries a restore brought back: in the version restored, not in the one it
+    replaced. Versions do not change once made, so this holds however late the event is."""
+    versions = listed["restored"]
+    found = {}
+    for key in ("from", "over"):
+        # IAM: ec2:GetManagedPrefixListEntries
+        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
+            PrefixListId=listed["prefixListId"], TargetVersion=versions[key]
+        )
+        try:
+            found[key] = {
+                entry["Cidr"]: entry
+                for page in pages
+                for entry in page.get("Entries", [])
+            }
+        except ClientError as error:
+            if error_code(error) in PREFIX_LIST_GONE:
+                return []  # the list is gone: nothing it opens
+            raise
+    return [
+        {
+            "cidr": cidr,
+            **({"description": e["Description"]} if e.get("Description") else {}),
+        }
+        for cidr, e in found["from"].items()
+        if cidr not in found["over"]
+    ]
+
+
 PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}
 
 
@@ -2255,10 +2312,12 @@ def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dic
     """Entries added to a prefix list that guarded groups reference: take out the ones
     their rules would not be allowed with."""
     listed = change["prefixList"]
+    ec2 = client("ec2", change["region"], account)
+    if "restored" in listed:
+        listed["added"] = restored_entries(ec2, listed)
     if not listed["added"]:
         reason = "the prefix-list change added no entry"
         return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
-    ec2 = client("ec2", change["region"], account)
     guarded = guarded_references(
         references(ec2, listed["prefixListId"], change["account"])
     )
@@ -2363,7 +2422,8 @@ def may_undo(change: dict[str, Any]) -> bool:
     """Might the change need undoing, and so an account to act in?"""
     if "tagging" in change:
         return any(tags_to_undo(change["eventName"], change["tagging"]["tags"]))
-    return bool(change["rules"] or change.get("prefixList", {}).get("added"))
+    listed = change.get("prefixList", {})
+    return bool(change["rules"] or listed.get("added") or listed.get("restored"))
 
 
 def member_account(change: dict[str, Any], context: Any) -> str | None:

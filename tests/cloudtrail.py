@@ -420,3 +420,35 @@ def add_entries(
         region=ec2.meta.region_name,
         identity=identity,
     )
+
+
+def restore_version(ec2: Any, prefix_list_id: str, previous: int) -> dict[str, Any]:
+    """RestoreManagedPrefixListVersion, which moto lacks, done on moto by its effect (a new
+    version holding the entries of `previous`), and its record. The request layout is assumed
+    like ModifyManagedPrefixList's (unverified)."""
+    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])[
+        "PrefixLists"
+    ]
+
+    def entries(version):
+        answer = ec2.get_managed_prefix_list_entries(
+            PrefixListId=prefix_list_id, TargetVersion=version
+        )
+        return {entry["Cidr"] for entry in answer["Entries"]}
+
+    current = found["Version"]
+    back, now_ = entries(previous), entries(current)
+    ec2.modify_managed_prefix_list(
+        PrefixListId=prefix_list_id,
+        CurrentVersion=current,
+        AddEntries=[{"Cidr": cidr} for cidr in sorted(back - now_)],
+        RemoveEntries=[{"Cidr": cidr} for cidr in sorted(now_ - back)],
+    )
+    request = {
+        "RestoreManagedPrefixListVersionRequest": {
+            "PrefixListId": prefix_list_id,
+            "PreviousVersion": str(previous),
+            "CurrentVersion": str(current),
+        }
+    }
+    return record("RestoreManagedPrefixListVersion", request, None)

@@ -228,7 +228,8 @@ def test_audit_handles_every_change_in_recent_history(ec2, group_id, capsys):
         )
         expect_lookup(stub, "AuthorizeSecurityGroupEgress", lookup_page([]))
         expect_lookup(stub, "ModifySecurityGroupRules", lookup_page([]))
-        expect_lookup(stub, "ModifyManagedPrefixList", lookup_page([]))
+        for name in CHANGE_EVENTS[3:]:
+            expect_lookup(stub, name, lookup_page([]))
         assert main(["--since", "24h"], cloudtrail=cloudtrail) == 0
         stub.assert_no_pending_responses()
     assert not {OPEN, OPEN_WEB} & rule_set(ec2, group_id)

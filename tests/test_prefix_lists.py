@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from cloudtrail import ACCOUNT, add_entries, assumed_role, eventbridge, record
+from cloudtrail import (
+    ACCOUNT,
+    add_entries,
+    assumed_role,
+    eventbridge,
+    record,
+    restore_version,
+)
 from conftest import CONTEXT
 
 import lambda_function
@@ -315,3 +322,45 @@ def test_a_change_that_adds_nothing_is_kept_and_calls_nothing(calls):
     }
     result = lambda_handler(request(body), CONTEXT)
     assert (result["decision"], calls) == ("kept", [])
+
+
+def test_restoring_the_version_that_held_the_world_takes_it_out_again(ec2, used):
+    """Add 0.0.0.0/0 (taken out), then restore the version that held it: without this,
+    the list is open again with no security-group call and no ModifyManagedPrefixList."""
+    lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"]), CONTEXT)
+    assert entries_of(ec2, used) == [OFFICE]
+    result = lambda_handler(restore_version(ec2, used, previous=2), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert result["rules"][0].startswith(f"entry 0.0.0.0/0 taken out of {used}")
+    assert entries_of(ec2, used) == [OFFICE]
+
+
+def test_a_restore_that_brings_nothing_back_is_kept(ec2, used):
+    ec2.modify_managed_prefix_list(
+        PrefixListId=used, CurrentVersion=1, RemoveEntries=[{"Cidr": OFFICE}]
+    )
+    result = lambda_handler(restore_version(ec2, used, previous=2), CONTEXT)
+    assert (result["decision"], entries_of(ec2, used)) == ("kept", [])
+
+
+@pytest.mark.parametrize(
+    "body, unreadable",
+    [
+        (
+            {"RestoreManagedPrefixListVersionRequest": {"PrefixListId": PL}},
+            [f"{PL} restored from an unreadable version"],
+        ),
+        (
+            {
+                "RestoreManagedPrefixListVersionRequest": {
+                    "PreviousVersion": "1",
+                    "CurrentVersion": "2",
+                }
+            },
+            ["a prefix list restored, its PrefixListId unreadable"],
+        ),
+    ],
+)
+def test_a_restore_that_cannot_be_read_is_reported(body, unreadable):
+    change = read_change(record("RestoreManagedPrefixListVersion", body, None))
+    assert change["unreadable"] == unreadable
