@@ -692,6 +692,13 @@ SCENARIOS = [
         "regions": ["us-east-1"],
     },
     {
+        "name": "1,000 single-rule changes to one group",
+        "rules": 1000,
+        "per_call": 1,
+        "groups": 1,
+        "regions": ["us-east-1"],
+    },
+    {
         "name": "1,000 single-rule changes in two regions",
         "rules": 1000,
         "per_call": 1,
