@@ -2104,7 +2104,21 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     _retry_until = time.monotonic() + remaining_ms / 1000
     if isinstance(event, dict) and set(event) == {"sweep"}:  # the schedule's input
         return sweep(event["sweep"], context)
-    dry_run = os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
+    if is_sqs_batch(event):  # Delivery=buffered: EventBridge -> SQS -> Lambda
+        return handle_batch(event["Records"], context)
+    return handle_event(event, context)
+
+
+DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
+
+
+def is_dry_run() -> bool:
+    return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
+
+
+def handle_event(event: Any, context: Any) -> dict[str, Any]:
+    """One event, from reading to the log line; an error is told, then raised for a retry."""
+    dry_run = is_dry_run()
     summary, change = first_summary(event), {}
     if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
         print(
@@ -2290,7 +2304,7 @@ def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
     ]
     done["retagged"] += [f"tag {k} taken off {groups}" for k in take_off]
     done["reason"] = (
-        "DRY_RUN is set; nothing changed"
+        DRY_RUN_REASON
         if dry_run
         else "a tag change would have switched the guard off: undone"
     )
@@ -2343,7 +2357,7 @@ def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dic
     ]
     done["gone"] = entries_changed({"prefixList": {**listed, "added": gone}})
     done["reason"] = done["reason"] or (
-        "DRY_RUN is set; nothing changed"
+        DRY_RUN_REASON
         if dry_run
         else "the prefix list is a source of guarded rules: the entries they would not "
         "be allowed with were taken out"
@@ -2360,7 +2374,7 @@ def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
     done["kept"] = present  # someone put them back already
     done["reauthorized"] = [rule for rule in change["rules"] if rule not in present]
     done["reason"] = done["reason"] or (
-        "DRY_RUN is set; nothing changed"
+        DRY_RUN_REASON
         if dry_run
         else "the group is locked: the removed rules were authorized again (new rule IDs)"
     )
@@ -2369,7 +2383,7 @@ def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
 
 def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
     if dry_run:
-        return "DRY_RUN is set; nothing changed"
+        return DRY_RUN_REASON
     if not done["revoked"] and not done["restored"]:
         return "the rules were already gone"
     if done["unreadable"]:
@@ -2500,6 +2514,122 @@ def log(result: dict[str, Any]) -> dict[str, Any]:
     }
     print(json.dumps({**result, "Events": 1, "_aws": metrics}, default=str))
     return result
+
+
+# =============================================================================================
+# Buffered delivery (Delivery=buffered): EventBridge -> SQS -> Lambda, a batch at a time
+#
+# Each message holds one event, handled as a live one. Additions by rule ID are decided one by
+# one, then revoked together: one call per group and direction for the whole batch, so that a
+# burst into one group costs a call per batch, not per change. A message whose undo failed is
+# reported back (ReportBatchItemFailures), and SQS delivers it again.
+# =============================================================================================
+
+
+def is_sqs_batch(event: Any) -> bool:
+    messages = event.get("Records") if isinstance(event, dict) else None
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(
+            isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages
+        )
+    )
+
+
+def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
+    failed, decided = [], []
+    for message in messages:
+        event = event_of(message)
+        try:
+            if is_dry_run() or not revokes_by_id(event):
+                handle_event(event, context)
+            else:
+                decided.append((message.get("messageId"), *decide(event, context)))
+        except (ClientError, BotoCoreError, NotRevoked):
+            failed.append(message.get("messageId"))
+    batches: dict[tuple, list] = {}
+    for item in decided:
+        _, _, change, done, account = item
+        key = (change["region"], account, change["groupId"])
+        batches.setdefault(key, []).append(item)
+    for (region, account, group_id), items in batches.items():
+        by_id = {
+            rule["securityGroupRuleId"]: rule
+            for item in items
+            for rule in item[3].get("revoked", [])
+        }
+        rules = list(by_id.values())  # the same event twice in a batch: revoked once
+        try:
+            gone = (
+                revoke(client("ec2", region, account), {"groupId": group_id}, rules)
+                if rules
+                else []
+            )
+        except (ClientError, BotoCoreError, NotRevoked) as error:
+            reason = (
+                error_reason(error) if isinstance(error, ClientError) else repr(error)
+            )
+            for message_id, summary, change, done, _ in items:
+                if done.get("revoked"):
+                    report_error(summary, change, reason)
+                    failed.append(message_id)
+                else:
+                    finish(summary, change, done, [])
+            continue
+        for _, summary, change, done, _ in items:
+            finish(summary, change, done, gone)
+    # A message without an ID fails the whole batch (SQS delivers it all again): fail closed.
+    return {"batchItemFailures": [{"itemIdentifier": m or ""} for m in failed]}
+
+
+def event_of(message: dict) -> Any:
+    """The EventBridge event in a message's body; what is no JSON stays as it is (ignored)."""
+    try:
+        return json.loads(message.get("body") or "null")
+    except ValueError:
+        return message.get("body")
+
+
+def revokes_by_id(event: Any) -> bool:
+    """An addition whose every rule has its ID: the kind a batch revokes together."""
+    try:
+        change = read_change(event)
+    except BadEvent:
+        return False
+    rules = change["rules"]
+    return (
+        change["eventName"].startswith("Authorize")
+        and bool(rules)
+        and not change["unreadable"]
+        and all("securityGroupRuleId" in rule for rule in rules)
+    )
+
+
+def decide(event: Any, context: Any) -> tuple[dict, dict, dict, str | None]:
+    """(summary, change, done, account): the change handled in dry run, so that what it
+    would revoke is known and nothing is revoked yet. Anything out of the way (another
+    account out of reach, an error) is handled alone instead, as a live event is."""
+    change = read_change(event)
+    summary = summarize(change)
+    try:
+        account = member_account(change, context)
+        return summary, change, handle(change, True, account), account
+    except (OutOfReach, ClientError, BotoCoreError, NotRevoked):
+        return summary, change, {"handledAlone": handle_event(event, context)}, None
+
+
+def finish(summary: dict, change: dict, done: dict, gone: list[dict]) -> None:
+    """The result of a change revoked with its batch: logged and told as a live one."""
+    if "handledAlone" in done:
+        return
+    done["gone"] += [rule for rule in done["revoked"] if rule in gone]
+    done["revoked"] = [rule for rule in done["revoked"] if rule not in gone]
+    if done["reason"] == DRY_RUN_REASON:
+        done["reason"] = reason_of(change, done, False)
+    result = outcome(summary, decision_of(done, False), done)
+    notify(result, change)
+    log(result)
 
 
 # =============================================================================================
@@ -2752,7 +2882,7 @@ def tally(counts: dict[str, int], decision: str) -> None:
 
 def failed_events() -> Iterator[tuple[dict, Any]]:
     """(message, the original event) for each event Lambda gave up on, from the on-failure
-    queue (FAILURE_QUEUE_URL): its body holds the event as requestPayload."""
+    queue (FAILURE_QUEUE_URL)."""
     url = os.environ.get("FAILURE_QUEUE_URL", "").strip()
     if not url:
         return
@@ -2772,8 +2902,11 @@ def failed_events() -> Iterator[tuple[dict, Any]]:
                 body = json.loads(message.get("Body") or "null")
             except ValueError:
                 body = None
-            payload = body.get("requestPayload") if isinstance(body, dict) else None
-            yield message, payload
+            # Lambda's on-failure record holds the event as requestPayload; with buffered
+            # delivery, the buffer's dead-letter queue holds the event itself.
+            if isinstance(body, dict) and "requestPayload" in body:
+                body = body["requestPayload"]
+            yield message, body
 
 
 # =============================================================================================

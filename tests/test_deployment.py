@@ -107,7 +107,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         if sid
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
-        | {"SweepTheFailureQueue"}
+        | {"SweepTheFailureQueue", "TakeBatchesFromTheBufferIfBuffered"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"
@@ -417,3 +417,34 @@ def test_tag_changes_reach_the_function_only_for_security_groups_and_only_when_a
         assert RESOURCES[permission]["Properties"]["SourceArn"] == {
             "Fn::GetAtt": [source, "Arn"]
         }
+
+
+def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_function():
+    """Delivery=buffered: the rules' targets become the buffer; only this stack's rules may
+    send to it; Lambda reads it in batches and is told which messages failed."""
+    rules = ["Rule", "ForwardedRule", "TagRule", "ForwardedTagRule"]
+    for name in rules:
+        (target,) = RESOURCES[name]["Properties"]["Targets"]
+        assert target["Arn"] == {
+            "Fn::If": [
+                "Buffers",
+                {"Fn::GetAtt": ["BufferQueue", "Arn"]},
+                {"Fn::GetAtt": ["Function", "Arn"]},
+            ]
+        }
+    for name in ("BufferQueue", "BufferQueuePolicy", "BufferMapping"):
+        assert RESOURCES[name]["Condition"] == "Buffers"
+    mapping = RESOURCES["BufferMapping"]["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["MaximumBatchingWindowInSeconds"] <= 5
+    (statement,) = RESOURCES["BufferQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(
+        ":rule/${FunctionName}*"
+    )
+    queue = RESOURCES["BufferQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["FailureQueue", "Arn"]
+    }

@@ -14,8 +14,14 @@ POLICY = json.loads((ROOT / "iam_policy.json").read_text())
 PATTERN = json.loads((ROOT / "event_pattern.json").read_text())
 
 
-# Lambda itself uses these with the function's role: writing logs, the on-failure queue.
-USED_BY_LAMBDA = {"logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
+# Lambda itself uses these with the function's role: writing logs, the on-failure queue, and
+# with Delivery=buffered, reading the buffer (ReceiveMessage and DeleteMessage the sweep names).
+USED_BY_LAMBDA = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "sqs:SendMessage",
+    "sqs:GetQueueAttributes",
+}
 
 
 def granted(service):
