@@ -306,11 +306,25 @@ def environment(port: int, mode: str, tasks, results) -> None:
         task = tasks.get()
         if task is None:
             return
-        number, event, crash = task
+        number, event, crash, env = task
+        os.environ.update(env)
         try:
-            if crash:
+            if crash is True:
                 raise RuntimeError("injected function error")
-            result = lambda_function.lambda_handler(event, Context())
+            if crash:  # buffered: these messages fail, the batch's others go on
+                event = {
+                    "Records": [
+                        m for m in event["Records"] if m["messageId"] not in crash
+                    ]
+                }
+                result = (
+                    lambda_function.lambda_handler(event, Context())
+                    if event["Records"]
+                    else {"batchItemFailures": []}
+                )
+                result["batchItemFailures"] += [{"itemIdentifier": m} for m in crash]
+            else:
+                result = lambda_function.lambda_handler(event, Context())
             results.put((number, "ok", result))
         except Exception as error:  # noqa: BLE001 -- any function error: Lambda retries it
             results.put(
@@ -321,7 +335,7 @@ def environment(port: int, mode: str, tasks, results) -> None:
 # ---- One scenario ---------------------------------------------------------------------------
 
 
-def run(scenario: dict, mode: str) -> dict:
+def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -371,7 +385,7 @@ def run(scenario: dict, mode: str) -> dict:
     }
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     queue_url = sqs.create_queue(QueueName="sg-guardrail-failures")["QueueUrl"]
-    os.environ["FAILURE_QUEUE_URL"] = queue_url  # the environments read it per sweep
+    env = {"FAILURE_QUEUE_URL": queue_url}  # handed to the environments with each task
 
     groups = []
     for region, ec2 in harness.items():
@@ -475,7 +489,7 @@ def run(scenario: dict, mode: str) -> dict:
     delivered: list = []  # (when, group) of each event handed to Lambda
     in_flight: dict[int, dict] = {}
     numbers = itertools.count()
-    failed_to_queue = 0
+    counters = Counter()
     invocations = Counter()
     crash_once = scenario.get("crash_once", 0.0)
     crash_always = scenario.get("crash_always", 0.0)
@@ -489,8 +503,61 @@ def run(scenario: dict, mode: str) -> dict:
         crash = invocation["crash"] == "always" or (
             invocation["crash"] == "once" and invocation["attempt"] == 0
         )
-        tasks.put((number, invocation["event"], crash))
+        tasks.put((number, invocation["event"], crash, env))
         invocations["invocations"] += 1
+
+    # Buffered delivery: the SQS queue (visible at, seq, message) and its batches.
+    buffer: list = []
+    message_ids = itertools.count()
+
+    def dispatch_batch(moment):
+        ready = [item for item in buffer if item[0] <= moment]
+        if not ready or len(in_flight) >= CONCURRENCY:
+            return
+        oldest = min(item[0] for item in ready)
+        if len(ready) < BATCH_SIZE and moment - oldest < BATCH_WINDOW:
+            return
+        ready.sort()
+        taken = ready[:BATCH_SIZE]
+        for item in taken:
+            buffer.remove(item)
+        messages = [item[2] for item in taken]
+        crash = [
+            m["id"]
+            for m in messages
+            if m["crash"] == "always" or (m["crash"] == "once" and m["received"] == 0)
+        ]
+        records = [
+            {
+                "messageId": m["id"],
+                "body": json.dumps(m["event"]),
+                "eventSource": "aws:sqs",
+            }
+            for m in messages
+        ]
+        number = next(numbers)
+        in_flight[number] = {"batch": messages}
+        tasks.put((number, {"Records": records}, crash, env))
+        invocations["invocations"] += 1
+
+    def batch_done(invocation, outcome, detail):
+        failed = (
+            {f["itemIdentifier"] for f in detail.get("batchItemFailures", [])}
+            if outcome == "ok"
+            else {m["id"] for m in invocation["batch"]}
+        )
+        for message in invocation["batch"]:
+            if message["id"] not in failed:
+                invocations["handled"] += 1
+                continue
+            message["received"] += 1
+            if message["received"] >= MAX_RECEIVES:  # the buffer's redrive policy
+                sqs.send_message(
+                    QueueUrl=queue_url, MessageBody=json.dumps(message["event"])
+                )
+                counters["failed_to_queue"] += 1
+            else:
+                buffer.append((now() + VISIBILITY_TIMEOUT, next(seq), message))
 
     while True:
         moment = now()
@@ -508,6 +575,11 @@ def run(scenario: dict, mode: str) -> dict:
                     if roll < crash_always + crash_once
                     else None
                 )
+                if delivery == "buffered":
+                    message = {"id": f"m{next(message_ids)}", "event": event}
+                    message.update(received=0, crash=crash)
+                    buffer.append((moment, next(seq), message))
+                    continue
                 heapq.heappush(
                     waiting,
                     (
@@ -516,11 +588,12 @@ def run(scenario: dict, mode: str) -> dict:
                         {"event": event, "attempt": 0, "first": moment, "crash": crash},
                     ),
                 )
+        dispatch_batch(moment)
         while waiting and waiting[0][0] <= moment and len(in_flight) < CONCURRENCY:
             _, _, invocation = heapq.heappop(waiting)
             if moment - invocation["first"] > MAX_EVENT_AGE:
                 send_to_failure_queue(sqs, queue_url, invocation)
-                failed_to_queue += 1
+                counters["failed_to_queue"] += 1
                 continue
             dispatch(invocation)
         while not results.empty():
@@ -528,6 +601,9 @@ def run(scenario: dict, mode: str) -> dict:
             invocation = in_flight.pop(number)
             if invocation.get("sweep"):
                 sweeps.append(detail if outcome == "ok" else {"error": detail})
+                continue
+            if "batch" in invocation:
+                batch_done(invocation, outcome, detail)
                 continue
             invocations[outcome] += 1
             if outcome == "ok":
@@ -546,9 +622,10 @@ def run(scenario: dict, mode: str) -> dict:
                 )
             else:
                 send_to_failure_queue(sqs, queue_url, invocation)
-                failed_to_queue += 1
+                counters["failed_to_queue"] += 1
         changing = any(thread.is_alive() for thread in changers)
-        if not changing and not deliveries and not waiting and not in_flight:
+        idle = not (deliveries or waiting or buffer or in_flight)
+        if not changing and idle:
             if (
                 sweeps
                 and open_rules(harness, groups, baseline) == 0
@@ -563,7 +640,7 @@ def run(scenario: dict, mode: str) -> dict:
             in_flight[number] = {"sweep": True}
             front.phase = "sweep"
             sweep = {"sweep": {"minutes": 15, "regions": scenario["regions"]}}
-            tasks.put((number, sweep, False))
+            tasks.put((number, sweep, False, env))
             next_sweep += SWEEP_EVERY
         # Nothing in flight and nothing due soon: skip ahead to the next thing due.
         if not changing and not in_flight:
@@ -572,6 +649,8 @@ def run(scenario: dict, mode: str) -> dict:
                 due.append(deliveries[0][0])
             if waiting:
                 due.append(waiting[0][0])
+            if buffer:
+                due.append(min(item[0] for item in buffer) + BATCH_WINDOW)
             ahead = min(due) - now()
             if ahead > 1:
                 SKIPPED.value += ahead
@@ -595,7 +674,7 @@ def run(scenario: dict, mode: str) -> dict:
     return {
         "rulesAdded": len(created_at),
         "leftOpen": left_open,
-        "failureQueue": failed_to_queue,
+        "failureQueue": counters["failed_to_queue"],
         "sweeps": len(sweeps),
         "swept": dict(swept),
         "sweepErrors": [s["error"] for s in sweeps if "error" in s][:2],
@@ -621,7 +700,10 @@ def run(scenario: dict, mode: str) -> dict:
     }
 
 
-BATCH_WINDOW = 2  # seconds: EventBridge -> SQS -> Lambda with a batching window
+BATCH_WINDOW = 2  # template.yaml, Delivery=buffered: MaximumBatchingWindowInSeconds
+BATCH_SIZE = 100  # BatchSize
+VISIBILITY_TIMEOUT = 360  # a failed message is seen again after this
+MAX_RECEIVES = 3  # then the buffer's dead-letter queue: the failure queue
 
 
 def batched_calls(delivered: list) -> int:
@@ -718,11 +800,17 @@ SCENARIOS = [
 
 
 RESULTS = ROOT / "bench" / "BURST.md"
+# (label, botocore retry mode, delivery)
+MODES = [
+    ("direct, standard retries", "standard", "direct"),
+    ("direct, adaptive retries", "adaptive", "direct"),
+    ("buffered, standard retries", "standard", "buffered"),
+]
 
 
 def table(rows: list) -> str:
     header = (
-        "| Scenario | Retry mode | Rules added | Left open | Failure queue (closed by sweep) "
+        "| Scenario | Mode | Rules added | Left open | Failure queue (closed by sweep) "
         "| Calls per rule (buffered, est.) | Throttled: function / changer | Burst "
         "| Exposure median / max | Tail |\n|---|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -740,17 +828,22 @@ def table(rows: list) -> str:
 
 def main() -> int:
     only = os.environ.get("BURST_ONLY")
-    modes = os.environ.get("BURST_MODES", "standard,adaptive").split(",")
+    wanted = os.environ.get("BURST_MODES", "standard,adaptive,buffered").split(",")
+    modes = [
+        (label, retry, delivery)
+        for label, retry, delivery in MODES
+        if label.split(",")[0] in wanted or retry in wanted and delivery == "direct"
+    ]
     rows = []
     started = time.monotonic()
     for scenario in SCENARIOS:
         if only and only not in scenario["name"]:
             continue
-        for mode in modes:
-            result = run(scenario, mode)
-            rows.append((scenario["name"], mode, result))
+        for label, retry, delivery in modes:
+            result = run(scenario, retry, delivery)
+            rows.append((scenario["name"], label, result))
             print(
-                json.dumps({"scenario": scenario["name"], "mode": mode, **result}),
+                json.dumps({"scenario": scenario["name"], "mode": label, **result}),
                 flush=True,
             )
     text = (

@@ -312,6 +312,8 @@ def test_an_endpoint_without_lookup_events_gets_a_clear_message(monkeypatch, cap
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    sleeps = []  # botocore's backoff between its 10 attempts, taken without waiting
+    monkeypatch.setattr("botocore.endpoint.time.sleep", sleeps.append)
     try:
         host, port = server.get_host_and_port()
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
