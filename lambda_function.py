@@ -14,7 +14,9 @@ live path missed (event history, the failure queue), and a canary proves the cha
 
 Deploy: zip this one file, create a Lambda function (runtime python3.13, handler
 lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge
-rule with event_pattern.json at it. The README has the commands.
+rule with event_pattern.json at it. The README has the commands. For large estates the rule
+may deliver through an SQS queue instead (template.yaml, Delivery=buffered): the handler
+takes both shapes.
 
 Fail closed: a successful call is never ignored because its record is odd. What can be
 identified is undone; what cannot is reported (decision "unreadable") on the notification
