@@ -452,3 +452,30 @@ def restore_version(ec2: Any, prefix_list_id: str, previous: int) -> dict[str, A
         }
     }
     return record("RestoreManagedPrefixListVersion", request, None)
+
+
+def serve_associations(ec2: Any, foreign: Any = ()) -> None:
+    """GetManagedPrefixListAssociations, which moto lacks, for the function's EC2 client: the
+    groups moto holds whose rules use the list, plus the `foreign` items for groups of other
+    accounts, in the EC2 API reference's shape ({"PrefixListAssociations": [{"ResourceId",
+    "ResourceOwner"}]})."""
+    from botocore.awsrequest import AWSResponse
+
+    import lambda_function
+
+    def answer(params, **_):
+        listed = params["body"]["PrefixListId"]
+        found = [
+            {"ResourceId": group["GroupId"], "ResourceOwner": group["OwnerId"]}
+            for group in ec2.describe_security_groups()["SecurityGroups"]
+            for permission in group["IpPermissions"] + group["IpPermissionsEgress"]
+            if any(p["PrefixListId"] == listed for p in permission["PrefixListIds"])
+        ]
+        return AWSResponse(None, 200, {}, None), {
+            "PrefixListAssociations": found + list(foreign)
+        }
+
+    events = lambda_function.client("ec2", ec2.meta.region_name).meta.events
+    name = "before-call.ec2.GetManagedPrefixListAssociations"
+    events.unregister(name, unique_id="associations")
+    events.register(name, answer, unique_id="associations")

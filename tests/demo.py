@@ -42,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import boto3
 from cloudtrail import (
     ACCOUNT,
+    add_entries,
     assumed_role,
     authorize,
     eventbridge,
@@ -49,6 +50,7 @@ from cloudtrail import (
     reenact,
     revoke,
     rules_of,
+    serve_associations,
 )
 from moto.server import ThreadedMotoServer
 from shipped import SHIPPED_CONDITIONS
@@ -78,12 +80,12 @@ def rule_line(rule):
     peer = peer or rule.get("ReferencedGroupInfo", {}).get("GroupId")
     direction = "out" if rule["IsEgress"] else "in"
     description = rule.get("Description", "")
-    return f"  {direction:<4}{protocol:<6}{ports:<7}{peer:<18}{description:<15}{rule['SecurityGroupRuleId']}"
+    return f"  {direction:<4}{protocol:<6}{ports:<7}{peer:<22}{description:<15}{rule['SecurityGroupRuleId']}"
 
 
 def show_rules(title, ec2, group_id):
     print(
-        f"\n{title}\n  {'dir':<4}{'proto':<6}{'ports':<7}{'peer':<18}{'description':<15}rule ID"
+        f"\n{title}\n  {'dir':<4}{'proto':<6}{'ports':<7}{'peer':<22}{'description':<15}rule ID"
     )
     for rule in sorted(
         rules_of(ec2, group_id), key=lambda r: (r["IsEgress"], r.get("FromPort", -1))
@@ -143,6 +145,19 @@ def setup(ec2):
         tcp(5432, "10.0.0.0/16", "app servers"),
     ]
     HISTORY.append(authorize(ec2, group_id, legitimate, identity=NETWORK_ADMIN))
+    office = ec2.create_managed_prefix_list(
+        PrefixListName="office",
+        AddressFamily="IPv4",
+        MaxEntries=10,
+        Entries=[{"Cidr": "198.51.100.0/24", "Description": "office"}],
+    )["PrefixList"]["PrefixListId"]
+    from_office = {
+        "IpProtocol": "tcp",
+        "FromPort": 8080,
+        "ToPort": 8080,
+        "PrefixListIds": [{"PrefixListId": office, "Description": "office"}],
+    }
+    HISTORY.append(authorize(ec2, group_id, [from_office], identity=NETWORK_ADMIN))
     # Replace the default allow-all egress with a narrow legitimate one.
     ec2.revoke_security_group_egress(
         GroupId=group_id,
@@ -303,6 +318,7 @@ def scripted() -> list[str]:
             why = result["reason"]
         print(f"  {n:<3}{who:<22}{what:<34}{result['decision']:<15}{shipped:<10}{why}")
         failures += [f"change {n}: {problem}" for problem in problems]
+    failures += widened_prefix_list(ec2, log, n + 1)
     show_rules(f"Group {group_id} after", ec2, group_id)
     show_rules(
         f"Group {db} (db, locked) after: the rule is back, with a new ID", ec2, db
@@ -310,6 +326,37 @@ def scripted() -> list[str]:
     first = log.getvalue().splitlines()[0]
     print(f"\nThe function logs one JSON line per event; the first:\n  {first}")
     return failures
+
+
+def widened_prefix_list(ec2, log, number: int) -> list[str]:
+    """The hole no security-group event shows: alice adds 0.0.0.0/0 to the office prefix
+    list that the web group's 8080 rule uses. One more row of the table; a failure only when
+    the function raises, or says it took the entry out and did not."""
+    serve_associations(ec2)
+    (office,) = ec2.describe_managed_prefix_lists(
+        Filters=[{"Name": "prefix-list-name", "Values": ["office"]}]
+    )["PrefixLists"]
+    record = add_entries(ec2, office["PrefixListId"], ["0.0.0.0/0"])
+    HISTORY.append(record)
+    try:
+        with contextlib.redirect_stdout(log):
+            result = lambda_function.lambda_handler(eventbridge(record), CONTEXT)
+    except Exception as error:  # noqa: BLE001 -- the demo reports it as a failure
+        print(f"  {number:<3}{'alice':<22}{'adds 0.0.0.0/0 to pl office':<34}raised")
+        return [f"prefix list: the function raised {error!r}"]
+    entries = ec2.get_managed_prefix_list_entries(PrefixListId=office["PrefixListId"])
+    still = any(e["Cidr"] == "0.0.0.0/0" for e in entries["Entries"])
+    why = ", ".join(result["rules"] or result.get("keptRules", []))
+    why = why if result["decision"] == "reverted" else result["reason"]
+    print(
+        f"  {number:<3}{'alice':<22}{'adds 0.0.0.0/0 to pl office':<34}"
+        f"{result['decision']:<15}{'reverted':<10}{why}"
+    )
+    if result["decision"] == "reverted" and still:
+        return ["prefix list: reverted, yet 0.0.0.0/0 is still in the list"]
+    if result["decision"] not in ("reverted", "kept"):
+        return [f"prefix list: {result['decision']}: {result['reason']}"]
+    return []
 
 
 def replayed(paths: list[str]) -> list[str]:

@@ -27,11 +27,11 @@ from cloudtrail import (
     record,
     rule_set,
     rules_of,
+    serve_associations,
 )
 from conftest import CONTEXT
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
-from test_prefix_lists import serve_associations
 
 from lambda_function import (
     HANDLED_EVENTS,

@@ -10,7 +10,6 @@ Records in the layout of a real one (tests/cloudtrail.py, add_entries).
 from __future__ import annotations
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from cloudtrail import (
     ACCOUNT,
     add_entries,
@@ -18,6 +17,7 @@ from cloudtrail import (
     eventbridge,
     record,
     restore_version,
+    serve_associations,
 )
 from conftest import CONTEXT
 
@@ -42,31 +42,6 @@ def office(ec2):
         Entries=[{"Cidr": OFFICE, "Description": "office"}],
     )
     return found["PrefixList"]["PrefixListId"]
-
-
-def serve_associations(ec2, foreign=()):
-    """GetManagedPrefixListAssociations for the function's client, from moto's groups, and
-    the `foreign` items ({"ResourceId", "ResourceOwner"}) for groups of other accounts."""
-
-    def answer(params, **_):
-        listed = params["body"]["PrefixListId"]
-        found = [
-            {"ResourceId": group["GroupId"], "ResourceOwner": group["OwnerId"]}
-            for group in ec2.describe_security_groups()["SecurityGroups"]
-            for permission in group["IpPermissions"] + group["IpPermissionsEgress"]
-            if any(p["PrefixListId"] == listed for p in permission["PrefixListIds"])
-        ]
-        return AWSResponse(None, 200, {}, None), {
-            "PrefixListAssociations": found + list(foreign)
-        }
-
-    events = lambda_function.client("ec2", "us-east-1").meta.events
-    events.unregister(
-        "before-call.ec2.GetManagedPrefixListAssociations", unique_id="pl"
-    )
-    events.register(
-        "before-call.ec2.GetManagedPrefixListAssociations", answer, unique_id="pl"
-    )
 
 
 @pytest.fixture
