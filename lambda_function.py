@@ -2318,6 +2318,12 @@ def entries_changed(change: dict[str, Any]) -> list[str]:
     if "prefixList" not in change:
         return []
     listed = change["prefixList"]
+    if (
+        "restored" in listed and not listed["added"]
+    ):  # not looked up (an exempt restore)
+        return [
+            f"{listed['prefixListId']} restored from version {listed['restored']['from']}"
+        ]
     return [
         f"entry {entry['cidr']} added to {listed['prefixListId']}"
         for entry in listed["added"]

@@ -339,3 +339,15 @@ def test_a_restore_that_brings_nothing_back_is_kept(ec2, used):
 def test_a_restore_that_cannot_be_read_is_reported(body, unreadable):
     change = read_change(record("RestoreManagedPrefixListVersion", body, None))
     assert change["unreadable"] == unreadable
+
+
+def test_an_exempt_principals_restore_is_kept_and_says_so(ec2, used, conditions):
+    admin = assumed_role("NetworkAdmin", "bob")
+    conditions(EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"])
+    lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"]), CONTEXT)
+    restored = restore_version(ec2, used, previous=2)
+    restored["userIdentity"] = admin
+    result = lambda_handler(restored, CONTEXT)
+    assert result["decision"] == "kept"
+    assert result["keptRules"] == [f"{used} restored from version 2"]
+    assert "0.0.0.0/0" in entries_of(ec2, used)
