@@ -1072,6 +1072,11 @@ def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Deciding: late events and edits
+# ---------------------------------------------------------------------------------------------
+
+
 def is_late(change: dict[str, Any], now: datetime.datetime) -> bool:
     """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
     made = time_of(change)
@@ -1253,6 +1258,11 @@ def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
     return approved
 
 
+# ---------------------------------------------------------------------------------------------
+# Deciding: which rules may stay
+# ---------------------------------------------------------------------------------------------
+
+
 def is_allowed(rule: dict[str, Any]) -> bool:
     """May the rule stay? A rule whose values could not be read never may."""
     if "unreadable" in rule:
@@ -1357,44 +1367,9 @@ def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
     return True, f"should_revert returned {verdict!r}, not True or False; reverting"
 
 
-def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rules referencing a prefix list that the conditions guard: each carries its
-    group's ID, VPC and tags. A group of another account (a shared list) cannot be looked
-    at: it counts as guarded, with all traffic both ways, unless its ID is exempt."""
-    return [
-        rule
-        for rule in rules
-        if (
-            group_id_exemption(rule["groupId"])
-            if "foreignAccount" in rule
-            else unlocked_exemption({**rule, "removal": False, "eventName": ""})
-        )
-        is None
-    ]
-
-
-def entries_to_remove(
-    added: list[dict[str, str]], guarded: list[dict[str, Any]]
-) -> tuple[list[dict], list[dict]]:
-    """(to remove, to keep) of the entries a prefix-list change added. An entry stays only
-    when every guarded rule referencing the list would be allowed with the entry as its
-    source; none stays where a locked group references the list, all stay where no guarded
-    group does."""
-    removing, keeping = [], []
-    for entry in added:
-        family = "cidrIpv6" if cidr_version(entry["cidr"]) == 6 else "cidrIpv4"
-        opened = [
-            {
-                **{k: v for k, v in rule.items() if k != "prefixListId"},
-                family: entry["cidr"],
-            }
-            for rule in guarded
-        ]
-        if any(is_locked(rule) or not is_allowed(rule) for rule in opened):
-            removing.append(entry)
-        else:
-            keeping.append(entry)
-    return removing, keeping
+# ---------------------------------------------------------------------------------------------
+# Deciding: the decision, and the words for a rule
+# ---------------------------------------------------------------------------------------------
 
 
 # Decisions, and the ones that mean a change stays open although no condition kept it:
@@ -1441,6 +1416,51 @@ def describe(rule: dict[str, Any]) -> str:
         source += f" (account {group['userId']})"
     direction = {True: "to", False: "from", None: "from/to"}[rule["isEgress"]]
     return f"{what} {direction} {source}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding: prefix lists
+# ---------------------------------------------------------------------------------------------
+
+
+def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules referencing a prefix list that the conditions guard: each carries its
+    group's ID, VPC and tags. A group of another account (a shared list) cannot be looked
+    at: it counts as guarded, with all traffic both ways, unless its ID is exempt."""
+    return [
+        rule
+        for rule in rules
+        if (
+            group_id_exemption(rule["groupId"])
+            if "foreignAccount" in rule
+            else unlocked_exemption({**rule, "removal": False, "eventName": ""})
+        )
+        is None
+    ]
+
+
+def entries_to_remove(
+    added: list[dict[str, str]], guarded: list[dict[str, Any]]
+) -> tuple[list[dict], list[dict]]:
+    """(to remove, to keep) of the entries a prefix-list change added. An entry stays only
+    when every guarded rule referencing the list would be allowed with the entry as its
+    source; none stays where a locked group references the list, all stay where no guarded
+    group does."""
+    removing, keeping = [], []
+    for entry in added:
+        family = "cidrIpv6" if cidr_version(entry["cidr"]) == 6 else "cidrIpv4"
+        opened = [
+            {
+                **{k: v for k, v in rule.items() if k != "prefixListId"},
+                family: entry["cidr"],
+            }
+            for rule in guarded
+        ]
+        if any(is_locked(rule) or not is_allowed(rule) for rule in opened):
+            removing.append(entry)
+        else:
+            keeping.append(entry)
+    return removing, keeping
 
 
 # =============================================================================================
@@ -1628,121 +1648,9 @@ def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
     return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
 
 
-def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, Any]]:
-    """Every security-group rule that references the prefix list, with its group's ID, VPC
-    and tags; a group of another account as all traffic both ways, its rules unknown."""
-    group_ids, found = [], []
-    # IAM: ec2:GetManagedPrefixListAssociations
-    pages = ec2.get_paginator("get_managed_prefix_list_associations")
-    for page in pages.paginate(PrefixListId=prefix_list_id):
-        for association in page.get("PrefixListAssociations", []):
-            group_id, owner = (
-                association.get("ResourceId"),
-                association.get("ResourceOwner"),
-            )
-            if not (isinstance(group_id, str) and GROUP_ID.fullmatch(group_id)):
-                continue  # not a security group (a route table holds no rules)
-            if owner in (None, account):
-                group_ids.append(group_id)
-            else:
-                shape = {
-                    "groupId": group_id,
-                    "ipProtocol": "-1",
-                    "foreignAccount": owner,
-                }
-                found += [{**shape, "isEgress": egress} for egress in (False, True)]
-    for start in range(0, len(group_ids), 200):  # at most 200 values a filter
-        # IAM: ec2:DescribeSecurityGroups
-        pages = ec2.get_paginator("describe_security_groups").paginate(
-            Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}]
-        )
-        for group in (group for page in pages for group in page["SecurityGroups"]):
-            facts = {
-                "groupId": group["GroupId"],
-                "vpcId": group.get("VpcId"),
-                "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
-            }
-            for key, is_egress in (
-                ("IpPermissions", False),
-                ("IpPermissionsEgress", True),
-            ):
-                found += [
-                    {**rule, **facts}
-                    for permission in group.get(key, [])
-                    for rule in rules_of_permission(permission, is_egress)
-                    if rule.get("prefixListId") == prefix_list_id
-                ]
-    return found
-
-
-def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
-    """The entries a restore brought back: in the version restored, not in the one it
-    replaced. Versions do not change once made, so this holds however late the event is."""
-    versions = listed["restored"]
-    found = {}
-    for key in ("from", "over"):
-        # IAM: ec2:GetManagedPrefixListEntries
-        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
-            PrefixListId=listed["prefixListId"], TargetVersion=versions[key]
-        )
-        try:
-            found[key] = {
-                entry["Cidr"]: entry
-                for page in pages
-                for entry in page.get("Entries", [])
-            }
-        except ClientError as error:
-            if error_code(error) in PREFIX_LIST_GONE:
-                return []  # the list is gone: nothing it opens
-            raise
-    return [
-        {
-            "cidr": cidr,
-            **({"description": e["Description"]} if e.get("Description") else {}),
-        }
-        for cidr, e in found["from"].items()
-        if cidr not in found["over"]
-    ]
-
-
-PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}
-
-
-def remove_entries(
-    ec2: Any, prefix_list_id: str, entries: list[dict[str, str]]
-) -> list[dict[str, str]]:
-    """Take the entries out of the list, at the version they were read from; the ones no
-    longer in it (or the list gone) are returned as already gone. A version changed in
-    between fails the call, and Lambda's retry reads it again."""
-    try:
-        # IAM: ec2:DescribeManagedPrefixLists
-        lists = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])
-        if not lists["PrefixLists"]:
-            return entries
-        version = lists["PrefixLists"][0]["Version"]
-        # IAM: ec2:GetManagedPrefixListEntries
-        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
-            PrefixListId=prefix_list_id, TargetVersion=version
-        )
-        present = {
-            ipaddress.ip_network(found["Cidr"], strict=False): found["Cidr"]
-            for page in pages
-            for found in page.get("Entries", [])
-        }
-    except ClientError as error:
-        if error_code(error) in PREFIX_LIST_GONE:
-            return entries
-        raise
-    networks = [ipaddress.ip_network(entry["cidr"], strict=False) for entry in entries]
-    removing = [present[network] for network in networks if network in present]
-    if removing:
-        # IAM: ec2:ModifyManagedPrefixList
-        ec2.modify_managed_prefix_list(
-            PrefixListId=prefix_list_id,
-            CurrentVersion=version,
-            RemoveEntries=[{"Cidr": cidr} for cidr in removing],
-        )
-    return [e for e, network in zip(entries, networks) if network not in present]
+# ---------------------------------------------------------------------------------------------
+# Acting: the rules as AWS holds them now
+# ---------------------------------------------------------------------------------------------
 
 
 def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
@@ -1827,6 +1735,11 @@ def ip_permission(rule: dict[str, Any], described: bool = False) -> dict[str, An
             for source in permission.get(key, []):
                 source["Description"] = rule["description"]
     return permission
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting: authorizing again and revoking
+# ---------------------------------------------------------------------------------------------
 
 
 def reauthorize(ec2: Any, change: dict, rules: list[dict]) -> list[dict]:
@@ -1954,6 +1867,11 @@ def not_revoked(
     if answer.get("Return") is False and not unknown:
         raise NotRevoked(f"AWS answered Return=false to {operation}")
     return [rule for rule in rules if any(same_rule(rule, u) for u in unknown)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting: putting edited rules back, and where their old values come from
+# ---------------------------------------------------------------------------------------------
 
 
 def restore(ec2: Any, change: dict, rules: list[dict]) -> None:
@@ -2091,6 +2009,128 @@ def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
     return {"IpPermissions": [ip_permission(rule) for rule in rules]}
 
 
+# ---------------------------------------------------------------------------------------------
+# Acting: prefix lists
+# ---------------------------------------------------------------------------------------------
+
+
+def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, Any]]:
+    """Every security-group rule that references the prefix list, with its group's ID, VPC
+    and tags; a group of another account as all traffic both ways, its rules unknown."""
+    group_ids, found = [], []
+    # IAM: ec2:GetManagedPrefixListAssociations
+    pages = ec2.get_paginator("get_managed_prefix_list_associations")
+    for page in pages.paginate(PrefixListId=prefix_list_id):
+        for association in page.get("PrefixListAssociations", []):
+            group_id, owner = (
+                association.get("ResourceId"),
+                association.get("ResourceOwner"),
+            )
+            if not (isinstance(group_id, str) and GROUP_ID.fullmatch(group_id)):
+                continue  # not a security group (a route table holds no rules)
+            if owner in (None, account):
+                group_ids.append(group_id)
+            else:
+                shape = {
+                    "groupId": group_id,
+                    "ipProtocol": "-1",
+                    "foreignAccount": owner,
+                }
+                found += [{**shape, "isEgress": egress} for egress in (False, True)]
+    for start in range(0, len(group_ids), 200):  # at most 200 values a filter
+        # IAM: ec2:DescribeSecurityGroups
+        pages = ec2.get_paginator("describe_security_groups").paginate(
+            Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}]
+        )
+        for group in (group for page in pages for group in page["SecurityGroups"]):
+            facts = {
+                "groupId": group["GroupId"],
+                "vpcId": group.get("VpcId"),
+                "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
+            }
+            for key, is_egress in (
+                ("IpPermissions", False),
+                ("IpPermissionsEgress", True),
+            ):
+                found += [
+                    {**rule, **facts}
+                    for permission in group.get(key, [])
+                    for rule in rules_of_permission(permission, is_egress)
+                    if rule.get("prefixListId") == prefix_list_id
+                ]
+    return found
+
+
+def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
+    """The entries a restore brought back: in the version restored, not in the one it
+    replaced. Versions do not change once made, so this holds however late the event is."""
+    versions = listed["restored"]
+    found = {}
+    for key in ("from", "over"):
+        # IAM: ec2:GetManagedPrefixListEntries
+        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
+            PrefixListId=listed["prefixListId"], TargetVersion=versions[key]
+        )
+        try:
+            found[key] = {
+                entry["Cidr"]: entry
+                for page in pages
+                for entry in page.get("Entries", [])
+            }
+        except ClientError as error:
+            if error_code(error) in PREFIX_LIST_GONE:
+                return []  # the list is gone: nothing it opens
+            raise
+    return [
+        {
+            "cidr": cidr,
+            **({"description": e["Description"]} if e.get("Description") else {}),
+        }
+        for cidr, e in found["from"].items()
+        if cidr not in found["over"]
+    ]
+
+
+PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}
+
+
+def remove_entries(
+    ec2: Any, prefix_list_id: str, entries: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """Take the entries out of the list, at the version they were read from; the ones no
+    longer in it (or the list gone) are returned as already gone. A version changed in
+    between fails the call, and Lambda's retry reads it again."""
+    try:
+        # IAM: ec2:DescribeManagedPrefixLists
+        lists = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])
+        if not lists["PrefixLists"]:
+            return entries
+        version = lists["PrefixLists"][0]["Version"]
+        # IAM: ec2:GetManagedPrefixListEntries
+        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
+            PrefixListId=prefix_list_id, TargetVersion=version
+        )
+        present = {
+            ipaddress.ip_network(found["Cidr"], strict=False): found["Cidr"]
+            for page in pages
+            for found in page.get("Entries", [])
+        }
+    except ClientError as error:
+        if error_code(error) in PREFIX_LIST_GONE:
+            return entries
+        raise
+    networks = [ipaddress.ip_network(entry["cidr"], strict=False) for entry in entries]
+    removing = [present[network] for network in networks if network in present]
+    if removing:
+        # IAM: ec2:ModifyManagedPrefixList
+        ec2.modify_managed_prefix_list(
+            PrefixListId=prefix_list_id,
+            CurrentVersion=version,
+            RemoveEntries=[{"Cidr": cidr} for cidr in removing],
+        )
+    return [e for e, network in zip(entries, networks) if network not in present]
+
+
 # =============================================================================================
 # The handler
 # =============================================================================================
@@ -2175,6 +2215,11 @@ def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
         "leftOpen": change.get("rules", []),
         "unreadable": change.get("unreadable", []),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The handler: what to undo, by kind of change
+# ---------------------------------------------------------------------------------------------
 
 
 def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
@@ -2406,6 +2451,11 @@ def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> st
     if change["eventName"] == "ModifySecurityGroupRules":
         return "edited in place: the old value was put back, rule ID kept"
     return "not approved by the conditions"
+
+
+# ---------------------------------------------------------------------------------------------
+# The handler: the summary, the account, the result and its log line
+# ---------------------------------------------------------------------------------------------
 
 
 def summarize(change: dict[str, Any]) -> dict[str, Any]:
