@@ -53,7 +53,7 @@ for name in ("AWS_PROFILE", "DRY_RUN", "NOTIFY_TOPIC_ARN", "AWS_LAMBDA_FUNCTION_
 FACTOR = float(os.environ.get("TIME_FACTOR", "20"))
 SEED = 7
 ACCOUNT = "123456789012"
-CONCURRENCY = 10  # Lambda environments at once (reserved concurrency)
+CONCURRENCY = int(os.environ.get("BURST_CONCURRENCY", "10"))  # environments at once
 LAMBDA_TIMEOUT = 60  # template.yaml
 RETRY_DELAYS = (
     60,
