@@ -124,7 +124,8 @@ def should_revert(change: dict[str, Any]) -> bool:
 
     `change` holds eventId, eventName, eventTime, actor, principals, account, region, groupId,
     groupName, isEgress, rules (the rules about to be revoked) and, when the VPC or tag
-    conditions are set, vpcId and tags.
+    conditions are set, vpcId and tags. For a prefix-list change, prefixList (prefixListId and
+    the entries added) and, as rules, the guarded rules that use the list.
     """
     # e.g. return not change["actor"].endswith("/break-glass")
     return True
@@ -2380,15 +2381,16 @@ def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dic
     their rules would not be allowed with."""
     listed = change["prefixList"]
     ec2 = client("ec2", change["region"], account)
-    if "restored" in listed:
-        listed["added"] = restored_entries(ec2, listed)
-    if not listed["added"]:
+    added = listed["added"]
+    if "restored" in listed:  # what a restore brought back is learned from AWS
+        added = listed["restoredEntries"] = restored_entries(ec2, listed)
+    if not added:
         reason = "the prefix-list change added no entry"
         return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
     guarded = guarded_references(
         references(ec2, listed["prefixListId"], change["account"])
     )
-    removing, keeping = entries_to_remove(listed["added"], guarded)
+    removing, keeping = entries_to_remove(added, guarded)
     words = entries_changed({"prefixList": {**listed, "added": keeping}})
     done["kept"] = words
     if not removing:
