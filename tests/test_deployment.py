@@ -434,6 +434,11 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
         }
     for name in ("BufferQueue", "BufferQueuePolicy", "BufferMapping"):
         assert RESOURCES[name]["Condition"] == "Buffers"
+    # and EventBridge may invoke the function itself only when it does
+    for name in ("Permission", "ForwardedPermission"):
+        assert RESOURCES[name]["Condition"] == "InvokesDirectly"
+    for name in ("TagPermission", "ForwardedTagPermission"):
+        assert RESOURCES[name]["Condition"] == "TagsInvokeDirectly"
     mapping = RESOURCES["BufferMapping"]["Properties"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["MaximumBatchingWindowInSeconds"] <= 5
