@@ -1376,9 +1376,8 @@ def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
 # Decisions, and the ones that mean a change stays open although no condition kept it:
 # these are notified and counted as such.
 LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
-BLIND_SPOT = (
-    "blind-spot"  # the sweep's word for a trail stopped or the canary left in place
-)
+# The sweep's word for a trail stopped or the canary left in place.
+BLIND_SPOT = "blind-spot"
 
 
 def decision_of(done: dict[str, Any], dry_run: bool) -> str:
@@ -2066,22 +2065,15 @@ def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
     """The entries a restore brought back: in the version restored, not in the one it
     replaced. Versions do not change once made, so this holds however late the event is."""
     versions = listed["restored"]
-    found = {}
-    for key in ("from", "over"):
-        # IAM: ec2:GetManagedPrefixListEntries
-        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
-            PrefixListId=listed["prefixListId"], TargetVersion=versions[key]
-        )
-        try:
-            found[key] = {
-                entry["Cidr"]: entry
-                for page in pages
-                for entry in page.get("Entries", [])
-            }
-        except ClientError as error:
-            if error_code(error) in PREFIX_LIST_GONE:
-                return []  # the list is gone: nothing it opens
-            raise
+    try:
+        found = {
+            key: entries_at(ec2, listed["prefixListId"], versions[key])
+            for key in ("from", "over")
+        }
+    except ClientError as error:
+        if error_code(error) in PREFIX_LIST_GONE:
+            return []  # the list is gone: nothing it opens
+        raise
     return [
         {
             "cidr": cidr,
@@ -2093,6 +2085,15 @@ def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
 
 
 PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}
+
+
+def entries_at(ec2: Any, prefix_list_id: str, version: int) -> dict[str, dict]:
+    """A version of the list's entries, by CIDR as AWS writes it."""
+    # IAM: ec2:GetManagedPrefixListEntries
+    pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
+        PrefixListId=prefix_list_id, TargetVersion=version
+    )
+    return {entry["Cidr"]: entry for page in pages for entry in page.get("Entries", [])}
 
 
 def remove_entries(
@@ -2107,14 +2108,9 @@ def remove_entries(
         if not lists["PrefixLists"]:
             return entries
         version = lists["PrefixLists"][0]["Version"]
-        # IAM: ec2:GetManagedPrefixListEntries
-        pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(
-            PrefixListId=prefix_list_id, TargetVersion=version
-        )
         present = {
-            ipaddress.ip_network(found["Cidr"], strict=False): found["Cidr"]
-            for page in pages
-            for found in page.get("Entries", [])
+            ipaddress.ip_network(cidr, strict=False): cidr
+            for cidr in entries_at(ec2, prefix_list_id, version)
         }
     except ClientError as error:
         if error_code(error) in PREFIX_LIST_GONE:
@@ -2188,7 +2184,7 @@ def handle_event(event: Any, context: Any) -> dict[str, Any]:
         BotoCoreError,
         NotRevoked,
     ) as error:  # no connection, no time left, no revoke
-        report_error(summary, change, f"{type(error).__name__}: {error}")
+        report_error(summary, change, error_reason(error))
         raise
     notify(result, change)
     return log(result)
@@ -2201,7 +2197,9 @@ def report_error(summary: dict, change: dict, reason: str) -> None:
     log(result)
 
 
-def error_reason(error: ClientError) -> str:
+def error_reason(error: Exception) -> str:
+    if not isinstance(error, ClientError):  # no connection, no time left, no revoke
+        return f"{type(error).__name__}: {error}"
     code = error_code(error)
     if code in DENIED:
         service = "sts" if error.operation_name == "AssumeRole" else "ec2"
@@ -2364,9 +2362,7 @@ def entries_changed(change: dict[str, Any]) -> list[str]:
     if "prefixList" not in change:
         return []
     listed = change["prefixList"]
-    if (
-        "restored" in listed and not listed["added"]
-    ):  # not looked up (an exempt restore)
+    if "restored" in listed and not listed["added"]:  # an exempt restore, not looked up
         return [
             f"{listed['prefixListId']} restored from version {listed['restored']['from']}"
         ]
@@ -2602,10 +2598,18 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
     for message in messages:
         event = event_of(message)
         try:
-            if is_dry_run() or not revokes_by_id(event):
-                handle_event(event, context)
+            change = read_change(event)
+        except BadEvent:
+            change = None
+        try:
+            if is_dry_run() or change is None or not revokes_by_id(change):
+                handle_event(
+                    event, context
+                )  # reads it again, and logs why it is ignored
             else:
-                decided.append((message.get("messageId"), *decide(event, context)))
+                decided.append(
+                    (message.get("messageId"), *decide(event, change, context))
+                )
         except (ClientError, BotoCoreError, NotRevoked):
             failed.append(message.get("messageId"))
     batches: dict[tuple, list] = {}
@@ -2627,9 +2631,7 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
                 else []
             )
         except (ClientError, BotoCoreError, NotRevoked) as error:
-            reason = (
-                error_reason(error) if isinstance(error, ClientError) else repr(error)
-            )
+            reason = error_reason(error)
             for message_id, summary, change, done, _ in items:
                 if done.get("revoked"):
                     report_error(summary, change, reason)
@@ -2651,12 +2653,8 @@ def event_of(message: dict) -> Any:
         return message.get("body")
 
 
-def revokes_by_id(event: Any) -> bool:
+def revokes_by_id(change: dict[str, Any]) -> bool:
     """An addition whose every rule has its ID: the kind a batch revokes together."""
-    try:
-        change = read_change(event)
-    except BadEvent:
-        return False
     rules = change["rules"]
     return (
         change["eventName"].startswith("Authorize")
@@ -2666,11 +2664,12 @@ def revokes_by_id(event: Any) -> bool:
     )
 
 
-def decide(event: Any, context: Any) -> tuple[dict, dict, dict, str | None]:
+def decide(
+    event: Any, change: dict, context: Any
+) -> tuple[dict, dict, dict, str | None]:
     """(summary, change, done, account): the change handled in dry run, so that what it
     would revoke is known and nothing is revoked yet. Anything out of the way (another
     account out of reach, an error) is handled alone instead, as a live event is."""
-    change = read_change(event)
     summary = summarize(change)
     try:
         account = member_account(change, context)
