@@ -2736,7 +2736,13 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 blind_spots.append(
                     f"{where} in {region} could not be swept fully: {error}"
                 )
-    blind_spots += stale_canaries(datetime.datetime.now(datetime.UTC))
+    try:
+        blind_spots += stale_canaries(datetime.datetime.now(datetime.UTC))
+    except (
+        ClientError,
+        BotoCoreError,
+    ) as error:  # the blind spots above are still told
+        blind_spots.append(f"the canary could not be checked: {error_reason(error)}")
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {

@@ -10,10 +10,11 @@ import datetime
 import json
 
 import pytest
+from botocore.stub import Stubber
 from cloudtrail import assumed_role, authorize, rules_of
 from conftest import CONTEXT
 from test_deployment import RESOURCES
-from test_sweeping import sweep_with_history
+from test_sweeping import sweep_with_history, trail_record
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -139,3 +140,21 @@ def test_the_template_adds_the_canary_rule_as_a_role_allowed_that_alone():
     assert variables["CANARY_GROUP_ID"] == {
         "Fn::If": ["HasCanary", {"Fn::GetAtt": ["CanaryGroup", "GroupId"]}, ""]
     }
+
+
+def test_a_canary_that_cannot_be_checked_is_told_with_the_other_blind_spots(
+    ec2, canary, inbox
+):
+    """Before, a failed describe of the canary group failed the whole sweep, and the blind
+    spots found before it (a trail stopped) were never told."""
+    stub = Stubber(lambda_function.client("ec2", "us-east-1"))
+    stub.add_client_error(
+        "describe_security_group_rules", service_error_code="UnauthorizedOperation"
+    )
+    with stub:
+        result = sweep_with_history([trail_record("StopLogging", {"name": "main"})])
+    assert result["blindSpots"][0].startswith("StopLogging on trail main")
+    assert result["blindSpots"][1].startswith(
+        "the canary could not be checked: UnauthorizedOperation"
+    )
+    assert len(inbox()) == 2
