@@ -607,6 +607,20 @@ def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
             change["unreadable"].append(f"prefix list entry {str(entry)[:80]}")
     if added is not None and not isinstance(added, (dict, list)):
         change["unreadable"].append(f"prefix list entries {str(added)[:80]}")
+    # Removals narrow; they matter only where the same call adds a CIDR back (a new
+    # description), which the list held before if CurrentVersion says so.
+    removed = field(request, "RemoveEntry")
+    removed = field(request, "RemoveEntries") if removed is None else removed
+    if isinstance(removed, dict) and "items" in removed:
+        removed = removed["items"]
+    change["prefixList"]["removed"] = [
+        cidr
+        for entry in (removed if isinstance(removed, list) else [removed])
+        if isinstance(cidr := field(entry, "Cidr"), str) and cidr_version(cidr)
+    ]
+    version = field(request, "CurrentVersion")
+    if isinstance(version, (int, str)) and str(version).isdigit():
+        change["prefixList"]["currentVersion"] = int(version)
     listed = field(request, "PrefixListId")
     if isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed):
         change["prefixList"]["prefixListId"] = listed
@@ -1439,6 +1453,17 @@ def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def re_described(listed: dict[str, Any]) -> list[dict[str, str]]:
+    """The added entries the same call also removed: a new description for an entry the
+    list held, if the version the call changed held it."""
+    removed = {ipaddress.ip_network(cidr, strict=False) for cidr in listed["removed"]}
+    return [
+        entry
+        for entry in listed["added"]
+        if ipaddress.ip_network(entry["cidr"], strict=False) in removed
+    ]
+
+
 def entries_to_remove(
     added: list[dict[str, str]], guarded: list[dict[str, Any]]
 ) -> tuple[list[dict], list[dict]]:
@@ -2087,6 +2112,27 @@ def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
 PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}
 
 
+def new_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
+    """The added entries less those only re-described: removed and added back by the same
+    call, and held by the version it changed. Without that version, all count as new."""
+    if "currentVersion" not in listed:
+        return listed["added"]
+    try:
+        before = entries_at(ec2, listed["prefixListId"], listed["currentVersion"])
+    except ClientError as error:
+        if error_code(error) in PREFIX_LIST_GONE:
+            return listed["added"]
+        raise
+    held = {ipaddress.ip_network(cidr, strict=False) for cidr in before}
+    again = re_described(listed)
+    return [
+        entry
+        for entry in listed["added"]
+        if entry not in again
+        or ipaddress.ip_network(entry["cidr"], strict=False) not in held
+    ]
+
+
 def entries_at(ec2: Any, prefix_list_id: str, version: int) -> dict[str, dict]:
     """A version of the list's entries, by CIDR as AWS writes it."""
     # IAM: ec2:GetManagedPrefixListEntries
@@ -2380,6 +2426,8 @@ def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dic
     added = listed["added"]
     if "restored" in listed:  # what a restore brought back is learned from AWS
         added = listed["restoredEntries"] = restored_entries(ec2, listed)
+    elif re_described(listed):  # removed and added back: was it there before?
+        added = listed["newEntries"] = new_entries(ec2, listed)
     if not added:
         reason = "the prefix-list change added no entry"
         return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}

@@ -351,3 +351,30 @@ def test_an_exempt_principals_restore_is_kept_and_says_so(ec2, used, conditions)
     assert result["decision"] == "kept"
     assert result["keptRules"] == [f"{used} restored from version 2"]
     assert "0.0.0.0/0" in entries_of(ec2, used)
+
+
+@pytest.mark.parametrize("version_given, stays", [(True, True), (False, False)])
+def test_an_entry_removed_and_added_back_in_one_call_is_only_re_described(
+    ec2, used, version_given, stays
+):
+    """Found reading the change: a call that removes the office entry and adds it back with
+    a new description added nothing, yet the office entry was taken out. With the version
+    the call changed, the function sees the list held it; without, it fails closed."""
+    ec2.modify_managed_prefix_list(
+        PrefixListId=used,
+        CurrentVersion=1,
+        RemoveEntries=[{"Cidr": OFFICE}],
+        AddEntries=[{"Cidr": OFFICE, "Description": "office, 2nd floor"}],
+    )
+    request = {
+        "RemoveEntry": {"cidr": OFFICE, "tag": "1"},
+        "AddEntry": {"cidr": OFFICE, "Description": "office, 2nd floor", "tag": "1"},
+        "PrefixListId": used,
+        **({"CurrentVersion": "1"} if version_given else {}),
+    }
+    event = record(
+        "ModifyManagedPrefixList", {"ModifyManagedPrefixListRequest": request}, None
+    )
+    result = lambda_handler(event, CONTEXT)
+    assert (OFFICE in entries_of(ec2, used)) is stays
+    assert result["decision"] == ("kept" if stays else "reverted")
