@@ -446,9 +446,10 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
         "Statement"
     ]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-    assert statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(
-        ":rule/${FunctionName}*"
-    )
+    # the very rules, by ARN: a name prefix would admit a rule anyone may create
+    sources = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+    named = [found["Fn::If"][1] if "Fn::If" in found else found for found in sources]
+    assert named == [{"Fn::GetAtt": [rule, "Arn"]} for rule in rules]
     queue = RESOURCES["BufferQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
         "Fn::GetAtt": ["FailureQueue", "Arn"]
