@@ -494,14 +494,21 @@ def read_actor(identity: Any) -> dict[str, Any]:
     issuer = field(field(field(identity, "sessionContext"), "sessionIssuer"), "arn")
     names = [field(identity, "arn"), issuer, field(identity, "invokedBy")]
     principals = [n for n in names if isinstance(n, str) and n]
+    # A service-linked role's path is /aws-service-role/, which no customer role may take;
+    # the text elsewhere in an ARN (any path may hold it) proves nothing.
     service = field(identity, "type") == "AWSService" or (
-        isinstance(issuer, str) and ":role/aws-service-role/" in issuer
+        isinstance(issuer, str) and SERVICE_LINKED_ROLE.fullmatch(issuer) is not None
     )
     return {
         "actor": principals[0] if principals else "unknown",
         "principals": principals,
         "byAwsService": service,
     }
+
+
+SERVICE_LINKED_ROLE = re.compile(
+    r"arn:aws[a-z-]*:iam::\d{12}:role/aws-service-role/[\w.-]+/[\w+=,.@-]+"
+)
 
 
 def field(d: Any, key: str) -> Any:
@@ -1133,7 +1140,9 @@ def network_key(rule: dict[str, Any]) -> tuple:
     """What a rule lets through, for comparing two rules: protocol, ports, source."""
     protocol = rule.get("ipProtocol")
     ports = (
-        None if protocol == "-1" else (rule.get("fromPort", -1), rule.get("toPort", -1))
+        None
+        if opens_every_port(protocol)
+        else (rule.get("fromPort", -1), rule.get("toPort", -1))
     )
     cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
     group = rule.get("referencedGroupInfo") or {}
@@ -1324,11 +1333,19 @@ def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
 
 
 def port_range(rule: dict[str, Any]) -> tuple[int, int]:
-    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent."""
-    if rule.get("ipProtocol") == "-1":
+    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent,
+    and for any protocol but tcp and udp (ICMP's type and code are matched apart): AWS
+    opens every port of such a protocol whatever range is given (API reference,
+    IpPermission.IpProtocol), so an SCTP rule "for 443" opens every SCTP port."""
+    if opens_every_port(rule.get("ipProtocol")):
         return (0, 65535)
     low, high = rule.get("fromPort", -1), rule.get("toPort", -1)
     return (0 if low == -1 else low, 65535 if high == -1 else high)
+
+
+def opens_every_port(protocol: Any) -> bool:
+    """-1 and every protocol but tcp, udp and ICMP: ports given for them mean nothing."""
+    return protocol is not None and protocol not in ("tcp", "udp", *ICMP)
 
 
 def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
@@ -1419,8 +1436,8 @@ def describe(rule: dict[str, Any]) -> str:
     elif protocol in ICMP:
         what = protocol if low in (None, -1) else f"{protocol} type {low}"
         what += "" if high in (None, -1) else f" code {high}"
-    elif low is None:
-        what = f"protocol {protocol}"
+    elif opens_every_port(protocol):  # any ports given mean nothing: AWS opens them all
+        what = f"protocol {protocol}, all ports"
     else:
         what = f"{protocol} {low}" if low == high else f"{protocol} {low}-{high}"
     group = rule.get("referencedGroupInfo") or {}

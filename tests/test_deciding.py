@@ -307,6 +307,18 @@ LOAD_BALANCING_LINKED_ROLE = {
         }
     },
 }
+# A customer role whose path holds the text (IAM paths allow any printable ASCII): not a
+# service-linked role, whose path is /aws-service-role/ and which no customer may create.
+ROLE_PATH_POSING_AS_A_SERVICE = {
+    **assumed_role("Deployer", "mallory"),
+    "sessionContext": {
+        "sessionIssuer": {
+            "type": "Role",
+            "arn": f"arn:aws:iam::{ACCOUNT}:role/team/:role/aws-service-role/"
+            "eks.amazonaws.com/Deployer",
+        }
+    },
+}
 # A person deploying a stack without a service role: CloudFormation acts with their identity.
 PERSON_THROUGH_CLOUDFORMATION = {**SESSION, "invokedBy": "cloudformation.amazonaws.com"}
 
@@ -317,6 +329,7 @@ PERSON_THROUGH_CLOUDFORMATION = {**SESSION, "invokedBy": "cloudformation.amazona
         (EKS_ON_ITS_OWN, False, True),
         (LOAD_BALANCING_LINKED_ROLE, False, True),
         (PERSON_THROUGH_CLOUDFORMATION, False, False),
+        (ROLE_PATH_POSING_AS_A_SERVICE, False, False),
         (EKS_ON_ITS_OWN, True, False),
         (LOAD_BALANCING_LINKED_ROLE, True, False),
     ],
@@ -329,3 +342,26 @@ def test_aws_services_acting_on_their_own_are_left_alone_unless_guarded(
     assert (reason is not None) is kept
     if kept:
         assert reason.startswith("made by an AWS service on its own")
+
+
+# For any protocol but tcp, udp and ICMP, AWS opens every port whatever range the call gives
+# (EC2 API reference, IpPermission.IpProtocol): such a rule is all ports, never "port 443".
+@pytest.mark.parametrize("protocol", ["132", "50", "47"])
+def test_a_protocol_without_ports_is_all_ports_whatever_its_record_says(
+    conditions, protocol
+):
+    conditions(ALLOWED_RULES=[{"fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}])
+    sctp = {
+        "IpProtocol": protocol,
+        "FromPort": 443,
+        "ToPort": 443,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+    }
+    change = change_of([sctp])
+    revoking, allowed = split_rules(change)
+    assert (len(revoking), allowed) == (1, [])
+    assert lambda_function.describe(revoking[0]) == (
+        f"protocol {protocol}, all ports from 0.0.0.0/0"
+    )
+    # tcp 443 from anywhere is what the entry allows, and stays allowed.
+    assert split_rules(change_of([tcp(443, "0.0.0.0/0")]))[1] != []

@@ -132,7 +132,7 @@ SSH_ANYWHERE = {
         ),
         pytest.param(
             [{"IpProtocol": "50", "IpRanges": [{"CidrIp": "203.0.113.0/24"}]}],
-            ["protocol 50 from 203.0.113.0/24"],
+            ["protocol 50, all ports from 203.0.113.0/24"],
             id="esp-without-ports",
         ),
         pytest.param(
