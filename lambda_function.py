@@ -380,6 +380,9 @@ CHANGE_EVENTS = (  # event_pattern.json
     # of an earlier version that held an entry taken out since.
     "ModifyManagedPrefixList",
     "RestoreManagedPrefixListVersion",
+    # A group used in another VPC of the account and region (2024): its rules reach a VPC
+    # the conditions guard without any rule change.
+    "AssociateSecurityGroupVpc",
 )
 REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupIngress",
@@ -438,7 +441,7 @@ def read_change(event: Any) -> dict[str, Any]:
         "groupId": None,
         "groupName": None,
         "isEgress": None
-        if name.startswith(("Modify", "Restore"))
+        if name.startswith(("Modify", "Restore", "Associate"))
         else name.endswith("Egress"),
         "removal": name in REMOVAL_EVENTS,
         "rules": [],
@@ -539,6 +542,8 @@ def read_rules(record: dict, change: dict[str, Any]) -> None:
         read_prefix_list_change(params, change)
     elif change["eventName"] == "RestoreManagedPrefixListVersion":
         read_prefix_list_restore(params, change)
+    elif change["eventName"] == "AssociateSecurityGroupVpc":
+        read_association(params, change)
     elif change["removal"]:
         read_removal(params, record.get("responseElements"), change)
     else:
@@ -586,6 +591,9 @@ def read_tagging(params: dict, change: dict[str, Any]) -> None:
     change["tagging"] = {
         "groupIds": [g for g in groups if isinstance(g, str) and GROUP_ID.fullmatch(g)],
         "tags": tags,
+        # DeleteTags without a tag list deletes every user tag of the resource (EC2 API
+        # reference, DeleteTags): no key is named, every key is gone.
+        "allTags": change["eventName"] == "DeleteTags" and not tags,
     }
     change["groupId"] = (change["tagging"]["groupIds"] or [None])[0]
 
@@ -656,6 +664,17 @@ def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
     if None in versions:
         raise Unreadable(f"{listed} restored from an unreadable version")
     change["prefixList"]["restored"] = {"from": versions[0], "over": versions[1]}
+
+
+def read_association(params: dict, change: dict[str, Any]) -> None:
+    """AssociateSecurityGroupVpc: the group and the VPC it may now be used in. Layout assumed
+    like ModifySecurityGroupRules' ({"AssociateSecurityGroupVpcRequest": {"GroupId",
+    "VpcId"}}) or flat camelCase; unverified by a real record."""
+    request = field(params, "AssociateSecurityGroupVpcRequest")
+    request = request if isinstance(request, dict) else params
+    change["groupId"] = checked(field(request, "GroupId"), GROUP_ID, "GroupId")
+    vpc = checked(field(request, "VpcId"), VPC_ID, "VpcId")
+    change["association"] = {"vpcId": vpc}
 
 
 def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
@@ -992,21 +1011,82 @@ def own_session(change: dict[str, Any], function_name: str | None) -> str | None
     return "maybe" if function_name and found[3] == function_name else None
 
 
-def tags_to_undo(event_name: str, tags: dict[str, str | None]) -> tuple[dict, dict]:
-    """(tags to put back, tags to take off) so that a tag change cannot switch the guard off:
-    an ONLY_TAGGED or LOCKED_TAGGED tag removed or given another value is put back (with the
-    value the condition wants, or the one removed), a NEVER_TAGGED tag added is taken off."""
+def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]:
+    """(ONLY_TAGGED or LOCKED_TAGGED keys the change may have taken away, NEVER_TAGGED tags
+    it added): the request says only which keys to look at. Whether a key was really taken
+    away, and the value it had, is learned from AWS (tag_before), never from the request:
+    a DeleteTags that removed nothing must not make the function write the value it names."""
     wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
-    put_back, take_off = {}, {}
-    for key, value in tags.items():
-        if key in wanted and event_name == "DeleteTags":
-            put_back[key] = wanted[key] if wanted[key] is not None else (value or "")
-        elif key in wanted and wanted[key] not in (None, value):
-            put_back[key] = wanted[key]
-        never = event_name == "CreateTags" and key in NEVER_TAGGED
-        if never and NEVER_TAGGED[key] in (None, value):
-            take_off[key] = value
-    return put_back, take_off
+    tags = tagging["tags"]
+    if event_name == "DeleteTags":
+        keys = list(wanted) if tagging["allTags"] else [k for k in tags if k in wanted]
+        return keys, {}
+    lost = [k for k, v in tags.items() if k in wanted and not satisfies(wanted[k], v)]
+    added = {
+        k: v
+        for k, v in tags.items()
+        if k in NEVER_TAGGED and satisfies(NEVER_TAGGED[k], v)
+    }
+    return lost, added
+
+
+def satisfies(wanted: str | None, value: str | None) -> bool:
+    """Does a tag's value (None: the tag is absent) meet a condition's (None: any value)?"""
+    return value is not None and wanted in (None, value)
+
+
+def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str | None]:
+    """(known, value) of a group's tag just before a change, from the earlier records of
+    the group in event history, newest first: the last CreateTags that set it, a DeleteTags
+    that removed it, or the group's creation with its tags. Not known when history does
+    not reach back that far."""
+    deleted_if = []  # later DeleteTags naming a value: they removed it only if it matched
+    for record in records:
+        name = record.get("eventName")
+        params = record.get("requestParameters") or {}
+        if name in TAG_EVENTS:
+            try:
+                change = read_change(record)
+            except BadEvent:
+                continue
+            tagging = change.get("tagging") or {}
+            if group_id not in tagging.get("groupIds", []):
+                continue
+            if name == "DeleteTags" and tagging["allTags"]:
+                return True, None
+            if key not in tagging["tags"]:
+                continue
+            value = tagging["tags"][key]
+            if name == "DeleteTags" and value is None:
+                return True, None
+            if name == "DeleteTags":
+                deleted_if.append(value)
+                continue
+            value = value or ""  # CreateTags without a value sets an empty one
+        elif name == "CreateSecurityGroup" and not record.get("errorCode"):
+            created = (record.get("responseElements") or {}).get("groupId")
+            if created != group_id:
+                continue
+            value = created_with(params).get(key)
+        else:
+            continue
+        return True, None if value in deleted_if else value
+    return False, None
+
+
+def created_with(params: dict[str, Any]) -> dict[str, str]:
+    """The tags a CreateSecurityGroup request gave the group (tagSpecificationSet)."""
+    found = {}
+    specs = params.get("tagSpecificationSet") if isinstance(params, dict) else None
+    for spec in items(specs, "tagSpecificationSet") if isinstance(specs, dict) else []:
+        if isinstance(spec, dict) and spec.get("resourceType") == "security-group":
+            tags = spec.get("tags")
+            tags = tags.get("items", []) if isinstance(tags, dict) else tags or []
+            for tag in tags if isinstance(tags, list) else []:
+                key, value = field(tag, "key"), field(tag, "value")
+                if isinstance(key, str):
+                    found[key] = value if isinstance(value, str) else ""
+    return found
 
 
 def principal_exemption(change: dict[str, Any]) -> str | None:
@@ -1417,7 +1497,14 @@ def decision_of(done: dict[str, Any], dry_run: bool) -> str:
         return "unreadable"
     if done["changedSince"]:
         return "changed-since"
-    undone = ("revoked", "restored", "reauthorized", "retagged", "unwidened")
+    undone = (
+        "revoked",
+        "restored",
+        "reauthorized",
+        "retagged",
+        "unwidened",
+        "disassociated",
+    )
     if any(done.get(key) for key in undone):
         return "dry-run" if dry_run else "reverted"
     if done["kept"]:
@@ -1468,6 +1555,30 @@ def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         is None
     ]
+
+
+def allowed_through(prefix_list_id: str) -> list[dict[str, Any]]:
+    """The widest rules an ALLOWED_RULES entry naming the list would keep: such a list is
+    guarded whether or not a group uses it today, or it could be widened while unused and
+    a rule from it authorized later, allowed. No group: nothing to look up."""
+    rules = []
+    for entry in ALLOWED_RULES:
+        if entry.get("prefixListId") != prefix_list_id:
+            continue
+        protocol = allowed_protocol(entry.get("ipProtocol", "-1")) or "-1"
+        shape: dict[str, Any] = {"ipProtocol": protocol}
+        if protocol in ICMP:
+            shape |= {key: entry.get(key, -1) for key in ("fromPort", "toPort")}
+        elif not opens_every_port(protocol):
+            low, high = port_range(entry)
+            shape |= {"fromPort": low, "toPort": high}
+        directions = [entry["isEgress"]] if "isEgress" in entry else [False, True]
+        rules += [
+            {"groupId": None, "isEgress": is_egress, "prefixListId": prefix_list_id}
+            | shape
+            for is_egress in directions
+        ]
+    return rules
 
 
 def re_described(listed: dict[str, Any]) -> list[dict[str, str]]:
@@ -1653,6 +1764,19 @@ def error_code(error: ClientError) -> str:
 
 
 _own_arn: str | None = None  # the function's own session ARN, asked once per cold start
+_own_user_id: str | None = (
+    None  # and its role's unique ID (AROA…), to know its own messages
+)
+
+
+def own_identity(region: str) -> tuple[str, str]:
+    """(session ARN, role's unique ID) of the function itself: one call per cold start."""
+    global _own_arn, _own_user_id
+    if _own_arn is None or _own_user_id is None:
+        # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
+        found = client("sts", region).get_caller_identity()
+        _own_arn, _own_user_id = found["Arn"], found["UserId"].split(":")[0]
+    return _own_arn, _own_user_id
 
 
 def is_own(change: dict[str, Any], account: str | None) -> bool:
@@ -1660,14 +1784,10 @@ def is_own(change: dict[str, Any], account: str | None) -> bool:
     account it acts in (in its own account anyone allowed to create roles could make one of
     that name); a session named like the function, confirmed against the function's own
     identity (one call, once)."""
-    global _own_arn
     seen = own_session(change, os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     if seen != "maybe":
         return seen == "member" and account is not None
-    if _own_arn is None:
-        # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
-        _own_arn = client("sts", change["region"]).get_caller_identity()["Arn"]
-    return change["principals"][0] == _own_arn
+    return change["principals"][0] == own_identity(change["region"])[0]
 
 
 def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
@@ -2218,8 +2338,11 @@ def is_dry_run() -> bool:
     return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
 
 
-def handle_event(event: Any, context: Any) -> dict[str, Any]:
-    """One event, from reading to the log line; an error is told, then raised for a retry."""
+def handle_event(
+    event: Any, context: Any, from_history: bool = False
+) -> dict[str, Any]:
+    """One event, from reading to the log line; an error is told, then raised for a retry.
+    from_history: the event is a record event history returned (the sweep), AWS's own."""
     dry_run = is_dry_run()
     summary, change = first_summary(event), {}
     if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
@@ -2228,6 +2351,8 @@ def handle_event(event: Any, context: Any) -> dict[str, Any]:
         )
     try:
         change = read_change(event)
+        if from_history:
+            change["confirmedBy"] = "CloudTrail event history (the sweep)"
         summary = summarize(change)
         account = member_account(change, context) if may_undo(change) else None
         done = handle(change, dry_run, account)
@@ -2243,10 +2368,8 @@ def handle_event(event: Any, context: Any) -> dict[str, Any]:
             raise  # Lambda retries, then hands the event to the on-failure destination
         why = f"AWS rejected the undo as malformed, so it cannot be retried: {error}"
         result = outcome(summary, "unreadable", left_open(change, why))
-    except (
-        BotoCoreError,
-        NotRevoked,
-    ) as error:  # no connection, no time left, no revoke
+    except (BotoCoreError, NotRevoked, Unconfirmed) as error:
+        # no connection, no time left, no revoke, a put-back not yet in event history
         report_error(summary, change, error_reason(error))
         raise
     notify(result, change)
@@ -2261,6 +2384,12 @@ def report_error(summary: dict, change: dict, reason: str) -> None:
 
 
 def error_reason(error: Exception) -> str:
+    if isinstance(error, Unconfirmed):
+        return (
+            f"waiting for CloudTrail event history to confirm the change ({error}): "
+            "nothing is added on a message's word; Lambda retries (about 1 and 3 "
+            "minutes later), then the sweep"
+        )
     if not isinstance(error, ClientError):  # no connection, no time left, no revoke
         return f"{type(error).__name__}: {error}"
     code = error_code(error)
@@ -2285,6 +2414,70 @@ def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
 
 
 def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
+    """Undo the change. Where undoing it would add access (authorize a removed rule, write a
+    tag, put a wider old value back), the change is first read again from AWS's own record
+    of it, and everything is decided anew on that record: never on the message's word."""
+    try:
+        return handle_as_read(change, dry_run, account)
+    except ConfirmFirst:
+        confirmed = confirmed_change(change, account)
+    if confirmed["groupId"] == change["groupId"]:  # its VPC and tags, learned already
+        confirmed |= {key: change[key] for key in ("vpcId", "tags") if key in change}
+    return handle_as_read(confirmed, dry_run, account)
+
+
+class ConfirmFirst(Exception):
+    """Raised before any write, where what follows would add access on a message's word."""
+
+
+class Unconfirmed(Exception):
+    """Event history does not hold the change (yet): a put-back waits for the retry."""
+
+
+# What is raised for Lambda's retry: AWS's errors, no connection or time, no revoke, no record.
+RETRY_LATER = (ClientError, BotoCoreError, NotRevoked, Unconfirmed)
+
+
+def confirm_first(change: dict[str, Any], dry_run: bool) -> None:
+    """Before a write that adds access: stop unless AWS's own record is what was read."""
+    if not dry_run and "confirmedBy" not in change:
+        raise ConfirmFirst
+
+
+def confirmed_change(change: dict[str, Any], account: str | None) -> dict[str, Any]:
+    """The change as event history records it under the event's ID (a forger may reuse a
+    real ID: the record AWS returns is read, not the message's copy). Not there yet, raise
+    Unconfirmed: Lambda retries, then the sweep; history lags the event by minutes."""
+    event_id = change["eventId"]
+    if not event_id:
+        raise Unconfirmed("the record has no eventID to find it by in event history")
+    trail = client("cloudtrail", change["region"], account)
+    # IAM: cloudtrail:LookupEvents
+    found = trail.lookup_events(
+        LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": event_id}],
+        MaxResults=1,
+    )["Events"]
+    try:
+        record = json.loads(found[0]["CloudTrailEvent"]) if found else None
+    except (KeyError, TypeError, ValueError):
+        record = None
+    same = isinstance(record, dict) and all(
+        record.get(key) == value
+        for key, value in (
+            ("eventID", event_id),
+            ("eventName", change["eventName"]),
+            ("awsRegion", change["region"]),
+            ("recipientAccountId", change["account"]),
+        )
+    )
+    if not same:
+        raise Unconfirmed(
+            f"event {event_id} is not (yet) in CloudTrail event history as read"
+        )
+    return {**read_change(record), "confirmedBy": "CloudTrail event history"}
+
+
+def handle_as_read(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     """Undo the change: what was revoked, restored or authorized again (or would be), kept,
     already gone, changed since, and what could not be read, with the reason."""
     done: dict[str, Any] = {
@@ -2295,22 +2488,24 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
         "kept": [],
         "gone": [],
         "changedSince": [],
-        "unreadable": change["unreadable"],
+        "unreadable": list(change["unreadable"]),
     }
     # Never react to itself (or lock mode would loop), nor to an exempt principal.
     reason = "made by this guardrail itself" if is_own(change, account) else None
     reason = reason or principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
         kept = change["rules"] + change["unreadable"] + tags_changed(change)
-        kept += entries_changed(change)
+        kept += entries_changed(change) + associated(change)
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
     if "tagging" in change:
         return retag(change, done, dry_run, account)
     if "prefixList" in change:
         return unwiden(change, done, dry_run, account)
+    if "association" in change:
+        return disassociate(change, done, dry_run, account)
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
-    facts_first = needs_group_facts(change)
+    facts_first = needs_group_facts(change) and "tags" not in change
     reason = None if facts_first else unlocked_exemption(change)
     if reason:
         return {**done, "reason": reason, "kept": change["rules"]}
@@ -2361,6 +2556,10 @@ def undo(
     )
     if not approved:
         return {**done, "kept": rules}
+    if any(widens(rule["previous"], rule) for rule in restoring):
+        confirm_first(
+            change, dry_run
+        )  # the old value lets through what the new does not
     if not dry_run:
         done["gone"] += revoke(ec2, change, revoking)
         if restoring:
@@ -2375,49 +2574,193 @@ def tags_changed(change: dict[str, Any]) -> list[str]:
     """A tag change in words, for the result: 'tags team=web on sg-…'."""
     if "tagging" not in change:
         return []
-    tags = ", ".join(
-        key if value is None else f"{key}={value}"
-        for key, value in change["tagging"]["tags"].items()
+    tags = (
+        "all"
+        if change["tagging"]["allTags"]
+        else ", ".join(
+            key if value is None else f"{key}={value}"
+            for key, value in change["tagging"]["tags"].items()
+        )
     )
     return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}"]
 
 
 def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
-    """A tag change on security groups: undo what would switch the guard off."""
+    """A tag change on security groups: undo what would switch the guard off. A tag is put
+    back only where AWS's records show the group had it, with the value it had."""
     tagging = change["tagging"]
-    put_back, take_off = tags_to_undo(change["eventName"], tagging["tags"])
-    if not tagging["groupIds"] or not (put_back or take_off):
+    lost, added = tags_at_stake(tagging, change["eventName"])
+    if not tagging["groupIds"] or not (lost or added):
         reason = "the tag change does not switch the guard off"
         return {**done, "reason": reason, "kept": tags_changed(change)}
-    if not dry_run:
-        ec2 = client("ec2", change["region"], account)
-        for group_id in tagging["groupIds"]:
-            if put_back:
-                # IAM: ec2:CreateTags
-                ec2.create_tags(
-                    Resources=[group_id],
-                    Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
-                )
-            if take_off:
-                # IAM: ec2:DeleteTags
-                ec2.delete_tags(
-                    Resources=[group_id],
-                    Tags=[
-                        {"Key": k, **({"Value": v} if v is not None else {})}
-                        for k, v in take_off.items()
-                    ],
-                )
     groups = ", ".join(tagging["groupIds"])
-    done["retagged"] = [
-        f"tag {k}={v} put back on {groups}" for k, v in put_back.items()
-    ]
-    done["retagged"] += [f"tag {k} taken off {groups}" for k in take_off]
+    if dry_run:  # what a live run would check against AWS, and perhaps undo
+        done["retagged"] = [f"tag {k} put back on {groups} if it had it" for k in lost]
+        done["retagged"] += [f"tag {k} taken off {groups}" for k in added]
+        return {**done, "reason": DRY_RUN_REASON}
+    confirm_first(change, dry_run)
+    ec2 = client("ec2", change["region"], account)
+    done["retagged"], done["kept"] = [], tags_changed(change)
+    for group_id, now in tags_now(ec2, tagging["groupIds"]).items():
+        if now is None:
+            done["gone"].append(f"tags of {group_id} (the group is gone)")
+            continue
+        put_back = tags_to_put_back(change, group_id, lost, now, done, account)
+        take_off = {k: v for k, v in added.items() if k in now and now[k] == v}
+        if put_back:
+            # IAM: ec2:CreateTags
+            ec2.create_tags(
+                Resources=[group_id],
+                Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
+            )
+        if take_off:
+            # IAM: ec2:DeleteTags
+            ec2.delete_tags(
+                Resources=[group_id],
+                Tags=[{"Key": k, "Value": v} for k, v in take_off.items()],
+            )
+        done["retagged"] += [
+            f"tag {k}={v} put back on {group_id}" for k, v in put_back.items()
+        ]
+        done["retagged"] += [f"tag {k} taken off {group_id}" for k in take_off]
     done["reason"] = (
+        "a tag change would have switched the guard off: undone"
+        if done["retagged"]
+        else "the tag change took away no tag the guard relies on"
+    )
+    if done["unreadable"]:
+        done["reason"] = "the tags' values before the change are not all known"
+    return done
+
+
+def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
+    """Each group's tags as AWS holds them now; None for a group that is gone."""
+    # IAM: ec2:DescribeSecurityGroups
+    pages = ec2.get_paginator("describe_security_groups").paginate(
+        Filters=[{"Name": "group-id", "Values": group_ids[:200]}]
+    )
+    found = {
+        group["GroupId"]: {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+        for page in pages
+        for group in page["SecurityGroups"]
+    }
+    return {group_id: found.get(group_id) for group_id in group_ids}
+
+
+def tags_to_put_back(
+    change: dict, group_id: str, lost: list[str], now: dict, done: dict, account: Any
+) -> dict[str, str]:
+    """The guard's tags the change took from the group, each with the value it had before:
+    a tag the group holds now as the condition wants stays; one whose earlier value event
+    history does not reach is reported, never guessed."""
+    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
+    missing = [key for key in lost if not satisfies(wanted[key], now.get(key))]
+    if not missing:
+        return {}
+    earlier = tag_history(change, group_id, account)
+    put_back = {}
+    for key in missing:
+        known, value = tag_before(earlier, group_id, key)
+        if not known:
+            done["unreadable"].append(
+                f"tag {key} of {group_id}: event history does not say whether the group "
+                "had it before the change; put it back by hand if it did"
+            )
+        elif satisfies(wanted[key], value) and value != now.get(key):
+            put_back[key] = value
+    return put_back
+
+
+def tag_history(change: dict, group_id: str, account: str | None) -> list[Any]:
+    """The group's records in event history before the change, newest first."""
+    trail = client("cloudtrail", change["region"], account)
+    end = event_time(change)
+    records = []
+    # IAM: cloudtrail:LookupEvents
+    pages = trail.get_paginator("lookup_events").paginate(
+        LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": group_id}],
+        StartTime=end - datetime.timedelta(days=HISTORY_DAYS),
+        EndTime=end,
+        PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
+    )
+    for number, page in enumerate(pages):
+        if number:  # LookupEvents takes 2 requests a second
+            time.sleep(0.5)
+        for event in page["Events"]:
+            try:
+                record = json.loads(event.get("CloudTrailEvent") or "null")
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("eventID") != change["eventId"]:
+                records.append(record)
+        if time.monotonic() + 5 > _retry_until:
+            break
+    return records
+
+
+def associated(change: dict[str, Any]) -> list[str]:
+    """An association in words, for the result: 'sg-… associated with vpc-…'."""
+    if "association" not in change:
+        return []
+    return [f"{change['groupId']} associated with {change['association']['vpcId']}"]
+
+
+def vpc_guarded(vpc_id: str | None) -> bool:
+    return (
+        not (ONLY_VPC_IDS and vpc_id not in ONLY_VPC_IDS)
+        and vpc_id not in NEVER_VPC_IDS
+    )
+
+
+def disassociate(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+    """A group associated with a VPC the conditions guard while its own VPC is not guarded:
+    its rules, never judged, would reach the guarded VPC. Undone (DisassociateSecurityGroupVpc);
+    what AWS refuses is reported. Without VPC conditions every VPC is guarded alike."""
+    target = change["association"]["vpcId"]
+    words = associated(change)
+    if not vpc_guarded(target):
+        return {
+            **done,
+            "reason": f"{target} is not a VPC the conditions guard",
+            "kept": words,
+        }
+    ec2 = client("ec2", change["region"], account)
+    facts = group_facts(ec2, change)
+    if facts is None:
+        return {**done, "reason": "the group no longer exists", "gone": words}
+    change.update(facts)
+    if vpc_guarded(change["vpcId"]):
+        reason = "the group's own VPC is guarded too: its rules are judged already"
+        return {**done, "reason": reason, "kept": words}
+    approved, done["reason"] = verdict_of_should_revert(change)
+    if not approved:
+        return {**done, "kept": words}
+    if not dry_run:
+        try:
+            # IAM: ec2:DisassociateSecurityGroupVpc
+            ec2.disassociate_security_group_vpc(GroupId=change["groupId"], VpcId=target)
+        except ClientError as error:
+            if error_code(error) in GONE | {"InvalidVpcID.NotFound"}:
+                return {**done, "reason": "already gone", "gone": words}
+            if error_code(error) not in CANNOT_DISASSOCIATE:
+                raise
+            done["unreadable"].append(
+                f"{words[0]}: AWS refused to undo it ({error_code(error)}: {error}); "
+                "undo it by hand"
+            )
+            return {**done, "reason": "the association could not be undone"}
+    done["disassociated"] = [f"{words[0]}, disassociated again"]
+    done["reason"] = done["reason"] or (
         DRY_RUN_REASON
         if dry_run
-        else "a tag change would have switched the guard off: undone"
+        else f"{change['vpcId']} is not guarded, {target} is: the association was undone"
     )
     return done
+
+
+# AWS refusing to take the group out of the VPC as things stand (in use there, say): a
+# retry would fail alike, so it is reported for a person instead.
+CANNOT_DISASSOCIATE = {"DependencyViolation", "OperationNotPermitted", "IncorrectState"}
 
 
 def entries_changed(change: dict[str, Any]) -> list[str]:
@@ -2450,7 +2793,7 @@ def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dic
         return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
     guarded = guarded_references(
         references(ec2, listed["prefixListId"], change["account"])
-    )
+    ) + allowed_through(listed["prefixListId"])
     removing, keeping = entries_to_remove(added, guarded)
     words = entries_changed({"prefixList": {**listed, "added": keeping}})
     done["kept"] = words
@@ -2465,7 +2808,9 @@ def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dic
     if not approved:
         return {**done, "kept": entries_changed(change)}
     gone = [] if dry_run else remove_entries(ec2, listed["prefixListId"], removing)
-    used = ", ".join(sorted({rule["groupId"] for rule in guarded}))
+    used = ", ".join(
+        sorted({rule["groupId"] or "rules ALLOWED_RULES keeps" for rule in guarded})
+    )
     done["unwidened"] = [
         f"entry {entry['cidr']} taken out of {listed['prefixListId']} (used by {used})"
         for entry in removing
@@ -2486,6 +2831,7 @@ def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
     approved, done["reason"] = verdict_of_should_revert(change)
     if not approved:
         return {**done, "kept": change["rules"]}
+    confirm_first(change, dry_run)
     present = [] if dry_run else reauthorize(ec2, change, change["rules"])
     done["kept"] = present  # someone put them back already
     done["reauthorized"] = [rule for rule in change["rules"] if rule not in present]
@@ -2556,9 +2902,14 @@ def first_summary(event: Any) -> dict[str, Any]:
 def may_undo(change: dict[str, Any]) -> bool:
     """Might the change need undoing, and so an account to act in?"""
     if "tagging" in change:
-        return any(tags_to_undo(change["eventName"], change["tagging"]["tags"]))
+        return any(tags_at_stake(change["tagging"], change["eventName"]))
     listed = change.get("prefixList", {})
-    return bool(change["rules"] or listed.get("added") or listed.get("restored"))
+    return bool(
+        change["rules"]
+        or listed.get("added")
+        or listed.get("restored")
+        or "association" in change
+    )
 
 
 def member_account(change: dict[str, Any], context: Any) -> str | None:
@@ -2596,6 +2947,7 @@ def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any
         ]
     )
     result["rules"] += done.get("retagged", []) + done.get("unwidened", [])
+    result["rules"] += done.get("disassociated", [])
     if done.get("kept"):
         result["keptRules"] = [
             rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
@@ -2675,7 +3027,10 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
                 decided.append(
                     (message.get("messageId"), *decide(event, change, context))
                 )
-        except (ClientError, BotoCoreError, NotRevoked):
+        except RETRY_LATER:
+            failed.append(message.get("messageId"))
+        except Exception as error:  # noqa: BLE001 -- one bad message never stops the others
+            report_error(first_summary(event), {}, f"{type(error).__name__}: {error}")
             failed.append(message.get("messageId"))
     batches: dict[tuple, list] = {}
     for item in decided:
@@ -2695,7 +3050,7 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
                 if rules
                 else []
             )
-        except (ClientError, BotoCoreError, NotRevoked) as error:
+        except RETRY_LATER as error:
             reason = error_reason(error)
             for message_id, summary, change, done, _ in items:
                 if done.get("revoked"):
@@ -2739,7 +3094,7 @@ def decide(
     try:
         account = member_account(change, context)
         return summary, change, handle(change, True, account), account
-    except (OutOfReach, ClientError, BotoCoreError, NotRevoked):
+    except (OutOfReach, *RETRY_LATER):
         return summary, change, {"handledAlone": handle_event(event, context)}, None
 
 
@@ -2778,10 +3133,20 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
         if isinstance(region, str) and REGION.fullmatch(region)
     ]
     counts: dict[str, int] = {}
-    blind_spots = []
-    # The failure queue first: each of its events is known to have been missed.
+    # The canary first: its rule still in the group means the live path is blind, and the
+    # history pass below must not take it out quietly before it is seen.
+    try:
+        blind_spots = stale_canaries(datetime.datetime.now(datetime.UTC))
+    except RETRY_LATER as error:  # the blind spots below are still told
+        blind_spots = [f"the canary could not be checked: {error_reason(error)}"]
+    # The failure queue next: each of its events is known to have been missed.
     for message, event in failed_events():
-        decision = handle_quietly(event, context)
+        refused = refusal(message, event, own_region or "us-east-1")
+        if refused:
+            blind_spots.append(refused)
+            decision = "refused"
+        else:
+            decision = handle_quietly(event, context)
         tally(counts, decision)
         if decision != "error":
             # IAM: sqs:DeleteMessage
@@ -2789,25 +3154,21 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 QueueUrl=os.environ["FAILURE_QUEUE_URL"],
                 ReceiptHandle=message["ReceiptHandle"],
             )
+    period = datetime.timedelta(minutes=minutes)
     for account in [None, *other_accounts(settings.get("accounts"), context)]:
         if account is not None and not MEMBER_ROLE_NAME:
             blind_spots.append(f"account {account}: no MEMBER_ROLE_NAME to sweep it")
             continue
         for region in regions:
             try:
-                blind_spots += sweep_history(since, region, account, counts, context)
-            except (ClientError, BotoCoreError) as error:
+                blind_spots += sweep_history(
+                    since, period, region, account, counts, context
+                )
+            except RETRY_LATER as error:
                 where = f"account {account}" if account else "this account"
                 blind_spots.append(
                     f"{where} in {region} could not be swept fully: {error}"
                 )
-    try:
-        blind_spots += stale_canaries(datetime.datetime.now(datetime.UTC))
-    except (
-        ClientError,
-        BotoCoreError,
-    ) as error:  # the blind spots above are still told
-        blind_spots.append(f"the canary could not be checked: {error_reason(error)}")
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {
@@ -2824,40 +3185,69 @@ SWEEP_RESERVE_S = 10  # time kept back to log, tell and return
 
 def sweep_history(
     since: datetime.timedelta,
+    period: datetime.timedelta,
     region: str,
     account: str | None,
     counts: dict[str, int],
     context: Any,
 ) -> list[str]:
-    """One region's event history through the handler; returns the blind spots found. The
-    changes whose rules are all gone already (one describe for up to 200 rules) are counted
-    `already-gone` without a call each: after a burst, history holds hundreds of them. What
-    the deadline leaves unhandled is told; the next sweep reads the window again."""
+    """One region's event history through the handler; returns the blind spots found.
+
+    The oldest `period` of the window is read first and whole: it leaves the window before
+    the next sweep, so nothing may crowd it out (a flood of newer failed calls, which need
+    no permission and stay in history). Failed calls are dropped, not counted as changes.
+    The changes whose rules are all gone already (one describe for up to 200 rules) are
+    counted `already-gone` without a call each. What the deadline leaves is told, as a
+    count of at least so many changes; the next sweep reads what is still in its window."""
     # IAM: cloudtrail:LookupEvents (in other accounts, their member role's)
     trail = client("cloudtrail", region, account)
-    records = recent_events(since, region, trail)
-    gone = gone_already(client("ec2", region, account), records)
-    left = 0
-    for record in records:
-        if id(record) in gone:
-            tally(counts, "already-gone")
-        elif time.monotonic() + SWEEP_RESERVE_S > _retry_until:
-            left += 1
-        else:
-            tally(counts, handle_quietly(record, context))
-    spots = [
-        spot
-        for record in recent_events(since, region, trail, TRAIL_EVENTS)
-        if (spot := blinding(record))
-    ]
-    if left:
-        where = f"account {account}" if account else "this account"
+    ec2 = client("ec2", region, account)
+    where = f"account {account}" if account else "this account"
+    spots, left, whole = [], 0, True
+    # The part of the window that leaves it before the next sweep, then the rest.
+    for older, newer in ((since, since - period), (since - period, None)):
+        if older <= datetime.timedelta(0) or not whole:
+            continue
+        read, whole = read_history(older, trail, until=newer)
+        records = [r for r in read if not (isinstance(r, dict) and r.get("errorCode"))]
+        if len(read) > len(records):
+            tally(counts, "failed-calls-skipped", len(read) - len(records))
+        gone = gone_already(ec2, records)
+        for record in records:
+            if id(record) in gone:
+                tally(counts, "already-gone")
+            elif time.monotonic() + SWEEP_RESERVE_S > _retry_until:
+                left += 1
+            else:
+                decision = handle_quietly(record, context, from_history=True)
+                tally(counts, decision)
+                if decision == "reverted" and is_canary_change(record):
+                    spots.append(
+                        f"the canary rule added at {record_of(record).get('eventTime')} "
+                        f"was still in place when the sweep found it in event history "
+                        f"({where}, {region}): the live path missed it; the sweep "
+                        "revoked it"
+                    )
+    if whole:
+        spots += [
+            spot
+            for record in read_history(since, trail, TRAIL_EVENTS)[0]
+            if (spot := blinding(record))
+        ]
+    if left or not whole:
         spots.append(
             f"the sweep ran out of time in {where}, {region}: {left} changes of the "
-            "last period were not handled (the next sweep reads them again while "
-            "they are in its window)"
+            "last period were read and not handled"
+            + ("" if whole else ", and the newest part of event history was not read")
+            + " (the next sweep reads them again while they are in its window)"
         )
     return spots
+
+
+def is_canary_change(event: Any) -> bool:
+    """A change to the canary's group, which only the canary's schedule makes."""
+    group = (record_of(event).get("requestParameters") or {}).get("groupId")
+    return bool(canary_group_id()) and group == canary_group_id()
 
 
 def gone_already(ec2: Any, records: list[Any]) -> set[int]:
@@ -2997,17 +3387,44 @@ def tell_blind_spot(text: str) -> None:
         print(json.dumps({"decision": BLIND_SPOT, "notification": f"failed: {error}"}))
 
 
-def handle_quietly(event: Any, context: Any) -> str:
-    """One event through the handler; an error is logged and told there, and the sweep goes
-    on (the next sweep tries it again)."""
+def handle_quietly(event: Any, context: Any, from_history: bool = False) -> str:
+    """One event through the event handler (never lambda_handler: a payload in the queue
+    must not start a sweep); an error is logged and told there, and the sweep goes on (the
+    next sweep tries it again). An event read from event history is AWS's own record."""
     try:
-        return lambda_handler(event, context)["decision"]
-    except (ClientError, BotoCoreError, NotRevoked):
+        return handle_event(event, context, from_history)["decision"]
+    except RETRY_LATER:
+        return "error"
+    except Exception as error:  # noqa: BLE001 -- one bad event never stops the others
+        report_error(first_summary(event), {}, f"{type(error).__name__}: {error}")
         return "error"
 
 
-def tally(counts: dict[str, int], decision: str) -> None:
-    counts[decision] = counts.get(decision, 0) + 1
+def tally(counts: dict[str, int], decision: str, number: int = 1) -> None:
+    counts[decision] = counts.get(decision, 0) + number
+
+
+def refusal(message: dict[str, Any], event: Any, region: str) -> str | None:
+    """Why a failure-queue message is not handled, in words; None for one Lambda sent (its
+    on-failure destination sends with the function's own role) or the buffer dead-lettered.
+    Anyone else's message is refused and told: the queue is the function's, no one's word."""
+    attributes = message.get("Attributes") or {}
+    sender = str(attributes.get("SenderId") or "")
+    buffer = os.environ.get("BUFFER_QUEUE_ARN", "").strip()
+    own = sender.split(":")[0] == own_identity(region)[1]
+    dead_letter = bool(buffer) and attributes.get("DeadLetterQueueSourceArn") == buffer
+    if not (own or dead_letter):
+        return (
+            f"a message in the failure queue from {sender[:64] or 'an unknown sender'}, "
+            f"not this function nor its buffer, was refused and deleted (message "
+            f"{str(message.get('MessageId'))[:64]}): who may send to the queue?"
+        )
+    if isinstance(event, dict) and "sweep" in event and "detail" not in event:
+        return (
+            "a failed sweep's own input was in the failure queue: dropped (that sweep "
+            "failed; the errors alarm told it), never run again from the queue"
+        )
+    return None
 
 
 def failed_events() -> Iterator[tuple[dict, Any]]:
@@ -3023,7 +3440,10 @@ def failed_events() -> Iterator[tuple[dict, Any]]:
             return
         # IAM: sqs:ReceiveMessage
         messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=60,
+            MessageSystemAttributeNames=["SenderId", "DeadLetterQueueSourceArn"],
         ).get("Messages", [])
         if not messages:
             return
@@ -3267,33 +3687,57 @@ def recent_events(
     cloudtrail: Any = None,
     names: tuple[str, ...] | None = None,
 ) -> list[Any]:
-    """Security-group changes in CloudTrail event history (LookupEvents), oldest first; at
-    LookupEvents' two requests a second, and stopping before the Lambda's deadline."""
-    end = datetime.datetime.now(datetime.UTC)
+    """Security-group changes in CloudTrail event history (LookupEvents), oldest first."""
     if cloudtrail is None:
         cloudtrail = new_client("cloudtrail", region)
-    records: list[Any] = []
+    return read_history(since, cloudtrail, names)[0]
+
+
+def read_history(
+    since: datetime.timedelta,
+    cloudtrail: Any,
+    names: tuple[str, ...] | None = None,
+    until: datetime.timedelta | None = None,
+) -> tuple[list[Any], bool]:
+    """(records oldest first, whether all were read) of event history from `since` ago to
+    `until` ago (now if None): at LookupEvents' two requests a second, stopping before the
+    Lambda's deadline with time left to handle what was read."""
+    now = datetime.datetime.now(datetime.UTC)
+    slices = [(now - since, now - (until or datetime.timedelta(0)))]
     if names is None:
         names = CHANGE_EVENTS + (
             REMOVAL_EVENTS if LOCKED_GROUP_IDS or LOCKED_TAGGED else ()
         )
-    for name in names:  # LookupEvents filters on one attribute at a time
-        # IAM (your own credentials, not the function's): cloudtrail:LookupEvents
-        pages = cloudtrail.get_paginator("lookup_events").paginate(
-            LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
-            StartTime=end - since,
-            EndTime=end,
-        )
-        for number, page in enumerate(pages):
-            if number:
-                time.sleep(0.5)
-            for found in page["Events"]:
-                try:
-                    records.append(json.loads(found.get("CloudTrailEvent") or "null"))
-                except ValueError:  # kept as it is: the handler reports it
-                    records.append(found.get("CloudTrailEvent"))
-            if time.monotonic() + 10 > _retry_until:
-                break  # the next sweep carries on
+    records: dict[str, Any] = {}  # by event ID
+    for low, high in slices:
+        for name in names:  # LookupEvents filters on one attribute at a time
+            # IAM (the sweep's role, or your own credentials): cloudtrail:LookupEvents
+            pages = cloudtrail.get_paginator("lookup_events").paginate(
+                LookupAttributes=[
+                    {"AttributeKey": "EventName", "AttributeValue": name}
+                ],
+                StartTime=low,
+                EndTime=high,
+            )
+            for number, page in enumerate(pages):
+                if number:
+                    time.sleep(PAGE_INTERVAL_S)
+                for found in page["Events"]:
+                    try:
+                        record = json.loads(found.get("CloudTrailEvent") or "null")
+                    except ValueError:  # kept as it is: the handler reports it
+                        record = found.get("CloudTrailEvent")
+                    key = found.get("EventId") or str(len(records))
+                    records[key] = record
+                if time.monotonic() + 2 * SWEEP_RESERVE_S > _retry_until:
+                    return sorted_by_time(records.values()), False
+    return sorted_by_time(records.values()), True
+
+
+PAGE_INTERVAL_S = 0.5  # LookupEvents answers 2 requests a second per account and region
+
+
+def sorted_by_time(records: Iterable[Any]) -> list[Any]:
     return sorted(
         records, key=lambda r: str(r.get("eventTime")) if isinstance(r, dict) else ""
     )
@@ -3307,7 +3751,7 @@ def replay(events: Iterable[Any]) -> int:
         for event in events:
             try:
                 decision = lambda_handler(event, None)["decision"]
-            except (ClientError, BotoCoreError, NotRevoked):
+            except RETRY_LATER:
                 decision = "error"  # the handler has logged it
             failed_call = bool(record_of(event).get("errorCode"))
             if decision in LEFT_OPEN or (decision == "ignored" and not failed_call):

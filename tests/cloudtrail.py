@@ -74,6 +74,18 @@ def camel(value: Any) -> Any:
     return value
 
 
+# Every record of a call the helpers below really made on moto, oldest first: the test's
+# CloudTrail event history (served by EventHistory). A record a test builds by hand with
+# record() is not in it: that is what a forged message looks like.
+HISTORY: list[dict[str, Any]] = []
+
+
+def made(found: dict[str, Any]) -> dict[str, Any]:
+    """A record of a call really made: into event history (a failed call too)."""
+    HISTORY.append(found)
+    return found
+
+
 def now() -> str:
     """CloudTrail's time stamp for this second: records made here are fresh, not late."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -167,8 +179,10 @@ def authorize(
         call(GroupId=group_id, IpPermissions=permissions)
     except ClientError as error:
         code = error.response["Error"]["Code"]
-        return record(
-            name, request, None, region=region, identity=identity, error_code=code
+        return made(
+            record(
+                name, request, None, region=region, identity=identity, error_code=code
+            )
         )
     response: dict[str, Any] = {"requestId": str(uuid.uuid4()), "_return": True}
     if modern:
@@ -180,7 +194,7 @@ def authorize(
         response["securityGroupRuleSet"] = camel(
             [{"GroupOwnerId": ACCOUNT, **rule} for rule in created]
         )
-    return record(name, request, response, region=region, identity=identity)
+    return made(record(name, request, response, region=region, identity=identity))
 
 
 def modify(
@@ -209,12 +223,14 @@ def modify(
             "return": True,
         }
     }
-    return record(
-        "ModifySecurityGroupRules",
-        request,
-        response,
-        region=ec2.meta.region_name,
-        identity=identity,
+    return made(
+        record(
+            "ModifySecurityGroupRules",
+            request,
+            response,
+            region=ec2.meta.region_name,
+            identity=identity,
+        )
     )
 
 
@@ -374,8 +390,8 @@ def revoke(
                 for rule in removed
             ]
         )
-    return record(
-        name, request, response, region=ec2.meta.region_name, identity=identity
+    return made(
+        record(name, request, response, region=ec2.meta.region_name, identity=identity)
     )
 
 
@@ -413,12 +429,14 @@ def add_entries(
             "prefixList": {"prefixListId": prefix_list_id}
         }
     }
-    return record(
-        "ModifyManagedPrefixList",
-        request,
-        response,
-        region=ec2.meta.region_name,
-        identity=identity,
+    return made(
+        record(
+            "ModifyManagedPrefixList",
+            request,
+            response,
+            region=ec2.meta.region_name,
+            identity=identity,
+        )
     )
 
 
@@ -451,7 +469,7 @@ def restore_version(ec2: Any, prefix_list_id: str, previous: int) -> dict[str, A
             "CurrentVersion": str(current),
         }
     }
-    return record("RestoreManagedPrefixListVersion", request, None)
+    return made(record("RestoreManagedPrefixListVersion", request, None))
 
 
 def serve_associations(ec2: Any, foreign: Any = ()) -> None:
@@ -479,3 +497,171 @@ def serve_associations(ec2: Any, foreign: Any = ()) -> None:
     name = "before-call.ec2.GetManagedPrefixListAssociations"
     events.unregister(name, unique_id="associations")
     events.register(name, answer, unique_id="associations")
+
+
+def tag(
+    ec2: Any,
+    name: str,
+    group_id: str,
+    tags: dict[str, str | None] | None,
+    *,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """CreateTags or DeleteTags on moto, and its record (../shared/cloudtrail-format.md:
+    resourcesSet and tagSet item lists; a DeleteTags key without a value deletes any value).
+    tags=None: DeleteTags without a tag list, which deletes every user tag."""
+    if name == "CreateTags":
+        ec2.create_tags(
+            Resources=[group_id],
+            Tags=[{"Key": k, "Value": v or ""} for k, v in (tags or {}).items()],
+        )
+    elif (
+        tags is None
+    ):  # moto deletes nothing without a list, where EC2 deletes them all
+        held = ec2.describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [group_id]}]
+        )
+        ec2.delete_tags(
+            Resources=[group_id], Tags=[{"Key": t["Key"]} for t in held["Tags"]]
+        )
+    else:
+        ec2.delete_tags(
+            Resources=[group_id],
+            Tags=[
+                {"Key": k, **({"Value": v} if v is not None else {})}
+                for k, v in tags.items()
+            ],
+        )
+    params: dict[str, Any] = {"resourcesSet": {"items": [{"resourceId": group_id}]}}
+    if tags is not None:
+        params["tagSet"] = {
+            "items": [
+                {"key": k, **({"value": v} if v is not None else {})}
+                for k, v in tags.items()
+            ]
+        }
+    return made(
+        record(
+            name,
+            params,
+            {"_return": True},
+            region=ec2.meta.region_name,
+            identity=identity,
+        )
+    )
+
+
+def resource_names(found: dict[str, Any]) -> set[str]:
+    """The IDs a record names, as event history's ResourceName lookup is assumed to index
+    them (the group of a rule call, each resource tagged, the group created)."""
+    params = found.get("requestParameters") or {}
+    names = {
+        params.get("groupId"),
+        (found.get("responseElements") or {}).get("groupId"),
+    }
+    names.add((params.get("ModifySecurityGroupRulesRequest") or {}).get("GroupId"))
+    names |= {
+        item.get("resourceId")
+        for item in (params.get("resourcesSet") or {}).get("items", [])
+    }
+    return {name for name in names if isinstance(name, str)}
+
+
+class EventHistory:
+    """CloudTrail LookupEvents, which moto lacks, for the function's CloudTrail client: the
+    records in HISTORY (and any added), in the shape the CloudTrail API reference documents:
+    Events[] of {EventId, EventName, EventTime, CloudTrailEvent (the record as a JSON string)},
+    newest first, one lookup attribute (EventId, EventName or ResourceName), StartTime and
+    EndTime inclusive, MaxResults (50 at most) and NextToken."""
+
+    def __init__(self, records: list[dict[str, Any]] | None = None, on_call=None):
+        self.records = HISTORY if records is None else records
+        self.lookups: list[dict[str, Any]] = []
+        self.on_call = on_call  # e.g. a fake clock that each request moves on
+
+    def serve(self, client: Any) -> EventHistory:
+        name = "before-call.cloudtrail.LookupEvents"
+        client.meta.events.unregister(name, unique_id="event-history")
+        client.meta.events.register(name, self.answer, unique_id="event-history")
+        return self
+
+    def answer(self, params: dict[str, Any], **_: Any) -> tuple:
+        from botocore.awsrequest import AWSResponse
+
+        body = params["body"]
+        asked = json.loads(body) if isinstance(body, (bytes, str)) else body
+        self.lookups.append(asked)
+        if self.on_call:
+            self.on_call()
+        attribute = (asked.get("LookupAttributes") or [{}])[0]
+        key, value = attribute.get("AttributeKey"), attribute.get("AttributeValue")
+
+        def wanted(found: dict[str, Any]) -> bool:
+            when = datetime.datetime.fromisoformat(found["eventTime"]).timestamp()
+            if "StartTime" in asked and when < float(asked["StartTime"]):
+                return False
+            if "EndTime" in asked and when > float(asked["EndTime"]):
+                return False
+            return {
+                None: True,
+                "EventId": found.get("eventID") == value,
+                "EventName": found.get("eventName") == value,
+                "ResourceName": value in resource_names(found),
+            }[key]
+
+        matching = [found for found in reversed(self.records) if wanted(found)]
+        start = int(asked.get("NextToken") or 0)
+        size = min(int(asked.get("MaxResults") or 50), 50)
+        page = matching[start : start + size]
+        answer: dict[str, Any] = {
+            "Events": [
+                {
+                    "EventId": found["eventID"],
+                    "EventName": found["eventName"],
+                    "EventTime": datetime.datetime.fromisoformat(found["eventTime"]),
+                    "CloudTrailEvent": json.dumps(found),
+                }
+                for found in page
+            ]
+        }
+        if start + size < len(matching):
+            answer["NextToken"] = str(start + size)
+        return AWSResponse(None, 200, {}, None), answer
+
+
+def create_group(
+    ec2: Any, vpc_id: str, name: str, tags: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """CreateSecurityGroup on moto, and its record (request and response as the real record
+    in ../shared/cloudtrail-samples/09 has them; tagSpecificationSet in CloudTrail's item
+    layout, from the API's TagSpecifications, unverified by a real record)."""
+    specs = [
+        {
+            "ResourceType": "security-group",
+            "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+        }
+    ]
+    group_id = ec2.create_security_group(
+        GroupName=name,
+        Description=name,
+        VpcId=vpc_id,
+        **({"TagSpecifications": specs} if tags else {}),
+    )["GroupId"]
+    request: dict[str, Any] = {
+        "groupName": name,
+        "groupDescription": name,
+        "vpcId": vpc_id,
+    }
+    if tags:
+        request["tagSpecificationSet"] = {
+            "items": [
+                {
+                    "resourceType": "security-group",
+                    "tags": [{"key": k, "value": v} for k, v in tags.items()],
+                }
+            ]
+        }
+    response = {"requestId": str(uuid.uuid4()), "_return": True, "groupId": group_id}
+    return group_id, made(
+        record("CreateSecurityGroup", request, response, region=ec2.meta.region_name)
+    )

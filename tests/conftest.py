@@ -29,7 +29,7 @@ import boto3
 import botocore.handlers
 import botocore.loaders
 import botocore.session
-from cloudtrail import ACCOUNT, assumed_role, rules_of
+from cloudtrail import ACCOUNT, HISTORY, EventHistory, assumed_role, rules_of
 from moto import mock_aws
 from shipped import SHIPPED_CONDITIONS
 
@@ -88,6 +88,21 @@ def fresh_clients():
     lambda_function._clients.clear()
     lambda_function._credentials.clear()
     lambda_function._own_arn = None
+
+
+@pytest.fixture(autouse=True)
+def no_history_yet():
+    """Each test's event history starts empty (cloudtrail.HISTORY)."""
+    HISTORY.clear()
+    yield
+    HISTORY.clear()
+
+
+@pytest.fixture
+def history(aws):
+    """CloudTrail event history for the function's client in us-east-1: the records of the
+    calls the test made through cloudtrail.py's helpers (moto has no LookupEvents)."""
+    return EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ import datetime
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from botocore.stub import Stubber
-from cloudtrail import OPEN, SSH, assumed_role, authorize, rule_set
+from cloudtrail import OPEN, SSH, EventHistory, assumed_role, authorize, rule_set, tag
 from conftest import CONTEXT
-from test_sweeping import lookup_pages
 from test_tagging import tag_record, tags_of
 
 import lambda_function
@@ -190,13 +188,17 @@ def test_a_guard_tag_removed_in_a_member_account_is_put_back_there(
     """Before, tag changes were undone with the function's own rights: in the central
     account, where the member's group is not."""
     conditions(ONLY_TAGGED={"guardrail": "on"})
-    member_ec2.create_tags(
-        Resources=[member_group], Tags=[{"Key": "guardrail", "Value": "on"}]
+    records = [
+        tag(member_ec2, "CreateTags", member_group, {"guardrail": "on"}),
+        tag(member_ec2, "DeleteTags", member_group, {"guardrail": None}),
+    ]
+    for found in records:
+        found["recipientAccountId"] = MEMBER
+    # The member account's own event history, read through the member role.
+    EventHistory(records).serve(
+        lambda_function.client("cloudtrail", "us-east-1", MEMBER)
     )
-    member_ec2.delete_tags(Resources=[member_group], Tags=[{"Key": "guardrail"}])
-    event = tag_record("DeleteTags", member_group, {"guardrail": None})
-    event["recipientAccountId"] = MEMBER
-    result = lambda_handler(event, CONTEXT)
+    result = lambda_handler(records[-1], CONTEXT)
     assert result["decision"] == "reverted"
     assert tags_of(member_ec2, member_group) == {"guardrail": "on"}
     assert assumed == [f"arn:aws:iam::{MEMBER}:role/sg-guardrail-member"]
@@ -210,29 +212,21 @@ def test_a_tag_change_that_switches_nothing_off_needs_no_member_role(
     assert lambda_handler(event, CONTEXT)["decision"] == "kept"
 
 
-def stub_history(cloudtrail, records):
-    stub = Stubber(cloudtrail)
-    for page in lookup_pages(records):
-        stub.add_response("lookup_events", page)
-    return stub
-
-
 def test_the_sweep_reads_member_accounts_history_and_closes_what_was_missed_there(
     member_ec2, member_group, assumed
 ):
     missed = member_event(member_ec2, member_group)
-    own = stub_history(lambda_function.client("cloudtrail", "us-east-1"), [])
+    EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
     member = lambda_function.client("cloudtrail", "us-east-1", MEMBER)
-    with own, stub_history(member, [missed]):
-        result = lambda_handler({"sweep": {"accounts": [MEMBER]}}, CONTEXT)
+    EventHistory([missed]).serve(member)  # the member account's own event history
+    result = lambda_handler({"sweep": {"accounts": [MEMBER]}}, CONTEXT)
     assert result["decisions"] == {"reverted": 1}
     assert OPEN not in rule_set(member_ec2, member_group)
 
 
 def test_a_member_account_the_sweep_cannot_reach_is_told_as_a_blind_spot(aws, inbox):
-    own = stub_history(lambda_function.client("cloudtrail", "us-east-1"), [])
-    with own:
-        result = lambda_handler({"sweep": {"accounts": [MEMBER, "bad"]}}, CONTEXT)
+    EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
+    result = lambda_handler({"sweep": {"accounts": [MEMBER, "bad"]}}, CONTEXT)
     assert result["blindSpots"] == [
         f"account {MEMBER}: no MEMBER_ROLE_NAME to sweep it"
     ]

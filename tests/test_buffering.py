@@ -9,7 +9,16 @@ import json
 
 import boto3
 import pytest
-from cloudtrail import OPEN, SSH, assumed_role, authorize, eventbridge, modify, rule_set
+from cloudtrail import (
+    ACCOUNT,
+    OPEN,
+    SSH,
+    assumed_role,
+    authorize,
+    eventbridge,
+    modify,
+    rule_set,
+)
 from conftest import CONTEXT, WIDENED, bastion_of
 
 import lambda_function
@@ -131,6 +140,21 @@ def test_a_message_that_is_no_event_is_ignored_not_retried(aws, capsys):
     assert decisions(capsys) == ["ignored"]
 
 
+def dead_lettered_from(source_arn):
+    """SQS marks a message it moved to a dead-letter queue with the system attribute
+    DeadLetterQueueSourceArn (SQS API reference, ReceiveMessage, MessageSystemAttributeNames);
+    moto does not: it is added here to the answers of the function's SQS client."""
+
+    def mark(parsed, **_):
+        for message in parsed.get("Messages", []):
+            message.setdefault("Attributes", {})["DeadLetterQueueSourceArn"] = (
+                source_arn
+            )
+
+    events = lambda_function.client("sqs", "us-east-1").meta.events
+    events.register("after-call.sqs.ReceiveMessage", mark)
+
+
 def test_the_sweep_takes_raw_events_from_the_buffers_dead_letter_queue(
     ec2, group_id, monkeypatch
 ):
@@ -139,8 +163,11 @@ def test_the_sweep_takes_raw_events_from_the_buffers_dead_letter_queue(
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = sqs.create_queue(QueueName="sg-guardrail-failures")["QueueUrl"]
+    buffer = f"arn:aws:sqs:us-east-1:{ACCOUNT}:sg-guardrail-buffer"
     monkeypatch.setenv("FAILURE_QUEUE_URL", url)
+    monkeypatch.setenv("BUFFER_QUEUE_ARN", buffer)
     event = authorize(ec2, group_id, [SSH])
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(eventbridge(event)))
+    dead_lettered_from(buffer)
     assert sweep_with_history([])["decisions"] == {"reverted": 1}
     assert OPEN not in rule_set(ec2, group_id)

@@ -442,9 +442,10 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
     mapping = RESOURCES["BufferMapping"]["Properties"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["MaximumBatchingWindowInSeconds"] <= 5
-    (statement,) = RESOURCES["BufferQueuePolicy"]["Properties"]["PolicyDocument"][
-        "Statement"
-    ]
+    statement, *denials = RESOURCES["BufferQueuePolicy"]["Properties"][
+        "PolicyDocument"
+    ]["Statement"]
+    assert {denial["Effect"] for denial in denials} == {"Deny"}
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     # the very rules, by ARN: a name prefix would admit a rule anyone may create
     sources = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
@@ -453,4 +454,161 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
     queue = RESOURCES["BufferQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
         "Fn::GetAtt": ["FailureQueue", "Arn"]
+    }
+
+
+def resolved(value, parameters):
+    """A template value with Ref and Fn::Sub of parameters resolved (what the rule holds)."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return parameters[value["Ref"]]
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        return re.sub(r"\$\{(\w+)\}", lambda m: parameters[m[1]], value["Fn::Sub"])
+    if isinstance(value, dict):
+        return {k: resolved(v, parameters) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolved(v, parameters) for v in value]
+    return value
+
+
+def call(source, name, params, error=None):
+    """A CloudTrail record of a management call, as EventBridge delivers it."""
+    found = {
+        "eventSource": source,
+        "eventName": name,
+        "requestParameters": params,
+        "userIdentity": {"arn": "arn:aws:iam::123456789012:user/mallory"},
+        **({"errorCode": error} if error else {}),
+    }
+    return {
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws." + source.split(".")[0],
+        "detail": found,
+    }
+
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/sg-guardrail"
+# Request parameters as CloudTrail writes them for each service (their API references'
+# request members, camelCase; Lambda's event names carry the API version).
+TAMPERING = [
+    ("events.amazonaws.com", "DisableRule", {"name": "sg-guardrail"}),
+    ("events.amazonaws.com", "DeleteRule", {"name": "sg-guardrail-forwarded"}),
+    (
+        "events.amazonaws.com",
+        "RemoveTargets",
+        {"rule": "sg-guardrail", "ids": ["function"]},
+    ),
+    (
+        "events.amazonaws.com",
+        "PutTargets",
+        {"rule": "sg-guardrail-tags", "targets": []},
+    ),
+    ("events.amazonaws.com", "PutRule", {"name": "sg-guardrail", "eventPattern": "{}"}),
+    (
+        "lambda.amazonaws.com",
+        "UpdateFunctionCode20150331v2",
+        {"functionName": "sg-guardrail"},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "UpdateFunctionConfiguration20150331v2",
+        {"functionName": "arn:aws:lambda:us-east-1:123456789012:function:sg-guardrail"},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "PutFunctionConcurrency20171031",
+        {"functionName": "sg-guardrail"},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "AddPermission20150331v2",
+        {"functionName": "sg-guardrail"},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "DeleteFunction20150331",
+        {"functionName": "sg-guardrail"},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "PutFunctionEventInvokeConfig",
+        {"functionName": "sg-guardrail"},
+    ),
+    ("sqs.amazonaws.com", "SetQueueAttributes", {"queueUrl": QUEUE + "-failures"}),
+    ("sqs.amazonaws.com", "PurgeQueue", {"queueUrl": QUEUE + "-buffer"}),
+    ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "sg-guardrail-function"}),
+    ("iam.amazonaws.com", "AttachRolePolicy", {"roleName": "sg-guardrail-member"}),
+    (
+        "iam.amazonaws.com",
+        "UpdateAssumeRolePolicy",
+        {"roleName": "sg-guardrail-function"},
+    ),
+    ("cloudtrail.amazonaws.com", "StopLogging", {"name": "main"}),
+    ("cloudtrail.amazonaws.com", "DeleteTrail", {"name": "main"}),
+]
+NOT_TAMPERING = [
+    (
+        "lambda.amazonaws.com",
+        "UpdateFunctionCode20150331v2",
+        {"functionName": "billing"},
+    ),
+    ("events.amazonaws.com", "DisableRule", {"name": "nightly-report"}),
+    (
+        "sqs.amazonaws.com",
+        "PurgeQueue",
+        {"queueUrl": QUEUE.replace("sg-guardrail", "orders")},
+    ),
+    ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app"}),
+]
+
+
+def tamper_pattern():
+    from moto.events.models import EventPattern
+
+    rule = RESOURCES["TamperRule"]["Properties"]
+    parameters = {
+        "FunctionName": "sg-guardrail",
+        "MemberRoleName": "sg-guardrail-member",
+    }
+    assert rule["Targets"] == [{"Id": "topic", "Arn": {"Ref": "NotificationTopicArn"}}]
+    return EventPattern.load(json.dumps(resolved(rule["EventPattern"], parameters)))
+
+
+@pytest.mark.parametrize(("source", "name", "params"), TAMPERING)
+def test_the_tamper_rule_tells_every_change_to_the_guardrails_own_resources(
+    source, name, params
+):
+    pattern = (
+        tamper_pattern()
+    )  # moto's EventBridge pattern matcher ($or, prefix, wildcard)
+    assert pattern.matches_event(call(source, name, params))
+    assert not pattern.matches_event(call(source, name, params, error="AccessDenied"))
+
+
+@pytest.mark.parametrize(("source", "name", "params"), NOT_TAMPERING)
+def test_the_tamper_rule_is_quiet_about_other_resources(source, name, params):
+    assert not tamper_pattern().matches_event(call(source, name, params))
+
+
+def test_no_one_but_this_stacks_senders_may_put_a_message_where_the_function_reads():
+    """Inside one account an identity policy alone grants sqs:SendMessage: only an explicit
+    Deny keeps someone from handing the function a made-up event."""
+    buffer = RESOURCES["BufferQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    failures = RESOURCES["FailureQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    (deny_buffer,) = [s for s in buffer if s["Sid"] == "NoOtherSender"]
+    assert (deny_buffer["Effect"], deny_buffer["Principal"]) == ("Deny", "*")
+    allowed = next(s for s in buffer if s["Sid"] == "OnlyThisStacksRules")
+    assert (
+        deny_buffer["Condition"]["ArnNotEquals"]["aws:SourceArn"]
+        == allowed["Condition"]["ArnEquals"]["aws:SourceArn"]
+    )
+    for statements_ in (buffer, failures):
+        readers = [s for s in statements_ if s["Sid"] == "NoReaderButTheFunctionsRole"]
+        assert readers and readers[0]["Effect"] == "Deny"
+    (deny_failures,) = [
+        s for s in failures if s["Sid"] == "NoSenderButTheFunctionsRole"
+    ]
+    assert deny_failures["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["FunctionRole", "Arn"]}}
     }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from botocore.stub import Stubber
 from cloudtrail import (
     ACCOUNT,
+    HISTORY,
     SSH,
     assumed_role,
     authorize,
+    camel,
     eventbridge,
     modify,
     record,
@@ -17,7 +18,6 @@ from cloudtrail import (
     rules_of,
 )
 from conftest import CONTEXT
-from test_restoring import lookup
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -32,7 +32,8 @@ BASTION_RULE = (False, "tcp", 22, 22, "192.0.2.0/24")
 
 
 @pytest.fixture
-def locked(group_id, conditions):
+def locked(group_id, conditions, history):
+    """A locked group, and the event history a put-back is confirmed against."""
     conditions(LOCKED_GROUP_IDS=[group_id])
     return group_id
 
@@ -142,9 +143,7 @@ def test_a_narrowing_edit_of_a_locked_group_is_put_back_too(ec2, locked, conditi
         "CidrIpv4": "10.9.1.0/24",
     }
     event = modify(ec2, locked, {item["securityGroupRuleId"]: narrower})
-    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as stub:
-        stub.add_response("lookup_events", lookup([created]))
-        result = run(event)
+    result = run(event)
     assert result["rules"] == [
         "tcp 8080 from 10.9.1.0/24, restored to tcp 8080 from 10.9.0.0/16"
     ]
@@ -152,7 +151,7 @@ def test_a_narrowing_edit_of_a_locked_group_is_put_back_too(ec2, locked, conditi
 
 
 def test_a_group_locked_by_tag_is_found_with_one_lookup(
-    ec2, group_id, conditions, calls
+    ec2, group_id, conditions, calls, history
 ):
     conditions(LOCKED_TAGGED={"lock": None})
     ec2.create_tags(Resources=[group_id], Tags=[{"Key": "lock", "Value": "yes"}])
@@ -190,3 +189,52 @@ def test_an_egress_removal_from_a_locked_group_is_put_back(ec2, locked):
     result = run(revoke(ec2, locked, [everything], egress=True))
     assert result["rules"] == ["all traffic to 0.0.0.0/0, authorized again"]
     assert rule_set(ec2, locked) == before
+
+
+# Guard the guard: a put-back adds access, so it happens only on AWS's own record of the
+# removal (event history, by the event's ID), never on a message's word.
+WORLD_SSH = (False, "tcp", 22, 22, "0.0.0.0/0")
+
+
+def forged_removal(locked, event_id=None):
+    """A Revoke record nobody made: 'tcp 22 from 0.0.0.0/0 was removed' from a locked group."""
+    forged = record(
+        "RevokeSecurityGroupIngress",
+        {"groupId": locked, "ipPermissions": camel([SSH])},
+        {"_return": True},
+    )
+    if event_id:
+        forged["eventID"] = event_id
+    return forged
+
+
+def test_a_forged_removal_authorizes_nothing_and_says_it_waits(ec2, locked, inbox):
+    before = rule_set(ec2, locked)
+    with pytest.raises(lambda_function.Unconfirmed):
+        run(forged_removal(locked))
+    assert rule_set(ec2, locked) == before
+    assert WORLD_SSH not in before
+    (told,) = inbox()
+    assert told["Subject"].startswith("NOT reverted yet (error)")
+    assert "waiting for CloudTrail event history" in told["Message"]
+
+
+def test_a_real_event_id_in_a_forged_message_puts_back_what_aws_recorded(ec2, locked):
+    real = revoke(ec2, locked, [BASTION])
+    result = run(forged_removal(locked, event_id=real["eventID"]))
+    assert result["rules"] == ["tcp 22 from 192.0.2.0/24, authorized again"]
+    assert BASTION_RULE in rule_set(ec2, locked)
+    assert WORLD_SSH not in rule_set(ec2, locked)
+
+
+def test_a_removal_history_does_not_hold_yet_is_put_back_on_the_retry(
+    ec2, locked, history
+):
+    real = revoke(ec2, locked, [BASTION])
+    history.records = []  # CloudTrail has not delivered it to event history yet
+    with pytest.raises(lambda_function.Unconfirmed):
+        run(real)
+    assert BASTION_RULE not in rule_set(ec2, locked)
+    history.records = HISTORY  # a minute later, Lambda's retry
+    assert run(real)["decision"] == "reverted"
+    assert BASTION_RULE in rule_set(ec2, locked)

@@ -378,3 +378,21 @@ def test_an_entry_removed_and_added_back_in_one_call_is_only_re_described(
     result = lambda_handler(event, CONTEXT)
     assert (OFFICE in entries_of(ec2, used)) is stays
     assert result["decision"] == ("kept" if stays else "reverted")
+
+
+def test_a_list_allowed_rules_name_is_guarded_while_no_group_uses_it(
+    ec2, group_id, office, associations, conditions
+):
+    """The chain, on the old code: revoke tcp 5432 from pl-office (kept: a removal from a
+    group that is not locked), add 0.0.0.0/0 to pl-office (kept: no guarded rule used the
+    list), authorize tcp 5432 from pl-office again (kept: allowed). Port 5432 was open to
+    the world and nobody was told."""
+    conditions(ALLOWED_RULES=[{"prefixListId": office}])
+    result = lambda_handler(
+        eventbridge(add_entries(ec2, office, ["0.0.0.0/0"])), CONTEXT
+    )
+    assert result["decision"] == "reverted"
+    assert result["rules"] == [
+        f"entry 0.0.0.0/0 taken out of {office} (used by rules ALLOWED_RULES keeps)"
+    ]
+    assert entries_of(ec2, office) == [OFFICE]

@@ -6,6 +6,7 @@ import datetime
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from cloudtrail import (
     ACCOUNT,
     SSH,
@@ -510,3 +511,55 @@ def test_dry_run_never_says_reverted(ec2, group_id, monkeypatch):
     result = run(late(authorize(ec2, group_id, [SSH])))
     assert result["decision"] == "dry-run"
     assert (False, "tcp", 22, 22, "0.0.0.0/0") in rule_set(ec2, group_id)
+
+
+# AssociateSecurityGroupVpc (2024) lets a group be used in another VPC of the account and
+# region. moto has neither it nor DisassociateSecurityGroupVpc: Stubber answers in the EC2 API
+# reference's shapes (DescribeSecurityGroups' SecurityGroups[].VpcId; {"State": …}). The
+# record's layout is assumed like ModifySecurityGroupRules' (unverified).
+GUARDED_VPC, OPEN_VPC = "vpc-0aaaaaaaaaaaaaaa1", "vpc-0bbbbbbbbbbbbbbb2"
+OUTSIDE_GROUP = "sg-0cccccccccccccccc"
+
+
+def association(group_id, vpc_id, identity=None):
+    request = {
+        "AssociateSecurityGroupVpcRequest": {"GroupId": group_id, "VpcId": vpc_id}
+    }
+    response = {"AssociateSecurityGroupVpcResponse": {"state": "associating"}}
+    return record("AssociateSecurityGroupVpc", request, response, identity=identity)
+
+
+@pytest.mark.parametrize(
+    ("only_vpcs", "into", "undone"),
+    [
+        (
+            [GUARDED_VPC],
+            GUARDED_VPC,
+            True,
+        ),  # an unguarded group's rules into a guarded VPC
+        ([GUARDED_VPC], "vpc-0dddddddddddddddd", False),  # into another unguarded VPC
+    ],
+)
+def test_a_group_from_an_unguarded_vpc_associated_with_a_guarded_one_is_taken_out(
+    aws, conditions, only_vpcs, into, undone
+):
+    conditions(ONLY_VPC_IDS=only_vpcs)
+    with Stubber(lambda_function.client("ec2", "us-east-1")) as ec2:
+        if undone:
+            ec2.add_response(
+                "describe_security_groups",
+                {"SecurityGroups": [{"GroupId": OUTSIDE_GROUP, "VpcId": OPEN_VPC}]},
+                {"GroupIds": [OUTSIDE_GROUP]},
+            )
+            ec2.add_response(
+                "disassociate_security_group_vpc",
+                {"State": "disassociating"},
+                {"GroupId": OUTSIDE_GROUP, "VpcId": into},
+            )
+        result = lambda_handler(eventbridge(association(OUTSIDE_GROUP, into)), CONTEXT)
+        ec2.assert_no_pending_responses()
+    assert result["decision"] == ("reverted" if undone else "kept")
+    if undone:
+        assert result["rules"] == [
+            f"{OUTSIDE_GROUP} associated with {into}, disassociated again"
+        ]

@@ -1,21 +1,27 @@
 """Tags that would switch the guard off: removing an ONLY_TAGGED (or lock) tag, or adding a
 NEVER_TAGGED one, is undone on moto. Records in the layout of ../shared/cloudtrail-format.md
-(resourcesSet and tagSet item lists)."""
+(resourcesSet and tagSet item lists). A tag is written back only on AWS's own word: the change
+as event history records it, and the value the group had before as its earlier tag records
+(CreateTags, DeleteTags) in event history show it; event history is cloudtrail.EventHistory."""
 
 from __future__ import annotations
 
 import pytest
 from cloudtrail import (
     ACCOUNT,
+    HISTORY,
     SSH,
     assumed_role,
     authorize,
+    create_group,
     eventbridge,
     record,
     rule_set,
+    tag,
 )
 from conftest import CONTEXT
 
+import lambda_function
 from lambda_function import lambda_handler
 
 
@@ -36,18 +42,16 @@ def tag_record(name, group_id, tags, identity=None):
 
 
 @pytest.fixture
-def guarded(ec2, group_id, conditions):
+def guarded(ec2, group_id, conditions, history):
     conditions(ONLY_TAGGED={"guardrail": "on"}, NEVER_TAGGED={"guardrail-off": None})
-    ec2.create_tags(Resources=[group_id], Tags=[{"Key": "guardrail", "Value": "on"}])
+    tag(ec2, "CreateTags", group_id, {"guardrail": "on"})
     return group_id
 
 
 def test_the_guard_tag_removed_is_put_back_and_the_group_stays_guarded(ec2, guarded):
     """On the old code: delete guardrail=on, then open SSH -> kept."""
-    ec2.delete_tags(Resources=[guarded], Tags=[{"Key": "guardrail"}])
-    result = lambda_handler(
-        eventbridge(tag_record("DeleteTags", guarded, {"guardrail": None})), CONTEXT
-    )
+    removed = tag(ec2, "DeleteTags", guarded, {"guardrail": None})
+    result = lambda_handler(eventbridge(removed), CONTEXT)
     assert result["decision"] == "reverted"
     assert result["rules"] == [f"tag guardrail=on put back on {guarded}"]
     assert tags_of(ec2, guarded)["guardrail"] == "on"
@@ -56,16 +60,14 @@ def test_the_guard_tag_removed_is_put_back_and_the_group_stays_guarded(ec2, guar
 
 
 def test_the_guard_tag_given_another_value_is_set_back(ec2, guarded):
-    ec2.create_tags(Resources=[guarded], Tags=[{"Key": "guardrail", "Value": "off"}])
-    lambda_handler(tag_record("CreateTags", guarded, {"guardrail": "off"}), CONTEXT)
+    changed = tag(ec2, "CreateTags", guarded, {"guardrail": "off"})
+    lambda_handler(changed, CONTEXT)
     assert tags_of(ec2, guarded)["guardrail"] == "on"
 
 
 def test_a_never_tagged_tag_added_is_taken_off(ec2, guarded):
-    ec2.create_tags(Resources=[guarded], Tags=[{"Key": "guardrail-off", "Value": "1"}])
-    result = lambda_handler(
-        tag_record("CreateTags", guarded, {"guardrail-off": "1"}), CONTEXT
-    )
+    added = tag(ec2, "CreateTags", guarded, {"guardrail-off": "1"})
+    result = lambda_handler(added, CONTEXT)
     assert result["rules"] == [f"tag guardrail-off taken off {guarded}"]
     assert "guardrail-off" not in tags_of(ec2, guarded)
 
@@ -96,3 +98,74 @@ def test_without_tag_conditions_tag_changes_do_nothing(ec2, group_id, calls):
     assert result["decision"] == "kept"
     assert calls == []
     assert rule_set(ec2, group_id)
+
+
+def test_delete_tags_without_a_tag_list_is_undone_with_the_values_the_group_had(
+    ec2, guarded
+):
+    """DeleteTags with no tag list deletes every user tag (EC2 API reference, DeleteTags):
+    no key is named. On the old code the guard tag stayed gone and the next rule was kept."""
+    tag(ec2, "CreateTags", guarded, {"team": "web"})
+    everything = tag(ec2, "DeleteTags", guarded, None)
+    assert tags_of(ec2, guarded) == {}
+    result = lambda_handler(eventbridge(everything), CONTEXT)
+    assert result["rules"] == [f"tag guardrail=on put back on {guarded}"]
+    assert tags_of(ec2, guarded) == {"guardrail": "on"}  # team was not the guard's
+    opened = lambda_handler(eventbridge(authorize(ec2, guarded, [SSH])), CONTEXT)
+    assert opened["decision"] == "reverted"
+
+
+@pytest.mark.parametrize(
+    ("conditions_set", "deleted"),
+    [
+        # The group never had a lock tag: on the old code the function tagged it lock=x.
+        ({"LOCKED_TAGGED": {"lock": None}}, {"lock": "x"}),
+        # The group has team=web; a DeleteTags for team=attacker removes nothing (values
+        # must match): on the old code the function overwrote team=web with team=attacker.
+        ({"ONLY_TAGGED": {"team": None}}, {"team": "attacker"}),
+    ],
+)
+def test_a_delete_tags_that_removed_nothing_writes_nothing(
+    ec2, vpc_id, conditions, history, conditions_set, deleted
+):
+    conditions(**conditions_set)
+    group_id, _ = create_group(ec2, vpc_id, "app")
+    tag(ec2, "CreateTags", group_id, {"team": "web"})
+    before = tags_of(ec2, group_id)
+    result = lambda_handler(tag(ec2, "DeleteTags", group_id, deleted), CONTEXT)
+    assert tags_of(ec2, group_id) == before == {"team": "web"}
+    assert result["decision"] == "kept"
+
+
+def test_a_tag_whose_earlier_value_history_does_not_hold_is_told_not_guessed(
+    ec2, group_id, conditions, history, inbox
+):
+    conditions(LOCKED_TAGGED={"lock": None})
+    ec2.create_tags(
+        Resources=[group_id], Tags=[{"Key": "lock", "Value": "on"}]
+    )  # long ago
+    result = lambda_handler(tag(ec2, "DeleteTags", group_id, {"lock": None}), CONTEXT)
+    assert result["decision"] == "unreadable"
+    assert "lock" not in tags_of(ec2, group_id)
+    (told,) = inbox()
+    assert "put it back by hand" in told["Message"]
+
+
+def test_a_forged_tag_change_writes_nothing(ec2, guarded):
+    """A DeleteTags record nobody made (not in event history): nothing is written."""
+    forged = tag_record("DeleteTags", guarded, {"guardrail": None})
+    tag(ec2, "CreateTags", guarded, {"guardrail": "off"})  # the owner's own change
+    with pytest.raises(lambda_function.Unconfirmed):
+        lambda_handler(forged, CONTEXT)
+    assert tags_of(ec2, guarded)["guardrail"] == "off"
+    assert HISTORY[-1]["eventName"] == "CreateTags"
+
+
+def test_a_lock_tag_the_group_was_created_with_is_put_back_from_its_creation(
+    ec2, vpc_id, conditions, history
+):
+    conditions(LOCKED_TAGGED={"lock": None})
+    group_id, _ = create_group(ec2, vpc_id, "db", tags={"lock": "strict"})
+    result = lambda_handler(tag(ec2, "DeleteTags", group_id, None), CONTEXT)
+    assert result["rules"] == [f"tag lock=strict put back on {group_id}"]
+    assert tags_of(ec2, group_id) == {"lock": "strict"}
