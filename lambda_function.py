@@ -1453,7 +1453,7 @@ def plan_edits(
             revoking.append(rule)
             continue
         old = {**old, "isEgress": rule["isEgress"]}  # an edit's record does not say
-        if locked or widens(rule, old):
+        if locked or "unreadable" in rule or widens(rule, old):  # unknown new: put back
             restoring.append({**rule, "previous": old})
         else:
             narrowed.append({**rule, "previous": old})
@@ -2556,7 +2556,7 @@ def undo(
     )
     if not approved:
         return {**done, "kept": rules}
-    if any(widens(rule["previous"], rule) for rule in restoring):
+    if any("unreadable" in r or widens(r["previous"], r) for r in restoring):
         confirm_first(
             change, dry_run
         )  # the old value lets through what the new does not
