@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo try test bench burst lint scan format package deploy clean
+.PHONY: demo try test bench burst mutate lint scan format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ bench: $(BIN)/activate bench/.venv-custodian/bin/activate
 # The bad day: a thousand changes in minutes against EC2's throttling (bench/BURST.md).
 burst: $(BIN)/activate
 	$(BIN)/python bench/burst.py
+
+# A sampled mutation check of the reading and deciding code (docs/mutation.md), some 15
+# minutes on 2 cores; not part of make test. make mutate N=60 SEED=1234 to choose the draw.
+mutate: $(BIN)/activate
+	$(BIN)/python bench/mutate.py $(if $(N),-n $(N)) $(if $(SEED),--seed $(SEED))
 
 # The peer gets its own virtualenv; if it cannot install, the benchmark leaves it out.
 bench/.venv-custodian/bin/activate: bench/requirements-custodian.txt
