@@ -311,21 +311,21 @@ def compiles(source: str) -> bool:
 # ---- Running the suite against a mutant -----------------------------------------------------
 
 
-def project_copy(into: Path) -> Path:
-    """The project as it is (uncommitted changes too), beside ../shared as the tests expect."""
+def project_copy(source: Path, into: Path) -> Path:
+    """A copy of the project, beside ../shared as the tests expect."""
     copied = into / "project"
-    shutil.copytree(ROOT, copied, ignore=COPY_IGNORED)
+    shutil.copytree(source, copied, ignore=COPY_IGNORED)
     shared = ROOT.parent / "shared"
     if shared.is_dir():
         (into / "shared").symlink_to(shared)
     return copied
 
 
-def run_suite(source: str, timeout: float) -> tuple[str, float, str]:
+def run_suite(snapshot: Path, source: str, timeout: float) -> tuple[str, float, str]:
     """(killed, survived or timeout; seconds; the first failing test or the last line)."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutant-") as temporary:
-        project = project_copy(Path(temporary))
+        project = project_copy(snapshot, Path(temporary))
         (project / TARGET).write_text(source)
         command = [
             sys.executable,
@@ -407,36 +407,43 @@ def main() -> int:
         numbers = sorted(
             random.Random(seed).sample(range(len(every)), min(args.n, len(every)))
         )
+    at = commit()
     print(f"{len(every)} candidate mutations in {', '.join(SECTIONS)} of {TARGET}")
     print(
-        f"commit {commit()}; "
+        f"commit {at}; "
         + (f"seed {seed}, " if seed is not None else "")
         + f"{len(numbers)} mutants, {args.jobs} at a time",
         flush=True,
     )
+    # The project as it is now (uncommitted changes too), copied once: what is edited
+    # during the run does not leak into the mutants run later.
+    with tempfile.TemporaryDirectory(prefix="mutate-snapshot-") as temporary:
+        snapshot = project_copy(ROOT, Path(temporary))
+        return measure(snapshot, source, every, numbers, args, seed, at)
 
-    verdict, seconds, said = run_suite(source, timeout=3600)
+
+def measure(snapshot, source, every, numbers, args, seed, at) -> int:
+    started = time.monotonic()
+    verdict, seconds, said = run_suite(snapshot, source, timeout=3600)
     if verdict != "survived":
         print(f"the suite fails without any mutation ({said}): nothing to measure")
         return 2
     timeout = args.timeout or 3 * seconds
     print(f"clean run: {seconds:.0f} s; at most {timeout:.0f} s a mutant", flush=True)
-
     broken = [n for n in numbers if not compiles(apply(source, every[n]))]
     for number in broken:  # none so far: unparse and parentheses keep the syntax
         print(f"#{number} does not compile, left out: {every[number].what}")
     numbers = [n for n in numbers if n not in broken]
     results = {}
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
-            pool.submit(run_suite, apply(source, every[n]), timeout): n for n in numbers
+            pool.submit(run_suite, snapshot, apply(source, every[n]), timeout): n
+            for n in numbers
         }
         for done_count, future in enumerate(as_completed(futures), 1):
             number = futures[future]
-            results[number] = future.result()
+            results[number] = verdict, seconds, said = future.result()
             mutant = every[number]
-            verdict, seconds, said = results[number]
             print(
                 f"[{done_count:3}/{len(numbers)}] {verdict:8} #{number} "
                 f"{TARGET}:{mutant.line} {mutant.what} ({seconds:.0f} s)"
@@ -447,9 +454,9 @@ def main() -> int:
     killed = len(numbers) - len(survivors)
     print()
     print(
-        f"score: {killed}/{len(numbers)} killed ({100 * killed / len(numbers):.1f}%)"
+        f"score: {killed}/{len(numbers)} killed ({100 * killed / max(len(numbers), 1):.1f}%)"
         + (f", seed {seed}" if seed is not None else "")
-        + f", commit {commit()}, {time.monotonic() - started:.0f} s"
+        + f", commit {at}, {time.monotonic() - started:.0f} s with the clean run"
     )
     for number in survivors:
         mutant = every[number]
