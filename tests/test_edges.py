@@ -21,8 +21,10 @@ from cloudtrail import (
     authorize,
     eventbridge,
     modify,
+    record,
     rule_set,
     rules_of,
+    serve_associations,
 )
 from conftest import CONTEXT, WIDENED, bastion_of
 
@@ -352,3 +354,99 @@ def test_a_revoke_answered_group_not_found_is_already_gone(ec2, group_id, code):
         stub.assert_no_pending_responses()
     assert result["decision"] == "already-gone"
     assert result["alreadyGone"] == ["tcp 22 from 0.0.0.0/0"]
+
+
+# ---- Survivors of make mutate (docs/mutation.md) ---------------------------------------------
+
+
+def test_once_it_knows_its_own_arn_an_unapproved_edit_is_still_not_the_old_value(
+    ec2, group_id, as_the_function, history
+):
+    """Its own session, once seen, teaches the function its ARN (GetCallerIdentity); an
+    edit by anyone else in event history must still not count as approved."""
+    bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    same = {**WIDENED, "CidrIpv4": "192.0.2.0/24"}
+    own = modify(ec2, group_id, {bastion_id: same}, identity=as_the_function)
+    assert run(own)["reason"] == "made by this guardrail itself"
+    assert lambda_function._own_arn == as_the_function["arn"]
+    created = authorize(ec2, group_id, [tcp(9000, 9000, "10.50.0.0/16")])
+    (item,) = items_of(created)
+    rule_id = item["securityGroupRuleId"]
+    wide = {**WIDENED, "FromPort": 9000, "ToPort": 9000}
+    first = modify(ec2, group_id, {rule_id: wide}, identity=BOB)
+    second = modify(
+        ec2, group_id, {rule_id: {**wide, "CidrIpv4": "0.0.0.0/1"}}, identity=BOB
+    )
+    history.add_response("lookup_events", lookup([second, first, created]))
+    result = run(second)
+    assert result["rules"] == [
+        "tcp 9000 from 0.0.0.0/1, restored to tcp 9000 from 10.50.0.0/16"
+    ]
+    assert (False, "tcp", 9000, 9000, "10.50.0.0/16") in rule_set(ec2, group_id)
+
+
+def test_a_tag_put_back_goes_on_the_security_groups_of_the_call_only(
+    ec2, group_id, vpc_id, conditions
+):
+    """DeleteTags names every resource it untagged: a VPC beside the group is not ours."""
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    on = [{"Key": "guardrail", "Value": "on"}]
+    ec2.create_tags(Resources=[vpc_id, group_id], Tags=on)
+    ec2.delete_tags(Resources=[vpc_id, group_id], Tags=[{"Key": "guardrail"}])
+    params = {
+        "resourcesSet": {"items": [{"resourceId": vpc_id}, {"resourceId": group_id}]},
+        "tagSet": {"items": [{"key": "guardrail"}]},
+    }
+    result = run(record("DeleteTags", params, {"_return": True}))
+    assert (result["decision"], result["groupId"]) == ("reverted", group_id)
+    assert tags_of(ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"])
+    assert not tags_of(ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"])
+
+
+def tags_of(found):
+    (one,) = found
+    return {tag["Key"]: tag["Value"] for tag in one.get("Tags", [])}
+
+
+OFFICE = "198.51.100.0/24"
+PORT_5432 = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
+
+
+@pytest.mark.parametrize(
+    ("removed", "added"),
+    [("198.51.100.7/24", OFFICE), (OFFICE, "198.51.100.9/24")],
+    ids=["removed", "added"],
+)
+def test_an_entry_re_described_as_written_with_host_bits_is_still_the_same_entry(
+    ec2, group_id, removed, added
+):
+    """The record holds the CIDRs as the caller wrote them; a host part is not a new
+    network (and must not stop the handler)."""
+    listed = ec2.create_managed_prefix_list(
+        PrefixListName="office",
+        AddressFamily="IPv4",
+        MaxEntries=10,
+        Entries=[{"Cidr": OFFICE, "Description": "office"}],
+    )["PrefixList"]["PrefixListId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[{**PORT_5432, "PrefixListIds": [{"PrefixListId": listed}]}],
+    )
+    serve_associations(ec2)
+    ec2.modify_managed_prefix_list(
+        PrefixListId=listed,
+        CurrentVersion=1,
+        RemoveEntries=[{"Cidr": OFFICE}],
+        AddEntries=[{"Cidr": OFFICE, "Description": "office, 2nd floor"}],
+    )
+    request = {
+        "RemoveEntry": {"cidr": removed, "tag": "1"},
+        "AddEntry": {"cidr": added, "Description": "office, 2nd floor", "tag": "1"},
+        "PrefixListId": listed,
+        "CurrentVersion": "1",
+    }
+    body = {"ModifyManagedPrefixListRequest": request}
+    result = run(record("ModifyManagedPrefixList", body, None))
+    assert result["decision"] == "kept"
+    entries = ec2.get_managed_prefix_list_entries(PrefixListId=listed)["Entries"]
+    assert [entry["Cidr"] for entry in entries] == [OFFICE]
