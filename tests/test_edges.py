@@ -13,12 +13,16 @@ import copy
 import datetime
 import json
 
+import boto3
 import pytest
 from botocore.stub import Stubber
 from cloudtrail import (
+    OPEN,
     SSH,
+    add_entries,
     assumed_role,
     authorize,
+    camel,
     eventbridge,
     modify,
     record,
@@ -29,7 +33,12 @@ from cloudtrail import (
 from conftest import CONTEXT, WIDENED, bastion_of
 
 import lambda_function
-from lambda_function import ConditionsError, check_conditions, lambda_handler
+from lambda_function import (
+    ConditionsError,
+    check_conditions,
+    lambda_handler,
+    read_change,
+)
 
 BOB = assumed_role("Developer", "bob")
 
@@ -183,6 +192,37 @@ def test_an_edit_whose_new_value_cannot_be_read_is_undone_though_its_old_value_i
     result = run(event)
     assert result["decision"] == "reverted"
     assert (False, "tcp", 5432, 5432, "0.0.0.0/0") not in rule_set(ec2, group_id)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=KeyError,
+    reason="issue 21: the same KeyError, met by the sweep in the failure queue, stops the "
+    "whole sweep (handle_quietly catches AWS errors only): every sweep after it fails on "
+    "the same message, and the change queued behind it stays open",
+)
+def test_an_edit_the_handler_cannot_finish_does_not_stop_the_sweep(
+    ec2, group_id, history, monkeypatch
+):
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="sg-guardrail-failures")["QueueUrl"]
+    monkeypatch.setenv("FAILURE_QUEUE_URL", url)
+    created = authorize(ec2, group_id, [tcp(5432, 5432)])
+    (item,) = items_of(created)
+    wide = {**WIDENED, "FromPort": 5432, "ToPort": 5432}
+    edit = modify(ec2, group_id, {item["securityGroupRuleId"]: wide}, identity=BOB)
+    request = edit["requestParameters"]["ModifySecurityGroupRulesRequest"]
+    request["SecurityGroupRule"]["SecurityGroupRule"]["IpProtocol"] = "a-new-protocol"
+    missed = authorize(ec2, group_id, [SSH])
+    for event in (edit, missed):
+        body = json.dumps({"requestPayload": eventbridge(event)})
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    history.add_response("lookup_events", lookup([created]))  # the edit's old value
+    for _ in lambda_function.CHANGE_EVENTS + lambda_function.TRAIL_EVENTS:
+        history.add_response("lookup_events", {"Events": []})  # the sweep's own reads
+    result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    assert result["decisions"].get("reverted") == 2
+    assert OPEN not in rule_set(ec2, group_id)
 
 
 # ---- 3. All traffic is all traffic, whatever ports its record carries -----------------------
@@ -412,16 +452,9 @@ OFFICE = "198.51.100.0/24"
 PORT_5432 = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
 
 
-@pytest.mark.parametrize(
-    ("removed", "added"),
-    [("198.51.100.7/24", OFFICE), (OFFICE, "198.51.100.9/24")],
-    ids=["removed", "added"],
-)
-def test_an_entry_re_described_as_written_with_host_bits_is_still_the_same_entry(
-    ec2, group_id, removed, added
-):
-    """The record holds the CIDRs as the caller wrote them; a host part is not a new
-    network (and must not stop the handler)."""
+@pytest.fixture
+def office(ec2, group_id):
+    """pl-office, one reviewed entry, which the guarded group's tcp 5432 rule uses."""
     listed = ec2.create_managed_prefix_list(
         PrefixListName="office",
         AddressFamily="IPv4",
@@ -433,8 +466,26 @@ def test_an_entry_re_described_as_written_with_host_bits_is_still_the_same_entry
         IpPermissions=[{**PORT_5432, "PrefixListIds": [{"PrefixListId": listed}]}],
     )
     serve_associations(ec2)
+    return listed
+
+
+def entries_of(ec2, prefix_list_id):
+    found = ec2.get_managed_prefix_list_entries(PrefixListId=prefix_list_id)
+    return sorted(entry["Cidr"] for entry in found["Entries"])
+
+
+@pytest.mark.parametrize(
+    ("removed", "added"),
+    [("198.51.100.7/24", OFFICE), (OFFICE, "198.51.100.9/24")],
+    ids=["removed", "added"],
+)
+def test_an_entry_re_described_as_written_with_host_bits_is_still_the_same_entry(
+    ec2, office, removed, added
+):
+    """The record holds the CIDRs as the caller wrote them; a host part is not a new
+    network (and must not stop the handler)."""
     ec2.modify_managed_prefix_list(
-        PrefixListId=listed,
+        PrefixListId=office,
         CurrentVersion=1,
         RemoveEntries=[{"Cidr": OFFICE}],
         AddEntries=[{"Cidr": OFFICE, "Description": "office, 2nd floor"}],
@@ -442,11 +493,144 @@ def test_an_entry_re_described_as_written_with_host_bits_is_still_the_same_entry
     request = {
         "RemoveEntry": {"cidr": removed, "tag": "1"},
         "AddEntry": {"cidr": added, "Description": "office, 2nd floor", "tag": "1"},
-        "PrefixListId": listed,
+        "PrefixListId": office,
         "CurrentVersion": "1",
     }
     body = {"ModifyManagedPrefixListRequest": request}
     result = run(record("ModifyManagedPrefixList", body, None))
     assert result["decision"] == "kept"
-    entries = ec2.get_managed_prefix_list_entries(PrefixListId=listed)["Entries"]
-    assert [entry["Cidr"] for entry in entries] == [OFFICE]
+    assert entries_of(ec2, office) == [OFFICE]
+
+
+@pytest.mark.parametrize("version", ["v1", "1.0"])
+def test_an_odd_current_version_is_no_version(ec2, office, version):
+    event = add_entries(ec2, office, ["0.0.0.0/0"])
+    event["requestParameters"]["ModifyManagedPrefixListRequest"]["CurrentVersion"] = (
+        version
+    )
+    assert run(event)["decision"] == "reverted"
+    assert entries_of(ec2, office) == [OFFICE]
+
+
+@pytest.mark.parametrize(
+    ("length", "decision"), [(255, "reverted"), (256, "unreadable")]
+)
+def test_a_group_name_is_at_most_255_characters(ec2, calls, length, decision):
+    name = "n" * length
+    params = {"groupName": name, "ipPermissions": camel([SSH])}
+    if length <= 255:  # AWS's longest group name; a longer one exists nowhere
+        default = ec2.create_security_group(GroupName=name, Description="d")
+        ec2.authorize_security_group_ingress(GroupName=name, IpPermissions=[SSH])
+    calls.clear()
+    result = run(record("AuthorizeSecurityGroupIngress", params, {"_return": True}))
+    assert result["decision"] == decision
+    if length <= 255:
+        assert OPEN not in rule_set(ec2, default["GroupId"])
+    else:
+        assert result["unreadable"] == [
+            "no readable groupId or groupName",
+            "tcp 22 from 0.0.0.0/0",
+        ]
+        assert calls == []
+
+
+def test_a_referenced_group_with_an_empty_name_is_reported_and_the_rest_revoked(
+    ec2, group_id
+):
+    before = rule_set(ec2, group_id)
+    event = authorize(ec2, group_id, [SSH], modern=False)
+    (permission,) = event["requestParameters"]["ipPermissions"]["items"]
+    permission["groups"] = {"items": [{"groupName": ""}]}
+    result = run(event)
+    assert result["decision"] == "unreadable"
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert result["unreadable"] == [
+        "ipPermissions item 1, groups: a referenced group without groupId or groupName"
+    ]
+    assert rule_set(ec2, group_id) == before
+
+
+def test_a_rule_set_naming_only_another_groups_rule_is_reported_as_just_that(
+    ec2, group_id, vpc_id, calls
+):
+    other = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc_id)
+    event = authorize(ec2, other["GroupId"], [SSH])
+    event["requestParameters"]["groupId"] = group_id
+    held = rule_set(ec2, other["GroupId"])
+    calls.clear()
+    result = run(event)
+    assert result["decision"] == "unreadable"
+    assert result["unreadable"] == ["tcp 22 from 0.0.0.0/0 of another group"]
+    assert rule_set(ec2, other["GroupId"]) == held
+    assert calls == []
+
+
+def test_an_edit_that_cannot_be_identified_is_named_by_its_place_in_the_call(
+    ec2, group_id
+):
+    bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    (https,) = [r for r in rules_of(ec2, group_id) if r.get("FromPort") == 443]
+    wide_https = {**WIDENED, "FromPort": 443, "ToPort": 443}
+    edits = {bastion_id: dict(WIDENED), https["SecurityGroupRuleId"]: wide_https}
+    event = modify(ec2, group_id, edits, identity=BOB)
+    request = event["requestParameters"]["ModifySecurityGroupRulesRequest"]
+    request["SecurityGroupRule"][1]["SecurityGroupRuleId"] = "sgr-?"
+    result = run(event)
+    assert result["decision"] == "unreadable"
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert result["unreadable"] == [
+        "SecurityGroupRule 2: SecurityGroupRuleId is missing or malformed: 'sgr-?'"
+    ]
+    assert bastion_id not in now_by_id(ec2, group_id)
+
+
+def test_an_empty_event_id_or_time_is_none():
+    params = {"groupId": "sg-0123456789abcdef0", "ipPermissions": camel([SSH])}
+    found = record("AuthorizeSecurityGroupIngress", params, {"_return": True})
+    change = read_change({**found, "eventID": "", "eventTime": ""})
+    assert (change["eventId"], change["eventTime"]) == (None, None)
+
+
+def test_the_groups_other_events_in_history_are_passed_over(ec2, group_id, history):
+    """Event history by the group's ID also holds its creation and its tags."""
+    created = authorize(ec2, group_id, [tcp(5432, 5432)])
+    (item,) = items_of(created)
+    rule_id = item["securityGroupRuleId"]
+    wide = {**WIDENED, "FromPort": 5432, "ToPort": 5432}
+    event = modify(ec2, group_id, {rule_id: wide}, identity=BOB)
+    tagged = record(
+        "CreateTags",
+        {
+            "resourcesSet": {"items": [{"resourceId": group_id}]},
+            "tagSet": {"items": [{"key": "team", "value": "db"}]},
+        },
+        {"_return": True},
+    )
+    group_made = record(
+        "CreateSecurityGroup",
+        {"groupName": "web", "groupDescription": "web"},
+        {"_return": True, "groupId": group_id},
+    )
+    history.add_response("lookup_events", lookup([tagged, created, group_made]))
+    result = run(event)
+    assert result["rules"] == [
+        "tcp 5432 from 0.0.0.0/0, restored to tcp 5432 from 10.70.0.0/16"
+    ]
+    assert now_by_id(ec2, group_id)[rule_id]["CidrIpv4"] == "10.70.0.0/16"
+
+
+@pytest.mark.parametrize(
+    "entry", [{"cidr": "192.0.2.77/24"}, {"cidrWithin": "192.0.2.77/16"}]
+)
+def test_an_allowed_cidr_written_with_host_bits_is_its_network(
+    ec2, group_id, conditions, entry
+):
+    conditions(ALLOWED_RULES=[{"isEgress": False, **entry}])
+    check_conditions()  # accepted at load, as the network it names
+    partner = {**SSH, "FromPort": 2222, "ToPort": 2222}
+    partner["IpRanges"] = [{"CidrIp": "192.0.2.0/24"}]
+    result = run(authorize(ec2, group_id, [partner, SSH]))
+    assert result["keptRules"] == ["tcp 2222 from 192.0.2.0/24"]
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
+    assert (False, "tcp", 2222, 2222, "192.0.2.0/24") in rule_set(ec2, group_id)
+    assert OPEN not in rule_set(ec2, group_id)
