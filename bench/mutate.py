@@ -13,6 +13,7 @@ matters (equivalent). docs/mutation.md keeps the last run and a verdict for each
     .venv/bin/python bench/mutate.py [-n 40] [--seed S] [--jobs 2] [--timeout SECONDS]
     .venv/bin/python bench/mutate.py --list            # every candidate, numbered
     .venv/bin/python bench/mutate.py --only 17,230     # those candidates, no sampling
+    .venv/bin/python bench/mutate.py --only 17 --all-tests   # against the whole suite
 
 Standard library only; not run by make test.
 """
@@ -321,7 +322,9 @@ def project_copy(source: Path, into: Path) -> Path:
     return copied
 
 
-def run_suite(snapshot: Path, source: str, timeout: float) -> tuple[str, float, str]:
+def run_suite(
+    snapshot: Path, source: str, timeout: float, tests: list[str]
+) -> tuple[str, float, str]:
     """(killed, survived or timeout; seconds; the first failing test or the last line)."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutant-") as temporary:
@@ -335,8 +338,7 @@ def run_suite(snapshot: Path, source: str, timeout: float) -> tuple[str, float, 
             "-q",
             "-p",
             "no:cacheprovider",
-            *FAST,
-            *(f"--deselect={test}" for test in DESELECTED),
+            *tests,
         ]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         try:
@@ -387,6 +389,11 @@ def main() -> int:
     )
     parser.add_argument("--list", action="store_true", help="list the candidates")
     parser.add_argument("--only", help="comma-separated candidate numbers, no draw")
+    parser.add_argument(
+        "--all-tests",
+        action="store_true",
+        help="the whole suite instead of its fast part (to judge a survivor)",
+    )
     args = parser.parse_args()
 
     source = (ROOT / TARGET).read_text()
@@ -422,9 +429,20 @@ def main() -> int:
         return measure(snapshot, source, every, numbers, args, seed, at)
 
 
-def measure(snapshot, source, every, numbers, args, seed, at) -> int:
+def measure(
+    snapshot: Path,
+    source: str,
+    every: list[Mutant],
+    numbers: list[int],
+    args: argparse.Namespace,
+    seed: int | None,
+    at: str,
+) -> int:
     started = time.monotonic()
-    verdict, seconds, said = run_suite(snapshot, source, timeout=3600)
+    tests = (
+        ["tests"] if args.all_tests else FAST + [f"--deselect={t}" for t in DESELECTED]
+    )
+    verdict, seconds, said = run_suite(snapshot, source, 3600, tests)
     if verdict != "survived":
         print(f"the suite fails without any mutation ({said}): nothing to measure")
         return 2
@@ -437,7 +455,7 @@ def measure(snapshot, source, every, numbers, args, seed, at) -> int:
     results = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
-            pool.submit(run_suite, snapshot, apply(source, every[n]), timeout): n
+            pool.submit(run_suite, snapshot, apply(source, every[n]), timeout, tests): n
             for n in numbers
         }
         for done_count, future in enumerate(as_completed(futures), 1):
