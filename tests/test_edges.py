@@ -38,6 +38,7 @@ from lambda_function import (
     check_conditions,
     lambda_handler,
     read_change,
+    widens,
 )
 
 BOB = assumed_role("Developer", "bob")
@@ -634,3 +635,81 @@ def test_an_allowed_cidr_written_with_host_bits_is_its_network(
     assert result["rules"] == ["tcp 22 from 0.0.0.0/0"]
     assert (False, "tcp", 2222, 2222, "192.0.2.0/24") in rule_set(ec2, group_id)
     assert OPEN not in rule_set(ec2, group_id)
+
+
+@pytest.mark.parametrize(
+    ("length", "decision"), [(255, "reverted"), (256, "unreadable")]
+)
+def test_a_referenced_group_name_is_at_most_255_characters(
+    ec2, calls, length, decision
+):
+    name = "n" * length
+    app = ec2.create_security_group(GroupName="app", Description="app")["GroupId"]
+    by_name = {**PORT_5432, "UserIdGroupPairs": [{"GroupName": name}]}
+    if length <= 255:  # in the default VPC, where a group may be named as a source
+        ec2.create_security_group(GroupName=name, Description="d")
+        event = authorize(ec2, app, [by_name], modern=False)
+    else:
+        params = {"groupId": app, "ipPermissions": camel([by_name])}
+        event = record("AuthorizeSecurityGroupIngress", params, {"_return": True})
+    calls.clear()
+    result = run(event)
+    assert result["decision"] == decision
+    assert not [r for r in rules_of(ec2, app) if not r["IsEgress"]]
+    if length > 255:
+        assert calls == []
+
+
+def source(kind, value):
+    found = {"isEgress": False, "ipProtocol": "tcp", "fromPort": 22, "toPort": 22}
+    if kind == "group":
+        return {**found, "referencedGroupInfo": {"groupId": value}}
+    return {**found, kind: value}
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "wider"),
+    [
+        (
+            source("cidrIpv4", "10.0.0.0/8"),
+            source("prefixListId", "pl-0123abcd"),
+            True,
+        ),
+        (
+            source("cidrIpv4", "10.0.0.0/8"),
+            source("group", "sg-0123456789abcdef0"),
+            True,
+        ),
+        (
+            source("group", "sg-0123456789abcdef0"),
+            source("cidrIpv4", "0.0.0.0/0"),
+            True,
+        ),
+        (
+            source("group", "sg-0123456789abcdef1"),
+            source("group", "sg-0123456789abcdef0"),
+            True,
+        ),
+        (
+            source("group", "sg-0123456789abcdef0"),
+            source("group", "sg-0123456789abcdef0"),
+            False,
+        ),
+    ],
+    ids=["cidr-over-list", "cidr-over-group", "group-over-cidr", "other-group", "same"],
+)
+def test_an_edit_to_another_kind_of_source_widens(new, old, wider):
+    assert widens(new, old) is wider
+
+
+def test_a_protocol_without_ports_opens_them_all(ec2, group_id, conditions):
+    """A rule of protocol 47 (GRE) has no ports; an entry that names ports keeps none."""
+    conditions(ALLOWED_RULES=[{"fromPort": 0, "toPort": 443, "cidr": "0.0.0.0/0"}])
+    before = rule_set(ec2, group_id)
+    event = authorize(ec2, group_id, [SSH])  # moto cannot make a rule of 47 itself
+    (item,) = items_of(event)
+    item["ipProtocol"] = "47"
+    del item["fromPort"], item["toPort"]
+    result = run(event)
+    assert result["rules"] == ["protocol 47 from 0.0.0.0/0"]
+    assert rule_set(ec2, group_id) == before
