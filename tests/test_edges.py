@@ -320,8 +320,19 @@ def test_late_after_seconds_at_its_edge(ec2, group_id, calls, age, checked):
         ({"toPort": None}, False),
         ({"fromPort": None}, False),
         ({"fromPort": 54, "toPort": 53}, False),
+        ({"fromPort": 0, "toPort": 65535}, True),
+        ({"toPort": 65536}, False),
+        ({"fromPort": -2}, False),
     ],
-    ids=["both-ports", "no-toPort", "no-fromPort", "from-above-to"],
+    ids=[
+        "both-ports",
+        "no-toPort",
+        "no-fromPort",
+        "from-above-to",
+        "every-port",
+        "above-65535",
+        "below-minus-1",
+    ],
 )
 def test_tcp_and_udp_without_both_ports_in_order_are_unreadable(
     ec2, group_id, conditions, protocol, odd, readable
@@ -400,11 +411,14 @@ def test_a_revoke_answered_group_not_found_is_already_gone(ec2, group_id, code):
 # ---- Survivors of make mutate (docs/mutation.md) ---------------------------------------------
 
 
-def test_once_it_knows_its_own_arn_an_unapproved_edit_is_still_not_the_old_value(
-    ec2, group_id, as_the_function, history
+@pytest.mark.parametrize("first_by", ["bob", "member-role-name"])
+def test_an_unapproved_edit_in_history_is_not_the_old_value(
+    ec2, group_id, as_the_function, history, conditions, first_by
 ):
-    """Its own session, once seen, teaches the function its ARN (GetCallerIdentity); an
-    edit by anyone else in event history must still not count as approved."""
+    """Its own session, once seen, teaches the function its ARN (GetCallerIdentity), and
+    the member role's session is its own in a member account only (here anyone allowed
+    to create roles could name one so): neither makes another's edit approved."""
+    conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
     bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     same = {**WIDENED, "CidrIpv4": "192.0.2.0/24"}
     own = modify(ec2, group_id, {bastion_id: same}, identity=as_the_function)
@@ -414,7 +428,9 @@ def test_once_it_knows_its_own_arn_an_unapproved_edit_is_still_not_the_old_value
     (item,) = items_of(created)
     rule_id = item["securityGroupRuleId"]
     wide = {**WIDENED, "FromPort": 9000, "ToPort": 9000}
-    first = modify(ec2, group_id, {rule_id: wide}, identity=BOB)
+    impostor = assumed_role("sg-guardrail-member", "sg-guardrail")
+    first_identity = BOB if first_by == "bob" else impostor
+    first = modify(ec2, group_id, {rule_id: wide}, identity=first_identity)
     second = modify(
         ec2, group_id, {rule_id: {**wide, "CidrIpv4": "0.0.0.0/1"}}, identity=BOB
     )
@@ -702,14 +718,99 @@ def test_an_edit_to_another_kind_of_source_widens(new, old, wider):
     assert widens(new, old) is wider
 
 
-def test_a_protocol_without_ports_opens_them_all(ec2, group_id, conditions):
-    """A rule of protocol 47 (GRE) has no ports; an entry that names ports keeps none."""
-    conditions(ALLOWED_RULES=[{"fromPort": 0, "toPort": 443, "cidr": "0.0.0.0/0"}])
+@pytest.mark.parametrize(
+    ("entry", "kept"),
+    [
+        ({"fromPort": 0, "toPort": 443, "cidr": "0.0.0.0/0"}, False),
+        ({"ipProtocol": "47", "fromPort": 0, "toPort": 65535}, True),
+    ],
+    ids=["some-ports", "every-port"],
+)
+@pytest.mark.parametrize("ports", ["-1", "absent"])
+def test_a_protocol_without_ports_opens_them_all(
+    ec2, group_id, conditions, entry, kept, ports
+):
+    """A rule of protocol 47 (GRE) has no ports (-1, or none in the record): it opens
+    every port, which only an entry of every port covers."""
+    conditions(ALLOWED_RULES=[entry])
     before = rule_set(ec2, group_id)
-    event = authorize(ec2, group_id, [SSH])  # moto cannot make a rule of 47 itself
-    (item,) = items_of(event)
-    item["ipProtocol"] = "47"
-    del item["fromPort"], item["toPort"]
+    gre = {**ALL_TRAFFIC, "IpProtocol": "47", "FromPort": -1, "ToPort": -1}
+    event = authorize(ec2, group_id, [gre])
+    if ports == "absent":  # moto cannot make such a rule: the record says so alone
+        (item,) = items_of(event)
+        del item["fromPort"], item["toPort"]
     result = run(event)
-    assert result["rules"] == ["protocol 47 from 0.0.0.0/0"]
+    assert result["decision"] == ("kept" if kept else "reverted")
+    assert ((False, "47", -1, -1, "0.0.0.0/0") in rule_set(ec2, group_id)) is kept
+    if not kept:
+        assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"ipProtocol": "icmp", "fromPort": 0, "toPort": -1},
+        {"ipProtocol": "icmp", "fromPort": -1, "toPort": 0},
+    ],
+    ids=["type-0", "code-0"],
+)
+def test_an_icmp_rule_without_type_and_code_is_every_type_and_code(
+    ec2, group_id, conditions, entry
+):
+    conditions(ALLOWED_RULES=[{**entry, "cidr": "0.0.0.0/0"}])
+    before = rule_set(ec2, group_id)
+    echo = {**ALL_TRAFFIC, "IpProtocol": "icmp", "FromPort": 8, "ToPort": -1}
+    event = authorize(ec2, group_id, [echo])
+    (item,) = items_of(event)
+    del item["fromPort"], item["toPort"]  # moto cannot make an ICMP rule without them
+    result = run(event)
+    assert result["rules"] == ["icmp from 0.0.0.0/0"]
     assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize("description", ["reviewed: CHG-1234", None])
+def test_should_revert_sees_the_entries_added_as_the_record_has_them(
+    ec2, office, conditions, description
+):
+    event = add_entries(ec2, office, ["0.0.0.0/0"])
+    entry = event["requestParameters"]["ModifyManagedPrefixListRequest"]["AddEntry"]
+    if description:
+        entry["Description"] = description
+    else:
+        del entry["Description"]
+    seen = [
+        {"cidr": "0.0.0.0/0", **({"description": description} if description else {})}
+    ]
+    conditions(should_revert=lambda change: change["prefixList"]["added"] != seen)
+    assert run(event)["decision"] == "kept"
+    assert "0.0.0.0/0" in entries_of(ec2, office)
+
+
+def test_an_earlier_edit_to_an_allowed_value_is_the_old_value(
+    ec2, group_id, history, conditions
+):
+    conditions(ALLOWED_RULES=[{"cidrWithin": "10.0.0.0/8"}])
+    created = authorize(ec2, group_id, [tcp(9000, 9000, "10.50.0.0/16")])
+    (item,) = items_of(created)
+    rule_id = item["securityGroupRuleId"]
+    allowed = {**WIDENED, "FromPort": 9000, "ToPort": 9000, "CidrIpv4": "10.99.0.0/16"}
+    first = modify(ec2, group_id, {rule_id: allowed}, identity=BOB)
+    second = modify(
+        ec2, group_id, {rule_id: {**allowed, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
+    )
+    history.add_response("lookup_events", lookup([second, first, created]))
+    result = run(second)
+    assert result["rules"] == [
+        "tcp 9000 from 0.0.0.0/0, restored to tcp 9000 from 10.99.0.0/16"
+    ]
+    assert (False, "tcp", 9000, 9000, "10.99.0.0/16") in rule_set(ec2, group_id)
+
+
+def test_a_late_addition_already_gone_says_nothing_was_left_to_undo(ec2, group_id):
+    event = authorize(ec2, group_id, [SSH])
+    ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[SSH])
+    result = run(late(event, 1800))
+    assert (result["decision"], result["reason"]) == (
+        "already-gone",
+        "nothing left to undo",
+    )
