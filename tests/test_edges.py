@@ -237,6 +237,7 @@ ALL_TRAFFIC = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
         {"fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"},
         {"fromPort": 443, "toPort": 443},
         {"toPort": 443, "cidrWithin": "0.0.0.0/0"},
+        {"fromPort": 1, "toPort": 65535},  # every port but 0
     ],
 )
 @pytest.mark.parametrize("age", [0, 1800], ids=["fresh", "late"])
@@ -900,3 +901,92 @@ def test_a_late_rule_without_ports_in_its_record_is_the_rule_of_no_ports_now(
         ["protocol 47 from 0.0.0.0/0"],
     )
     assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize(("length", "sent"), [(255, True), (256, False)])
+def test_an_old_description_goes_back_only_if_aws_would_take_it(
+    ec2, group_id, history, length, sent
+):
+    """AWS takes rule descriptions of up to 255 characters (moto takes longer ones): a
+    longer one in a record is not sent back, and the rule keeps the one it has."""
+    old = "d" * length
+    described = {
+        **PORT_5432,
+        "IpRanges": [{"CidrIp": "10.70.0.0/16", "Description": old}],
+    }
+    created = authorize(ec2, group_id, [described])
+    (item,) = items_of(created)
+    rule_id = item["securityGroupRuleId"]
+    wide = {**PORT_5432, "CidrIpv4": "0.0.0.0/0", "Description": "opened"}
+    event = modify(ec2, group_id, {rule_id: wide}, identity=BOB)
+    history.add_response("lookup_events", lookup([created]))
+    assert run(event)["decision"] == "reverted"
+    now = now_by_id(ec2, group_id)[rule_id]
+    assert (now["CidrIpv4"], now["Description"]) == (
+        "10.70.0.0/16",
+        old if sent else "opened",
+    )
+
+
+@pytest.mark.parametrize(("protocol", "readable"), [("255", True), ("256", False)])
+def test_protocol_numbers_go_up_to_255(ec2, group_id, conditions, protocol, readable):
+    conditions(ALLOWED_RULES=[{"cidr": "0.0.0.0/0"}])
+    before = rule_set(ec2, group_id)
+    ports = {"FromPort": -1, "ToPort": -1}
+    event = authorize(ec2, group_id, [{**ALL_TRAFFIC, "IpProtocol": "255", **ports}])
+    items_of(event)[0]["ipProtocol"] = protocol  # 256: no such protocol, nor rule
+    result = run(event)
+    if readable:
+        assert result["decision"] == "kept"
+        assert (False, "255", -1, -1, "0.0.0.0/0") in rule_set(ec2, group_id)
+    else:
+        assert result["rules"][0].startswith("rule sgr-")
+        assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize("empty", ["missing", "null"])
+def test_a_config_item_without_its_empty_lists_still_gives_the_old_value(
+    ec2, group_id, conditions, empty
+):
+    """Config items of other ages leave an empty source list out, or write null."""
+    conditions(RESTORE_FROM_CONFIG=True)
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: dict(WIDENED)}, identity=BOB)
+
+    def permission(port, cidr, description):
+        found = {
+            "fromPort": port,
+            "toPort": port,
+            "ipProtocol": "tcp",
+            "ipRanges": [cidr],
+            "ipv4Ranges": [{"cidrIp": cidr, "description": description}],
+        }
+        if empty == "null":
+            found |= {
+                "ipv6Ranges": None,
+                "prefixListIds": None,
+                "userIdGroupPairs": None,
+            }
+        return found
+
+    configuration = {
+        "groupId": group_id,
+        "ipPermissions": [
+            permission(443, "10.0.0.0/8", "internal HTTPS"),
+            permission(22, "192.0.2.0/24", "bastion"),
+        ],
+    }
+    item = {
+        "configurationItemCaptureTime": datetime.datetime(2026, 11, 1),
+        "configurationItemStatus": "OK",
+        "resourceType": "AWS::EC2::SecurityGroup",
+        "resourceId": group_id,
+        "configuration": json.dumps(configuration),
+    }
+    with Stubber(lambda_function.client("config", "us-east-1")) as stub:
+        stub.add_response("get_resource_config_history", {"configurationItems": [item]})
+        result = run(event)
+    assert result["rules"] == [
+        "tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"
+    ]
+    assert bastion_of(ec2, group_id)["SecurityGroupRuleId"] == rule_id
