@@ -651,7 +651,8 @@ def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
     is asked of AWS. Layout assumed like ModifyManagedPrefixList's (unverified)."""
     request = field(params, "RestoreManagedPrefixListVersionRequest")
     request = request if isinstance(request, dict) else params
-    change["prefixList"] = {"prefixListId": None, "added": []}
+    # Unreadable below leaves a list that adds nothing, removes nothing, restores nothing.
+    change["prefixList"] = {"prefixListId": None, "added": [], "removed": []}
     listed = field(request, "PrefixListId")
     versions = [field(request, key) for key in ("PreviousVersion", "CurrentVersion")]
     versions = [
