@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo try test bench burst mutate lint scan format package deploy clean
+.PHONY: demo try test bench burst mutate trace lint scan format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ burst: $(BIN)/activate
 # minutes on 2 cores; not part of make test. make mutate N=60 SEED=1234 to choose the draw.
 mutate: $(BIN)/activate
 	$(BIN)/python bench/mutate.py $(if $(N),-n $(N)) $(if $(SEED),--seed $(SEED))
+
+# Where one plain Authorize runs in lambda_function.py: functions, lines, span, jumps, and the
+# size of each section (tests/test_default_path.py holds the layout).
+trace: $(BIN)/activate
+	$(BIN)/python bench/trace_path.py
 
 # The peer gets its own virtualenv; if it cannot install, the benchmark leaves it out.
 bench/.venv-custodian/bin/activate: bench/requirements-custodian.txt

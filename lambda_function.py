@@ -137,231 +137,124 @@ LATE_AFTER_SECONDS = 300
 
 
 # =============================================================================================
-# Loading the conditions: the deployment's environment adds to them, and every setting is
-# checked once, when the file loads
+# The default path: one event, from the handler to the revoke and its report
+#
+# One plain change (an Authorize by someone not exempt, no optional feature on) runs only
+# the code from here to the line "The rest is optional": handler -> read -> decide -> act
+# (one RevokeSecurityGroupIngress or Egress call) -> report (one JSON log line, a metric
+# and, with NOTIFY_TOPIC_ARN, one SNS message). tests/test_default_path.py holds it to that.
 # =============================================================================================
 
 
-class ConditionsError(ValueError):
-    """A setting in the CONDITIONS block that cannot be what its author meant."""
+# ---------------------------------------------------------------------------------------------
+# The handler: one event, from reading it to its log line
+# ---------------------------------------------------------------------------------------------
 
 
-def add_environment() -> None:
-    """Settings a deployment gives in the environment (template.yaml's parameters) add to the
-    block: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS (comma-separated), LOCKED_TAG_KEY (a tag
-    key, any value), REVERT_EGRESS=false, RESTORE_FROM_CONFIG=true,
-    RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and
-    LOG_RAW_EVENT are read at each event."""
-    global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
-    global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL, LOCKED_GROUP_IDS, LOCKED_TAGGED
-    added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
-    if isinstance(EXEMPT_PRINCIPALS, list):  # anything else is reported by the check
-        EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
-    locked = os.environ.get("LOCKED_GROUP_IDS", "").split(",")
-    if isinstance(LOCKED_GROUP_IDS, list):
-        LOCKED_GROUP_IDS = LOCKED_GROUP_IDS + [g.strip() for g in locked if g.strip()]
-    tag_key = os.environ.get("LOCKED_TAG_KEY", "").strip()
-    if tag_key and isinstance(LOCKED_TAGGED, dict):
-        LOCKED_TAGGED = {**LOCKED_TAGGED, tag_key: None}
-    if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
-        REVERT_EGRESS = False
-    if os.environ.get("RESTORE_FROM_CONFIG", "").strip().lower() == "true":
-        RESTORE_FROM_CONFIG = True
-    if os.environ.get("RESTORE_FROM_CLOUDTRAIL", "").strip().lower() == "true":
-        RESTORE_FROM_CLOUDTRAIL = True
-    MEMBER_ROLE_NAME = (
-        os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    global _retry_until
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: math.inf)()
+    _retry_until = time.monotonic() + remaining_ms / 1000
+    if isinstance(event, dict) and set(event) == {"sweep"}:  # the schedule's input
+        return sweep(event["sweep"], context)
+    if is_sqs_batch(event):  # Delivery=buffered: EventBridge -> SQS -> Lambda
+        return handle_batch(event["Records"], context)
+    return handle_event(event, context)
+
+
+def is_sqs_batch(event: Any) -> bool:
+    messages = event.get("Records") if isinstance(event, dict) else None
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(
+            isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages
+        )
     )
 
 
-PRINCIPAL_PATTERN = re.compile(
-    r"arn:aws[a-z-]*:(iam|sts)::[0-9*?]{1,12}:(?P<name>.+)|[a-z0-9.-]+\.amazonaws\.com"
-)
-ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
-EXAMPLES = {
-    "EXEMPT_PRINCIPALS": '["arn:aws:iam::111122223333:role/NetworkAdmin"]',
-    "ONLY_GROUP_IDS": '["sg-0123456789abcdef0"]',
-    "NEVER_GROUP_IDS": '["sg-0123456789abcdef0"]',
-    "ONLY_VPC_IDS": '["vpc-0123456789abcdef0"]',
-    "NEVER_VPC_IDS": '["vpc-0123456789abcdef0"]',
-    "ONLY_TAGGED": '{"guardrail": "on"}',
-    "NEVER_TAGGED": '{"team": None}',
-    "LOCKED_GROUP_IDS": '["sg-0123456789abcdef0"]',
-    "LOCKED_TAGGED": '{"lock": "on"}',
-    "ALLOWED_RULES": '[{"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}]',
-    "REVERT_EGRESS": "False",
-    "REVERT_MODIFIED_RULES": "False",
-    "GUARD_AWS_SERVICES": "True",
-    "RESTORE_FROM_CONFIG": "True",
-    "RESTORE_FROM_CLOUDTRAIL": "True",
-    "MEMBER_ROLE_NAME": '"sg-guardrail-member"',
-    "LATE_AFTER_SECONDS": "300",
-    "should_revert": "def should_revert(change): return True",
-}
+DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
 
 
-def check_conditions() -> None:
-    """Fail at load, loudly, on anything in the block that cannot be what was meant: one
-    line per problem, naming the setting, the value and an example of a good one."""
-    settings = globals()
-    problems = [
-        f"{name} = {str(value)[:80]}: {why}; e.g. {EXAMPLES.get(name.split('[')[0])}"
-        for name, value, why in condition_problems(settings)
-    ]
-    if problems:
-        raise ConditionsError("CONDITIONS: " + " | ".join(problems))
-    warn_about_wildcard_accounts()
+def is_dry_run() -> bool:
+    return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
 
 
-def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(setting, value, what is wrong) for every setting that is not right."""
-    found = []
-    principals = settings["EXEMPT_PRINCIPALS"]
-    if not is_list_of(principals, str):
-        found.append(("EXEMPT_PRINCIPALS", principals, "must be a list of strings"))
-    else:
-        for pattern in principals:
-            matched = PRINCIPAL_PATTERN.fullmatch(pattern)
-            if not matched:
-                found.append(("EXEMPT_PRINCIPALS", pattern, "is not an ARN or service"))
-            elif matched["name"] is not None and not matched["name"].strip("*?/"):
-                found.append(("EXEMPT_PRINCIPALS", pattern, "would exempt everyone"))
-    id_lists = {
-        "ONLY_GROUP_IDS": GROUP_ID,
-        "NEVER_GROUP_IDS": GROUP_ID,
-        "ONLY_VPC_IDS": VPC_ID,
-        "NEVER_VPC_IDS": VPC_ID,
-        "LOCKED_GROUP_IDS": GROUP_ID,
-    }
-    for name, pattern in id_lists.items():
-        value = settings[name]
-        if not is_list_of(value, str):
-            found.append((name, value, "must be a list of IDs"))
-            continue
-        found += [
-            (name, v, "is not such an ID") for v in value if not pattern.fullmatch(v)
-        ]
-    for name in ("ONLY_TAGGED", "NEVER_TAGGED", "LOCKED_TAGGED"):
-        tags = settings[name]
-        if not isinstance(tags, dict):
-            found.append((name, tags, "must be a dict of tag key to value (or None)"))
-            continue
-        for key, value in tags.items():
-            if not isinstance(key, str) or not 0 < len(key) <= 128:
-                found.append((name, key, "is not a tag key"))
-            elif value is not None and not (
-                isinstance(value, str) and len(value) <= 256
-            ):
-                found.append((name, value, f"is not a value for tag {key!r}"))
-    rules = settings["ALLOWED_RULES"]
-    if not is_list_of(rules, dict):
-        found.append(("ALLOWED_RULES", rules, "must be a list of dicts"))
-    else:
-        for number, entry in enumerate(rules, 1):
-            where = f"ALLOWED_RULES[{number - 1}]"
-            found += [(where, entry, why) for why in allowed_rule_problems(entry)]
-    for name in SWITCHES:
-        if type(settings[name]) is not bool:
-            found.append((name, repr(settings[name]), "must be True or False"))
-    role = settings["MEMBER_ROLE_NAME"]
-    if not isinstance(role, str) or role and not ROLE_NAME.fullmatch(role):
-        found.append(("MEMBER_ROLE_NAME", role, "is not an IAM role name"))
-    late = settings["LATE_AFTER_SECONDS"]
-    if type(late) is not int or late < 0:
-        found.append(("LATE_AFTER_SECONDS", late, "must be a whole number of seconds"))
-    if not callable(settings["should_revert"]):
-        found.append(("should_revert", settings["should_revert"], "must be a function"))
-    return found
+class OutOfReach(Exception):
+    """The change is in an account this function has no way to act in."""
 
 
-SWITCHES = (
-    "GUARD_AWS_SERVICES",
-    "REVERT_EGRESS",
-    "REVERT_MODIFIED_RULES",
-    "RESTORE_FROM_CONFIG",
-    "RESTORE_FROM_CLOUDTRAIL",
-)
-
-
-def is_list_of(value: Any, kind: type) -> bool:
-    return isinstance(value, list) and all(isinstance(item, kind) for item in value)
-
-
-def allowed_rule_problems(entry: dict[str, Any]) -> list[str]:
-    """What is wrong with one ALLOWED_RULES entry; an empty entry would allow every rule."""
-    if not entry:
-        return ["an empty entry would allow every rule"]
-    problems = [f"unknown key {key!r}" for key in entry if key not in ALLOWED_RULE_KEYS]
-    problems += [
-        f"{key} must be {kind.__name__}"
-        for key, kind in ALLOWED_RULE_KEYS.items()
-        if key in entry and type(entry[key]) is not kind
-    ]
-    if problems:
-        return problems
-    protocol = entry.get("ipProtocol")
-    if protocol is not None and allowed_protocol(protocol) is None:
-        problems.append(
-            f"ipProtocol {protocol!r} is not tcp, udp, icmp, icmpv6, -1 or 0-255"
+def handle_event(
+    event: Any, context: Any, from_history: bool = False
+) -> dict[str, Any]:
+    """One event, from reading to the log line; an error is told, then raised for a retry.
+    from_history: the event is a record event history returned (the sweep), AWS's own."""
+    dry_run = is_dry_run()
+    summary, change = first_summary(event), {}
+    if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
+        print(
+            json.dumps({"eventId": summary["eventId"], "rawEvent": event}, default=str)
         )
-    for key in ("fromPort", "toPort"):
-        if key in entry and not -1 <= entry[key] <= 65535:
-            problems.append(f"{key} {entry[key]} is not a port (-1 to 65535)")
-    low, high = entry.get("fromPort", -1), entry.get("toPort", -1)
-    icmp = allowed_protocol(protocol) in ICMP if protocol is not None else False
-    if not icmp and low != -1 and high != -1 and low > high:
-        problems.append(f"fromPort {low} is above toPort {high}")
-    for key in ("cidr", "cidrWithin"):
-        if key in entry and cidr_version(entry[key]) is None:
-            problems.append(f"{key} {entry[key]!r} is not a CIDR like 10.0.0.0/8")
-    for key, pattern in (
-        ("prefixListId", PREFIX_LIST_ID),
-        ("referencedGroupId", GROUP_ID),
-    ):
-        if key in entry and not pattern.fullmatch(entry[key]):
-            problems.append(f"{key} {entry[key]!r} is not such an ID")
-    return problems
+    try:
+        change = read_change(event)
+        if from_history:
+            change["confirmedBy"] = "CloudTrail event history (the sweep)"
+        summary = summarize(change)
+        account = member_account(change, context) if may_undo(change) else None
+        done = handle(change, dry_run, account)
+        result = outcome(summary, decision_of(done, dry_run), done)
+    except BadEvent as bad:
+        return log(outcome(summary, "ignored", {"reason": str(bad)}))
+    except OutOfReach as far:
+        result = outcome(summary, "out-of-reach", left_open(change, str(far)))
+    except ClientError as error:
+        code = error_code(error)
+        if code not in REJECTED:
+            report_error(summary, change, error_reason(error))
+            raise  # Lambda retries, then hands the event to the on-failure destination
+        why = f"AWS rejected the undo as malformed, so it cannot be retried: {error}"
+        result = outcome(summary, "unreadable", left_open(change, why))
+    except (BotoCoreError, NotRevoked, Unconfirmed) as error:
+        # no connection, no time left, no revoke, a put-back not yet in event history
+        report_error(summary, change, error_reason(error))
+        raise
+    notify(result, change)
+    return log(result)
 
 
-def allowed_protocol(given: str) -> str | None:
-    """An entry's ipProtocol as the rules spell it ("TCP" -> "tcp", "6" -> "tcp")."""
-    name = PROTOCOLS.get(given.lower())
-    if name is None and PROTOCOL_NUMBER.fullmatch(given) and int(given) <= 255:
-        name = str(int(given))
-    return name
+def report_error(summary: dict, change: dict, reason: str) -> None:
+    """An error is logged and notified before it is raised for Lambda to retry."""
+    result = outcome(summary, "error", left_open(change, reason))
+    notify(result, change)
+    log(result)
 
 
-ALLOWED_RULE_KEYS = {
-    "isEgress": bool,
-    "ipProtocol": str,
-    "fromPort": int,
-    "toPort": int,
-    "cidr": str,
-    "cidrWithin": str,
-    "prefixListId": str,
-    "referencedGroupId": str,
-}
+def error_reason(error: Exception) -> str:
+    if isinstance(error, Unconfirmed):
+        return (
+            f"waiting for CloudTrail event history to confirm the change ({error}): "
+            "nothing is added on a message's word; Lambda retries (about 1 and 3 "
+            "minutes later), then the sweep"
+        )
+    if not isinstance(error, ClientError):  # no connection, no time left, no revoke
+        return f"{type(error).__name__}: {error}"
+    code = error_code(error)
+    if code in DENIED:
+        service = "sts" if error.operation_name == "AssumeRole" else "ec2"
+        return f"{code}: the role needs {service}:{error.operation_name} ({error})"
+    return f"{code}: {error}"
 
 
-def warn_about_wildcard_accounts() -> None:
-    """With many accounts, an exemption for any account exempts a role *name*: warn."""
-    if not MEMBER_ROLE_NAME:
-        return
-    for pattern in EXEMPT_PRINCIPALS:
-        if re.match(r"arn:aws[a-z-]*:(iam|sts)::[^:]*[*?]", pattern):
-            warn(
-                f"EXEMPT_PRINCIPALS {pattern!r} matches any account: with many "
-                "accounts, an admin of any member account can create that role and "
-                "be exempt. Name the account ID."
-            )
+def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What is reported when the change could not be undone at all."""
+    return {
+        "reason": reason,
+        "leftOpen": change.get("rules", []),
+        "unreadable": change.get("unreadable", []),
+    }
 
 
-def warn(text: str) -> None:
-    """A warning at cold start, as one JSON log line."""
-    print(json.dumps({"warning": text}))
-
-
-# =============================================================================================
+# ---------------------------------------------------------------------------------------------
 # Reading the event: CloudTrail record -> change (pure)
 #
 # A record that changed nothing (another service, a read, a failed call) raises BadEvent and
@@ -369,7 +262,40 @@ def warn(text: str) -> None:
 # change go away: every rule that can be identified is read, a rule whose values are odd but
 # whose ID is valid is kept by its ID alone (it cannot be allowed, so it goes), and whatever
 # cannot be identified at all is listed in change["unreadable"] to be reported.
-# =============================================================================================
+# ---------------------------------------------------------------------------------------------
+
+
+def first_summary(event: Any) -> dict[str, Any]:
+    """What can be said of an event before reading it: so that every line names its event."""
+    record = record_of(event)
+    found = {"eventId": record.get("eventID"), "eventName": record.get("eventName")}
+    return {
+        key: value if isinstance(value, str) else None for key, value in found.items()
+    }
+
+
+def record_of(event: Any) -> dict[str, Any]:
+    """The record in an event, or {} when there is none; unlike unwrap(), it never raises."""
+    record = event.get("detail", event) if isinstance(event, dict) else None
+    return record if isinstance(record, dict) else {}
+
+
+def summarize(change: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "eventId",
+        "eventName",
+        "eventTime",
+        "actor",
+        "account",
+        "region",
+        "groupId",
+        "groupName",
+    )
+    summary = {key: change.get(key) for key in keys}
+    if "prefixList" in change:
+        summary["prefixListId"] = change["prefixList"]["prefixListId"]
+    return summary
+
 
 CHANGE_EVENTS = (  # event_pattern.json
     "AuthorizeSecurityGroupIngress",
@@ -384,30 +310,47 @@ CHANGE_EVENTS = (  # event_pattern.json
     # the conditions guard without any rule change.
     "AssociateSecurityGroupVpc",
 )
+
 REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupIngress",
     "RevokeSecurityGroupEgress",
 )
+
 # Tag calls on security groups: a rule of their own (GuardTags in template.yaml).
 TAG_EVENTS = ("CreateTags", "DeleteTags")
+
 HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS + TAG_EVENTS
+
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+
 PROTOCOLS = {
     name: name for name in ("tcp", "udp", "icmp", "icmpv6", "-1")
 } | PROTOCOL_NAMES
+
 ICMP = ("icmp", "icmpv6")  # fromPort is the ICMP type, toPort the code; -1 is any
+
 PROTOCOL_NUMBER = re.compile(r"[0-9]{1,3}")
+
 PORT = re.compile(r"-?[0-9]{1,5}")
+
 SOURCE_KEYS = ("cidrIpv4", "cidrIpv6", "prefixListId", "referencedGroupInfo")
 
 GROUP_ID = re.compile(r"sg-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+
 RULE_ID = re.compile(r"sgr-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+
 PREFIX_LIST_ID = re.compile(r"pl-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+
 VPC_ID = re.compile(r"vpc-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+
 ACCOUNT_ID = re.compile(r"\d{12}")
+
 REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-\d{1,2}")
+
 USER_ID = re.compile(r"\d{12}|amazon-elb")
+
 OCTET = r"(0|[1-9][0-9]{0,2})"
+
 IPV4_CIDR = re.compile(rf"{OCTET}\.{OCTET}\.{OCTET}\.{OCTET}/(0|[1-9][0-9]?)")
 
 
@@ -526,11 +469,6 @@ def field(d: Any, key: str) -> Any:
     )
 
 
-# =============================================================================================
-# Reading the rules: what the call added or edited, item by item (pure)
-# =============================================================================================
-
-
 def read_rules(record: dict, change: dict[str, Any]) -> None:
     """Fill in the change's group and rules from the request and the response."""
     params = as_dict(record.get("requestParameters"), "requestParameters")
@@ -573,130 +511,6 @@ def read_authorization(params: dict, response: dict, change: dict[str, Any]) -> 
             change["rules"].append(rule)
     if not change["rules"] and not change["unreadable"]:
         change["unreadable"].append("the record names no rule the call added")
-
-
-def read_tagging(params: dict, change: dict[str, Any]) -> None:
-    """CreateTags/DeleteTags: the security groups it tagged (other resources are not ours)
-    and the tags, a value of None where DeleteTags named a key alone."""
-    groups = [
-        item.get("resourceId")
-        for item in items(params.get("resourcesSet"), "resourcesSet")
-        if isinstance(item, dict)
-    ]
-    tags = {}
-    for item in items(params.get("tagSet"), "tagSet"):
-        key, value = field(item, "key"), field(item, "value")
-        if isinstance(key, str):
-            tags[key] = value if isinstance(value, str) else None
-    change["tagging"] = {
-        "groupIds": [g for g in groups if isinstance(g, str) and GROUP_ID.fullmatch(g)],
-        "tags": tags,
-        # DeleteTags without a tag list deletes every user tag of the resource (EC2 API
-        # reference, DeleteTags): no key is named, every key is gone.
-        "allTags": change["eventName"] == "DeleteTags" and not tags,
-    }
-    change["groupId"] = (change["tagging"]["groupIds"] or [None])[0]
-
-
-def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
-    """ModifyManagedPrefixList: the list and the entries it added (removals narrow, a new
-    name or size opens nothing). Recorded as {"ModifyManagedPrefixListRequest": {"PrefixListId",
-    "AddEntry": {"Cidr", "Description"}}}, one entry a dict, several probably a list."""
-    request = field(params, "ModifyManagedPrefixListRequest")
-    request = request if isinstance(request, dict) else params
-    change["prefixList"] = {"prefixListId": None, "added": []}
-    added = field(request, "AddEntry")
-    added = field(request, "AddEntries") if added is None else added
-    if isinstance(added, dict) and "items" in added:
-        added = added["items"]
-    for entry in added if isinstance(added, list) else [added] if added else []:
-        cidr = field(entry, "Cidr")
-        if isinstance(cidr, str) and cidr_version(cidr):
-            description = optional_text(field(entry, "Description"), 255)
-            found = {
-                "cidr": cidr,
-                **({"description": description} if description else {}),
-            }
-            change["prefixList"]["added"].append(found)
-        else:
-            change["unreadable"].append(f"prefix list entry {str(entry)[:80]}")
-    if added is not None and not isinstance(added, (dict, list)):
-        change["unreadable"].append(f"prefix list entries {str(added)[:80]}")
-    # Removals narrow; they matter only where the same call adds a CIDR back (a new
-    # description), which the list held before if CurrentVersion says so.
-    removed = field(request, "RemoveEntry")
-    removed = field(request, "RemoveEntries") if removed is None else removed
-    if isinstance(removed, dict) and "items" in removed:
-        removed = removed["items"]
-    change["prefixList"]["removed"] = [
-        cidr
-        for entry in (removed if isinstance(removed, list) else [removed])
-        if isinstance(cidr := field(entry, "Cidr"), str) and cidr_version(cidr)
-    ]
-    version = field(request, "CurrentVersion")
-    if isinstance(version, (int, str)) and str(version).isdigit():
-        change["prefixList"]["currentVersion"] = int(version)
-    listed = field(request, "PrefixListId")
-    if isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed):
-        change["prefixList"]["prefixListId"] = listed
-    elif change["prefixList"]["added"] or change["unreadable"]:
-        entries = [entry["cidr"] for entry in change["prefixList"]["added"]]
-        change["prefixList"]["added"] = []
-        raise Unreadable(f"entries {entries} added to an unreadable PrefixListId")
-
-
-def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
-    """RestoreManagedPrefixListVersion: the list, and the version its entries came back from
-    (PreviousVersion) over the one they replaced (CurrentVersion); which entries that added
-    is asked of AWS. Layout assumed like ModifyManagedPrefixList's (unverified)."""
-    request = field(params, "RestoreManagedPrefixListVersionRequest")
-    request = request if isinstance(request, dict) else params
-    # Unreadable below leaves a list that adds nothing, removes nothing, restores nothing.
-    change["prefixList"] = {"prefixListId": None, "added": [], "removed": []}
-    listed = field(request, "PrefixListId")
-    versions = [field(request, key) for key in ("PreviousVersion", "CurrentVersion")]
-    versions = [
-        int(v) if isinstance(v, (int, str)) and str(v).isdigit() else None
-        for v in versions
-    ]
-    if not (isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed)):
-        raise Unreadable("a prefix list restored, its PrefixListId unreadable")
-    change["prefixList"]["prefixListId"] = listed
-    if None in versions:
-        raise Unreadable(f"{listed} restored from an unreadable version")
-    change["prefixList"]["restored"] = {"from": versions[0], "over": versions[1]}
-
-
-def read_association(params: dict, change: dict[str, Any]) -> None:
-    """AssociateSecurityGroupVpc: the group and the VPC it may now be used in. Layout assumed
-    like ModifySecurityGroupRules' ({"AssociateSecurityGroupVpcRequest": {"GroupId",
-    "VpcId"}}) or flat camelCase; unverified by a real record."""
-    request = field(params, "AssociateSecurityGroupVpcRequest")
-    request = request if isinstance(request, dict) else params
-    change["groupId"] = checked(field(request, "GroupId"), GROUP_ID, "GroupId")
-    vpc = checked(field(request, "VpcId"), VPC_ID, "VpcId")
-    change["association"] = {"vpcId": vpc}
-
-
-def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
-    """Revoke*: the rules it removed, from the response's revokedSecurityGroupRuleSet
-    (values and IDs, descriptions too), else from the request's permissions. A request that
-    names rules by ID alone, with no rule set in the response, says no values to put back."""
-    response = response if isinstance(response, dict) else {}
-    revoked = {"securityGroupRuleSet": response.get("revokedSecurityGroupRuleSet")}
-    rules = read_rule_set(revoked, change["isEgress"], change["unreadable"])
-    if rules is None:
-        rules = read_request_rules(params, change["isEgress"], change["unreadable"])
-    change["groupId"] = read_group_id(params.get("groupId"), rules)
-    if change["groupId"] is None:
-        raise Unreadable("no readable groupId")
-    for rule in rules:
-        if "unreadable" in rule:  # an ID alone cannot be authorized again
-            change["unreadable"].append(describe(rule))
-        else:
-            change["rules"].append({**rule, "groupId": change["groupId"]})
-    if not rules and not change["unreadable"]:
-        change["unreadable"].append("the record names no rule the call removed")
 
 
 def read_group_id(requested: Any, rules: list[dict]) -> str | None:
@@ -757,6 +571,877 @@ def read_one_source(item: dict) -> dict[str, Any]:
         info = as_dict(item[kind], kind)
         return group_source(info.get("groupId"), info.get("userId"), None)
     return read_source(kind, item[kind])
+
+
+def read_protocol_and_ports(d: dict) -> dict[str, Any]:
+    """ipProtocol normalized to a name where AWS has one; ports (ICMP type, code) as given."""
+    given = d.get("ipProtocol")
+    text_form = str(given) if type(given) is int else given
+    if not isinstance(text_form, str):
+        raise Unreadable("missing ipProtocol")
+    protocol = PROTOCOLS.get(text_form.lower())
+    if (
+        protocol is None
+        and PROTOCOL_NUMBER.fullmatch(text_form)
+        and int(text_form) <= 255
+    ):
+        protocol = text_form
+    if protocol is None:
+        raise Unreadable(f"unknown ipProtocol {text_form[:20]!r}")
+    shape: dict[str, Any] = {"ipProtocol": protocol}
+    low, high = d.get("fromPort"), d.get("toPort")
+    if low is not None:
+        shape["fromPort"] = low = port(low, "fromPort")
+    if high is not None:
+        shape["toPort"] = high = port(high, "toPort")
+    if protocol in ("tcp", "udp"):
+        if low is None or high is None:
+            raise Unreadable(f"{protocol} rule without both ports")
+        if low > high:  # ICMP is not checked: type 8 code 0 is a normal rule
+            raise Unreadable("fromPort is above toPort")
+    return shape
+
+
+def port(value: Any, name: str) -> int:
+    """A port (or ICMP type/code): -1..65535, as an int or a string of digits."""
+    if type(value) is str and PORT.fullmatch(value):
+        value = int(value)
+    if type(value) is not int or not -1 <= value <= 65535:
+        raise Unreadable(f"{name} is not a port: {str(value)[:20]!r}")
+    return value
+
+
+def read_source(kind: str, value: Any) -> dict[str, str]:
+    """A CIDR or prefix-list source, validated; the value is kept as the caller wrote it."""
+    if kind == "prefixListId":
+        return {kind: checked(value, PREFIX_LIST_ID, kind)}
+    if not isinstance(value, str):
+        raise Unreadable(f"{kind} is missing")
+    version = cidr_version(value)
+    if version is None:
+        raise Unreadable(f"{kind} is not a CIDR: {value[:50]!r}")
+    if version != (4 if kind == "cidrIpv4" else 6):
+        raise Unreadable(f"{kind} has the wrong IP version: {value[:50]!r}")
+    return {kind: value}
+
+
+def description_of(item: dict) -> dict[str, str]:
+    """A rule's description, kept so that a restored rule gets it back."""
+    found = item.get("description")
+    return (
+        {"description": found} if isinstance(found, str) and len(found) <= 255 else {}
+    )
+
+
+# Cached: the same few CIDRs (0.0.0.0/0, ::/0) come again and again.
+@functools.lru_cache(maxsize=1024)
+def cidr_version(value: str) -> int | None:
+    """4 or 6 for a CIDR, None for anything else. IPv4 by a regex: ipaddress is 30x slower."""
+    found = IPV4_CIDR.fullmatch(value)
+    if found:
+        octets_ok = all(int(octet) <= 255 for octet in found.groups()[:4])
+        return 4 if octets_ok and int(found[5]) <= 32 else None
+    # AWS wants a prefix length; ipaddress would take a bare address.
+    if "/" not in value:
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=False).version
+    except ValueError:
+        return None
+
+
+def items(collection: Any, name: str) -> list:
+    """CloudTrail's {"items": [...]} collections; {} and absent mean empty."""
+    if collection is None or collection == {}:
+        return []
+    if isinstance(collection, dict) and isinstance(collection.get("items"), list):
+        return collection["items"]
+    raise Unreadable(f"{name} is not a CloudTrail item list")
+
+
+def as_dict(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise Unreadable(f"{name} is not an object")
+    return value
+
+
+def checked(value: Any, pattern: re.Pattern, name: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise Unreadable(f"{name} is missing or malformed: {str(value)[:80]!r}")
+    return value
+
+
+def optional_text(value: Any, limit: int) -> str | None:
+    """A string kept for the log (event ID, time), or None when it is anything else."""
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding: change -> what to undo (pure, but for the group's facts and the account)
+# ---------------------------------------------------------------------------------------------
+
+
+def may_undo(change: dict[str, Any]) -> bool:
+    """Might the change need undoing, and so an account to act in?"""
+    if "tagging" in change:
+        return any(tags_at_stake(change["tagging"], change["eventName"]))
+    listed = change.get("prefixList", {})
+    return bool(
+        change["rules"]
+        or listed.get("added")
+        or listed.get("restored")
+        or "association" in change
+    )
+
+
+def member_account(change: dict[str, Any], context: Any) -> str | None:
+    """None to act with the function's own rights; else the member account to act in."""
+    global _partition
+    arn = getattr(context, "invoked_function_arn", None)
+    parts = arn.split(":") if isinstance(arn, str) else []
+    if (
+        len(parts) < 5
+        or not ACCOUNT_ID.fullmatch(parts[4])
+        or parts[4] == change["account"]
+    ):
+        return None  # our own account, or run locally with whatever boto3 is set up for
+    if not MEMBER_ROLE_NAME:
+        raise OutOfReach(
+            f"the change is in account {change['account']}, and no MEMBER_ROLE_NAME is "
+            "set to act there"
+        )
+    _partition = parts[1]
+    return change["account"]
+
+
+def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
+    """Undo the change. Where undoing it would add access (authorize a removed rule, write a
+    tag, put a wider old value back), the change is first read again from AWS's own record
+    of it, and everything is decided anew on that record: never on the message's word."""
+    try:
+        return handle_as_read(change, dry_run, account)
+    except ConfirmFirst:
+        confirmed = confirmed_change(change, account)
+    if confirmed["groupId"] == change["groupId"]:  # its VPC and tags, learned already
+        confirmed |= {key: change[key] for key in ("vpcId", "tags") if key in change}
+    return handle_as_read(confirmed, dry_run, account)
+
+
+def handle_as_read(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
+    """Undo the change: what was revoked, restored or authorized again (or would be), kept,
+    already gone, changed since, and what could not be read, with the reason."""
+    done: dict[str, Any] = {
+        "reason": "",
+        "revoked": [],
+        "restored": [],
+        "reauthorized": [],
+        "kept": [],
+        "gone": [],
+        "changedSince": [],
+        "unreadable": list(change["unreadable"]),
+    }
+    # Never react to itself (or lock mode would loop), nor to an exempt principal.
+    reason = "made by this guardrail itself" if is_own(change, account) else None
+    reason = reason or principal_exemption(change)
+    if reason:  # kept whole, whatever could or could not be read of it
+        kept = change["rules"] + change["unreadable"] + tags_changed(change)
+        kept += entries_changed(change) + associated(change)
+        return {**done, "reason": reason, "kept": kept, "unreadable": []}
+    if "tagging" in change:
+        return retag(change, done, dry_run, account)
+    if "prefixList" in change:
+        return unwiden(change, done, dry_run, account)
+    if "association" in change:
+        return disassociate(change, done, dry_run, account)
+    if not change["rules"]:
+        return {**done, "reason": "the record does not say which rules to undo"}
+    facts_first = needs_group_facts(change) and "tags" not in change
+    reason = None if facts_first else unlocked_exemption(change)
+    if reason:
+        return {**done, "reason": reason, "kept": change["rules"]}
+    ec2 = client("ec2", change["region"], account)
+    if facts_first:
+        facts = group_facts(ec2, change)
+        if facts is None:
+            return {
+                **done,
+                "reason": "the group no longer exists",
+                "gone": change["rules"],
+            }
+        change.update(facts)
+        reason = unlocked_exemption(change)
+        if reason:
+            return {**done, "reason": reason, "kept": change["rules"]}
+    if change["removal"]:
+        return put_back(ec2, change, done, dry_run)
+    return undo(ec2, change, done, dry_run, account)
+
+
+# The member role's session name, when the function acts in a member account.
+SESSION = "sg-guardrail"
+
+ASSUMED_ROLE = re.compile(
+    r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)"
+)
+
+
+def own_session(change: dict[str, Any], function_name: str | None) -> str | None:
+    """Is the change perhaps the guardrail's own (a revoke, a restore)? "member": surely, the
+    member role's session; "maybe": a session named like the function, which only the
+    function's own role ARN can confirm; None: no."""
+    found = ASSUMED_ROLE.fullmatch(
+        change["principals"][0] if change["principals"] else ""
+    )
+    if not found:
+        return None
+    if MEMBER_ROLE_NAME and (found[2], found[3]) == (MEMBER_ROLE_NAME, SESSION):
+        return "member"
+    return "maybe" if function_name and found[3] == function_name else None
+
+
+def is_own(change: dict[str, Any], account: str | None) -> bool:
+    """The guardrail's own change, told by its session: the member role's, only in a member
+    account it acts in (in its own account anyone allowed to create roles could make one of
+    that name); a session named like the function, confirmed against the function's own
+    identity (one call, once)."""
+    seen = own_session(change, os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if seen != "maybe":
+        return seen == "member" and account is not None
+    return change["principals"][0] == own_identity(change["region"])[0]
+
+
+def principal_exemption(change: dict[str, Any]) -> str | None:
+    """Why the change is kept, from who made it; None when no exemption matches."""
+    if change["byAwsService"] and not GUARD_AWS_SERVICES:
+        return (
+            f"made by an AWS service on its own ({change['actor']}; GUARD_AWS_SERVICES)"
+        )
+    for principal in change["principals"]:
+        if any(
+            fnmatch.fnmatchcase(principal, pattern) for pattern in EXEMPT_PRINCIPALS
+        ):
+            return f"exempt principal {principal}"
+    return None
+
+
+def needs_group_facts(change: dict[str, Any]) -> bool:
+    """VPC and tag conditions, and a group known only by name, need one DescribeSecurityGroups."""
+    return bool(
+        change["groupId"] is None
+        or ONLY_VPC_IDS
+        or NEVER_VPC_IDS
+        or ONLY_TAGGED
+        or NEVER_TAGGED
+        or LOCKED_TAGGED
+    )
+
+
+def unlocked_exemption(change: dict[str, Any]) -> str | None:
+    """Why a change to a group that is not locked is kept: the switches and the group's
+    ID, VPC and tags. A locked group must not change at all: none of these apply to it."""
+    if is_locked(change):
+        return None
+    if change["removal"]:
+        return "removals are undone only in locked groups"
+    if change["isEgress"] and not REVERT_EGRESS:
+        return "egress changes are not reverted (REVERT_EGRESS)"
+    if change["eventName"] == "ModifySecurityGroupRules" and not REVERT_MODIFIED_RULES:
+        return "modified rules are not reverted (REVERT_MODIFIED_RULES)"
+    return group_id_exemption(change["groupId"]) or group_exemption(change)
+
+
+def is_locked(change: dict[str, Any]) -> bool:
+    """Locked groups, and the canary's group (template.yaml, Canary=true): its rule must
+    go whatever the conditions say, or the canary would prove nothing."""
+    group_id = change["groupId"]
+    return (
+        group_id in LOCKED_GROUP_IDS
+        or carries_any(change.get("tags") or {}, LOCKED_TAGGED)
+        or (group_id is not None and group_id == canary_group_id())
+    )
+
+
+def canary_group_id() -> str:
+    return os.environ.get("CANARY_GROUP_ID", "").strip()
+
+
+def group_id_exemption(group_id: str | None) -> str | None:
+    if group_id is None:  # only a name so far: checked again once the ID is known
+        return None
+    if ONLY_GROUP_IDS and group_id not in ONLY_GROUP_IDS:
+        return f"{group_id} is not in ONLY_GROUP_IDS"
+    if group_id in NEVER_GROUP_IDS:
+        return f"{group_id} is in NEVER_GROUP_IDS"
+    return None
+
+
+def group_exemption(change: dict[str, Any]) -> str | None:
+    """Why the change is kept, from the group's VPC and tags (when they were looked up)."""
+    vpc, tags = change.get("vpcId"), change.get("tags") or {}
+    if ONLY_VPC_IDS and vpc not in ONLY_VPC_IDS:
+        return f"{vpc} is not in ONLY_VPC_IDS"
+    if vpc in NEVER_VPC_IDS:
+        return f"{vpc} is in NEVER_VPC_IDS"
+    if ONLY_TAGGED and not carries_any(tags, ONLY_TAGGED):
+        return "the group lacks the ONLY_TAGGED tags"
+    if carries_any(tags, NEVER_TAGGED):
+        return "the group carries a NEVER_TAGGED tag"
+    return None
+
+
+def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
+    return any(
+        key in tags and value in (None, tags[key]) for key, value in wanted.items()
+    )
+
+
+def is_late(change: dict[str, Any], now: datetime.datetime) -> bool:
+    """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
+    made = time_of(change)
+    return made is None or (now - made).total_seconds() > LATE_AFTER_SECONDS
+
+
+def time_of(change: dict[str, Any]) -> datetime.datetime | None:
+    """The event's time, when it is a time with its zone (CloudTrail writes ...Z)."""
+    try:
+        made = datetime.datetime.fromisoformat(change["eventTime"])
+    except (TypeError, ValueError):
+        return None
+    return made if made.tzinfo else None
+
+
+def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """(to revoke, allowed to stay). An edit may touch egress rules, hence the switch here.
+    Nothing is allowed to stay in a locked group."""
+    if is_locked(change):
+        return change["rules"], []
+    allowed = [
+        rule
+        for rule in change["rules"]
+        if is_allowed(rule) or (rule["isEgress"] and not REVERT_EGRESS)
+    ]
+    return [rule for rule in change["rules"] if rule not in allowed], allowed
+
+
+def is_allowed(rule: dict[str, Any]) -> bool:
+    """May the rule stay? A rule whose values could not be read never may."""
+    if "unreadable" in rule:
+        return False
+    return any(matches(rule, entry) for entry in ALLOWED_RULES)
+
+
+def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree.
+
+    Ports: the rule's range must lie inside the entry's. ICMP: fromPort/toPort are the type
+    and code, matched exactly; -1 in the entry means any type (or code), in the rule it
+    means every type, which only an entry's -1 allows.
+    """
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    network = ipaddress.ip_network(cidr, strict=False) if cidr else None
+    icmp = rule["ipProtocol"] in ICMP
+    low, high = port_range(rule)
+    checks = {
+        "isEgress": lambda want: rule["isEgress"] is want,
+        "ipProtocol": lambda want: rule["ipProtocol"] == allowed_protocol(want),
+        "fromPort": lambda want: (
+            want == -1 or rule.get("fromPort", -1) == want
+            if icmp
+            else low >= port_range({"fromPort": want})[0]
+        ),
+        "toPort": lambda want: (
+            want == -1 or rule.get("toPort", -1) == want
+            if icmp
+            else high <= port_range({"toPort": want})[1]
+        ),
+        "cidr": lambda want: network == ipaddress.ip_network(want, strict=False),
+        "cidrWithin": lambda want: (
+            network is not None
+            and network.version == ipaddress.ip_network(want, strict=False).version
+            and network.subnet_of(ipaddress.ip_network(want, strict=False))
+        ),
+        "prefixListId": lambda want: rule.get("prefixListId") == want,
+        "referencedGroupId": lambda want: (
+            rule.get("referencedGroupInfo", {}).get("groupId") == want
+        ),
+    }
+    return all(key in checks and checks[key](want) for key, want in entry.items())
+
+
+def port_range(rule: dict[str, Any]) -> tuple[int, int]:
+    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent,
+    and for any protocol but tcp and udp (ICMP's type and code are matched apart): AWS
+    opens every port of such a protocol whatever range is given (API reference,
+    IpPermission.IpProtocol), so an SCTP rule "for 443" opens every SCTP port."""
+    if opens_every_port(rule.get("ipProtocol")):
+        return (0, 65535)
+    low, high = rule.get("fromPort", -1), rule.get("toPort", -1)
+    return (0 if low == -1 else low, 65535 if high == -1 else high)
+
+
+def opens_every_port(protocol: Any) -> bool:
+    """-1 and every protocol but tcp, udp and ICMP: ports given for them mean nothing."""
+    return protocol is not None and protocol not in ("tcp", "udp", *ICMP)
+
+
+def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
+    """(revert?, why). Only an exact False keeps the change; anything else reverts."""
+    try:
+        verdict = should_revert(change)
+    except Exception as error:  # noqa: BLE001 -- a bug in user code must not leave the hole open
+        return True, f"should_revert failed ({error!r}); reverting"
+    if verdict is False:
+        return False, "should_revert returned False"
+    if verdict is True:
+        return True, ""
+    return True, f"should_revert returned {verdict!r}, not True or False; reverting"
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting: the revoke (the only call a plain change makes)
+# ---------------------------------------------------------------------------------------------
+
+
+def undo(
+    ec2: Any, change: dict, done: dict, dry_run: bool, account: str | None
+) -> dict:
+    """An addition or an edit: revoke what was added, put edited rules back."""
+    rules = change["rules"]
+    if change["isEgress"] is None or is_late(
+        change, datetime.datetime.now(datetime.UTC)
+    ):
+        # An edit does not say its direction; a late event's rules may have changed since.
+        rules, done["gone"], done["changedSince"] = compare_with_now(
+            change, rules_by_id(ec2, rules)
+        )
+    revoking, done["kept"] = split_rules({**change, "rules": rules})
+    restoring, narrowed = [], []
+    if change["eventName"] == "ModifySecurityGroupRules" and revoking:
+        revoking, restoring, narrowed = plan_edits(
+            revoking,
+            previous_values(ec2, change, revoking, account),
+            is_locked(change),
+        )
+        done["kept"] += narrowed
+    if not revoking and not restoring:
+        done["reason"] = reason_kept(done["kept"], narrowed)
+        return done
+    approved, done["reason"] = verdict_of_should_revert(
+        {**change, "rules": restoring + revoking}
+    )
+    if not approved:
+        return {**done, "kept": rules}
+    if any("unreadable" in r or widens(r["previous"], r) for r in restoring):
+        confirm_first(
+            change, dry_run
+        )  # the old value lets through what the new does not
+    if not dry_run:
+        done["gone"] += revoke(ec2, change, revoking)
+        if restoring:
+            restore(ec2, change, restoring)
+    done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
+    done["restored"] = restoring
+    done["reason"] = done["reason"] or reason_of(change, done, dry_run)
+    return done
+
+
+GONE = {"InvalidGroup.NotFound", "InvalidGroupId.NotFound"}
+
+RULE_GONE = {"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}
+
+# AWS saying the event's own values are wrong: retrying cannot help.
+REJECTED = {
+    "InvalidGroupId.Malformed",
+    "InvalidSecurityGroupRuleId.Malformed",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "InvalidParameter",
+    "MissingParameter",
+    "InvalidPermission.Malformed",
+    "InvalidGroup.Reserved",
+    "VPCIdNotSpecified",
+}
+
+DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
+
+
+class NotRevoked(Exception):
+    """AWS answered a revoke without an error, but said it did not revoke: retry the event."""
+
+
+def revoke(
+    ec2: Any, change: dict[str, Any], rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Revoke the rules; returns those that were already gone. One call in the common case."""
+    gone = []
+    for is_egress in (False, True):
+        batch = [rule for rule in rules if rule["isEgress"] is is_egress]
+        if batch:
+            gone += revoke_one_direction(ec2, change, batch, is_egress)
+    return gone
+
+
+def revoke_one_direction(
+    ec2: Any, change: dict, rules: list[dict], is_egress: bool
+) -> list[dict]:
+    # IAM: ec2:RevokeSecurityGroupEgress / ec2:RevokeSecurityGroupIngress
+    call = (
+        ec2.revoke_security_group_egress
+        if is_egress
+        else ec2.revoke_security_group_ingress
+    )
+    arguments = revoke_arguments(rules)
+    try:
+        answer = call(GroupId=change["groupId"], **arguments)
+    except ClientError as error:
+        if error_code(error) in GONE:
+            return rules
+        if error_code(error) not in RULE_GONE:
+            raise
+    else:
+        return not_revoked(answer, rules, is_egress, call.__name__)
+    # Someone removed some of the rules already: the call fails whole, so revoke the rest.
+    existing = rules_now(ec2, group_id=[change["groupId"]])
+    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
+    if left:
+        call(
+            GroupId=change["groupId"],
+            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
+        )
+    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
+
+
+def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """By rule IDs when every rule has one (exact), else by permissions from the request."""
+    if all("securityGroupRuleId" in rule for rule in rules):
+        return {"SecurityGroupRuleIds": [rule["securityGroupRuleId"] for rule in rules]}
+    return {"IpPermissions": [ip_permission(rule) for rule in rules]}
+
+
+def not_revoked(
+    answer: dict[str, Any], rules: list[dict], is_egress: bool, operation: str
+) -> list[dict]:
+    """The rules AWS says it did not find. In a default VPC a revoke by permission succeeds
+    and lists those in UnknownIpPermissions; Return false with none listed is a failure."""
+    unknown = [
+        found
+        for permission in answer.get("UnknownIpPermissions") or []
+        for found in rules_of_permission(permission, is_egress)
+    ]
+    if answer.get("Return") is False and not unknown:
+        raise NotRevoked(f"AWS answered Return=false to {operation}")
+    return [rule for rule in rules if any(same_rule(rule, u) for u in unknown)]
+
+
+def error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
+    """groupId, vpcId and tags of the change's group; None when the group is gone."""
+    if change["groupId"]:
+        query = {"GroupIds": [change["groupId"]]}
+    else:  # only a name: calls by name reach the default VPC, where names are unique
+        query = {"GroupNames": [change["groupName"]]}
+    try:
+        # IAM: ec2:DescribeSecurityGroups
+        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
+    except ClientError as error:
+        if error_code(error) in GONE:
+            return None
+        raise
+    if not groups:
+        return None
+    group = groups[0]
+    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting: the decision, its words, the log line and the notification
+# ---------------------------------------------------------------------------------------------
+
+# Decisions, and the ones that mean a change stays open although no condition kept it:
+# these are notified and counted as such.
+LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
+
+# The sweep's word for a trail stopped or the canary left in place.
+BLIND_SPOT = "blind-spot"
+
+
+def decision_of(done: dict[str, Any], dry_run: bool) -> str:
+    """What happened, from what was done: the worst of it first."""
+    if done["unreadable"]:
+        return "unreadable"
+    if done["changedSince"]:
+        return "changed-since"
+    undone = (
+        "revoked",
+        "restored",
+        "reauthorized",
+        "retagged",
+        "unwidened",
+        "disassociated",
+    )
+    if any(done.get(key) for key in undone):
+        return "dry-run" if dry_run else "reverted"
+    if done["kept"]:
+        return "kept"
+    return "already-gone"
+
+
+def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
+    if dry_run:
+        return DRY_RUN_REASON
+    if not done["revoked"] and not done["restored"]:
+        return "the rules were already gone"
+    if done["unreadable"]:
+        return "reverted what could be read; the rest of the record could not be"
+    if done["changedSince"]:
+        return "some rules were changed since the event and were left as they are now"
+    if done["revoked"] and change["eventName"] == "ModifySecurityGroupRules":
+        return (
+            "edited in place, and no source gave the old value: the edited rule was "
+            "revoked; put its old value back by hand"
+        )
+    if change["eventName"] == "ModifySecurityGroupRules":
+        return "edited in place: the old value was put back, rule ID kept"
+    return "not approved by the conditions"
+
+
+def describe(rule: dict[str, Any]) -> str:
+    """A rule in human terms: 'tcp 22 from 0.0.0.0/0', 'icmp type 8 code 0 from ::/0'."""
+    if "ipProtocol" not in rule:  # known by its ID alone
+        return f"rule {rule['securityGroupRuleId']} ({rule.get('unreadable', '')})"
+    protocol = rule["ipProtocol"]
+    low, high = rule.get("fromPort"), rule.get("toPort")
+    if protocol == "-1":
+        what = "all traffic"
+    elif protocol in ICMP:
+        what = protocol if low in (None, -1) else f"{protocol} type {low}"
+        what += "" if high in (None, -1) else f" code {high}"
+    elif opens_every_port(protocol):  # any ports given mean nothing: AWS opens them all
+        what = f"protocol {protocol}, all ports"
+    else:
+        what = f"{protocol} {low}" if low == high else f"{protocol} {low}-{high}"
+    group = rule.get("referencedGroupInfo") or {}
+    source = rule.get("cidrIpv4") or rule.get("cidrIpv6") or rule.get("prefixListId")
+    source = source or group.get("groupId") or group.get("groupName") or "?"
+    if group.get("userId"):
+        source += f" (account {group['userId']})"
+    direction = {True: "to", False: "from", None: "from/to"}[rule["isEgress"]]
+    return f"{what} {direction} {source}"
+
+
+def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any]:
+    """The summary of one event: the log line and the handler's result."""
+    result = {**summary, "decision": decision, "reason": done["reason"]}
+    result["rules"] = (
+        [describe(rule) for rule in done.get("revoked", [])]
+        + [
+            f"{describe(rule)}, restored to {describe(rule['previous'])}"
+            for rule in done.get("restored", [])
+        ]
+        + [
+            f"{describe(rule)}, authorized again"
+            for rule in done.get("reauthorized", [])
+        ]
+    )
+    result["rules"] += done.get("retagged", []) + done.get("unwidened", [])
+    result["rules"] += done.get("disassociated", [])
+    if done.get("kept"):
+        result["keptRules"] = [
+            rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
+        ]
+    if done.get("gone"):
+        result["alreadyGone"] = [
+            rule if isinstance(rule, str) else describe(rule) for rule in done["gone"]
+        ]
+    if done.get("changedSince"):
+        result["changedSince"] = [
+            {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
+            for pair in done["changedSince"]
+        ]
+    if done.get("leftOpen"):
+        result["leftOpen"] = [describe(rule) for rule in done["leftOpen"]]
+    if done.get("unreadable"):
+        result["unreadable"] = done["unreadable"]
+    return result
+
+
+METRICS_NAMESPACE = "sg-guardrail"
+
+
+def log(result: dict[str, Any]) -> dict[str, Any]:
+    """One JSON line per event: it names the event, never holds credentials or the raw event,
+    and carries the count of its decision as a CloudWatch metric (Embedded Metric Format),
+    so that alarms need no API call."""
+    metrics = {
+        "Timestamp": int(time.time() * 1000),
+        "CloudWatchMetrics": [
+            {
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["decision"]],
+                "Metrics": [{"Name": "Events", "Unit": "Count"}],
+            }
+        ],
+    }
+    print(json.dumps({**result, "Events": 1, "_aws": metrics}, default=str))
+    return result
+
+
+TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
+
+
+def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
+    """Publish the change; a failure is noted in the result and never undoes the revert."""
+    topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
+    told = result["decision"] in LEFT_OPEN or (
+        result["decision"] in ("reverted", "dry-run") and result["rules"]
+    )
+    routine = result.get("groupId") == canary_group_id() and result["decision"] in (
+        "reverted",
+        "already-gone",
+    )  # the canary reverted, as it should be every few hours: logged, not told
+    if not topic or not told or routine:
+        return
+    found = TOPIC_ARN.fullmatch(topic)
+    if not found:
+        result["notification"] = "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
+        return
+    try:
+        # IAM: sns:Publish
+        client("sns", found[1]).publish(TopicArn=topic, **message(result, change))
+        result["notification"] = "sent"
+    except (ClientError, BotoCoreError) as error:
+        result["notification"] = f"failed: {error}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The AWS client: one per service, region and account, reused; retries stop before the
+# deadline
+# ---------------------------------------------------------------------------------------------
+
+# Per call, the first included; then the error goes up to Lambda, whose retry comes a minute
+# later. make burst: with 5, a thousand changes in minutes left 9-17 events to Lambda's retry
+# (rules open up to 100-217 s); with 10, 0-2. The deadline still bounds it.
+MAX_ATTEMPTS = 10
+
+CLIENT_SETTINGS = {
+    "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    "connect_timeout": 5,
+    "read_timeout": 10,
+}
+
+# Time kept back to log and hand the event back to Lambda for a retry.
+DEADLINE_MARGIN_S = 3.0
+
+# Renew a member account's credentials this long before they expire.
+CREDENTIALS_MARGIN_S = 300
+
+_clients: dict[tuple[str, str, str | None], Any] = {}
+
+# Assumed-role credentials, by member account.
+_credentials: dict[str, dict[str, Any]] = {}
+
+_partition = "aws"  # from the function's own ARN: aws, aws-cn, aws-us-gov
+
+_retry_until = math.inf  # set by each invocation from the Lambda's remaining time
+
+
+class DeadlineNear(BotoCoreError):
+    fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
+
+
+def client(service: str, region: str, account: str | None = None) -> Any:
+    """One client per service, region and account, kept for warm invocations.
+
+    account=None is the function's own account; another account is reached through its
+    MEMBER_ROLE_NAME role, with credentials renewed shortly before they expire.
+    """
+    if account is not None and not fresh(_credentials.get(account)):
+        _credentials[account] = assume_member_role(account)
+        for key in [key for key in _clients if key[2] == account]:
+            del _clients[key]
+    if (service, region, account) not in _clients:
+        keys = {}
+        if account is not None:
+            found = _credentials[account]
+            keys = {
+                "aws_access_key_id": found["AccessKeyId"],
+                "aws_secret_access_key": found["SecretAccessKey"],
+                "aws_session_token": found["SessionToken"],
+            }
+        made = new_client(service, region, **keys)
+        made.meta.events.register_first(
+            f"needs-retry.{service}", stop_retrying_near_deadline
+        )
+        _clients[service, region, account] = made
+    return _clients[service, region, account]
+
+
+def new_client(service: str, region: str | None, **keys: str) -> Any:
+    """A boto3 client with bounded standard-mode retries; boto3 is loaded here, on first use."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(**CLIENT_SETTINGS)
+    return boto3.client(service, region_name=region, config=config, **keys)
+
+
+def stop_retrying_near_deadline(
+    attempts: int = 1, response: Any = None, caught_exception: Any = None, **_: Any
+) -> None:
+    """Before botocore retries a failed call: give up instead if the backoff could outrun
+    Lambda. Only for what botocore would retry: an answer such as "rule not found" must
+    reach the code that handles it, however little time is left."""
+    if not would_retry(response, caught_exception) or attempts >= MAX_ATTEMPTS:
+        return
+    longest_backoff = min(2 ** (attempts - 1), 20)  # botocore's standard mode
+    if time.monotonic() + longest_backoff + DEADLINE_MARGIN_S > _retry_until:
+        raise DeadlineNear
+
+
+RETRIED_CODES = {  # botocore's standard mode retries these besides 5xx and lost connections
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "EC2ThrottledException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "TransactionInProgressException",
+    "IDPCommunicationError",
+}
+
+
+def would_retry(response: Any, caught_exception: Any) -> bool:
+    if caught_exception is not None:
+        return True
+    if response is None:
+        return False
+    status = response[0].status_code
+    code = (response[1] or {}).get("Error", {}).get("Code", "")
+    return status >= 500 or status == 429 or code in RETRIED_CODES
+
+
+# =============================================================================================
+# The rest is optional: each section below is one feature, switched off unless its
+# setting is on. A section you have not switched on is one you may skip.
+# =============================================================================================
+
+
+# =============================================================================================
+# Older and odder records: rules rebuilt from the request, when the record has no rule set
+#
+# Switch: none (always on). Events: any Authorize whose record lacks securityGroupRuleSet
+# (records older than 2021, some partitions). IAM: the default path's revoke only.
+# =============================================================================================
 
 
 def read_request_rules(
@@ -836,6 +1521,69 @@ def read_permission_sources(
     return sources
 
 
+def group_source(group_id: Any, user_id: Any, group_name: Any) -> dict[str, Any]:
+    """A referenced security group, by ID or (default VPC) by name, with its owner if given."""
+    info: dict[str, str] = {}
+    if group_id is not None:
+        info["groupId"] = checked(group_id, GROUP_ID, "referenced groupId")
+    elif isinstance(group_name, str) and 0 < len(group_name) <= 255:
+        info["groupName"] = group_name
+    else:
+        raise Unreadable("a referenced group without groupId or groupName")
+    if user_id is not None:
+        info["userId"] = checked(user_id, USER_ID, "userId")
+    return {"referencedGroupInfo": info}
+
+
+def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
+    if "securityGroupRuleId" in planned:
+        return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
+    return planned["isEgress"] == existing["isEgress"] and network_key(
+        planned
+    ) == network_key(existing)
+
+
+def ip_permission(rule: dict[str, Any], described: bool = False) -> dict[str, Any]:
+    """A rule as one boto3 IpPermissions entry (with its description, to create it)."""
+    permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
+    if "fromPort" in rule:
+        permission["FromPort"] = rule["fromPort"]
+    if "toPort" in rule:
+        permission["ToPort"] = rule["toPort"]
+    if "cidrIpv4" in rule:
+        permission["IpRanges"] = [{"CidrIp": rule["cidrIpv4"]}]
+    if "cidrIpv6" in rule:
+        permission["Ipv6Ranges"] = [{"CidrIpv6": rule["cidrIpv6"]}]
+    if "prefixListId" in rule:
+        permission["PrefixListIds"] = [{"PrefixListId": rule["prefixListId"]}]
+    if "referencedGroupInfo" in rule:
+        info = rule["referencedGroupInfo"]
+        pair = (
+            {"GroupId": info["groupId"]}
+            if "groupId" in info
+            else {"GroupName": info["groupName"]}
+        )
+        if "userId" in info:
+            pair["UserId"] = info["userId"]
+        permission["UserIdGroupPairs"] = [pair]
+    if described and rule.get("description"):
+        for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs"):
+            for source in permission.get(key, []):
+                source["Description"] = rule["description"]
+    return permission
+
+
+# =============================================================================================
+# Late events and edits: what AWS holds now, and putting edited rules back
+#
+# Switch: REVERT_MODIFIED_RULES (on), RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL (off);
+# LATE_AFTER_SECONDS. Events: ModifySecurityGroupRules, and any event older than
+# LATE_AFTER_SECONDS. IAM: ec2:DescribeSecurityGroupRules, ec2:ModifySecurityGroupRules,
+# config:GetResourceConfigHistory, cloudtrail:LookupEvents. Template: RestoreFrom.
+# =============================================================================================
+
+
 def read_modification(params: dict, change: dict[str, Any]) -> None:
     """ModifySecurityGroupRules: the edited rules with their new values; direction unknown."""
     request = as_dict(
@@ -867,332 +1615,6 @@ def read_edited_rule(entry: dict) -> dict[str, Any]:
         return {**rule, **values, **description_of(camel)}
     except Unreadable as problem:
         return {**rule, "unreadable": str(problem)}
-
-
-def description_of(item: dict) -> dict[str, str]:
-    """A rule's description, kept so that a restored rule gets it back."""
-    found = item.get("description")
-    return (
-        {"description": found} if isinstance(found, str) and len(found) <= 255 else {}
-    )
-
-
-def read_protocol_and_ports(d: dict) -> dict[str, Any]:
-    """ipProtocol normalized to a name where AWS has one; ports (ICMP type, code) as given."""
-    given = d.get("ipProtocol")
-    text_form = str(given) if type(given) is int else given
-    if not isinstance(text_form, str):
-        raise Unreadable("missing ipProtocol")
-    protocol = PROTOCOLS.get(text_form.lower())
-    if (
-        protocol is None
-        and PROTOCOL_NUMBER.fullmatch(text_form)
-        and int(text_form) <= 255
-    ):
-        protocol = text_form
-    if protocol is None:
-        raise Unreadable(f"unknown ipProtocol {text_form[:20]!r}")
-    shape: dict[str, Any] = {"ipProtocol": protocol}
-    low, high = d.get("fromPort"), d.get("toPort")
-    if low is not None:
-        shape["fromPort"] = low = port(low, "fromPort")
-    if high is not None:
-        shape["toPort"] = high = port(high, "toPort")
-    if protocol in ("tcp", "udp"):
-        if low is None or high is None:
-            raise Unreadable(f"{protocol} rule without both ports")
-        if low > high:  # ICMP is not checked: type 8 code 0 is a normal rule
-            raise Unreadable("fromPort is above toPort")
-    return shape
-
-
-def port(value: Any, name: str) -> int:
-    """A port (or ICMP type/code): -1..65535, as an int or a string of digits."""
-    if type(value) is str and PORT.fullmatch(value):
-        value = int(value)
-    if type(value) is not int or not -1 <= value <= 65535:
-        raise Unreadable(f"{name} is not a port: {str(value)[:20]!r}")
-    return value
-
-
-def read_source(kind: str, value: Any) -> dict[str, str]:
-    """A CIDR or prefix-list source, validated; the value is kept as the caller wrote it."""
-    if kind == "prefixListId":
-        return {kind: checked(value, PREFIX_LIST_ID, kind)}
-    if not isinstance(value, str):
-        raise Unreadable(f"{kind} is missing")
-    version = cidr_version(value)
-    if version is None:
-        raise Unreadable(f"{kind} is not a CIDR: {value[:50]!r}")
-    if version != (4 if kind == "cidrIpv4" else 6):
-        raise Unreadable(f"{kind} has the wrong IP version: {value[:50]!r}")
-    return {kind: value}
-
-
-# Cached: the same few CIDRs (0.0.0.0/0, ::/0) come again and again.
-@functools.lru_cache(maxsize=1024)
-def cidr_version(value: str) -> int | None:
-    """4 or 6 for a CIDR, None for anything else. IPv4 by a regex: ipaddress is 30x slower."""
-    found = IPV4_CIDR.fullmatch(value)
-    if found:
-        octets_ok = all(int(octet) <= 255 for octet in found.groups()[:4])
-        return 4 if octets_ok and int(found[5]) <= 32 else None
-    # AWS wants a prefix length; ipaddress would take a bare address.
-    if "/" not in value:
-        return None
-    try:
-        return ipaddress.ip_network(value, strict=False).version
-    except ValueError:
-        return None
-
-
-def group_source(group_id: Any, user_id: Any, group_name: Any) -> dict[str, Any]:
-    """A referenced security group, by ID or (default VPC) by name, with its owner if given."""
-    info: dict[str, str] = {}
-    if group_id is not None:
-        info["groupId"] = checked(group_id, GROUP_ID, "referenced groupId")
-    elif isinstance(group_name, str) and 0 < len(group_name) <= 255:
-        info["groupName"] = group_name
-    else:
-        raise Unreadable("a referenced group without groupId or groupName")
-    if user_id is not None:
-        info["userId"] = checked(user_id, USER_ID, "userId")
-    return {"referencedGroupInfo": info}
-
-
-def items(collection: Any, name: str) -> list:
-    """CloudTrail's {"items": [...]} collections; {} and absent mean empty."""
-    if collection is None or collection == {}:
-        return []
-    if isinstance(collection, dict) and isinstance(collection.get("items"), list):
-        return collection["items"]
-    raise Unreadable(f"{name} is not a CloudTrail item list")
-
-
-def as_dict(value: Any, name: str) -> dict:
-    if not isinstance(value, dict):
-        raise Unreadable(f"{name} is not an object")
-    return value
-
-
-def checked(value: Any, pattern: re.Pattern, name: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise Unreadable(f"{name} is missing or malformed: {str(value)[:80]!r}")
-    return value
-
-
-def optional_text(value: Any, limit: int) -> str | None:
-    """A string kept for the log (event ID, time), or None when it is anything else."""
-    return value if isinstance(value, str) and 0 < len(value) <= limit else None
-
-
-# =============================================================================================
-# Deciding: change -> plan (pure)
-# =============================================================================================
-
-
-# The member role's session name, when the function acts in a member account.
-SESSION = "sg-guardrail"
-ASSUMED_ROLE = re.compile(
-    r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)"
-)
-
-
-def own_session(change: dict[str, Any], function_name: str | None) -> str | None:
-    """Is the change perhaps the guardrail's own (a revoke, a restore)? "member": surely, the
-    member role's session; "maybe": a session named like the function, which only the
-    function's own role ARN can confirm; None: no."""
-    found = ASSUMED_ROLE.fullmatch(
-        change["principals"][0] if change["principals"] else ""
-    )
-    if not found:
-        return None
-    if MEMBER_ROLE_NAME and (found[2], found[3]) == (MEMBER_ROLE_NAME, SESSION):
-        return "member"
-    return "maybe" if function_name and found[3] == function_name else None
-
-
-def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]:
-    """(ONLY_TAGGED or LOCKED_TAGGED keys the change may have taken away, NEVER_TAGGED tags
-    it added): the request says only which keys to look at. Whether a key was really taken
-    away, and the value it had, is learned from AWS (tag_before), never from the request:
-    a DeleteTags that removed nothing must not make the function write the value it names."""
-    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
-    tags = tagging["tags"]
-    if event_name == "DeleteTags":
-        keys = list(wanted) if tagging["allTags"] else [k for k in tags if k in wanted]
-        return keys, {}
-    lost = [k for k, v in tags.items() if k in wanted and not satisfies(wanted[k], v)]
-    added = {
-        k: v
-        for k, v in tags.items()
-        if k in NEVER_TAGGED and satisfies(NEVER_TAGGED[k], v)
-    }
-    return lost, added
-
-
-def satisfies(wanted: str | None, value: str | None) -> bool:
-    """Does a tag's value (None: the tag is absent) meet a condition's (None: any value)?"""
-    return value is not None and wanted in (None, value)
-
-
-def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str | None]:
-    """(known, value) of a group's tag just before a change, from the earlier records of
-    the group in event history, newest first: the last CreateTags that set it, a DeleteTags
-    that removed it, or the group's creation with its tags. Not known when history does
-    not reach back that far."""
-    deleted_if = []  # later DeleteTags naming a value: they removed it only if it matched
-    for record in records:
-        name = record.get("eventName")
-        params = record.get("requestParameters") or {}
-        if name in TAG_EVENTS:
-            try:
-                change = read_change(record)
-            except BadEvent:
-                continue
-            tagging = change.get("tagging") or {}
-            if group_id not in tagging.get("groupIds", []):
-                continue
-            if name == "DeleteTags" and tagging["allTags"]:
-                return True, None
-            if key not in tagging["tags"]:
-                continue
-            value = tagging["tags"][key]
-            if name == "DeleteTags" and value is None:
-                return True, None
-            if name == "DeleteTags":
-                deleted_if.append(value)
-                continue
-            value = value or ""  # CreateTags without a value sets an empty one
-        elif name == "CreateSecurityGroup" and not record.get("errorCode"):
-            created = (record.get("responseElements") or {}).get("groupId")
-            if created != group_id:
-                continue
-            value = created_with(params).get(key)
-        else:
-            continue
-        return True, None if value in deleted_if else value
-    return False, None
-
-
-def created_with(params: dict[str, Any]) -> dict[str, str]:
-    """The tags a CreateSecurityGroup request gave the group (tagSpecificationSet)."""
-    found = {}
-    specs = params.get("tagSpecificationSet") if isinstance(params, dict) else None
-    for spec in items(specs, "tagSpecificationSet") if isinstance(specs, dict) else []:
-        if isinstance(spec, dict) and spec.get("resourceType") == "security-group":
-            tags = spec.get("tags")
-            tags = tags.get("items", []) if isinstance(tags, dict) else tags or []
-            for tag in tags if isinstance(tags, list) else []:
-                key, value = field(tag, "key"), field(tag, "value")
-                if isinstance(key, str):
-                    found[key] = value if isinstance(value, str) else ""
-    return found
-
-
-def principal_exemption(change: dict[str, Any]) -> str | None:
-    """Why the change is kept, from who made it; None when no exemption matches."""
-    if change["byAwsService"] and not GUARD_AWS_SERVICES:
-        return (
-            f"made by an AWS service on its own ({change['actor']}; GUARD_AWS_SERVICES)"
-        )
-    for principal in change["principals"]:
-        if any(
-            fnmatch.fnmatchcase(principal, pattern) for pattern in EXEMPT_PRINCIPALS
-        ):
-            return f"exempt principal {principal}"
-    return None
-
-
-def unlocked_exemption(change: dict[str, Any]) -> str | None:
-    """Why a change to a group that is not locked is kept: the switches and the group's
-    ID, VPC and tags. A locked group must not change at all: none of these apply to it."""
-    if is_locked(change):
-        return None
-    if change["removal"]:
-        return "removals are undone only in locked groups"
-    if change["isEgress"] and not REVERT_EGRESS:
-        return "egress changes are not reverted (REVERT_EGRESS)"
-    if change["eventName"] == "ModifySecurityGroupRules" and not REVERT_MODIFIED_RULES:
-        return "modified rules are not reverted (REVERT_MODIFIED_RULES)"
-    return group_id_exemption(change["groupId"]) or group_exemption(change)
-
-
-def is_locked(change: dict[str, Any]) -> bool:
-    """Locked groups, and the canary's group (template.yaml, Canary=true): its rule must
-    go whatever the conditions say, or the canary would prove nothing."""
-    group_id = change["groupId"]
-    return (
-        group_id in LOCKED_GROUP_IDS
-        or carries_any(change.get("tags") or {}, LOCKED_TAGGED)
-        or (group_id is not None and group_id == canary_group_id())
-    )
-
-
-def canary_group_id() -> str:
-    return os.environ.get("CANARY_GROUP_ID", "").strip()
-
-
-def group_id_exemption(group_id: str | None) -> str | None:
-    if group_id is None:  # only a name so far: checked again once the ID is known
-        return None
-    if ONLY_GROUP_IDS and group_id not in ONLY_GROUP_IDS:
-        return f"{group_id} is not in ONLY_GROUP_IDS"
-    if group_id in NEVER_GROUP_IDS:
-        return f"{group_id} is in NEVER_GROUP_IDS"
-    return None
-
-
-def needs_group_facts(change: dict[str, Any]) -> bool:
-    """VPC and tag conditions, and a group known only by name, need one DescribeSecurityGroups."""
-    return bool(
-        change["groupId"] is None
-        or ONLY_VPC_IDS
-        or NEVER_VPC_IDS
-        or ONLY_TAGGED
-        or NEVER_TAGGED
-        or LOCKED_TAGGED
-    )
-
-
-def group_exemption(change: dict[str, Any]) -> str | None:
-    """Why the change is kept, from the group's VPC and tags (when they were looked up)."""
-    vpc, tags = change.get("vpcId"), change.get("tags") or {}
-    if ONLY_VPC_IDS and vpc not in ONLY_VPC_IDS:
-        return f"{vpc} is not in ONLY_VPC_IDS"
-    if vpc in NEVER_VPC_IDS:
-        return f"{vpc} is in NEVER_VPC_IDS"
-    if ONLY_TAGGED and not carries_any(tags, ONLY_TAGGED):
-        return "the group lacks the ONLY_TAGGED tags"
-    if carries_any(tags, NEVER_TAGGED):
-        return "the group carries a NEVER_TAGGED tag"
-    return None
-
-
-def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
-    return any(
-        key in tags and value in (None, tags[key]) for key, value in wanted.items()
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Deciding: late events and edits
-# ---------------------------------------------------------------------------------------------
-
-
-def is_late(change: dict[str, Any], now: datetime.datetime) -> bool:
-    """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
-    made = time_of(change)
-    return made is None or (now - made).total_seconds() > LATE_AFTER_SECONDS
-
-
-def time_of(change: dict[str, Any]) -> datetime.datetime | None:
-    """The event's time, when it is a time with its zone (CloudTrail writes ...Z)."""
-    try:
-        made = datetime.datetime.fromisoformat(change["eventTime"])
-    except (TypeError, ValueError):
-        return None
-    return made if made.tzinfo else None
 
 
 def compare_with_now(
@@ -1233,587 +1655,6 @@ def network_key(rule: dict[str, Any]) -> tuple:
         group.get("groupId") or group.get("groupName"),
     )
     return protocol, ports, source
-
-
-def widens(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """Does the edited rule let through anything its old value did not? Same protocol (or
-    the old one all traffic), ports within the old ones, source within the old one."""
-    if old["ipProtocol"] != "-1" and new["ipProtocol"] != old["ipProtocol"]:
-        return True
-    if old["ipProtocol"] in ICMP:
-        for key in ("fromPort", "toPort"):  # type, code: -1 is any
-            if old.get(key, -1) != -1 and new.get(key, -1) != old.get(key, -1):
-                return True
-    elif old["ipProtocol"] != "-1":
-        low, high = port_range(new)
-        old_low, old_high = port_range(old)
-        if low < old_low or high > old_high:
-            return True
-    return not source_within(new, old)
-
-
-def source_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    cidr, old_cidr = (
-        rule.get("cidrIpv4") or rule.get("cidrIpv6") for rule in (new, old)
-    )
-    if cidr and old_cidr:
-        network, old_network = (
-            ipaddress.ip_network(value, strict=False) for value in (cidr, old_cidr)
-        )
-        return network.version == old_network.version and network.subnet_of(old_network)
-    return network_key(new)[2] == network_key(old)[2]
-
-
-def old_values_from_config(
-    then: list[dict], now: list[dict], edited: list[dict]
-) -> dict[str, dict]:
-    """Old values from a Config item of the group before the edit. Its rules carry no IDs:
-    the old value is the one rule of the item that none of the group's other rules holds
-    now. Used only with one edit in a direction and one such rule; else nothing is known."""
-    ids = {rule["securityGroupRuleId"] for rule in edited}
-    found = {}
-    for direction in (False, True):
-        mine = [rule for rule in edited if rule["isEgress"] is direction]
-        others = {
-            network_key(rule)
-            for rule in now
-            if rule["isEgress"] is direction and rule["securityGroupRuleId"] not in ids
-        }
-        candidates = [
-            rule
-            for rule in then
-            if rule["isEgress"] is direction and network_key(rule) not in others
-        ]
-        if len(mine) == 1 and len(candidates) == 1:
-            found[mine[0]["securityGroupRuleId"]] = candidates[0]
-    return found
-
-
-def rules_of_config_item(item: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rules of an AWS::EC2::SecurityGroup configuration item (its `configuration`
-    holds ipPermissions and ipPermissionsEgress as DescribeSecurityGroups has them, in
-    camelCase, sometimes as a JSON string)."""
-    configuration = item.get("configuration")
-    if isinstance(configuration, str):
-        configuration = json.loads(configuration)
-    rules = []
-    for key, is_egress in (("ipPermissions", False), ("ipPermissionsEgress", True)):
-        for permission in configuration.get(key) or []:
-            shape = {
-                "isEgress": is_egress,
-                **read_protocol_and_ports(permission),
-            }
-            sources = [
-                ("cidrIpv4", "cidrIp", permission.get("ipv4Ranges")),
-                ("cidrIpv6", "cidrIpv6", permission.get("ipv6Ranges")),
-                ("prefixListId", "prefixListId", permission.get("prefixListIds")),
-            ]
-            for kind, field_name, entries in sources:
-                rules += [
-                    {**shape, kind: e[field_name], "description": e.get("description")}
-                    for e in entries or []
-                ]
-            rules += [
-                {
-                    **shape,
-                    "referencedGroupInfo": {"groupId": pair.get("groupId")},
-                    "description": pair.get("description"),
-                }
-                for pair in permission.get("userIdGroupPairs") or []
-            ]
-    return [{k: v for k, v in rule.items() if v is not None} for rule in rules]
-
-
-def values_set_by(
-    record: Any, event_id: str | None, own_arn: str | None, in_member_account: bool
-) -> dict[str, tuple[dict, bool]]:
-    """The rule values an earlier record set, by rule ID, each with whether the guard
-    approves of it whatever it was before: a rule an Authorize call created (it still
-    exists, so it was kept), an edit by an exempt principal or by the guardrail itself."""
-    if not isinstance(record, dict) or record.get("errorCode"):
-        return {}
-    if record.get("eventID") == event_id:
-        return {}
-    try:
-        change = read_change(record)
-    except BadEvent:
-        return {}
-    approved = change["eventName"] != "ModifySecurityGroupRules" or bool(
-        principal_exemption(change)
-        or (in_member_account and own_session(change, None) == "member")
-        or (own_arn and change["principals"][:1] == [own_arn])
-    )
-    return {
-        rule["securityGroupRuleId"]: (rule, approved)
-        for rule in change["rules"]
-        if "securityGroupRuleId" in rule and "unreadable" not in rule
-    }
-
-
-def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
-    """The value the guard last let a rule have, from the values records set, oldest first.
-    An edit by anyone else counts only if it widened nothing, or its value is allowed: so
-    that an unapproved edit (left open because it was edited again before the guard got to
-    it) never becomes the "old value" a later edit is measured against."""
-    approved = None
-    for value, by_approved in values:
-        narrows = approved is not None and not widens(value, approved)
-        if by_approved or narrows or is_allowed({**value, "isEgress": None}):
-            approved = value
-    return approved
-
-
-# ---------------------------------------------------------------------------------------------
-# Deciding: which rules may stay
-# ---------------------------------------------------------------------------------------------
-
-
-def is_allowed(rule: dict[str, Any]) -> bool:
-    """May the rule stay? A rule whose values could not be read never may."""
-    if "unreadable" in rule:
-        return False
-    return any(matches(rule, entry) for entry in ALLOWED_RULES)
-
-
-def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
-    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree.
-
-    Ports: the rule's range must lie inside the entry's. ICMP: fromPort/toPort are the type
-    and code, matched exactly; -1 in the entry means any type (or code), in the rule it
-    means every type, which only an entry's -1 allows.
-    """
-    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
-    network = ipaddress.ip_network(cidr, strict=False) if cidr else None
-    icmp = rule["ipProtocol"] in ICMP
-    low, high = port_range(rule)
-    checks = {
-        "isEgress": lambda want: rule["isEgress"] is want,
-        "ipProtocol": lambda want: rule["ipProtocol"] == allowed_protocol(want),
-        "fromPort": lambda want: (
-            want == -1 or rule.get("fromPort", -1) == want
-            if icmp
-            else low >= port_range({"fromPort": want})[0]
-        ),
-        "toPort": lambda want: (
-            want == -1 or rule.get("toPort", -1) == want
-            if icmp
-            else high <= port_range({"toPort": want})[1]
-        ),
-        "cidr": lambda want: network == ipaddress.ip_network(want, strict=False),
-        "cidrWithin": lambda want: (
-            network is not None
-            and network.version == ipaddress.ip_network(want, strict=False).version
-            and network.subnet_of(ipaddress.ip_network(want, strict=False))
-        ),
-        "prefixListId": lambda want: rule.get("prefixListId") == want,
-        "referencedGroupId": lambda want: (
-            rule.get("referencedGroupInfo", {}).get("groupId") == want
-        ),
-    }
-    return all(key in checks and checks[key](want) for key, want in entry.items())
-
-
-def port_range(rule: dict[str, Any]) -> tuple[int, int]:
-    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent,
-    and for any protocol but tcp and udp (ICMP's type and code are matched apart): AWS
-    opens every port of such a protocol whatever range is given (API reference,
-    IpPermission.IpProtocol), so an SCTP rule "for 443" opens every SCTP port."""
-    if opens_every_port(rule.get("ipProtocol")):
-        return (0, 65535)
-    low, high = rule.get("fromPort", -1), rule.get("toPort", -1)
-    return (0 if low == -1 else low, 65535 if high == -1 else high)
-
-
-def opens_every_port(protocol: Any) -> bool:
-    """-1 and every protocol but tcp, udp and ICMP: ports given for them mean nothing."""
-    return protocol is not None and protocol not in ("tcp", "udp", *ICMP)
-
-
-def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """(to revoke, allowed to stay). An edit may touch egress rules, hence the switch here.
-    Nothing is allowed to stay in a locked group."""
-    if is_locked(change):
-        return change["rules"], []
-    allowed = [
-        rule
-        for rule in change["rules"]
-        if is_allowed(rule) or (rule["isEgress"] and not REVERT_EGRESS)
-    ]
-    return [rule for rule in change["rules"] if rule not in allowed], allowed
-
-
-def plan_edits(
-    rules: list[dict], previous: dict[str, dict], locked: bool
-) -> tuple[list[dict], list[dict], list[dict]]:
-    """(revoke: no old value known, restore: widened, keep: widens nothing) for edits. In a
-    locked group every edit is put back."""
-    revoking, restoring, narrowed = [], [], []
-    for rule in rules:
-        old = previous.get(rule["securityGroupRuleId"])
-        if old is None:
-            revoking.append(rule)
-            continue
-        old = {**old, "isEgress": rule["isEgress"]}  # an edit's record does not say
-        if locked or "unreadable" in rule or widens(rule, old):  # unknown new: put back
-            restoring.append({**rule, "previous": old})
-        else:
-            narrowed.append({**rule, "previous": old})
-    return revoking, restoring, narrowed
-
-
-def reason_kept(kept: list[dict], narrowed: list[dict]) -> str:
-    if narrowed and len(narrowed) == len(kept):
-        return "the edit widens nothing the old value allowed: kept"
-    return "every rule is allowed" if kept else "nothing left to undo"
-
-
-def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
-    """(revert?, why). Only an exact False keeps the change; anything else reverts."""
-    try:
-        verdict = should_revert(change)
-    except Exception as error:  # noqa: BLE001 -- a bug in user code must not leave the hole open
-        return True, f"should_revert failed ({error!r}); reverting"
-    if verdict is False:
-        return False, "should_revert returned False"
-    if verdict is True:
-        return True, ""
-    return True, f"should_revert returned {verdict!r}, not True or False; reverting"
-
-
-# ---------------------------------------------------------------------------------------------
-# Deciding: the decision, and the words for a rule
-# ---------------------------------------------------------------------------------------------
-
-
-# Decisions, and the ones that mean a change stays open although no condition kept it:
-# these are notified and counted as such.
-LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
-# The sweep's word for a trail stopped or the canary left in place.
-BLIND_SPOT = "blind-spot"
-
-
-def decision_of(done: dict[str, Any], dry_run: bool) -> str:
-    """What happened, from what was done: the worst of it first."""
-    if done["unreadable"]:
-        return "unreadable"
-    if done["changedSince"]:
-        return "changed-since"
-    undone = (
-        "revoked",
-        "restored",
-        "reauthorized",
-        "retagged",
-        "unwidened",
-        "disassociated",
-    )
-    if any(done.get(key) for key in undone):
-        return "dry-run" if dry_run else "reverted"
-    if done["kept"]:
-        return "kept"
-    return "already-gone"
-
-
-def describe(rule: dict[str, Any]) -> str:
-    """A rule in human terms: 'tcp 22 from 0.0.0.0/0', 'icmp type 8 code 0 from ::/0'."""
-    if "ipProtocol" not in rule:  # known by its ID alone
-        return f"rule {rule['securityGroupRuleId']} ({rule.get('unreadable', '')})"
-    protocol = rule["ipProtocol"]
-    low, high = rule.get("fromPort"), rule.get("toPort")
-    if protocol == "-1":
-        what = "all traffic"
-    elif protocol in ICMP:
-        what = protocol if low in (None, -1) else f"{protocol} type {low}"
-        what += "" if high in (None, -1) else f" code {high}"
-    elif opens_every_port(protocol):  # any ports given mean nothing: AWS opens them all
-        what = f"protocol {protocol}, all ports"
-    else:
-        what = f"{protocol} {low}" if low == high else f"{protocol} {low}-{high}"
-    group = rule.get("referencedGroupInfo") or {}
-    source = rule.get("cidrIpv4") or rule.get("cidrIpv6") or rule.get("prefixListId")
-    source = source or group.get("groupId") or group.get("groupName") or "?"
-    if group.get("userId"):
-        source += f" (account {group['userId']})"
-    direction = {True: "to", False: "from", None: "from/to"}[rule["isEgress"]]
-    return f"{what} {direction} {source}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Deciding: prefix lists
-# ---------------------------------------------------------------------------------------------
-
-
-def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rules referencing a prefix list that the conditions guard: each carries its
-    group's ID, VPC and tags. A group of another account (a shared list) cannot be looked
-    at: it counts as guarded, with all traffic both ways, unless its ID is exempt."""
-    return [
-        rule
-        for rule in rules
-        if (
-            group_id_exemption(rule["groupId"])
-            if "foreignAccount" in rule
-            else unlocked_exemption({**rule, "removal": False, "eventName": ""})
-        )
-        is None
-    ]
-
-
-def allowed_through(prefix_list_id: str) -> list[dict[str, Any]]:
-    """The widest rules an ALLOWED_RULES entry naming the list would keep: such a list is
-    guarded whether or not a group uses it today, or it could be widened while unused and
-    a rule from it authorized later, allowed. No group: nothing to look up."""
-    rules = []
-    for entry in ALLOWED_RULES:
-        if entry.get("prefixListId") != prefix_list_id:
-            continue
-        protocol = allowed_protocol(entry.get("ipProtocol", "-1")) or "-1"
-        shape: dict[str, Any] = {"ipProtocol": protocol}
-        if protocol in ICMP:
-            shape |= {key: entry.get(key, -1) for key in ("fromPort", "toPort")}
-        elif not opens_every_port(protocol):
-            low, high = port_range(entry)
-            shape |= {"fromPort": low, "toPort": high}
-        directions = [entry["isEgress"]] if "isEgress" in entry else [False, True]
-        rules += [
-            {"groupId": None, "isEgress": is_egress, "prefixListId": prefix_list_id}
-            | shape
-            for is_egress in directions
-        ]
-    return rules
-
-
-def re_described(listed: dict[str, Any]) -> list[dict[str, str]]:
-    """The added entries the same call also removed: a new description for an entry the
-    list held, if the version the call changed held it."""
-    removed = {ipaddress.ip_network(cidr, strict=False) for cidr in listed["removed"]}
-    return [
-        entry
-        for entry in listed["added"]
-        if ipaddress.ip_network(entry["cidr"], strict=False) in removed
-    ]
-
-
-def entries_to_remove(
-    added: list[dict[str, str]], guarded: list[dict[str, Any]]
-) -> tuple[list[dict], list[dict]]:
-    """(to remove, to keep) of the entries a prefix-list change added. An entry stays only
-    when every guarded rule referencing the list would be allowed with the entry as its
-    source; none stays where a locked group references the list, all stay where no guarded
-    group does."""
-    removing, keeping = [], []
-    for entry in added:
-        family = "cidrIpv6" if cidr_version(entry["cidr"]) == 6 else "cidrIpv4"
-        opened = [
-            {
-                **{k: v for k, v in rule.items() if k != "prefixListId"},
-                family: entry["cidr"],
-            }
-            for rule in guarded
-        ]
-        if any(is_locked(rule) or not is_allowed(rule) for rule in opened):
-            removing.append(entry)
-        else:
-            keeping.append(entry)
-    return removing, keeping
-
-
-# =============================================================================================
-# Acting: the only code that calls AWS
-# =============================================================================================
-
-GONE = {"InvalidGroup.NotFound", "InvalidGroupId.NotFound"}
-RULE_GONE = {"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}
-# AWS saying the event's own values are wrong: retrying cannot help.
-REJECTED = {
-    "InvalidGroupId.Malformed",
-    "InvalidSecurityGroupRuleId.Malformed",
-    "InvalidParameterValue",
-    "InvalidParameterCombination",
-    "InvalidParameter",
-    "MissingParameter",
-    "InvalidPermission.Malformed",
-    "InvalidGroup.Reserved",
-    "VPCIdNotSpecified",
-}
-DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
-# Per call, the first included; then the error goes up to Lambda, whose retry comes a minute
-# later. make burst: with 5, a thousand changes in minutes left 9-17 events to Lambda's retry
-# (rules open up to 100-217 s); with 10, 0-2. The deadline still bounds it.
-MAX_ATTEMPTS = 10
-CLIENT_SETTINGS = {
-    "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-    "connect_timeout": 5,
-    "read_timeout": 10,
-}
-# Time kept back to log and hand the event back to Lambda for a retry.
-DEADLINE_MARGIN_S = 3.0
-# Renew a member account's credentials this long before they expire.
-CREDENTIALS_MARGIN_S = 300
-_clients: dict[tuple[str, str, str | None], Any] = {}
-# Assumed-role credentials, by member account.
-_credentials: dict[str, dict[str, Any]] = {}
-_partition = "aws"  # from the function's own ARN: aws, aws-cn, aws-us-gov
-_retry_until = math.inf  # set by each invocation from the Lambda's remaining time
-
-
-class DeadlineNear(BotoCoreError):
-    fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
-
-
-class NotRevoked(Exception):
-    """AWS answered a revoke without an error, but said it did not revoke: retry the event."""
-
-
-def client(service: str, region: str, account: str | None = None) -> Any:
-    """One client per service, region and account, kept for warm invocations.
-
-    account=None is the function's own account; another account is reached through its
-    MEMBER_ROLE_NAME role, with credentials renewed shortly before they expire.
-    """
-    if account is not None and not fresh(_credentials.get(account)):
-        _credentials[account] = assume_member_role(account)
-        for key in [key for key in _clients if key[2] == account]:
-            del _clients[key]
-    if (service, region, account) not in _clients:
-        keys = {}
-        if account is not None:
-            found = _credentials[account]
-            keys = {
-                "aws_access_key_id": found["AccessKeyId"],
-                "aws_secret_access_key": found["SecretAccessKey"],
-                "aws_session_token": found["SessionToken"],
-            }
-        made = new_client(service, region, **keys)
-        made.meta.events.register_first(
-            f"needs-retry.{service}", stop_retrying_near_deadline
-        )
-        _clients[service, region, account] = made
-    return _clients[service, region, account]
-
-
-def new_client(service: str, region: str | None, **keys: str) -> Any:
-    """A boto3 client with bounded standard-mode retries; boto3 is loaded here, on first use."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(**CLIENT_SETTINGS)
-    return boto3.client(service, region_name=region, config=config, **keys)
-
-
-def fresh(credentials: dict[str, Any] | None) -> bool:
-    if credentials is None:
-        return False
-    left = credentials["Expiration"] - datetime.datetime.now(datetime.UTC)
-    return left.total_seconds() > CREDENTIALS_MARGIN_S
-
-
-def assume_member_role(account: str) -> dict[str, Any]:
-    """Credentials in a member account, asked of STS in the function's own region: an
-    opt-in region the central account has not enabled must not block its events."""
-    role = f"arn:{_partition}:iam::{account}:role/{MEMBER_ROLE_NAME}"
-    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    # IAM: sts:AssumeRole
-    answer = client("sts", own_region or "us-east-1").assume_role(
-        RoleArn=role, RoleSessionName=SESSION
-    )
-    return answer["Credentials"]
-
-
-def stop_retrying_near_deadline(
-    attempts: int = 1, response: Any = None, caught_exception: Any = None, **_: Any
-) -> None:
-    """Before botocore retries a failed call: give up instead if the backoff could outrun
-    Lambda. Only for what botocore would retry: an answer such as "rule not found" must
-    reach the code that handles it, however little time is left."""
-    if not would_retry(response, caught_exception) or attempts >= MAX_ATTEMPTS:
-        return
-    longest_backoff = min(2 ** (attempts - 1), 20)  # botocore's standard mode
-    if time.monotonic() + longest_backoff + DEADLINE_MARGIN_S > _retry_until:
-        raise DeadlineNear
-
-
-RETRIED_CODES = {  # botocore's standard mode retries these besides 5xx and lost connections
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "SlowDown",
-    "EC2ThrottledException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "PriorRequestNotComplete",
-    "TransactionInProgressException",
-    "IDPCommunicationError",
-}
-
-
-def would_retry(response: Any, caught_exception: Any) -> bool:
-    if caught_exception is not None:
-        return True
-    if response is None:
-        return False
-    status = response[0].status_code
-    code = (response[1] or {}).get("Error", {}).get("Code", "")
-    return status >= 500 or status == 429 or code in RETRIED_CODES
-
-
-def error_code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
-_own_arn: str | None = None  # the function's own session ARN, asked once per cold start
-_own_user_id: str | None = (
-    None  # and its role's unique ID (AROA…), to know its own messages
-)
-
-
-def own_identity(region: str) -> tuple[str, str]:
-    """(session ARN, role's unique ID) of the function itself: one call per cold start."""
-    global _own_arn, _own_user_id
-    if _own_arn is None or _own_user_id is None:
-        # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
-        found = client("sts", region).get_caller_identity()
-        _own_arn, _own_user_id = found["Arn"], found["UserId"].split(":")[0]
-    return _own_arn, _own_user_id
-
-
-def is_own(change: dict[str, Any], account: str | None) -> bool:
-    """The guardrail's own change, told by its session: the member role's, only in a member
-    account it acts in (in its own account anyone allowed to create roles could make one of
-    that name); a session named like the function, confirmed against the function's own
-    identity (one call, once)."""
-    seen = own_session(change, os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
-    if seen != "maybe":
-        return seen == "member" and account is not None
-    return change["principals"][0] == own_identity(change["region"])[0]
-
-
-def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
-    """groupId, vpcId and tags of the change's group; None when the group is gone."""
-    if change["groupId"]:
-        query = {"GroupIds": [change["groupId"]]}
-    else:  # only a name: calls by name reach the default VPC, where names are unique
-        query = {"GroupNames": [change["groupName"]]}
-    try:
-        # IAM: ec2:DescribeSecurityGroups
-        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
-    except ClientError as error:
-        if error_code(error) in GONE:
-            return None
-        raise
-    if not groups:
-        return None
-    group = groups[0]
-    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
-
-
-# ---------------------------------------------------------------------------------------------
-# Acting: the rules as AWS holds them now
-# ---------------------------------------------------------------------------------------------
 
 
 def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
@@ -1861,180 +1702,58 @@ def rules_by_id(ec2: Any, rules: list[dict[str, Any]]) -> dict[str, dict[str, An
     return {rule["securityGroupRuleId"]: rule for rule in found}
 
 
-def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
-    """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
-    if "securityGroupRuleId" in planned:
-        return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
-    return planned["isEgress"] == existing["isEgress"] and network_key(
-        planned
-    ) == network_key(existing)
+def widens(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Does the edited rule let through anything its old value did not? Same protocol (or
+    the old one all traffic), ports within the old ones, source within the old one."""
+    if old["ipProtocol"] != "-1" and new["ipProtocol"] != old["ipProtocol"]:
+        return True
+    if old["ipProtocol"] in ICMP:
+        for key in ("fromPort", "toPort"):  # type, code: -1 is any
+            if old.get(key, -1) != -1 and new.get(key, -1) != old.get(key, -1):
+                return True
+    elif old["ipProtocol"] != "-1":
+        low, high = port_range(new)
+        old_low, old_high = port_range(old)
+        if low < old_low or high > old_high:
+            return True
+    return not source_within(new, old)
 
 
-def ip_permission(rule: dict[str, Any], described: bool = False) -> dict[str, Any]:
-    """A rule as one boto3 IpPermissions entry (with its description, to create it)."""
-    permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
-    if "fromPort" in rule:
-        permission["FromPort"] = rule["fromPort"]
-    if "toPort" in rule:
-        permission["ToPort"] = rule["toPort"]
-    if "cidrIpv4" in rule:
-        permission["IpRanges"] = [{"CidrIp": rule["cidrIpv4"]}]
-    if "cidrIpv6" in rule:
-        permission["Ipv6Ranges"] = [{"CidrIpv6": rule["cidrIpv6"]}]
-    if "prefixListId" in rule:
-        permission["PrefixListIds"] = [{"PrefixListId": rule["prefixListId"]}]
-    if "referencedGroupInfo" in rule:
-        info = rule["referencedGroupInfo"]
-        pair = (
-            {"GroupId": info["groupId"]}
-            if "groupId" in info
-            else {"GroupName": info["groupName"]}
-        )
-        if "userId" in info:
-            pair["UserId"] = info["userId"]
-        permission["UserIdGroupPairs"] = [pair]
-    if described and rule.get("description"):
-        for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs"):
-            for source in permission.get(key, []):
-                source["Description"] = rule["description"]
-    return permission
-
-
-# ---------------------------------------------------------------------------------------------
-# Acting: authorizing again and revoking
-# ---------------------------------------------------------------------------------------------
-
-
-def reauthorize(ec2: Any, change: dict, rules: list[dict]) -> list[dict]:
-    """Authorize removed rules again; returns those someone put back already."""
-    present = []
-    for is_egress in (False, True):
-        batch = [rule for rule in rules if rule["isEgress"] is is_egress]
-        # IAM: ec2:AuthorizeSecurityGroupIngress / ec2:AuthorizeSecurityGroupEgress
-        call = (
-            ec2.authorize_security_group_egress
-            if is_egress
-            else ec2.authorize_security_group_ingress
-        )
-        if not batch:
-            continue
-        try:
-            call(GroupId=change["groupId"], IpPermissions=permissions_of(batch))
-        except ClientError as error:
-            if error_code(error) != "InvalidPermission.Duplicate":
-                raise
-            present += authorize_one_by_one(call, change["groupId"], batch)
-    return present
-
-
-def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[dict]:
-    """Some rules exist already, which fails the whole call: the rest, one at a time."""
-    present = []
-    for rule in rules:
-        try:
-            call(GroupId=group_id, IpPermissions=permissions_of([rule]))
-        except ClientError as error:
-            if error_code(error) != "InvalidPermission.Duplicate":
-                raise
-            present.append(rule)
-    return present
-
-
-def permissions_of(rules: list[dict]) -> list[dict]:
-    return [ip_permission(rule, described=True) for rule in rules]
-
-
-def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dict]:
-    """A boto3 IpPermissions entry (as UnknownIpPermissions lists them) as rules."""
-    shape = {
-        "isEgress": is_egress,
-        "ipProtocol": PROTOCOL_NAMES.get(
-            str(permission.get("IpProtocol")), str(permission.get("IpProtocol"))
-        ),
-    }
-    for key in ("FromPort", "ToPort"):
-        if permission.get(key) is not None:
-            shape[key[0].lower() + key[1:]] = permission[key]
-    sources = [{"cidrIpv4": r.get("CidrIp")} for r in permission.get("IpRanges", [])]
-    sources += [
-        {"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])
-    ]
-    sources += [
-        {"prefixListId": r.get("PrefixListId")}
-        for r in permission.get("PrefixListIds", [])
-    ]
-    sources += [
-        {
-            "referencedGroupInfo": {
-                "groupId": p.get("GroupId"),
-                "groupName": p.get("GroupName"),
-            }
-        }
-        for p in permission.get("UserIdGroupPairs", [])
-    ]
-    return [{**shape, **source} for source in sources]
-
-
-def revoke(
-    ec2: Any, change: dict[str, Any], rules: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Revoke the rules; returns those that were already gone. One call in the common case."""
-    gone = []
-    for is_egress in (False, True):
-        batch = [rule for rule in rules if rule["isEgress"] is is_egress]
-        if batch:
-            gone += revoke_one_direction(ec2, change, batch, is_egress)
-    return gone
-
-
-def revoke_one_direction(
-    ec2: Any, change: dict, rules: list[dict], is_egress: bool
-) -> list[dict]:
-    # IAM: ec2:RevokeSecurityGroupEgress / ec2:RevokeSecurityGroupIngress
-    call = (
-        ec2.revoke_security_group_egress
-        if is_egress
-        else ec2.revoke_security_group_ingress
+def source_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    cidr, old_cidr = (
+        rule.get("cidrIpv4") or rule.get("cidrIpv6") for rule in (new, old)
     )
-    arguments = revoke_arguments(rules)
-    try:
-        answer = call(GroupId=change["groupId"], **arguments)
-    except ClientError as error:
-        if error_code(error) in GONE:
-            return rules
-        if error_code(error) not in RULE_GONE:
-            raise
-    else:
-        return not_revoked(answer, rules, is_egress, call.__name__)
-    # Someone removed some of the rules already: the call fails whole, so revoke the rest.
-    existing = rules_now(ec2, group_id=[change["groupId"]])
-    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
-    if left:
-        call(
-            GroupId=change["groupId"],
-            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
+    if cidr and old_cidr:
+        network, old_network = (
+            ipaddress.ip_network(value, strict=False) for value in (cidr, old_cidr)
         )
-    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
+        return network.version == old_network.version and network.subnet_of(old_network)
+    return network_key(new)[2] == network_key(old)[2]
 
 
-def not_revoked(
-    answer: dict[str, Any], rules: list[dict], is_egress: bool, operation: str
-) -> list[dict]:
-    """The rules AWS says it did not find. In a default VPC a revoke by permission succeeds
-    and lists those in UnknownIpPermissions; Return false with none listed is a failure."""
-    unknown = [
-        found
-        for permission in answer.get("UnknownIpPermissions") or []
-        for found in rules_of_permission(permission, is_egress)
-    ]
-    if answer.get("Return") is False and not unknown:
-        raise NotRevoked(f"AWS answered Return=false to {operation}")
-    return [rule for rule in rules if any(same_rule(rule, u) for u in unknown)]
+def plan_edits(
+    rules: list[dict], previous: dict[str, dict], locked: bool
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(revoke: no old value known, restore: widened, keep: widens nothing) for edits. In a
+    locked group every edit is put back."""
+    revoking, restoring, narrowed = [], [], []
+    for rule in rules:
+        old = previous.get(rule["securityGroupRuleId"])
+        if old is None:
+            revoking.append(rule)
+            continue
+        old = {**old, "isEgress": rule["isEgress"]}  # an edit's record does not say
+        if locked or "unreadable" in rule or widens(rule, old):  # unknown new: put back
+            restoring.append({**rule, "previous": old})
+        else:
+            narrowed.append({**rule, "previous": old})
+    return revoking, restoring, narrowed
 
 
-# ---------------------------------------------------------------------------------------------
-# Acting: putting edited rules back, and where their old values come from
-# ---------------------------------------------------------------------------------------------
+def reason_kept(kept: list[dict], narrowed: list[dict]) -> str:
+    if narrowed and len(narrowed) == len(kept):
+        return "the edit widens nothing the old value allowed: kept"
+    return "every rule is allowed" if kept else "nothing left to undo"
 
 
 def restore(ec2: Any, change: dict, rules: list[dict]) -> None:
@@ -2118,6 +1837,66 @@ NO_CONFIG_HISTORY = {
 }
 
 
+def old_values_from_config(
+    then: list[dict], now: list[dict], edited: list[dict]
+) -> dict[str, dict]:
+    """Old values from a Config item of the group before the edit. Its rules carry no IDs:
+    the old value is the one rule of the item that none of the group's other rules holds
+    now. Used only with one edit in a direction and one such rule; else nothing is known."""
+    ids = {rule["securityGroupRuleId"] for rule in edited}
+    found = {}
+    for direction in (False, True):
+        mine = [rule for rule in edited if rule["isEgress"] is direction]
+        others = {
+            network_key(rule)
+            for rule in now
+            if rule["isEgress"] is direction and rule["securityGroupRuleId"] not in ids
+        }
+        candidates = [
+            rule
+            for rule in then
+            if rule["isEgress"] is direction and network_key(rule) not in others
+        ]
+        if len(mine) == 1 and len(candidates) == 1:
+            found[mine[0]["securityGroupRuleId"]] = candidates[0]
+    return found
+
+
+def rules_of_config_item(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules of an AWS::EC2::SecurityGroup configuration item (its `configuration`
+    holds ipPermissions and ipPermissionsEgress as DescribeSecurityGroups has them, in
+    camelCase, sometimes as a JSON string)."""
+    configuration = item.get("configuration")
+    if isinstance(configuration, str):
+        configuration = json.loads(configuration)
+    rules = []
+    for key, is_egress in (("ipPermissions", False), ("ipPermissionsEgress", True)):
+        for permission in configuration.get(key) or []:
+            shape = {
+                "isEgress": is_egress,
+                **read_protocol_and_ports(permission),
+            }
+            sources = [
+                ("cidrIpv4", "cidrIp", permission.get("ipv4Ranges")),
+                ("cidrIpv6", "cidrIpv6", permission.get("ipv6Ranges")),
+                ("prefixListId", "prefixListId", permission.get("prefixListIds")),
+            ]
+            for kind, field_name, entries in sources:
+                rules += [
+                    {**shape, kind: e[field_name], "description": e.get("description")}
+                    for e in entries or []
+                ]
+            rules += [
+                {
+                    **shape,
+                    "referencedGroupInfo": {"groupId": pair.get("groupId")},
+                    "description": pair.get("description"),
+                }
+                for pair in permission.get("userIdGroupPairs") or []
+            ]
+    return [{k: v for k, v in rule.items() if v is not None} for rule in rules]
+
+
 def previous_from_cloudtrail(
     change: dict, rules: list[dict], account: str | None
 ) -> dict[str, dict]:
@@ -2165,16 +1944,674 @@ def event_time(change: dict[str, Any]) -> datetime.datetime:
     return time_of(change) or datetime.datetime.now(datetime.UTC)
 
 
-def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
-    """By rule IDs when every rule has one (exact), else by permissions from the request."""
-    if all("securityGroupRuleId" in rule for rule in rules):
-        return {"SecurityGroupRuleIds": [rule["securityGroupRuleId"] for rule in rules]}
-    return {"IpPermissions": [ip_permission(rule) for rule in rules]}
+def values_set_by(
+    record: Any, event_id: str | None, own_arn: str | None, in_member_account: bool
+) -> dict[str, tuple[dict, bool]]:
+    """The rule values an earlier record set, by rule ID, each with whether the guard
+    approves of it whatever it was before: a rule an Authorize call created (it still
+    exists, so it was kept), an edit by an exempt principal or by the guardrail itself."""
+    if not isinstance(record, dict) or record.get("errorCode"):
+        return {}
+    if record.get("eventID") == event_id:
+        return {}
+    try:
+        change = read_change(record)
+    except BadEvent:
+        return {}
+    approved = change["eventName"] != "ModifySecurityGroupRules" or bool(
+        principal_exemption(change)
+        or (in_member_account and own_session(change, None) == "member")
+        or (own_arn and change["principals"][:1] == [own_arn])
+    )
+    return {
+        rule["securityGroupRuleId"]: (rule, approved)
+        for rule in change["rules"]
+        if "securityGroupRuleId" in rule and "unreadable" not in rule
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# Acting: prefix lists
-# ---------------------------------------------------------------------------------------------
+def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
+    """The value the guard last let a rule have, from the values records set, oldest first.
+    An edit by anyone else counts only if it widened nothing, or its value is allowed: so
+    that an unapproved edit (left open because it was edited again before the guard got to
+    it) never becomes the "old value" a later edit is measured against."""
+    approved = None
+    for value, by_approved in values:
+        narrows = approved is not None and not widens(value, approved)
+        if by_approved or narrows or is_allowed({**value, "isEgress": None}):
+            approved = value
+    return approved
+
+
+# =============================================================================================
+# Confirming first: nothing that adds access on a message's word
+#
+# Switch: on wherever a put-back is (locks, tags, wider old values). Before such a write the
+# change is read again from CloudTrail event history by its event ID and decided anew on
+# AWS's own record. IAM: cloudtrail:LookupEvents.
+# =============================================================================================
+
+
+class ConfirmFirst(Exception):
+    """Raised before any write, where what follows would add access on a message's word."""
+
+
+class Unconfirmed(Exception):
+    """Event history does not hold the change (yet): a put-back waits for the retry."""
+
+
+# What is raised for Lambda's retry: AWS's errors, no connection or time, no revoke, no record.
+RETRY_LATER = (ClientError, BotoCoreError, NotRevoked, Unconfirmed)
+
+
+def confirm_first(change: dict[str, Any], dry_run: bool) -> None:
+    """Before a write that adds access: stop unless AWS's own record is what was read."""
+    if not dry_run and "confirmedBy" not in change:
+        raise ConfirmFirst
+
+
+def confirmed_change(change: dict[str, Any], account: str | None) -> dict[str, Any]:
+    """The change as event history records it under the event's ID (a forger may reuse a
+    real ID: the record AWS returns is read, not the message's copy). Not there yet, raise
+    Unconfirmed: Lambda retries, then the sweep; history lags the event by minutes."""
+    event_id = change["eventId"]
+    if not event_id:
+        raise Unconfirmed("the record has no eventID to find it by in event history")
+    trail = client("cloudtrail", change["region"], account)
+    # IAM: cloudtrail:LookupEvents
+    found = trail.lookup_events(
+        LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": event_id}],
+        MaxResults=1,
+    )["Events"]
+    try:
+        record = json.loads(found[0]["CloudTrailEvent"]) if found else None
+    except (KeyError, TypeError, ValueError):
+        record = None
+    same = isinstance(record, dict) and all(
+        record.get(key) == value
+        for key, value in (
+            ("eventID", event_id),
+            ("eventName", change["eventName"]),
+            ("awsRegion", change["region"]),
+            ("recipientAccountId", change["account"]),
+        )
+    )
+    if not same:
+        raise Unconfirmed(
+            f"event {event_id} is not (yet) in CloudTrail event history as read"
+        )
+    return {**read_change(record), "confirmedBy": "CloudTrail event history"}
+
+
+# =============================================================================================
+# Locked groups: removals put back
+#
+# Switch: LOCKED_GROUP_IDS, LOCKED_TAGGED. Events: RevokeSecurityGroupIngress/Egress.
+# IAM: ec2:AuthorizeSecurityGroupIngress/Egress (template: LockedGroupIds, LockedTagged).
+# =============================================================================================
+
+
+def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
+    """Revoke*: the rules it removed, from the response's revokedSecurityGroupRuleSet
+    (values and IDs, descriptions too), else from the request's permissions. A request that
+    names rules by ID alone, with no rule set in the response, says no values to put back."""
+    response = response if isinstance(response, dict) else {}
+    revoked = {"securityGroupRuleSet": response.get("revokedSecurityGroupRuleSet")}
+    rules = read_rule_set(revoked, change["isEgress"], change["unreadable"])
+    if rules is None:
+        rules = read_request_rules(params, change["isEgress"], change["unreadable"])
+    change["groupId"] = read_group_id(params.get("groupId"), rules)
+    if change["groupId"] is None:
+        raise Unreadable("no readable groupId")
+    for rule in rules:
+        if "unreadable" in rule:  # an ID alone cannot be authorized again
+            change["unreadable"].append(describe(rule))
+        else:
+            change["rules"].append({**rule, "groupId": change["groupId"]})
+    if not rules and not change["unreadable"]:
+        change["unreadable"].append("the record names no rule the call removed")
+
+
+def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
+    """A removal from a locked group: authorize the removed rules again."""
+    approved, done["reason"] = verdict_of_should_revert(change)
+    if not approved:
+        return {**done, "kept": change["rules"]}
+    confirm_first(change, dry_run)
+    present = [] if dry_run else reauthorize(ec2, change, change["rules"])
+    done["kept"] = present  # someone put them back already
+    done["reauthorized"] = [rule for rule in change["rules"] if rule not in present]
+    done["reason"] = done["reason"] or (
+        DRY_RUN_REASON
+        if dry_run
+        else "the group is locked: the removed rules were authorized again (new rule IDs)"
+    )
+    return done
+
+
+def reauthorize(ec2: Any, change: dict, rules: list[dict]) -> list[dict]:
+    """Authorize removed rules again; returns those someone put back already."""
+    present = []
+    for is_egress in (False, True):
+        batch = [rule for rule in rules if rule["isEgress"] is is_egress]
+        # IAM: ec2:AuthorizeSecurityGroupIngress / ec2:AuthorizeSecurityGroupEgress
+        call = (
+            ec2.authorize_security_group_egress
+            if is_egress
+            else ec2.authorize_security_group_ingress
+        )
+        if not batch:
+            continue
+        try:
+            call(GroupId=change["groupId"], IpPermissions=permissions_of(batch))
+        except ClientError as error:
+            if error_code(error) != "InvalidPermission.Duplicate":
+                raise
+            present += authorize_one_by_one(call, change["groupId"], batch)
+    return present
+
+
+def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[dict]:
+    """Some rules exist already, which fails the whole call: the rest, one at a time."""
+    present = []
+    for rule in rules:
+        try:
+            call(GroupId=group_id, IpPermissions=permissions_of([rule]))
+        except ClientError as error:
+            if error_code(error) != "InvalidPermission.Duplicate":
+                raise
+            present.append(rule)
+    return present
+
+
+def permissions_of(rules: list[dict]) -> list[dict]:
+    return [ip_permission(rule, described=True) for rule in rules]
+
+
+def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dict]:
+    """A boto3 IpPermissions entry (as UnknownIpPermissions lists them) as rules."""
+    shape = {
+        "isEgress": is_egress,
+        "ipProtocol": PROTOCOL_NAMES.get(
+            str(permission.get("IpProtocol")), str(permission.get("IpProtocol"))
+        ),
+    }
+    for key in ("FromPort", "ToPort"):
+        if permission.get(key) is not None:
+            shape[key[0].lower() + key[1:]] = permission[key]
+    sources = [{"cidrIpv4": r.get("CidrIp")} for r in permission.get("IpRanges", [])]
+    sources += [
+        {"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])
+    ]
+    sources += [
+        {"prefixListId": r.get("PrefixListId")}
+        for r in permission.get("PrefixListIds", [])
+    ]
+    sources += [
+        {
+            "referencedGroupInfo": {
+                "groupId": p.get("GroupId"),
+                "groupName": p.get("GroupName"),
+            }
+        }
+        for p in permission.get("UserIdGroupPairs", [])
+    ]
+    return [{**shape, **source} for source in sources]
+
+
+# =============================================================================================
+# Guard tags: tag changes that would switch the guard off are undone
+#
+# Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED. Events: CreateTags, DeleteTags on
+# security groups. IAM: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
+# cloudtrail:LookupEvents (template: TagsGuarded).
+# =============================================================================================
+
+
+def read_tagging(params: dict, change: dict[str, Any]) -> None:
+    """CreateTags/DeleteTags: the security groups it tagged (other resources are not ours)
+    and the tags, a value of None where DeleteTags named a key alone."""
+    groups = [
+        item.get("resourceId")
+        for item in items(params.get("resourcesSet"), "resourcesSet")
+        if isinstance(item, dict)
+    ]
+    tags = {}
+    for item in items(params.get("tagSet"), "tagSet"):
+        key, value = field(item, "key"), field(item, "value")
+        if isinstance(key, str):
+            tags[key] = value if isinstance(value, str) else None
+    change["tagging"] = {
+        "groupIds": [g for g in groups if isinstance(g, str) and GROUP_ID.fullmatch(g)],
+        "tags": tags,
+        # DeleteTags without a tag list deletes every user tag of the resource (EC2 API
+        # reference, DeleteTags): no key is named, every key is gone.
+        "allTags": change["eventName"] == "DeleteTags" and not tags,
+    }
+    change["groupId"] = (change["tagging"]["groupIds"] or [None])[0]
+
+
+def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]:
+    """(ONLY_TAGGED or LOCKED_TAGGED keys the change may have taken away, NEVER_TAGGED tags
+    it added): the request says only which keys to look at. Whether a key was really taken
+    away, and the value it had, is learned from AWS (tag_before), never from the request:
+    a DeleteTags that removed nothing must not make the function write the value it names."""
+    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
+    tags = tagging["tags"]
+    if event_name == "DeleteTags":
+        keys = list(wanted) if tagging["allTags"] else [k for k in tags if k in wanted]
+        return keys, {}
+    lost = [k for k, v in tags.items() if k in wanted and not satisfies(wanted[k], v)]
+    added = {
+        k: v
+        for k, v in tags.items()
+        if k in NEVER_TAGGED and satisfies(NEVER_TAGGED[k], v)
+    }
+    return lost, added
+
+
+def satisfies(wanted: str | None, value: str | None) -> bool:
+    """Does a tag's value (None: the tag is absent) meet a condition's (None: any value)?"""
+    return value is not None and wanted in (None, value)
+
+
+def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str | None]:
+    """(known, value) of a group's tag just before a change, from the earlier records of
+    the group in event history, newest first: the last CreateTags that set it, a DeleteTags
+    that removed it, or the group's creation with its tags. Not known when history does
+    not reach back that far."""
+    deleted_if = []  # later DeleteTags naming a value: they removed it only if it matched
+    for record in records:
+        name = record.get("eventName")
+        params = record.get("requestParameters") or {}
+        if name in TAG_EVENTS:
+            try:
+                change = read_change(record)
+            except BadEvent:
+                continue
+            tagging = change.get("tagging") or {}
+            if group_id not in tagging.get("groupIds", []):
+                continue
+            if name == "DeleteTags" and tagging["allTags"]:
+                return True, None
+            if key not in tagging["tags"]:
+                continue
+            value = tagging["tags"][key]
+            if name == "DeleteTags" and value is None:
+                return True, None
+            if name == "DeleteTags":
+                deleted_if.append(value)
+                continue
+            value = value or ""  # CreateTags without a value sets an empty one
+        elif name == "CreateSecurityGroup" and not record.get("errorCode"):
+            created = (record.get("responseElements") or {}).get("groupId")
+            if created != group_id:
+                continue
+            value = created_with(params).get(key)
+        else:
+            continue
+        return True, None if value in deleted_if else value
+    return False, None
+
+
+def created_with(params: dict[str, Any]) -> dict[str, str]:
+    """The tags a CreateSecurityGroup request gave the group (tagSpecificationSet)."""
+    found = {}
+    specs = params.get("tagSpecificationSet") if isinstance(params, dict) else None
+    for spec in items(specs, "tagSpecificationSet") if isinstance(specs, dict) else []:
+        if isinstance(spec, dict) and spec.get("resourceType") == "security-group":
+            tags = spec.get("tags")
+            tags = tags.get("items", []) if isinstance(tags, dict) else tags or []
+            for tag in tags if isinstance(tags, list) else []:
+                key, value = field(tag, "key"), field(tag, "value")
+                if isinstance(key, str):
+                    found[key] = value if isinstance(value, str) else ""
+    return found
+
+
+def tags_changed(change: dict[str, Any]) -> list[str]:
+    """A tag change in words, for the result: 'tags team=web on sg-…'."""
+    if "tagging" not in change:
+        return []
+    tags = (
+        "all"
+        if change["tagging"]["allTags"]
+        else ", ".join(
+            key if value is None else f"{key}={value}"
+            for key, value in change["tagging"]["tags"].items()
+        )
+    )
+    return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}"]
+
+
+def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+    """A tag change on security groups: undo what would switch the guard off. A tag is put
+    back only where AWS's records show the group had it, with the value it had."""
+    tagging = change["tagging"]
+    lost, added = tags_at_stake(tagging, change["eventName"])
+    if not tagging["groupIds"] or not (lost or added):
+        reason = "the tag change does not switch the guard off"
+        return {**done, "reason": reason, "kept": tags_changed(change)}
+    groups = ", ".join(tagging["groupIds"])
+    if dry_run:  # what a live run would check against AWS, and perhaps undo
+        done["retagged"] = [f"tag {k} put back on {groups} if it had it" for k in lost]
+        done["retagged"] += [f"tag {k} taken off {groups}" for k in added]
+        return {**done, "reason": DRY_RUN_REASON}
+    confirm_first(change, dry_run)
+    ec2 = client("ec2", change["region"], account)
+    done["retagged"], done["kept"] = [], tags_changed(change)
+    for group_id, now in tags_now(ec2, tagging["groupIds"]).items():
+        if now is None:
+            done["gone"].append(f"tags of {group_id} (the group is gone)")
+            continue
+        put_back = tags_to_put_back(change, group_id, lost, now, done, account)
+        take_off = {k: v for k, v in added.items() if k in now and now[k] == v}
+        if put_back:
+            # IAM: ec2:CreateTags
+            ec2.create_tags(
+                Resources=[group_id],
+                Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
+            )
+        if take_off:
+            # IAM: ec2:DeleteTags
+            ec2.delete_tags(
+                Resources=[group_id],
+                Tags=[{"Key": k, "Value": v} for k, v in take_off.items()],
+            )
+        done["retagged"] += [
+            f"tag {k}={v} put back on {group_id}" for k, v in put_back.items()
+        ]
+        done["retagged"] += [f"tag {k} taken off {group_id}" for k in take_off]
+    done["reason"] = (
+        "a tag change would have switched the guard off: undone"
+        if done["retagged"]
+        else "the tag change took away no tag the guard relies on"
+    )
+    if done["unreadable"]:
+        done["reason"] = "the tags' values before the change are not all known"
+    return done
+
+
+def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
+    """Each group's tags as AWS holds them now; None for a group that is gone."""
+    # IAM: ec2:DescribeSecurityGroups
+    pages = ec2.get_paginator("describe_security_groups").paginate(
+        Filters=[{"Name": "group-id", "Values": group_ids[:200]}]
+    )
+    found = {
+        group["GroupId"]: {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+        for page in pages
+        for group in page["SecurityGroups"]
+    }
+    return {group_id: found.get(group_id) for group_id in group_ids}
+
+
+def tags_to_put_back(
+    change: dict, group_id: str, lost: list[str], now: dict, done: dict, account: Any
+) -> dict[str, str]:
+    """The guard's tags the change took from the group, each with the value it had before:
+    a tag the group holds now as the condition wants stays; one whose earlier value event
+    history does not reach is reported, never guessed."""
+    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
+    missing = [key for key in lost if not satisfies(wanted[key], now.get(key))]
+    if not missing:
+        return {}
+    earlier = tag_history(change, group_id, account)
+    put_back = {}
+    for key in missing:
+        known, value = tag_before(earlier, group_id, key)
+        if not known:
+            done["unreadable"].append(
+                f"tag {key} of {group_id}: event history does not say whether the group "
+                "had it before the change; put it back by hand if it did"
+            )
+        elif satisfies(wanted[key], value) and value != now.get(key):
+            put_back[key] = value
+    return put_back
+
+
+def tag_history(change: dict, group_id: str, account: str | None) -> list[Any]:
+    """The group's records in event history before the change, newest first."""
+    trail = client("cloudtrail", change["region"], account)
+    end = event_time(change)
+    records = []
+    # IAM: cloudtrail:LookupEvents
+    pages = trail.get_paginator("lookup_events").paginate(
+        LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": group_id}],
+        StartTime=end - datetime.timedelta(days=HISTORY_DAYS),
+        EndTime=end,
+        PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
+    )
+    for number, page in enumerate(pages):
+        if number:  # LookupEvents takes 2 requests a second
+            time.sleep(0.5)
+        for event in page["Events"]:
+            try:
+                record = json.loads(event.get("CloudTrailEvent") or "null")
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("eventID") != change["eventId"]:
+                records.append(record)
+        if time.monotonic() + 5 > _retry_until:
+            break
+    return records
+
+
+# =============================================================================================
+# Prefix lists: entries added that guarded rules reference are taken out
+#
+# Switch: on (a prefix list referenced by a guarded rule, or named by ALLOWED_RULES).
+# Events: ModifyManagedPrefixList, RestoreManagedPrefixListVersion. IAM:
+# ec2:GetManagedPrefixListAssociations, ec2:GetManagedPrefixListEntries,
+# ec2:DescribeManagedPrefixLists, ec2:ModifyManagedPrefixList.
+# =============================================================================================
+
+
+def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
+    """ModifyManagedPrefixList: the list and the entries it added (removals narrow, a new
+    name or size opens nothing). Recorded as {"ModifyManagedPrefixListRequest": {"PrefixListId",
+    "AddEntry": {"Cidr", "Description"}}}, one entry a dict, several probably a list."""
+    request = field(params, "ModifyManagedPrefixListRequest")
+    request = request if isinstance(request, dict) else params
+    change["prefixList"] = {"prefixListId": None, "added": []}
+    added = field(request, "AddEntry")
+    added = field(request, "AddEntries") if added is None else added
+    if isinstance(added, dict) and "items" in added:
+        added = added["items"]
+    for entry in added if isinstance(added, list) else [added] if added else []:
+        cidr = field(entry, "Cidr")
+        if isinstance(cidr, str) and cidr_version(cidr):
+            description = optional_text(field(entry, "Description"), 255)
+            found = {
+                "cidr": cidr,
+                **({"description": description} if description else {}),
+            }
+            change["prefixList"]["added"].append(found)
+        else:
+            change["unreadable"].append(f"prefix list entry {str(entry)[:80]}")
+    if added is not None and not isinstance(added, (dict, list)):
+        change["unreadable"].append(f"prefix list entries {str(added)[:80]}")
+    # Removals narrow; they matter only where the same call adds a CIDR back (a new
+    # description), which the list held before if CurrentVersion says so.
+    removed = field(request, "RemoveEntry")
+    removed = field(request, "RemoveEntries") if removed is None else removed
+    if isinstance(removed, dict) and "items" in removed:
+        removed = removed["items"]
+    change["prefixList"]["removed"] = [
+        cidr
+        for entry in (removed if isinstance(removed, list) else [removed])
+        if isinstance(cidr := field(entry, "Cidr"), str) and cidr_version(cidr)
+    ]
+    version = field(request, "CurrentVersion")
+    if isinstance(version, (int, str)) and str(version).isdigit():
+        change["prefixList"]["currentVersion"] = int(version)
+    listed = field(request, "PrefixListId")
+    if isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed):
+        change["prefixList"]["prefixListId"] = listed
+    elif change["prefixList"]["added"] or change["unreadable"]:
+        entries = [entry["cidr"] for entry in change["prefixList"]["added"]]
+        change["prefixList"]["added"] = []
+        raise Unreadable(f"entries {entries} added to an unreadable PrefixListId")
+
+
+def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
+    """RestoreManagedPrefixListVersion: the list, and the version its entries came back from
+    (PreviousVersion) over the one they replaced (CurrentVersion); which entries that added
+    is asked of AWS. Layout assumed like ModifyManagedPrefixList's (unverified)."""
+    request = field(params, "RestoreManagedPrefixListVersionRequest")
+    request = request if isinstance(request, dict) else params
+    # Unreadable below leaves a list that adds nothing, removes nothing, restores nothing.
+    change["prefixList"] = {"prefixListId": None, "added": [], "removed": []}
+    listed = field(request, "PrefixListId")
+    versions = [field(request, key) for key in ("PreviousVersion", "CurrentVersion")]
+    versions = [
+        int(v) if isinstance(v, (int, str)) and str(v).isdigit() else None
+        for v in versions
+    ]
+    if not (isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed)):
+        raise Unreadable("a prefix list restored, its PrefixListId unreadable")
+    change["prefixList"]["prefixListId"] = listed
+    if None in versions:
+        raise Unreadable(f"{listed} restored from an unreadable version")
+    change["prefixList"]["restored"] = {"from": versions[0], "over": versions[1]}
+
+
+def entries_changed(change: dict[str, Any]) -> list[str]:
+    """A prefix-list change in words, for the result: 'entry 0.0.0.0/0 added to pl-…'."""
+    if "prefixList" not in change:
+        return []
+    listed = change["prefixList"]
+    if "restored" in listed and not listed["added"]:  # an exempt restore, not looked up
+        return [
+            f"{listed['prefixListId']} restored from version {listed['restored']['from']}"
+        ]
+    return [
+        f"entry {entry['cidr']} added to {listed['prefixListId']}"
+        for entry in listed["added"]
+    ]
+
+
+def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+    """Entries added to a prefix list that guarded groups reference: take out the ones
+    their rules would not be allowed with."""
+    listed = change["prefixList"]
+    ec2 = client("ec2", change["region"], account)
+    added = listed["added"]
+    if "restored" in listed:  # what a restore brought back is learned from AWS
+        added = listed["restoredEntries"] = restored_entries(ec2, listed)
+    elif re_described(listed):  # removed and added back: was it there before?
+        added = listed["newEntries"] = new_entries(ec2, listed)
+    if not added:
+        reason = "the prefix-list change added no entry"
+        return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
+    guarded = guarded_references(
+        references(ec2, listed["prefixListId"], change["account"])
+    ) + allowed_through(listed["prefixListId"])
+    removing, keeping = entries_to_remove(added, guarded)
+    words = entries_changed({"prefixList": {**listed, "added": keeping}})
+    done["kept"] = words
+    if not removing:
+        done["reason"] = (
+            "every entry is allowed in the guarded rules that reference the list"
+            if guarded
+            else "no guarded group references the list"
+        )
+        return done
+    approved, done["reason"] = verdict_of_should_revert({**change, "rules": guarded})
+    if not approved:
+        return {**done, "kept": entries_changed(change)}
+    gone = [] if dry_run else remove_entries(ec2, listed["prefixListId"], removing)
+    used = ", ".join(
+        sorted({rule["groupId"] or "rules ALLOWED_RULES keeps" for rule in guarded})
+    )
+    done["unwidened"] = [
+        f"entry {entry['cidr']} taken out of {listed['prefixListId']} (used by {used})"
+        for entry in removing
+        if entry not in gone
+    ]
+    done["gone"] = entries_changed({"prefixList": {**listed, "added": gone}})
+    done["reason"] = done["reason"] or (
+        DRY_RUN_REASON
+        if dry_run
+        else "the prefix list is a source of guarded rules: the entries they would not "
+        "be allowed with were taken out"
+    )
+    return done
+
+
+def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules referencing a prefix list that the conditions guard: each carries its
+    group's ID, VPC and tags. A group of another account (a shared list) cannot be looked
+    at: it counts as guarded, with all traffic both ways, unless its ID is exempt."""
+    return [
+        rule
+        for rule in rules
+        if (
+            group_id_exemption(rule["groupId"])
+            if "foreignAccount" in rule
+            else unlocked_exemption({**rule, "removal": False, "eventName": ""})
+        )
+        is None
+    ]
+
+
+def allowed_through(prefix_list_id: str) -> list[dict[str, Any]]:
+    """The widest rules an ALLOWED_RULES entry naming the list would keep: such a list is
+    guarded whether or not a group uses it today, or it could be widened while unused and
+    a rule from it authorized later, allowed. No group: nothing to look up."""
+    rules = []
+    for entry in ALLOWED_RULES:
+        if entry.get("prefixListId") != prefix_list_id:
+            continue
+        protocol = allowed_protocol(entry.get("ipProtocol", "-1")) or "-1"
+        shape: dict[str, Any] = {"ipProtocol": protocol}
+        if protocol in ICMP:
+            shape |= {key: entry.get(key, -1) for key in ("fromPort", "toPort")}
+        elif not opens_every_port(protocol):
+            low, high = port_range(entry)
+            shape |= {"fromPort": low, "toPort": high}
+        directions = [entry["isEgress"]] if "isEgress" in entry else [False, True]
+        rules += [
+            {"groupId": None, "isEgress": is_egress, "prefixListId": prefix_list_id}
+            | shape
+            for is_egress in directions
+        ]
+    return rules
+
+
+def re_described(listed: dict[str, Any]) -> list[dict[str, str]]:
+    """The added entries the same call also removed: a new description for an entry the
+    list held, if the version the call changed held it."""
+    removed = {ipaddress.ip_network(cidr, strict=False) for cidr in listed["removed"]}
+    return [
+        entry
+        for entry in listed["added"]
+        if ipaddress.ip_network(entry["cidr"], strict=False) in removed
+    ]
+
+
+def entries_to_remove(
+    added: list[dict[str, str]], guarded: list[dict[str, Any]]
+) -> tuple[list[dict], list[dict]]:
+    """(to remove, to keep) of the entries a prefix-list change added. An entry stays only
+    when every guarded rule referencing the list would be allowed with the entry as its
+    source; none stays where a locked group references the list, all stay where no guarded
+    group does."""
+    removing, keeping = [], []
+    for entry in added:
+        family = "cidrIpv6" if cidr_version(entry["cidr"]) == 6 else "cidrIpv4"
+        opened = [
+            {
+                **{k: v for k, v in rule.items() if k != "prefixListId"},
+                family: entry["cidr"],
+            }
+            for rule in guarded
+        ]
+        if any(is_locked(rule) or not is_allowed(rule) for rule in opened):
+            removing.append(entry)
+        else:
+            keeping.append(entry)
+    return removing, keeping
 
 
 def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, Any]]:
@@ -2313,390 +2750,22 @@ def remove_entries(
 
 
 # =============================================================================================
-# The handler
+# VPC associations: a group associated with a guarded VPC is disassociated
+#
+# Switch: ONLY_VPC_IDS, NEVER_VPC_IDS. Events: AssociateSecurityGroupVpc. IAM:
+# ec2:DisassociateSecurityGroupVpc, ec2:DescribeSecurityGroupVpcAssociations.
 # =============================================================================================
 
 
-class OutOfReach(Exception):
-    """The change is in an account this function has no way to act in."""
-
-
-def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    global _retry_until
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", lambda: math.inf)()
-    _retry_until = time.monotonic() + remaining_ms / 1000
-    if isinstance(event, dict) and set(event) == {"sweep"}:  # the schedule's input
-        return sweep(event["sweep"], context)
-    if is_sqs_batch(event):  # Delivery=buffered: EventBridge -> SQS -> Lambda
-        return handle_batch(event["Records"], context)
-    return handle_event(event, context)
-
-
-DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
-
-
-def is_dry_run() -> bool:
-    return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
-
-
-def handle_event(
-    event: Any, context: Any, from_history: bool = False
-) -> dict[str, Any]:
-    """One event, from reading to the log line; an error is told, then raised for a retry.
-    from_history: the event is a record event history returned (the sweep), AWS's own."""
-    dry_run = is_dry_run()
-    summary, change = first_summary(event), {}
-    if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
-        print(
-            json.dumps({"eventId": summary["eventId"], "rawEvent": event}, default=str)
-        )
-    try:
-        change = read_change(event)
-        if from_history:
-            change["confirmedBy"] = "CloudTrail event history (the sweep)"
-        summary = summarize(change)
-        account = member_account(change, context) if may_undo(change) else None
-        done = handle(change, dry_run, account)
-        result = outcome(summary, decision_of(done, dry_run), done)
-    except BadEvent as bad:
-        return log(outcome(summary, "ignored", {"reason": str(bad)}))
-    except OutOfReach as far:
-        result = outcome(summary, "out-of-reach", left_open(change, str(far)))
-    except ClientError as error:
-        code = error_code(error)
-        if code not in REJECTED:
-            report_error(summary, change, error_reason(error))
-            raise  # Lambda retries, then hands the event to the on-failure destination
-        why = f"AWS rejected the undo as malformed, so it cannot be retried: {error}"
-        result = outcome(summary, "unreadable", left_open(change, why))
-    except (BotoCoreError, NotRevoked, Unconfirmed) as error:
-        # no connection, no time left, no revoke, a put-back not yet in event history
-        report_error(summary, change, error_reason(error))
-        raise
-    notify(result, change)
-    return log(result)
-
-
-def report_error(summary: dict, change: dict, reason: str) -> None:
-    """An error is logged and notified before it is raised for Lambda to retry."""
-    result = outcome(summary, "error", left_open(change, reason))
-    notify(result, change)
-    log(result)
-
-
-def error_reason(error: Exception) -> str:
-    if isinstance(error, Unconfirmed):
-        return (
-            f"waiting for CloudTrail event history to confirm the change ({error}): "
-            "nothing is added on a message's word; Lambda retries (about 1 and 3 "
-            "minutes later), then the sweep"
-        )
-    if not isinstance(error, ClientError):  # no connection, no time left, no revoke
-        return f"{type(error).__name__}: {error}"
-    code = error_code(error)
-    if code in DENIED:
-        service = "sts" if error.operation_name == "AssumeRole" else "ec2"
-        return f"{code}: the role needs {service}:{error.operation_name} ({error})"
-    return f"{code}: {error}"
-
-
-def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
-    """What is reported when the change could not be undone at all."""
-    return {
-        "reason": reason,
-        "leftOpen": change.get("rules", []),
-        "unreadable": change.get("unreadable", []),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# The handler: what to undo, by kind of change
-# ---------------------------------------------------------------------------------------------
-
-
-def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
-    """Undo the change. Where undoing it would add access (authorize a removed rule, write a
-    tag, put a wider old value back), the change is first read again from AWS's own record
-    of it, and everything is decided anew on that record: never on the message's word."""
-    try:
-        return handle_as_read(change, dry_run, account)
-    except ConfirmFirst:
-        confirmed = confirmed_change(change, account)
-    if confirmed["groupId"] == change["groupId"]:  # its VPC and tags, learned already
-        confirmed |= {key: change[key] for key in ("vpcId", "tags") if key in change}
-    return handle_as_read(confirmed, dry_run, account)
-
-
-class ConfirmFirst(Exception):
-    """Raised before any write, where what follows would add access on a message's word."""
-
-
-class Unconfirmed(Exception):
-    """Event history does not hold the change (yet): a put-back waits for the retry."""
-
-
-# What is raised for Lambda's retry: AWS's errors, no connection or time, no revoke, no record.
-RETRY_LATER = (ClientError, BotoCoreError, NotRevoked, Unconfirmed)
-
-
-def confirm_first(change: dict[str, Any], dry_run: bool) -> None:
-    """Before a write that adds access: stop unless AWS's own record is what was read."""
-    if not dry_run and "confirmedBy" not in change:
-        raise ConfirmFirst
-
-
-def confirmed_change(change: dict[str, Any], account: str | None) -> dict[str, Any]:
-    """The change as event history records it under the event's ID (a forger may reuse a
-    real ID: the record AWS returns is read, not the message's copy). Not there yet, raise
-    Unconfirmed: Lambda retries, then the sweep; history lags the event by minutes."""
-    event_id = change["eventId"]
-    if not event_id:
-        raise Unconfirmed("the record has no eventID to find it by in event history")
-    trail = client("cloudtrail", change["region"], account)
-    # IAM: cloudtrail:LookupEvents
-    found = trail.lookup_events(
-        LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": event_id}],
-        MaxResults=1,
-    )["Events"]
-    try:
-        record = json.loads(found[0]["CloudTrailEvent"]) if found else None
-    except (KeyError, TypeError, ValueError):
-        record = None
-    same = isinstance(record, dict) and all(
-        record.get(key) == value
-        for key, value in (
-            ("eventID", event_id),
-            ("eventName", change["eventName"]),
-            ("awsRegion", change["region"]),
-            ("recipientAccountId", change["account"]),
-        )
-    )
-    if not same:
-        raise Unconfirmed(
-            f"event {event_id} is not (yet) in CloudTrail event history as read"
-        )
-    return {**read_change(record), "confirmedBy": "CloudTrail event history"}
-
-
-def handle_as_read(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
-    """Undo the change: what was revoked, restored or authorized again (or would be), kept,
-    already gone, changed since, and what could not be read, with the reason."""
-    done: dict[str, Any] = {
-        "reason": "",
-        "revoked": [],
-        "restored": [],
-        "reauthorized": [],
-        "kept": [],
-        "gone": [],
-        "changedSince": [],
-        "unreadable": list(change["unreadable"]),
-    }
-    # Never react to itself (or lock mode would loop), nor to an exempt principal.
-    reason = "made by this guardrail itself" if is_own(change, account) else None
-    reason = reason or principal_exemption(change)
-    if reason:  # kept whole, whatever could or could not be read of it
-        kept = change["rules"] + change["unreadable"] + tags_changed(change)
-        kept += entries_changed(change) + associated(change)
-        return {**done, "reason": reason, "kept": kept, "unreadable": []}
-    if "tagging" in change:
-        return retag(change, done, dry_run, account)
-    if "prefixList" in change:
-        return unwiden(change, done, dry_run, account)
-    if "association" in change:
-        return disassociate(change, done, dry_run, account)
-    if not change["rules"]:
-        return {**done, "reason": "the record does not say which rules to undo"}
-    facts_first = needs_group_facts(change) and "tags" not in change
-    reason = None if facts_first else unlocked_exemption(change)
-    if reason:
-        return {**done, "reason": reason, "kept": change["rules"]}
-    ec2 = client("ec2", change["region"], account)
-    if facts_first:
-        facts = group_facts(ec2, change)
-        if facts is None:
-            return {
-                **done,
-                "reason": "the group no longer exists",
-                "gone": change["rules"],
-            }
-        change.update(facts)
-        reason = unlocked_exemption(change)
-        if reason:
-            return {**done, "reason": reason, "kept": change["rules"]}
-    if change["removal"]:
-        return put_back(ec2, change, done, dry_run)
-    return undo(ec2, change, done, dry_run, account)
-
-
-def undo(
-    ec2: Any, change: dict, done: dict, dry_run: bool, account: str | None
-) -> dict:
-    """An addition or an edit: revoke what was added, put edited rules back."""
-    rules = change["rules"]
-    if change["isEgress"] is None or is_late(
-        change, datetime.datetime.now(datetime.UTC)
-    ):
-        # An edit does not say its direction; a late event's rules may have changed since.
-        rules, done["gone"], done["changedSince"] = compare_with_now(
-            change, rules_by_id(ec2, rules)
-        )
-    revoking, done["kept"] = split_rules({**change, "rules": rules})
-    restoring, narrowed = [], []
-    if change["eventName"] == "ModifySecurityGroupRules" and revoking:
-        revoking, restoring, narrowed = plan_edits(
-            revoking,
-            previous_values(ec2, change, revoking, account),
-            is_locked(change),
-        )
-        done["kept"] += narrowed
-    if not revoking and not restoring:
-        done["reason"] = reason_kept(done["kept"], narrowed)
-        return done
-    approved, done["reason"] = verdict_of_should_revert(
-        {**change, "rules": restoring + revoking}
-    )
-    if not approved:
-        return {**done, "kept": rules}
-    if any("unreadable" in r or widens(r["previous"], r) for r in restoring):
-        confirm_first(
-            change, dry_run
-        )  # the old value lets through what the new does not
-    if not dry_run:
-        done["gone"] += revoke(ec2, change, revoking)
-        if restoring:
-            restore(ec2, change, restoring)
-    done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
-    done["restored"] = restoring
-    done["reason"] = done["reason"] or reason_of(change, done, dry_run)
-    return done
-
-
-def tags_changed(change: dict[str, Any]) -> list[str]:
-    """A tag change in words, for the result: 'tags team=web on sg-…'."""
-    if "tagging" not in change:
-        return []
-    tags = (
-        "all"
-        if change["tagging"]["allTags"]
-        else ", ".join(
-            key if value is None else f"{key}={value}"
-            for key, value in change["tagging"]["tags"].items()
-        )
-    )
-    return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}"]
-
-
-def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
-    """A tag change on security groups: undo what would switch the guard off. A tag is put
-    back only where AWS's records show the group had it, with the value it had."""
-    tagging = change["tagging"]
-    lost, added = tags_at_stake(tagging, change["eventName"])
-    if not tagging["groupIds"] or not (lost or added):
-        reason = "the tag change does not switch the guard off"
-        return {**done, "reason": reason, "kept": tags_changed(change)}
-    groups = ", ".join(tagging["groupIds"])
-    if dry_run:  # what a live run would check against AWS, and perhaps undo
-        done["retagged"] = [f"tag {k} put back on {groups} if it had it" for k in lost]
-        done["retagged"] += [f"tag {k} taken off {groups}" for k in added]
-        return {**done, "reason": DRY_RUN_REASON}
-    confirm_first(change, dry_run)
-    ec2 = client("ec2", change["region"], account)
-    done["retagged"], done["kept"] = [], tags_changed(change)
-    for group_id, now in tags_now(ec2, tagging["groupIds"]).items():
-        if now is None:
-            done["gone"].append(f"tags of {group_id} (the group is gone)")
-            continue
-        put_back = tags_to_put_back(change, group_id, lost, now, done, account)
-        take_off = {k: v for k, v in added.items() if k in now and now[k] == v}
-        if put_back:
-            # IAM: ec2:CreateTags
-            ec2.create_tags(
-                Resources=[group_id],
-                Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
-            )
-        if take_off:
-            # IAM: ec2:DeleteTags
-            ec2.delete_tags(
-                Resources=[group_id],
-                Tags=[{"Key": k, "Value": v} for k, v in take_off.items()],
-            )
-        done["retagged"] += [
-            f"tag {k}={v} put back on {group_id}" for k, v in put_back.items()
-        ]
-        done["retagged"] += [f"tag {k} taken off {group_id}" for k in take_off]
-    done["reason"] = (
-        "a tag change would have switched the guard off: undone"
-        if done["retagged"]
-        else "the tag change took away no tag the guard relies on"
-    )
-    if done["unreadable"]:
-        done["reason"] = "the tags' values before the change are not all known"
-    return done
-
-
-def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
-    """Each group's tags as AWS holds them now; None for a group that is gone."""
-    # IAM: ec2:DescribeSecurityGroups
-    pages = ec2.get_paginator("describe_security_groups").paginate(
-        Filters=[{"Name": "group-id", "Values": group_ids[:200]}]
-    )
-    found = {
-        group["GroupId"]: {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-        for page in pages
-        for group in page["SecurityGroups"]
-    }
-    return {group_id: found.get(group_id) for group_id in group_ids}
-
-
-def tags_to_put_back(
-    change: dict, group_id: str, lost: list[str], now: dict, done: dict, account: Any
-) -> dict[str, str]:
-    """The guard's tags the change took from the group, each with the value it had before:
-    a tag the group holds now as the condition wants stays; one whose earlier value event
-    history does not reach is reported, never guessed."""
-    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
-    missing = [key for key in lost if not satisfies(wanted[key], now.get(key))]
-    if not missing:
-        return {}
-    earlier = tag_history(change, group_id, account)
-    put_back = {}
-    for key in missing:
-        known, value = tag_before(earlier, group_id, key)
-        if not known:
-            done["unreadable"].append(
-                f"tag {key} of {group_id}: event history does not say whether the group "
-                "had it before the change; put it back by hand if it did"
-            )
-        elif satisfies(wanted[key], value) and value != now.get(key):
-            put_back[key] = value
-    return put_back
-
-
-def tag_history(change: dict, group_id: str, account: str | None) -> list[Any]:
-    """The group's records in event history before the change, newest first."""
-    trail = client("cloudtrail", change["region"], account)
-    end = event_time(change)
-    records = []
-    # IAM: cloudtrail:LookupEvents
-    pages = trail.get_paginator("lookup_events").paginate(
-        LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": group_id}],
-        StartTime=end - datetime.timedelta(days=HISTORY_DAYS),
-        EndTime=end,
-        PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
-    )
-    for number, page in enumerate(pages):
-        if number:  # LookupEvents takes 2 requests a second
-            time.sleep(0.5)
-        for event in page["Events"]:
-            try:
-                record = json.loads(event.get("CloudTrailEvent") or "null")
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("eventID") != change["eventId"]:
-                records.append(record)
-        if time.monotonic() + 5 > _retry_until:
-            break
-    return records
+def read_association(params: dict, change: dict[str, Any]) -> None:
+    """AssociateSecurityGroupVpc: the group and the VPC it may now be used in. Layout assumed
+    like ModifySecurityGroupRules' ({"AssociateSecurityGroupVpcRequest": {"GroupId",
+    "VpcId"}}) or flat camelCase; unverified by a real record."""
+    request = field(params, "AssociateSecurityGroupVpcRequest")
+    request = request if isinstance(request, dict) else params
+    change["groupId"] = checked(field(request, "GroupId"), GROUP_ID, "GroupId")
+    vpc = checked(field(request, "VpcId"), VPC_ID, "VpcId")
+    change["association"] = {"vpcId": vpc}
 
 
 def associated(change: dict[str, Any]) -> list[str]:
@@ -2711,6 +2780,11 @@ def vpc_guarded(vpc_id: str | None) -> bool:
         not (ONLY_VPC_IDS and vpc_id not in ONLY_VPC_IDS)
         and vpc_id not in NEVER_VPC_IDS
     )
+
+
+# AWS refusing to take the group out of the VPC as things stand (in use there, say): a
+# retry would fail alike, so it is reported for a person instead.
+CANNOT_DISASSOCIATE = {"DependencyViolation", "OperationNotPermitted", "IncorrectState"}
 
 
 def disassociate(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
@@ -2759,235 +2833,48 @@ def disassociate(change: dict, done: dict, dry_run: bool, account: str | None) -
     return done
 
 
-# AWS refusing to take the group out of the VPC as things stand (in use there, say): a
-# retry would fail alike, so it is reported for a person instead.
-CANNOT_DISASSOCIATE = {"DependencyViolation", "OperationNotPermitted", "IncorrectState"}
+# =============================================================================================
+# Many accounts: the member role, and the function's own identity
+#
+# Switch: MEMBER_ROLE_NAME (template: MemberRoleName, OrganizationId). Events: any, from
+# a member account. IAM: sts:AssumeRole on the member role, sts:GetCallerIdentity.
+# =============================================================================================
 
 
-def entries_changed(change: dict[str, Any]) -> list[str]:
-    """A prefix-list change in words, for the result: 'entry 0.0.0.0/0 added to pl-…'."""
-    if "prefixList" not in change:
-        return []
-    listed = change["prefixList"]
-    if "restored" in listed and not listed["added"]:  # an exempt restore, not looked up
-        return [
-            f"{listed['prefixListId']} restored from version {listed['restored']['from']}"
-        ]
-    return [
-        f"entry {entry['cidr']} added to {listed['prefixListId']}"
-        for entry in listed["added"]
-    ]
+def fresh(credentials: dict[str, Any] | None) -> bool:
+    if credentials is None:
+        return False
+    left = credentials["Expiration"] - datetime.datetime.now(datetime.UTC)
+    return left.total_seconds() > CREDENTIALS_MARGIN_S
 
 
-def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
-    """Entries added to a prefix list that guarded groups reference: take out the ones
-    their rules would not be allowed with."""
-    listed = change["prefixList"]
-    ec2 = client("ec2", change["region"], account)
-    added = listed["added"]
-    if "restored" in listed:  # what a restore brought back is learned from AWS
-        added = listed["restoredEntries"] = restored_entries(ec2, listed)
-    elif re_described(listed):  # removed and added back: was it there before?
-        added = listed["newEntries"] = new_entries(ec2, listed)
-    if not added:
-        reason = "the prefix-list change added no entry"
-        return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
-    guarded = guarded_references(
-        references(ec2, listed["prefixListId"], change["account"])
-    ) + allowed_through(listed["prefixListId"])
-    removing, keeping = entries_to_remove(added, guarded)
-    words = entries_changed({"prefixList": {**listed, "added": keeping}})
-    done["kept"] = words
-    if not removing:
-        done["reason"] = (
-            "every entry is allowed in the guarded rules that reference the list"
-            if guarded
-            else "no guarded group references the list"
-        )
-        return done
-    approved, done["reason"] = verdict_of_should_revert({**change, "rules": guarded})
-    if not approved:
-        return {**done, "kept": entries_changed(change)}
-    gone = [] if dry_run else remove_entries(ec2, listed["prefixListId"], removing)
-    used = ", ".join(
-        sorted({rule["groupId"] or "rules ALLOWED_RULES keeps" for rule in guarded})
+def assume_member_role(account: str) -> dict[str, Any]:
+    """Credentials in a member account, asked of STS in the function's own region: an
+    opt-in region the central account has not enabled must not block its events."""
+    role = f"arn:{_partition}:iam::{account}:role/{MEMBER_ROLE_NAME}"
+    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    # IAM: sts:AssumeRole
+    answer = client("sts", own_region or "us-east-1").assume_role(
+        RoleArn=role, RoleSessionName=SESSION
     )
-    done["unwidened"] = [
-        f"entry {entry['cidr']} taken out of {listed['prefixListId']} (used by {used})"
-        for entry in removing
-        if entry not in gone
-    ]
-    done["gone"] = entries_changed({"prefixList": {**listed, "added": gone}})
-    done["reason"] = done["reason"] or (
-        DRY_RUN_REASON
-        if dry_run
-        else "the prefix list is a source of guarded rules: the entries they would not "
-        "be allowed with were taken out"
-    )
-    return done
+    return answer["Credentials"]
 
 
-def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
-    """A removal from a locked group: authorize the removed rules again."""
-    approved, done["reason"] = verdict_of_should_revert(change)
-    if not approved:
-        return {**done, "kept": change["rules"]}
-    confirm_first(change, dry_run)
-    present = [] if dry_run else reauthorize(ec2, change, change["rules"])
-    done["kept"] = present  # someone put them back already
-    done["reauthorized"] = [rule for rule in change["rules"] if rule not in present]
-    done["reason"] = done["reason"] or (
-        DRY_RUN_REASON
-        if dry_run
-        else "the group is locked: the removed rules were authorized again (new rule IDs)"
-    )
-    return done
+_own_arn: str | None = None  # the function's own session ARN, asked once per cold start
+
+_own_user_id: str | None = (
+    None  # and its role's unique ID (AROA…), to know its own messages
+)
 
 
-def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
-    if dry_run:
-        return DRY_RUN_REASON
-    if not done["revoked"] and not done["restored"]:
-        return "the rules were already gone"
-    if done["unreadable"]:
-        return "reverted what could be read; the rest of the record could not be"
-    if done["changedSince"]:
-        return "some rules were changed since the event and were left as they are now"
-    if done["revoked"] and change["eventName"] == "ModifySecurityGroupRules":
-        return (
-            "edited in place, and no source gave the old value: the edited rule was "
-            "revoked; put its old value back by hand"
-        )
-    if change["eventName"] == "ModifySecurityGroupRules":
-        return "edited in place: the old value was put back, rule ID kept"
-    return "not approved by the conditions"
-
-
-# ---------------------------------------------------------------------------------------------
-# The handler: the summary, the account, the result and its log line
-# ---------------------------------------------------------------------------------------------
-
-
-def summarize(change: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "eventId",
-        "eventName",
-        "eventTime",
-        "actor",
-        "account",
-        "region",
-        "groupId",
-        "groupName",
-    )
-    summary = {key: change.get(key) for key in keys}
-    if "prefixList" in change:
-        summary["prefixListId"] = change["prefixList"]["prefixListId"]
-    return summary
-
-
-def record_of(event: Any) -> dict[str, Any]:
-    """The record in an event, or {} when there is none; unlike unwrap(), it never raises."""
-    record = event.get("detail", event) if isinstance(event, dict) else None
-    return record if isinstance(record, dict) else {}
-
-
-def first_summary(event: Any) -> dict[str, Any]:
-    """What can be said of an event before reading it: so that every line names its event."""
-    record = record_of(event)
-    found = {"eventId": record.get("eventID"), "eventName": record.get("eventName")}
-    return {
-        key: value if isinstance(value, str) else None for key, value in found.items()
-    }
-
-
-def may_undo(change: dict[str, Any]) -> bool:
-    """Might the change need undoing, and so an account to act in?"""
-    if "tagging" in change:
-        return any(tags_at_stake(change["tagging"], change["eventName"]))
-    listed = change.get("prefixList", {})
-    return bool(
-        change["rules"]
-        or listed.get("added")
-        or listed.get("restored")
-        or "association" in change
-    )
-
-
-def member_account(change: dict[str, Any], context: Any) -> str | None:
-    """None to act with the function's own rights; else the member account to act in."""
-    global _partition
-    arn = getattr(context, "invoked_function_arn", None)
-    parts = arn.split(":") if isinstance(arn, str) else []
-    if (
-        len(parts) < 5
-        or not ACCOUNT_ID.fullmatch(parts[4])
-        or parts[4] == change["account"]
-    ):
-        return None  # our own account, or run locally with whatever boto3 is set up for
-    if not MEMBER_ROLE_NAME:
-        raise OutOfReach(
-            f"the change is in account {change['account']}, and no MEMBER_ROLE_NAME is "
-            "set to act there"
-        )
-    _partition = parts[1]
-    return change["account"]
-
-
-def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any]:
-    """The summary of one event: the log line and the handler's result."""
-    result = {**summary, "decision": decision, "reason": done["reason"]}
-    result["rules"] = (
-        [describe(rule) for rule in done.get("revoked", [])]
-        + [
-            f"{describe(rule)}, restored to {describe(rule['previous'])}"
-            for rule in done.get("restored", [])
-        ]
-        + [
-            f"{describe(rule)}, authorized again"
-            for rule in done.get("reauthorized", [])
-        ]
-    )
-    result["rules"] += done.get("retagged", []) + done.get("unwidened", [])
-    result["rules"] += done.get("disassociated", [])
-    if done.get("kept"):
-        result["keptRules"] = [
-            rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
-        ]
-    if done.get("gone"):
-        result["alreadyGone"] = [
-            rule if isinstance(rule, str) else describe(rule) for rule in done["gone"]
-        ]
-    if done.get("changedSince"):
-        result["changedSince"] = [
-            {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
-            for pair in done["changedSince"]
-        ]
-    if done.get("leftOpen"):
-        result["leftOpen"] = [describe(rule) for rule in done["leftOpen"]]
-    if done.get("unreadable"):
-        result["unreadable"] = done["unreadable"]
-    return result
-
-
-METRICS_NAMESPACE = "sg-guardrail"
-
-
-def log(result: dict[str, Any]) -> dict[str, Any]:
-    """One JSON line per event: it names the event, never holds credentials or the raw event,
-    and carries the count of its decision as a CloudWatch metric (Embedded Metric Format),
-    so that alarms need no API call."""
-    metrics = {
-        "Timestamp": int(time.time() * 1000),
-        "CloudWatchMetrics": [
-            {
-                "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["decision"]],
-                "Metrics": [{"Name": "Events", "Unit": "Count"}],
-            }
-        ],
-    }
-    print(json.dumps({**result, "Events": 1, "_aws": metrics}, default=str))
-    return result
+def own_identity(region: str) -> tuple[str, str]:
+    """(session ARN, role's unique ID) of the function itself: one call per cold start."""
+    global _own_arn, _own_user_id
+    if _own_arn is None or _own_user_id is None:
+        # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
+        found = client("sts", region).get_caller_identity()
+        _own_arn, _own_user_id = found["Arn"], found["UserId"].split(":")[0]
+    return _own_arn, _own_user_id
 
 
 # =============================================================================================
@@ -2998,17 +2885,6 @@ def log(result: dict[str, Any]) -> dict[str, Any]:
 # burst into one group costs a call per batch, not per change. A message whose undo failed is
 # reported back (ReportBatchItemFailures), and SQS delivers it again.
 # =============================================================================================
-
-
-def is_sqs_batch(event: Any) -> bool:
-    messages = event.get("Records") if isinstance(event, dict) else None
-    return (
-        isinstance(messages, list)
-        and bool(messages)
-        and all(
-            isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages
-        )
-    )
 
 
 def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
@@ -3287,11 +3163,14 @@ def other_accounts(listed: Any, context: Any) -> list[str]:
 
 
 TRAIL_EVENTS = ("StopLogging", "DeleteTrail", "PutEventSelectors")
+
 # The canary (template.yaml, Canary=true): a schedule adds this rule to an empty group every
 # few hours, with the time it was scheduled in the description; the live path must revert it
 # within seconds. One still there after the grace period means the live path is blind.
 CANARY = {"ipProtocol": "tcp", "fromPort": 9, "toPort": 9, "cidrIpv4": "192.0.2.1/32"}
+
 CANARY_GRACE = datetime.timedelta(minutes=5)
+
 CANARY_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
@@ -3461,36 +3340,9 @@ def failed_events() -> Iterator[tuple[dict, Any]]:
 
 
 # =============================================================================================
-# Notifying: one SNS message per reverted (or dry-run) change and per change left open,
-# when NOTIFY_TOPIC_ARN is set
+# Notifying: the words of the SNS message (NOTIFY_TOPIC_ARN; notify() is on the default
+# path)
 # =============================================================================================
-
-TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
-
-
-def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
-    """Publish the change; a failure is noted in the result and never undoes the revert."""
-    topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
-    told = result["decision"] in LEFT_OPEN or (
-        result["decision"] in ("reverted", "dry-run") and result["rules"]
-    )
-    routine = result.get("groupId") == canary_group_id() and result["decision"] in (
-        "reverted",
-        "already-gone",
-    )  # the canary reverted, as it should be every few hours: logged, not told
-    if not topic or not told or routine:
-        return
-    found = TOPIC_ARN.fullmatch(topic)
-    if not found:
-        result["notification"] = "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
-        return
-    try:
-        # IAM: sns:Publish
-        client("sns", found[1]).publish(TopicArn=topic, **message(result, change))
-        result["notification"] = "sent"
-    except (ClientError, BotoCoreError) as error:
-        result["notification"] = f"failed: {error}"
-
 
 VERBS = {
     "reverted": "Reverted",
@@ -3568,11 +3420,239 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 
 
 # =============================================================================================
+# Loading the conditions: the deployment's environment adds to them, and every setting is
+# checked once, when the file loads
+# =============================================================================================
+
+
+class ConditionsError(ValueError):
+    """A setting in the CONDITIONS block that cannot be what its author meant."""
+
+
+def add_environment() -> None:
+    """Settings a deployment gives in the environment (template.yaml's parameters) add to the
+    block: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS (comma-separated), LOCKED_TAG_KEY (a tag
+    key, any value), REVERT_EGRESS=false, RESTORE_FROM_CONFIG=true,
+    RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and
+    LOG_RAW_EVENT are read at each event."""
+    global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
+    global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL, LOCKED_GROUP_IDS, LOCKED_TAGGED
+    added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
+    if isinstance(EXEMPT_PRINCIPALS, list):  # anything else is reported by the check
+        EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
+    locked = os.environ.get("LOCKED_GROUP_IDS", "").split(",")
+    if isinstance(LOCKED_GROUP_IDS, list):
+        LOCKED_GROUP_IDS = LOCKED_GROUP_IDS + [g.strip() for g in locked if g.strip()]
+    tag_key = os.environ.get("LOCKED_TAG_KEY", "").strip()
+    if tag_key and isinstance(LOCKED_TAGGED, dict):
+        LOCKED_TAGGED = {**LOCKED_TAGGED, tag_key: None}
+    if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
+        REVERT_EGRESS = False
+    if os.environ.get("RESTORE_FROM_CONFIG", "").strip().lower() == "true":
+        RESTORE_FROM_CONFIG = True
+    if os.environ.get("RESTORE_FROM_CLOUDTRAIL", "").strip().lower() == "true":
+        RESTORE_FROM_CLOUDTRAIL = True
+    MEMBER_ROLE_NAME = (
+        os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
+    )
+
+
+PRINCIPAL_PATTERN = re.compile(
+    r"arn:aws[a-z-]*:(iam|sts)::[0-9*?]{1,12}:(?P<name>.+)|[a-z0-9.-]+\.amazonaws\.com"
+)
+
+ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+
+EXAMPLES = {
+    "EXEMPT_PRINCIPALS": '["arn:aws:iam::111122223333:role/NetworkAdmin"]',
+    "ONLY_GROUP_IDS": '["sg-0123456789abcdef0"]',
+    "NEVER_GROUP_IDS": '["sg-0123456789abcdef0"]',
+    "ONLY_VPC_IDS": '["vpc-0123456789abcdef0"]',
+    "NEVER_VPC_IDS": '["vpc-0123456789abcdef0"]',
+    "ONLY_TAGGED": '{"guardrail": "on"}',
+    "NEVER_TAGGED": '{"team": None}',
+    "LOCKED_GROUP_IDS": '["sg-0123456789abcdef0"]',
+    "LOCKED_TAGGED": '{"lock": "on"}',
+    "ALLOWED_RULES": '[{"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}]',
+    "REVERT_EGRESS": "False",
+    "REVERT_MODIFIED_RULES": "False",
+    "GUARD_AWS_SERVICES": "True",
+    "RESTORE_FROM_CONFIG": "True",
+    "RESTORE_FROM_CLOUDTRAIL": "True",
+    "MEMBER_ROLE_NAME": '"sg-guardrail-member"',
+    "LATE_AFTER_SECONDS": "300",
+    "should_revert": "def should_revert(change): return True",
+}
+
+
+def check_conditions() -> None:
+    """Fail at load, loudly, on anything in the block that cannot be what was meant: one
+    line per problem, naming the setting, the value and an example of a good one."""
+    settings = globals()
+    problems = [
+        f"{name} = {str(value)[:80]}: {why}; e.g. {EXAMPLES.get(name.split('[')[0])}"
+        for name, value, why in condition_problems(settings)
+    ]
+    if problems:
+        raise ConditionsError("CONDITIONS: " + " | ".join(problems))
+    warn_about_wildcard_accounts()
+
+
+def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(setting, value, what is wrong) for every setting that is not right."""
+    found = []
+    principals = settings["EXEMPT_PRINCIPALS"]
+    if not is_list_of(principals, str):
+        found.append(("EXEMPT_PRINCIPALS", principals, "must be a list of strings"))
+    else:
+        for pattern in principals:
+            matched = PRINCIPAL_PATTERN.fullmatch(pattern)
+            if not matched:
+                found.append(("EXEMPT_PRINCIPALS", pattern, "is not an ARN or service"))
+            elif matched["name"] is not None and not matched["name"].strip("*?/"):
+                found.append(("EXEMPT_PRINCIPALS", pattern, "would exempt everyone"))
+    id_lists = {
+        "ONLY_GROUP_IDS": GROUP_ID,
+        "NEVER_GROUP_IDS": GROUP_ID,
+        "ONLY_VPC_IDS": VPC_ID,
+        "NEVER_VPC_IDS": VPC_ID,
+        "LOCKED_GROUP_IDS": GROUP_ID,
+    }
+    for name, pattern in id_lists.items():
+        value = settings[name]
+        if not is_list_of(value, str):
+            found.append((name, value, "must be a list of IDs"))
+            continue
+        found += [
+            (name, v, "is not such an ID") for v in value if not pattern.fullmatch(v)
+        ]
+    for name in ("ONLY_TAGGED", "NEVER_TAGGED", "LOCKED_TAGGED"):
+        tags = settings[name]
+        if not isinstance(tags, dict):
+            found.append((name, tags, "must be a dict of tag key to value (or None)"))
+            continue
+        for key, value in tags.items():
+            if not isinstance(key, str) or not 0 < len(key) <= 128:
+                found.append((name, key, "is not a tag key"))
+            elif value is not None and not (
+                isinstance(value, str) and len(value) <= 256
+            ):
+                found.append((name, value, f"is not a value for tag {key!r}"))
+    rules = settings["ALLOWED_RULES"]
+    if not is_list_of(rules, dict):
+        found.append(("ALLOWED_RULES", rules, "must be a list of dicts"))
+    else:
+        for number, entry in enumerate(rules, 1):
+            where = f"ALLOWED_RULES[{number - 1}]"
+            found += [(where, entry, why) for why in allowed_rule_problems(entry)]
+    for name in SWITCHES:
+        if type(settings[name]) is not bool:
+            found.append((name, repr(settings[name]), "must be True or False"))
+    role = settings["MEMBER_ROLE_NAME"]
+    if not isinstance(role, str) or role and not ROLE_NAME.fullmatch(role):
+        found.append(("MEMBER_ROLE_NAME", role, "is not an IAM role name"))
+    late = settings["LATE_AFTER_SECONDS"]
+    if type(late) is not int or late < 0:
+        found.append(("LATE_AFTER_SECONDS", late, "must be a whole number of seconds"))
+    if not callable(settings["should_revert"]):
+        found.append(("should_revert", settings["should_revert"], "must be a function"))
+    return found
+
+
+SWITCHES = (
+    "GUARD_AWS_SERVICES",
+    "REVERT_EGRESS",
+    "REVERT_MODIFIED_RULES",
+    "RESTORE_FROM_CONFIG",
+    "RESTORE_FROM_CLOUDTRAIL",
+)
+
+
+def is_list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(item, kind) for item in value)
+
+
+def allowed_rule_problems(entry: dict[str, Any]) -> list[str]:
+    """What is wrong with one ALLOWED_RULES entry; an empty entry would allow every rule."""
+    if not entry:
+        return ["an empty entry would allow every rule"]
+    problems = [f"unknown key {key!r}" for key in entry if key not in ALLOWED_RULE_KEYS]
+    problems += [
+        f"{key} must be {kind.__name__}"
+        for key, kind in ALLOWED_RULE_KEYS.items()
+        if key in entry and type(entry[key]) is not kind
+    ]
+    if problems:
+        return problems
+    protocol = entry.get("ipProtocol")
+    if protocol is not None and allowed_protocol(protocol) is None:
+        problems.append(
+            f"ipProtocol {protocol!r} is not tcp, udp, icmp, icmpv6, -1 or 0-255"
+        )
+    for key in ("fromPort", "toPort"):
+        if key in entry and not -1 <= entry[key] <= 65535:
+            problems.append(f"{key} {entry[key]} is not a port (-1 to 65535)")
+    low, high = entry.get("fromPort", -1), entry.get("toPort", -1)
+    icmp = allowed_protocol(protocol) in ICMP if protocol is not None else False
+    if not icmp and low != -1 and high != -1 and low > high:
+        problems.append(f"fromPort {low} is above toPort {high}")
+    for key in ("cidr", "cidrWithin"):
+        if key in entry and cidr_version(entry[key]) is None:
+            problems.append(f"{key} {entry[key]!r} is not a CIDR like 10.0.0.0/8")
+    for key, pattern in (
+        ("prefixListId", PREFIX_LIST_ID),
+        ("referencedGroupId", GROUP_ID),
+    ):
+        if key in entry and not pattern.fullmatch(entry[key]):
+            problems.append(f"{key} {entry[key]!r} is not such an ID")
+    return problems
+
+
+def allowed_protocol(given: str) -> str | None:
+    """An entry's ipProtocol as the rules spell it ("TCP" -> "tcp", "6" -> "tcp")."""
+    name = PROTOCOLS.get(given.lower())
+    if name is None and PROTOCOL_NUMBER.fullmatch(given) and int(given) <= 255:
+        name = str(int(given))
+    return name
+
+
+ALLOWED_RULE_KEYS = {
+    "isEgress": bool,
+    "ipProtocol": str,
+    "fromPort": int,
+    "toPort": int,
+    "cidr": str,
+    "cidrWithin": str,
+    "prefixListId": str,
+    "referencedGroupId": str,
+}
+
+
+def warn_about_wildcard_accounts() -> None:
+    """With many accounts, an exemption for any account exempts a role *name*: warn."""
+    if not MEMBER_ROLE_NAME:
+        return
+    for pattern in EXEMPT_PRINCIPALS:
+        if re.match(r"arn:aws[a-z-]*:(iam|sts)::[^:]*[*?]", pattern):
+            warn(
+                f"EXEMPT_PRINCIPALS {pattern!r} matches any account: with many "
+                "accounts, an admin of any member account can create that role and "
+                "be exempt. Name the account ID."
+            )
+
+
+def warn(text: str) -> None:
+    """A warning at cold start, as one JSON log line."""
+    print(json.dumps({"warning": text}))
+
+
+# =============================================================================================
 # Local use: replay saved events or a CloudTrail log, or audit the recent past
 # =============================================================================================
 
 USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run]
        python lambda_function.py --since 24h [--region REGION] [--dry-run]"""
+
 DESCRIPTION = """Run the guardrail on this machine, as the deployed function would.
 
 FILE: a saved EventBridge event, a bare CloudTrail record, a JSON list of them, or a
@@ -3583,8 +3663,10 @@ CloudTrail log file as CloudTrail writes it to S3 ({"Records": [...]}, gzipped o
 Without --dry-run this CHANGES the AWS that boto3 points at: your profile's account and
 region, or the endpoint in AWS_ENDPOINT_URL (a moto server, say). It revokes what the
 CONDITIONS block says to revoke."""
+
 EPILOG = """exit status: 0 every event handled (or nothing to handle); 1 some change left open,
 unreadable or failed (the other events are still handled); 2 the input could not be read."""
+
 HISTORY_DAYS = 90  # how far back CloudTrail event history goes
 
 
@@ -3774,6 +3856,7 @@ def replay(events: Iterable[Any]) -> int:
 
 
 add_environment()
+
 check_conditions()
 
 if __name__ == "__main__":
