@@ -3,8 +3,9 @@
 Small plausible mutations (a comparison flipped, < for <=, and for or, a `not` or a condition
 dropped, a constant off by one, True for False, in for not in, any for all, the branches of
 a conditional swapped, a return value swapped or lost, += for =) are drawn at random, with a
-seed it prints, from the sections "Reading the event", "Reading the rules" and "Deciding" of
-lambda_function.py (found by their "# ====" headers). Each mutant is written into a copy of
+seed it prints, from the parts of lambda_function.py that read and decide (SECTIONS below:
+the default path's reading and deciding, and the sections of older records, late events and
+edits, guard tags and prefix lists, found by their "# ====" or "# ----" headers). Each mutant is written into a copy of
 the project in a temporary directory (the working file is never touched), and the fast part
 of the suite runs against it (pytest -x), two at a time, each with a time limit. A mutant
 the tests do not fail survives: a test is missing, or the mutant changes nothing that
@@ -37,7 +38,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "lambda_function.py"
-SECTIONS = ("Reading the event", "Reading the rules", "Deciding")
+SECTIONS = (
+    "Reading the event",
+    "Deciding",
+    "Older and odder records",
+    "Late events and edits",
+    "Guard tags",
+    "Prefix lists",
+)
 
 # The fast part of the suite, in the order that fails a mutant soonest: the pure readers
 # and deciders first. Left out, measured on 2 cores: test_fuzz.py (50 s of hypothesis),
@@ -88,14 +96,15 @@ class Mutant:
 
 
 def section_lines(source: str) -> list[tuple[int, int]]:
-    """(first, last) line numbers of each wanted section, from "# ====" header to header."""
+    """(first, last) line numbers of each wanted section (or part of the default path, under
+    a "# ----" header), from its header to the next header of either kind."""
     lines = source.splitlines()
     headers = [
         (number, lines[number].removeprefix("# ").strip())
         for number in range(1, len(lines))
-        if lines[number - 1].startswith("# ====")
+        if lines[number - 1].startswith(("# ====", "# ----"))
         and lines[number].startswith("# ")
-        and not lines[number].startswith("# ====")
+        and not lines[number].startswith(("# ====", "# ----"))
     ]
     found = []
     for index, (number, title) in enumerate(headers):
