@@ -41,7 +41,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 # boto3 (some 200 ms to import) waits for the first AWS call: the many events that need none
 # (failed calls, unrelated or exempt ones) never load it. Its exceptions are cheap.
@@ -147,6 +147,107 @@ LATE_AFTER_SECONDS = 300
 
 
 # ---------------------------------------------------------------------------------------------
+# The shapes that pass from stage to stage, defined once. They are plain dicts at run time
+# (should_revert receives a Change as documented in the CONDITIONS block); what was read from
+# the record stays as read, and what is learned from AWS is added beside it under its own key.
+# ---------------------------------------------------------------------------------------------
+
+
+class Rule(TypedDict, total=False):
+    """One rule, in CloudTrail's camelCase names for it (securityGroupRuleSet items)."""
+
+    securityGroupRuleId: (
+        str | None
+    )  # the response's rule ID: what is revoked when known
+    groupId: str  # the rule's group when the response names it
+    isEgress: bool | None  # None: an edit, whose direction is asked of AWS
+    ipProtocol: (
+        str  # a name where AWS has one (tcp, udp, icmp, icmpv6, -1), else a number
+    )
+    fromPort: int  # ports, or ICMP type and code, as given (absent: every port)
+    toPort: int
+    cidrIpv4: str  # exactly one source: a CIDR, a prefix list or a group
+    cidrIpv6: str
+    prefixListId: str
+    referencedGroupInfo: dict[str, str]  # groupId (or, default VPC, groupName); userId
+    description: str
+    unreadable: str  # what could not be read of it: it is revoked by ID, never allowed
+    previous: Rule  # an edit: the value AWS held before (Config or event history)
+
+
+class Change(TypedDict, total=False):
+    """What one successful call changed: read from the record (read_change), then the facts
+    learned from AWS beside it. should_revert receives it."""
+
+    eventId: str | None
+    eventName: str
+    eventTime: str | None
+    actor: str  # the identity's ARN (or "unknown")
+    principals: list[
+        str
+    ]  # every name an exemption may match: ARN, session issuer, service
+    byAwsService: bool  # an AWS service or a service-linked role made the change
+    account: str | None  # recipientAccountId, checked against the envelope's
+    region: str | None
+    groupId: str | None
+    groupName: str | None
+    isEgress: bool | None
+    removal: bool  # a Revoke: undone only in locked groups
+    rules: list[Rule]  # the rules the call added, edited or removed
+    unreadable: list[str]  # what the call did that could not be identified: reported
+    # Learned from AWS, only when a condition needs them (group_facts):
+    vpcId: str | None
+    tags: dict[str, str]
+    # Set by optional features' readers (each section says which):
+    tagging: dict[str, Any]  # CreateTags / DeleteTags
+    prefixList: dict[
+        str, Any
+    ]  # ModifyManagedPrefixList / RestoreManagedPrefixListVersion
+    association: dict[str, str]  # AssociateSecurityGroupVpc
+    confirmedBy: str  # the change was read again from AWS's own record (event history)
+
+
+class Done(TypedDict, total=False):
+    """What the handler did with a change (or would do, in a dry run), and why."""
+
+    reason: str
+    revoked: list[Rule]
+    restored: list[Rule]  # edits put back (each with its previous value)
+    reauthorized: list[Rule]  # removals from a locked group put back
+    kept: list[Rule | str]  # rules, or a feature's words for what stays
+    gone: list[Rule | str]  # already gone: success
+    changedSince: list[dict[str, Rule]]  # {"recorded", "now"}: left, reported
+    unreadable: list[str]
+    leftOpen: list[Rule]  # could not be undone at all
+    retagged: list[str]  # the features' own words for what they undid
+    unwidened: list[str]
+    disassociated: list[str]
+
+
+class Outcome(TypedDict, total=False):
+    """One event's log line and the handler's result (the keys users' alarms and queries
+    read: they do not change)."""
+
+    eventId: str | None
+    eventName: str | None
+    eventTime: str | None
+    actor: str | None
+    account: str | None
+    region: str | None
+    groupId: str | None
+    groupName: str | None
+    prefixListId: str | None
+    decision: str  # reverted, already-gone, dry-run, kept, ignored, unreadable, ...
+    reason: str
+    rules: list[str]  # what was undone, in words
+    keptRules: list[str]
+    alreadyGone: list[str]
+    changedSince: list[dict[str, str]]
+    leftOpen: list[str]
+    unreadable: list[str]
+
+
+# ---------------------------------------------------------------------------------------------
 # The handler: one event, from reading it to its log line
 # ---------------------------------------------------------------------------------------------
 
@@ -184,9 +285,7 @@ class OutOfReach(Exception):
     """The change is in an account this function has no way to act in."""
 
 
-def handle_event(
-    event: Any, context: Any, from_history: bool = False
-) -> dict[str, Any]:
+def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcome:
     """One event, from reading to the log line; an error is told, then raised for a retry.
     from_history: the event is a record event history returned (the sweep), AWS's own."""
     dry_run = is_dry_run()
@@ -222,7 +321,7 @@ def handle_event(
     return log(result)
 
 
-def report_error(summary: dict, change: dict, reason: str) -> None:
+def report_error(summary: dict, change: Change, reason: str) -> None:
     """An error is logged and notified before it is raised for Lambda to retry."""
     result = outcome(summary, "error", left_open(change, reason))
     notify(result, change)
@@ -245,7 +344,7 @@ def error_reason(error: Exception) -> str:
     return f"{code}: {error}"
 
 
-def left_open(change: dict[str, Any], reason: str) -> dict[str, Any]:
+def left_open(change: Change, reason: str) -> dict[str, Any]:
     """What is reported when the change could not be undone at all."""
     return {
         "reason": reason,
@@ -280,7 +379,7 @@ def record_of(event: Any) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def summarize(change: dict[str, Any]) -> dict[str, Any]:
+def summarize(change: Change) -> dict[str, Any]:
     keys = (
         "eventId",
         "eventName",
@@ -362,7 +461,7 @@ class Unreadable(ValueError):
     """Part of a successful change that cannot be read: reported, never silently dropped."""
 
 
-def read_change(event: Any) -> dict[str, Any]:
+def read_change(event: Any) -> Change:
     """Turn an EventBridge event or a bare CloudTrail record into the change it made."""
     record = unwrap(event)
     name = record.get("eventName")
@@ -374,7 +473,7 @@ def read_change(event: Any) -> dict[str, Any]:
         )
     # From here on the call succeeded: what cannot be read is reported, never ignored.
     envelope = event if "detail" in event else {}
-    change: dict[str, Any] = {
+    change: Change = {
         "eventId": optional_text(record.get("eventID"), 128),
         "eventName": name,
         "eventTime": optional_text(record.get("eventTime"), 64),
@@ -469,7 +568,7 @@ def field(d: Any, key: str) -> Any:
     )
 
 
-def read_rules(record: dict, change: dict[str, Any]) -> None:
+def read_rules(record: dict, change: Change) -> None:
     """Fill in the change's group and rules from the request and the response."""
     params = as_dict(record.get("requestParameters"), "requestParameters")
     if change["eventName"] == "ModifySecurityGroupRules":
@@ -490,7 +589,7 @@ def read_rules(record: dict, change: dict[str, Any]) -> None:
         read_authorization(params, response, change)
 
 
-def read_authorization(params: dict, response: dict, change: dict[str, Any]) -> None:
+def read_authorization(params: dict, response: dict, change: Change) -> None:
     """Group and rules of an Authorize* call: the response's rule IDs first, else the request."""
     is_egress = change["isEgress"]
     rules = read_rule_set(response, is_egress, change["unreadable"])
@@ -542,7 +641,7 @@ def read_response_rule(item: Any, is_egress: bool) -> dict[str, Any]:
     """One securityGroupRuleSet item. A valid rule ID is enough to undo it: odd values
     only mark it `unreadable`, so that it is revoked by its ID and cannot be allowed."""
     item = as_dict(item, "item")
-    rule: dict[str, Any] = {
+    rule: Rule = {
         "securityGroupRuleId": checked(
             item.get("securityGroupRuleId"), RULE_ID, "securityGroupRuleId"
         ),
@@ -681,7 +780,7 @@ def optional_text(value: Any, limit: int) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def may_undo(change: dict[str, Any]) -> bool:
+def may_undo(change: Change) -> bool:
     """Might the change need undoing, and so an account to act in?"""
     if "tagging" in change:
         return any(tags_at_stake(change["tagging"], change["eventName"]))
@@ -694,7 +793,7 @@ def may_undo(change: dict[str, Any]) -> bool:
     )
 
 
-def member_account(change: dict[str, Any], context: Any) -> str | None:
+def member_account(change: Change, context: Any) -> str | None:
     """None to act with the function's own rights; else the member account to act in."""
     global _partition
     arn = getattr(context, "invoked_function_arn", None)
@@ -714,7 +813,7 @@ def member_account(change: dict[str, Any], context: Any) -> str | None:
     return change["account"]
 
 
-def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
+def handle(change: Change, dry_run: bool, account: str | None) -> Done:
     """Undo the change. Where undoing it would add access (authorize a removed rule, write a
     tag, put a wider old value back), the change is first read again from AWS's own record
     of it, and everything is decided anew on that record: never on the message's word."""
@@ -727,10 +826,10 @@ def handle(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
     return handle_as_read(confirmed, dry_run, account)
 
 
-def handle_as_read(change: dict[str, Any], dry_run: bool, account: str | None) -> dict:
+def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
     """Undo the change: what was revoked, restored or authorized again (or would be), kept,
     already gone, changed since, and what could not be read, with the reason."""
-    done: dict[str, Any] = {
+    done: Done = {
         "reason": "",
         "revoked": [],
         "restored": [],
@@ -785,7 +884,7 @@ ASSUMED_ROLE = re.compile(
 )
 
 
-def own_session(change: dict[str, Any], function_name: str | None) -> str | None:
+def own_session(change: Change, function_name: str | None) -> str | None:
     """Is the change perhaps the guardrail's own (a revoke, a restore)? "member": surely, the
     member role's session; "maybe": a session named like the function, which only the
     function's own role ARN can confirm; None: no."""
@@ -799,7 +898,7 @@ def own_session(change: dict[str, Any], function_name: str | None) -> str | None
     return "maybe" if function_name and found[3] == function_name else None
 
 
-def is_own(change: dict[str, Any], account: str | None) -> bool:
+def is_own(change: Change, account: str | None) -> bool:
     """The guardrail's own change, told by its session: the member role's, only in a member
     account it acts in (in its own account anyone allowed to create roles could make one of
     that name); a session named like the function, confirmed against the function's own
@@ -810,7 +909,7 @@ def is_own(change: dict[str, Any], account: str | None) -> bool:
     return change["principals"][0] == own_identity(change["region"])[0]
 
 
-def principal_exemption(change: dict[str, Any]) -> str | None:
+def principal_exemption(change: Change) -> str | None:
     """Why the change is kept, from who made it; None when no exemption matches."""
     if change["byAwsService"] and not GUARD_AWS_SERVICES:
         return (
@@ -824,7 +923,7 @@ def principal_exemption(change: dict[str, Any]) -> str | None:
     return None
 
 
-def needs_group_facts(change: dict[str, Any]) -> bool:
+def needs_group_facts(change: Change) -> bool:
     """VPC and tag conditions, and a group known only by name, need one DescribeSecurityGroups."""
     return bool(
         change["groupId"] is None
@@ -836,7 +935,7 @@ def needs_group_facts(change: dict[str, Any]) -> bool:
     )
 
 
-def unlocked_exemption(change: dict[str, Any]) -> str | None:
+def unlocked_exemption(change: Change) -> str | None:
     """Why a change to a group that is not locked is kept: the switches and the group's
     ID, VPC and tags. A locked group must not change at all: none of these apply to it."""
     if is_locked(change):
@@ -850,7 +949,7 @@ def unlocked_exemption(change: dict[str, Any]) -> str | None:
     return group_id_exemption(change["groupId"]) or group_exemption(change)
 
 
-def is_locked(change: dict[str, Any]) -> bool:
+def is_locked(change: Change) -> bool:
     """Locked groups, and the canary's group (template.yaml, Canary=true): its rule must
     go whatever the conditions say, or the canary would prove nothing."""
     group_id = change["groupId"]
@@ -875,7 +974,7 @@ def group_id_exemption(group_id: str | None) -> str | None:
     return None
 
 
-def group_exemption(change: dict[str, Any]) -> str | None:
+def group_exemption(change: Change) -> str | None:
     """Why the change is kept, from the group's VPC and tags (when they were looked up)."""
     vpc, tags = change.get("vpcId"), change.get("tags") or {}
     if ONLY_VPC_IDS and vpc not in ONLY_VPC_IDS:
@@ -895,13 +994,13 @@ def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
     )
 
 
-def is_late(change: dict[str, Any], now: datetime.datetime) -> bool:
+def is_late(change: Change, now: datetime.datetime) -> bool:
     """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
     made = time_of(change)
     return made is None or (now - made).total_seconds() > LATE_AFTER_SECONDS
 
 
-def time_of(change: dict[str, Any]) -> datetime.datetime | None:
+def time_of(change: Change) -> datetime.datetime | None:
     """The event's time, when it is a time with its zone (CloudTrail writes ...Z)."""
     try:
         made = datetime.datetime.fromisoformat(change["eventTime"])
@@ -910,7 +1009,7 @@ def time_of(change: dict[str, Any]) -> datetime.datetime | None:
     return made if made.tzinfo else None
 
 
-def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+def split_rules(change: Change) -> tuple[list[dict], list[dict]]:
     """(to revoke, allowed to stay). An edit may touch egress rules, hence the switch here.
     Nothing is allowed to stay in a locked group."""
     if is_locked(change):
@@ -923,14 +1022,14 @@ def split_rules(change: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     return [rule for rule in change["rules"] if rule not in allowed], allowed
 
 
-def is_allowed(rule: dict[str, Any]) -> bool:
+def is_allowed(rule: Rule) -> bool:
     """May the rule stay? A rule whose values could not be read never may."""
     if "unreadable" in rule:
         return False
     return any(matches(rule, entry) for entry in ALLOWED_RULES)
 
 
-def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
+def matches(rule: Rule, entry: dict[str, Any]) -> bool:
     """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree.
 
     Ports: the rule's range must lie inside the entry's. ICMP: fromPort/toPort are the type
@@ -968,7 +1067,7 @@ def matches(rule: dict[str, Any], entry: dict[str, Any]) -> bool:
     return all(key in checks and checks[key](want) for key, want in entry.items())
 
 
-def port_range(rule: dict[str, Any]) -> tuple[int, int]:
+def port_range(rule: Rule) -> tuple[int, int]:
     """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent,
     and for any protocol but tcp and udp (ICMP's type and code are matched apart): AWS
     opens every port of such a protocol whatever range is given (API reference,
@@ -984,7 +1083,7 @@ def opens_every_port(protocol: Any) -> bool:
     return protocol is not None and protocol not in ("tcp", "udp", *ICMP)
 
 
-def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
+def verdict_of_should_revert(change: Change) -> tuple[bool, str]:
     """(revert?, why). Only an exact False keeps the change; anything else reverts."""
     try:
         verdict = should_revert(change)
@@ -1003,8 +1102,8 @@ def verdict_of_should_revert(change: dict[str, Any]) -> tuple[bool, str]:
 
 
 def undo(
-    ec2: Any, change: dict, done: dict, dry_run: bool, account: str | None
-) -> dict:
+    ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
+) -> Done:
     """An addition or an edit: revoke what was added, put edited rules back."""
     rules = change["rules"]
     if change["isEgress"] is None or is_late(
@@ -1070,7 +1169,7 @@ class NotRevoked(Exception):
 
 
 def revoke(
-    ec2: Any, change: dict[str, Any], rules: list[dict[str, Any]]
+    ec2: Any, change: Change, rules: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Revoke the rules; returns those that were already gone. One call in the common case."""
     gone = []
@@ -1082,7 +1181,7 @@ def revoke(
 
 
 def revoke_one_direction(
-    ec2: Any, change: dict, rules: list[dict], is_egress: bool
+    ec2: Any, change: Change, rules: list[dict], is_egress: bool
 ) -> list[dict]:
     # IAM: ec2:RevokeSecurityGroupEgress / ec2:RevokeSecurityGroupIngress
     call = (
@@ -1137,7 +1236,7 @@ def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
-def group_facts(ec2: Any, change: dict[str, Any]) -> dict[str, Any] | None:
+def group_facts(ec2: Any, change: Change) -> dict[str, Any] | None:
     """groupId, vpcId and tags of the change's group; None when the group is gone."""
     if change["groupId"]:
         query = {"GroupIds": [change["groupId"]]}
@@ -1169,7 +1268,7 @@ LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
 BLIND_SPOT = "blind-spot"
 
 
-def decision_of(done: dict[str, Any], dry_run: bool) -> str:
+def decision_of(done: Done, dry_run: bool) -> str:
     """What happened, from what was done: the worst of it first."""
     if done["unreadable"]:
         return "unreadable"
@@ -1190,7 +1289,7 @@ def decision_of(done: dict[str, Any], dry_run: bool) -> str:
     return "already-gone"
 
 
-def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> str:
+def reason_of(change: Change, done: Done, dry_run: bool) -> str:
     if dry_run:
         return DRY_RUN_REASON
     if not done["revoked"] and not done["restored"]:
@@ -1209,7 +1308,7 @@ def reason_of(change: dict[str, Any], done: dict[str, Any], dry_run: bool) -> st
     return "not approved by the conditions"
 
 
-def describe(rule: dict[str, Any]) -> str:
+def describe(rule: Rule) -> str:
     """A rule in human terms: 'tcp 22 from 0.0.0.0/0', 'icmp type 8 code 0 from ::/0'."""
     if "ipProtocol" not in rule:  # known by its ID alone
         return f"rule {rule['securityGroupRuleId']} ({rule.get('unreadable', '')})"
@@ -1233,7 +1332,7 @@ def describe(rule: dict[str, Any]) -> str:
     return f"{what} {direction} {source}"
 
 
-def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any]:
+def outcome(summary: dict, decision: str, done: Done) -> Outcome:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
     result["rules"] = (
@@ -1293,7 +1392,7 @@ def log(result: dict[str, Any]) -> dict[str, Any]:
 TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
 
 
-def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
+def notify(result: dict[str, Any], change: Change) -> None:
     """Publish the change; a failure is noted in the result and never undoes the revert."""
     topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
     told = result["decision"] in LEFT_OPEN or (
@@ -1439,8 +1538,8 @@ def would_retry(response: Any, caught_exception: Any) -> bool:
 # =============================================================================================
 # Older and odder records: rules rebuilt from the request, when the record has no rule set
 #
-# Switch: none (always on). Events: any Authorize whose record lacks securityGroupRuleSet
-# (records older than 2021, some partitions). IAM: the default path's revoke only.
+# Switch: always on. Events: an Authorize whose record has no securityGroupRuleSet (older
+# records). IAM actions: the default path's revoke only.
 # =============================================================================================
 
 
@@ -1544,7 +1643,7 @@ def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
     ) == network_key(existing)
 
 
-def ip_permission(rule: dict[str, Any], described: bool = False) -> dict[str, Any]:
+def ip_permission(rule: Rule, described: bool = False) -> dict[str, Any]:
     """A rule as one boto3 IpPermissions entry (with its description, to create it)."""
     permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
     if "fromPort" in rule:
@@ -1577,14 +1676,15 @@ def ip_permission(rule: dict[str, Any], described: bool = False) -> dict[str, An
 # =============================================================================================
 # Late events and edits: what AWS holds now, and putting edited rules back
 #
-# Switch: REVERT_MODIFIED_RULES (on), RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL (off);
+# Switch: REVERT_MODIFIED_RULES (on), RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL (off),
 # LATE_AFTER_SECONDS. Events: ModifySecurityGroupRules, and any event older than
-# LATE_AFTER_SECONDS. IAM: ec2:DescribeSecurityGroupRules, ec2:ModifySecurityGroupRules,
-# config:GetResourceConfigHistory, cloudtrail:LookupEvents. Template: RestoreFrom.
+# LATE_AFTER_SECONDS. IAM actions: ec2:DescribeSecurityGroupRules,
+# ec2:ModifySecurityGroupRules, config:GetResourceConfigHistory, cloudtrail:LookupEvents.
+# Template: RestoreFromConfig, RestoreFromCloudTrail.
 # =============================================================================================
 
 
-def read_modification(params: dict, change: dict[str, Any]) -> None:
+def read_modification(params: dict, change: Change) -> None:
     """ModifySecurityGroupRules: the edited rules with their new values; direction unknown."""
     request = as_dict(
         params.get("ModifySecurityGroupRulesRequest"), "ModifySecurityGroupRulesRequest"
@@ -1602,7 +1702,7 @@ def read_modification(params: dict, change: dict[str, Any]) -> None:
 
 def read_edited_rule(entry: dict) -> dict[str, Any]:
     """One edited rule: its ID, and its new value when that can be read."""
-    rule: dict[str, Any] = {
+    rule: Rule = {
         "securityGroupRuleId": checked(
             entry.get("SecurityGroupRuleId"), RULE_ID, "SecurityGroupRuleId"
         ),
@@ -1618,7 +1718,7 @@ def read_edited_rule(entry: dict) -> dict[str, Any]:
 
 
 def compare_with_now(
-    change: dict[str, Any], now_by_id: dict[str, dict[str, Any]]
+    change: Change, now_by_id: dict[str, dict[str, Any]]
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """(still as the event left them, gone, changed since) for rules known by ID.
 
@@ -1639,7 +1739,7 @@ def compare_with_now(
     return same, gone, changed
 
 
-def network_key(rule: dict[str, Any]) -> tuple:
+def network_key(rule: Rule) -> tuple:
     """What a rule lets through, for comparing two rules: protocol, ports, source."""
     protocol = rule.get("ipProtocol")
     ports = (
@@ -1756,7 +1856,7 @@ def reason_kept(kept: list[dict], narrowed: list[dict]) -> str:
     return "every rule is allowed" if kept else "nothing left to undo"
 
 
-def restore(ec2: Any, change: dict, rules: list[dict]) -> None:
+def restore(ec2: Any, change: Change, rules: list[dict]) -> None:
     """Put edited rules back to their old values, rule IDs kept: one call for all."""
     entries = [
         {
@@ -1771,7 +1871,7 @@ def restore(ec2: Any, change: dict, rules: list[dict]) -> None:
     )
 
 
-def rule_value(rule: dict[str, Any]) -> dict[str, Any]:
+def rule_value(rule: Rule) -> dict[str, Any]:
     """A rule as ModifySecurityGroupRules' SecurityGroupRuleRequest."""
     value: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
     value["FromPort"], value["ToPort"] = (
@@ -1792,7 +1892,7 @@ HISTORY_PAGES = (
 
 
 def previous_values(
-    ec2: Any, change: dict, rules: list[dict], account: str | None
+    ec2: Any, change: Change, rules: list[dict], account: str | None
 ) -> dict[str, dict]:
     """The old value of each edited rule, by rule ID, from the sources switched on."""
     found: dict[str, dict] = {}
@@ -1805,7 +1905,7 @@ def previous_values(
 
 
 def previous_from_config(
-    ec2: Any, change: dict, rules: list[dict], account: str | None
+    ec2: Any, change: Change, rules: list[dict], account: str | None
 ) -> dict[str, dict]:
     """From the group's latest configuration item at or before the edit."""
     config = client("config", change["region"], account)
@@ -1898,7 +1998,7 @@ def rules_of_config_item(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def previous_from_cloudtrail(
-    change: dict, rules: list[dict], account: str | None
+    change: Change, rules: list[dict], account: str | None
 ) -> dict[str, dict]:
     """From the records that set each rule ID, back to the Authorize call that created it:
     the value the guard last approved (approved_value). Event history is searched by the
@@ -1939,7 +2039,7 @@ def previous_from_cloudtrail(
     return {rule_id: value for rule_id, value in found.items() if value is not None}
 
 
-def event_time(change: dict[str, Any]) -> datetime.datetime:
+def event_time(change: Change) -> datetime.datetime:
     """Where a search for earlier values ends: the event's time, or now when unreadable."""
     return time_of(change) or datetime.datetime.now(datetime.UTC)
 
@@ -1988,7 +2088,7 @@ def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
 #
 # Switch: on wherever a put-back is (locks, tags, wider old values). Before such a write the
 # change is read again from CloudTrail event history by its event ID and decided anew on
-# AWS's own record. IAM: cloudtrail:LookupEvents.
+# AWS's own record. IAM actions: cloudtrail:LookupEvents.
 # =============================================================================================
 
 
@@ -2004,13 +2104,13 @@ class Unconfirmed(Exception):
 RETRY_LATER = (ClientError, BotoCoreError, NotRevoked, Unconfirmed)
 
 
-def confirm_first(change: dict[str, Any], dry_run: bool) -> None:
+def confirm_first(change: Change, dry_run: bool) -> None:
     """Before a write that adds access: stop unless AWS's own record is what was read."""
     if not dry_run and "confirmedBy" not in change:
         raise ConfirmFirst
 
 
-def confirmed_change(change: dict[str, Any], account: str | None) -> dict[str, Any]:
+def confirmed_change(change: Change, account: str | None) -> Change:
     """The change as event history records it under the event's ID (a forger may reuse a
     real ID: the record AWS returns is read, not the message's copy). Not there yet, raise
     Unconfirmed: Lambda retries, then the sweep; history lags the event by minutes."""
@@ -2047,11 +2147,12 @@ def confirmed_change(change: dict[str, Any], account: str | None) -> dict[str, A
 # Locked groups: removals put back
 #
 # Switch: LOCKED_GROUP_IDS, LOCKED_TAGGED. Events: RevokeSecurityGroupIngress/Egress.
-# IAM: ec2:AuthorizeSecurityGroupIngress/Egress (template: LockedGroupIds, LockedTagged).
+# IAM actions: ec2:AuthorizeSecurityGroupIngress/Egress, cloudtrail:LookupEvents. Template:
+# LockedGroupIds, LockedTagKey.
 # =============================================================================================
 
 
-def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
+def read_removal(params: dict, response: Any, change: Change) -> None:
     """Revoke*: the rules it removed, from the response's revokedSecurityGroupRuleSet
     (values and IDs, descriptions too), else from the request's permissions. A request that
     names rules by ID alone, with no rule set in the response, says no values to put back."""
@@ -2072,7 +2173,7 @@ def read_removal(params: dict, response: Any, change: dict[str, Any]) -> None:
         change["unreadable"].append("the record names no rule the call removed")
 
 
-def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
+def put_back(ec2: Any, change: Change, done: Done, dry_run: bool) -> dict:
     """A removal from a locked group: authorize the removed rules again."""
     approved, done["reason"] = verdict_of_should_revert(change)
     if not approved:
@@ -2089,7 +2190,7 @@ def put_back(ec2: Any, change: dict, done: dict, dry_run: bool) -> dict:
     return done
 
 
-def reauthorize(ec2: Any, change: dict, rules: list[dict]) -> list[dict]:
+def reauthorize(ec2: Any, change: Change, rules: list[dict]) -> list[dict]:
     """Authorize removed rules again; returns those someone put back already."""
     present = []
     for is_egress in (False, True):
@@ -2163,12 +2264,12 @@ def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dic
 # Guard tags: tag changes that would switch the guard off are undone
 #
 # Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED. Events: CreateTags, DeleteTags on
-# security groups. IAM: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
-# cloudtrail:LookupEvents (template: TagsGuarded).
+# security groups. IAM actions: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
+# cloudtrail:LookupEvents. Template: GuardTags.
 # =============================================================================================
 
 
-def read_tagging(params: dict, change: dict[str, Any]) -> None:
+def read_tagging(params: dict, change: Change) -> None:
     """CreateTags/DeleteTags: the security groups it tagged (other resources are not ours)
     and the tags, a value of None where DeleteTags named a key alone."""
     groups = [
@@ -2269,7 +2370,7 @@ def created_with(params: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def tags_changed(change: dict[str, Any]) -> list[str]:
+def tags_changed(change: Change) -> list[str]:
     """A tag change in words, for the result: 'tags team=web on sg-…'."""
     if "tagging" not in change:
         return []
@@ -2284,7 +2385,7 @@ def tags_changed(change: dict[str, Any]) -> list[str]:
     return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}"]
 
 
-def retag(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dict:
     """A tag change on security groups: undo what would switch the guard off. A tag is put
     back only where AWS's records show the group had it, with the value it had."""
     tagging = change["tagging"]
@@ -2347,7 +2448,7 @@ def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]
 
 
 def tags_to_put_back(
-    change: dict, group_id: str, lost: list[str], now: dict, done: dict, account: Any
+    change: Change, group_id: str, lost: list[str], now: dict, done: Done, account: Any
 ) -> dict[str, str]:
     """The guard's tags the change took from the group, each with the value it had before:
     a tag the group holds now as the condition wants stays; one whose earlier value event
@@ -2370,7 +2471,7 @@ def tags_to_put_back(
     return put_back
 
 
-def tag_history(change: dict, group_id: str, account: str | None) -> list[Any]:
+def tag_history(change: Change, group_id: str, account: str | None) -> list[Any]:
     """The group's records in event history before the change, newest first."""
     trail = client("cloudtrail", change["region"], account)
     end = event_time(change)
@@ -2400,14 +2501,14 @@ def tag_history(change: dict, group_id: str, account: str | None) -> list[Any]:
 # =============================================================================================
 # Prefix lists: entries added that guarded rules reference are taken out
 #
-# Switch: on (a prefix list referenced by a guarded rule, or named by ALLOWED_RULES).
-# Events: ModifyManagedPrefixList, RestoreManagedPrefixListVersion. IAM:
+# Switch: always on (a prefix list referenced by a guarded rule, or named by ALLOWED_RULES).
+# Events: ModifyManagedPrefixList, RestoreManagedPrefixListVersion. IAM actions:
 # ec2:GetManagedPrefixListAssociations, ec2:GetManagedPrefixListEntries,
-# ec2:DescribeManagedPrefixLists, ec2:ModifyManagedPrefixList.
+# ec2:DescribeManagedPrefixLists, ec2:DescribeSecurityGroups, ec2:ModifyManagedPrefixList.
 # =============================================================================================
 
 
-def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
+def read_prefix_list_change(params: dict, change: Change) -> None:
     """ModifyManagedPrefixList: the list and the entries it added (removals narrow, a new
     name or size opens nothing). Recorded as {"ModifyManagedPrefixListRequest": {"PrefixListId",
     "AddEntry": {"Cidr", "Description"}}}, one entry a dict, several probably a list."""
@@ -2454,7 +2555,7 @@ def read_prefix_list_change(params: dict, change: dict[str, Any]) -> None:
         raise Unreadable(f"entries {entries} added to an unreadable PrefixListId")
 
 
-def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
+def read_prefix_list_restore(params: dict, change: Change) -> None:
     """RestoreManagedPrefixListVersion: the list, and the version its entries came back from
     (PreviousVersion) over the one they replaced (CurrentVersion); which entries that added
     is asked of AWS. Layout assumed like ModifyManagedPrefixList's (unverified)."""
@@ -2476,7 +2577,7 @@ def read_prefix_list_restore(params: dict, change: dict[str, Any]) -> None:
     change["prefixList"]["restored"] = {"from": versions[0], "over": versions[1]}
 
 
-def entries_changed(change: dict[str, Any]) -> list[str]:
+def entries_changed(change: Change) -> list[str]:
     """A prefix-list change in words, for the result: 'entry 0.0.0.0/0 added to pl-…'."""
     if "prefixList" not in change:
         return []
@@ -2491,7 +2592,7 @@ def entries_changed(change: dict[str, Any]) -> list[str]:
     ]
 
 
-def unwiden(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> dict:
     """Entries added to a prefix list that guarded groups reference: take out the ones
     their rules would not be allowed with."""
     listed = change["prefixList"]
@@ -2752,12 +2853,12 @@ def remove_entries(
 # =============================================================================================
 # VPC associations: a group associated with a guarded VPC is disassociated
 #
-# Switch: ONLY_VPC_IDS, NEVER_VPC_IDS. Events: AssociateSecurityGroupVpc. IAM:
-# ec2:DisassociateSecurityGroupVpc, ec2:DescribeSecurityGroupVpcAssociations.
+# Switch: always on; ONLY_VPC_IDS and NEVER_VPC_IDS say which VPCs are guarded (every one,
+# unset). Events: AssociateSecurityGroupVpc. IAM actions: ec2:DisassociateSecurityGroupVpc.
 # =============================================================================================
 
 
-def read_association(params: dict, change: dict[str, Any]) -> None:
+def read_association(params: dict, change: Change) -> None:
     """AssociateSecurityGroupVpc: the group and the VPC it may now be used in. Layout assumed
     like ModifySecurityGroupRules' ({"AssociateSecurityGroupVpcRequest": {"GroupId",
     "VpcId"}}) or flat camelCase; unverified by a real record."""
@@ -2768,7 +2869,7 @@ def read_association(params: dict, change: dict[str, Any]) -> None:
     change["association"] = {"vpcId": vpc}
 
 
-def associated(change: dict[str, Any]) -> list[str]:
+def associated(change: Change) -> list[str]:
     """An association in words, for the result: 'sg-… associated with vpc-…'."""
     if "association" not in change:
         return []
@@ -2787,7 +2888,9 @@ def vpc_guarded(vpc_id: str | None) -> bool:
 CANNOT_DISASSOCIATE = {"DependencyViolation", "OperationNotPermitted", "IncorrectState"}
 
 
-def disassociate(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+def disassociate(
+    change: Change, done: Done, dry_run: bool, account: str | None
+) -> dict:
     """A group associated with a VPC the conditions guard while its own VPC is not guarded:
     its rules, never judged, would reach the guarded VPC. Undone (DisassociateSecurityGroupVpc);
     what AWS refuses is reported. Without VPC conditions every VPC is guarded alike."""
@@ -2836,8 +2939,8 @@ def disassociate(change: dict, done: dict, dry_run: bool, account: str | None) -
 # =============================================================================================
 # Many accounts: the member role, and the function's own identity
 #
-# Switch: MEMBER_ROLE_NAME (template: MemberRoleName, OrganizationId). Events: any, from
-# a member account. IAM: sts:AssumeRole on the member role, sts:GetCallerIdentity.
+# Switch: MEMBER_ROLE_NAME. Events: any, from a member account. IAM actions: sts:AssumeRole
+# on the member role, sts:GetCallerIdentity. Template: Mode, MemberRoleName, OrganizationId.
 # =============================================================================================
 
 
@@ -2884,6 +2987,10 @@ def own_identity(region: str) -> tuple[str, str]:
 # one, then revoked together: one call per group and direction for the whole batch, so that a
 # burst into one group costs a call per batch, not per change. A message whose undo failed is
 # reported back (ReportBatchItemFailures), and SQS delivers it again.
+#
+# Switch: template Delivery=buffered (the handler tells the two shapes apart by themselves).
+# Events: every one, in SQS batches. IAM actions: sqs:ReceiveMessage, sqs:DeleteMessage,
+# sqs:GetQueueAttributes (Lambda's event source mapping, with the function's role).
 # =============================================================================================
 
 
@@ -2950,7 +3057,7 @@ def event_of(message: dict) -> Any:
         return message.get("body")
 
 
-def revokes_by_id(change: dict[str, Any]) -> bool:
+def revokes_by_id(change: Change) -> bool:
     """An addition whose every rule has its ID: the kind a batch revokes together."""
     rules = change["rules"]
     return (
@@ -2962,7 +3069,7 @@ def revokes_by_id(change: dict[str, Any]) -> bool:
 
 
 def decide(
-    event: Any, change: dict, context: Any
+    event: Any, change: Change, context: Any
 ) -> tuple[dict, dict, dict, str | None]:
     """(summary, change, done, account): the change handled in dry run, so that what it
     would revoke is known and nothing is revoked yet. Anything out of the way (another
@@ -2975,7 +3082,7 @@ def decide(
         return summary, change, {"handledAlone": handle_event(event, context)}, None
 
 
-def finish(summary: dict, change: dict, done: dict, gone: list[dict]) -> None:
+def finish(summary: dict, change: Change, done: Done, gone: list[dict]) -> None:
     """The result of a change revoked with its batch: logged and told as a live one."""
     if "handledAlone" in done:
         return
@@ -2990,6 +3097,11 @@ def finish(summary: dict, change: dict, done: dict, gone: list[dict]) -> None:
 
 # =============================================================================================
 # Sweeping: what the live path missed, from event history and the failure queue, on a schedule
+#
+# Switch: template SweepMinutes (0: off), SweepRegions, SweepAccounts, Canary, CanaryHours,
+# CanaryVpcId. Events: the schedule's {"sweep": {...}} input. IAM actions:
+# cloudtrail:LookupEvents, sqs:ReceiveMessage, sqs:DeleteMessage (the failure queue),
+# sns:Publish; the canary's rule is added by the scheduler's own role, not the function's.
 # =============================================================================================
 
 SWEEP_MARGIN_MINUTES = 15  # CloudTrail's own delay before event history has a record
@@ -3197,7 +3309,7 @@ def stale_canaries(now: datetime.datetime) -> list[str]:
     ]
 
 
-def is_stale_canary(rule: dict[str, Any], now: datetime.datetime) -> bool:
+def is_stale_canary(rule: Rule, now: datetime.datetime) -> bool:
     """A canary rule older than the grace period; one whose time cannot be read counts."""
     if any(rule.get(key) != value for key, value in CANARY.items()) or rule["isEgress"]:
         return False
@@ -3354,7 +3466,7 @@ VERBS = {
 }
 
 
-def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+def message(result: dict[str, Any], change: Change) -> dict[str, Any]:
     """Subject, a body a person can act on, and attributes for subscription filters."""
     verb = VERBS[result["decision"]]
     changed = [
