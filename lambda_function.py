@@ -3597,6 +3597,17 @@ EXAMPLES = {
 }
 
 
+def effective_conditions() -> dict[str, Any]:
+    """The conditions that run: the block as edited plus what the environment added to it,
+    logged once at each cold start, so that what an auditor reads in the logs is the whole
+    set (the block alone is not, where the template's parameters add to it)."""
+    found = {name: globals()[name] for name in EXAMPLES if name != "should_revert"}
+    found["DRY_RUN"] = (
+        is_dry_run()
+    )  # read at each event; as it stands at the cold start
+    return found
+
+
 def check_conditions() -> None:
     """Fail at load, loudly, on anything in the block that cannot be what was meant: one
     line per problem, naming the setting, the value and an example of a good one."""
@@ -3786,6 +3797,9 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     """Run the handler on saved events, CloudTrail logs or recent event history."""
     import argparse  # local use only: kept off the Lambda's cold start
 
+    global _retry_until
+    _retry_until = math.inf  # the command line has no Lambda deadline to stop retrying by
+
     parser = argparse.ArgumentParser(
         prog="python lambda_function.py",
         usage=USAGE,
@@ -3945,7 +3959,9 @@ def replay(events: Iterable[Any]) -> int:
     try:
         for event in events:
             try:
-                decision = lambda_handler(event, None)["decision"]
+                # The event handler, not lambda_handler: internal callers never go back
+                # through the entry point that tells a sweep or a batch by its shape.
+                decision = handle_event(event, None)["decision"]
             except RETRY_LATER:
                 decision = "error"  # the handler has logged it
             failed_call = bool(record_of(event).get("errorCode"))
@@ -3968,8 +3984,9 @@ def replay(events: Iterable[Any]) -> int:
 
 
 add_environment()
-
 check_conditions()
+if os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_"):  # a cold start
+    print(json.dumps({"effectiveConditions": effective_conditions()}, default=str))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -138,6 +139,37 @@ def test_the_environment_adds_to_the_block_and_is_checked_too(tmp_path):
         check=False,
     )
     assert "EXEMPT_PRINCIPALS = alice: is not an ARN or service" in done.stderr
+
+
+def test_a_cold_start_in_lambda_logs_the_conditions_that_run(tmp_path):
+    """The block plus what the environment added: one JSON line when Lambda loads the file
+    (and none when it is imported anywhere else, where stdout is the command line's)."""
+    shutil.copy(ROOT / "lambda_function.py", tmp_path)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "EXEMPT_PRINCIPALS": "arn:aws:iam::111122223333:role/NetworkAdmin",
+        "REVERT_EGRESS": "false",
+        "DRY_RUN": "true",
+    }
+    logged = []
+    for lambda_env in ({"AWS_EXECUTION_ENV": "AWS_Lambda_python3.13"}, {}):
+        done = subprocess.run(
+            [sys.executable, "-c", "import lambda_function"],
+            cwd=tmp_path,
+            env={**env, **lambda_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        logged.append(done.stdout.splitlines())
+    (line,), outside_lambda = logged
+    effective = json.loads(line)["effectiveConditions"]
+    # The environment's exemption comes after the block's, whatever the block holds.
+    assert effective["EXEMPT_PRINCIPALS"][-1:] == [
+        "arn:aws:iam::111122223333:role/NetworkAdmin"
+    ]
+    assert (effective["REVERT_EGRESS"], effective["DRY_RUN"]) == (False, True)
+    assert outside_lambda == []
 
 
 def edit_as_the_readme_says(source: str) -> str:

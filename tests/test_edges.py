@@ -979,3 +979,31 @@ def test_a_config_item_without_its_empty_lists_still_gives_the_old_value(
         "tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"
     ]
     assert bastion_of(ec2, group_id)["SecurityGroupRuleId"] == rule_id
+
+
+def test_a_record_without_its_region_is_read_in_the_envelopes(ec2, group_id):
+    """EventBridge's envelope names the region; a record without awsRegion is undone there."""
+    before = rule_set(ec2, group_id)
+    event = eventbridge(authorize(ec2, group_id, [SSH]))
+    del event["detail"]["awsRegion"]
+    result = lambda_handler(event, CONTEXT)
+    assert (result["decision"], result["region"]) == ("reverted", "us-east-1")
+    assert rule_set(ec2, group_id) == before
+
+
+def test_an_egress_rule_named_by_group_name_alone_is_unreadable_never_looked_up(
+    ec2, calls
+):
+    """Egress rules exist in VPCs only, where a group is named by its ID: a record that names
+    an egress call's group by name alone is odd, reported, and no group of that name (here
+    the default VPC's "default") is looked up or touched."""
+    (default,) = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"]
+    event = authorize(ec2, default["GroupId"], [SSH], egress=True, modern=False)
+    params = event["requestParameters"]
+    params["groupName"] = params.pop("groupId") and "default"
+    before = rules_of(ec2, default["GroupId"])
+    result = run(event)
+    assert result["decision"] == "unreadable"
+    assert "no readable groupId or groupName" in result["unreadable"]
+    assert calls == []
+    assert rules_of(ec2, default["GroupId"]) == before
