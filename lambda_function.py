@@ -247,6 +247,42 @@ class Outcome(TypedDict, total=False):
     unreadable: list[str]
 
 
+# The exceptions that pass between stages, in one place: what is ignored (BadEvent), what
+# is reported (Unreadable, OutOfReach) and what is raised for Lambda's retry (RETRY_LATER).
+
+
+class OutOfReach(Exception):
+    """The change is in an account this function has no way to act in."""
+
+
+class BadEvent(ValueError):
+    """The event changed nothing (unrelated, or a failed call): log it, don't retry."""
+
+
+class Unreadable(ValueError):
+    """Part of a successful change that cannot be read: reported, never silently dropped."""
+
+
+class NotRevoked(Exception):
+    """AWS answered a revoke without an error, but said it did not revoke: retry the event."""
+
+
+class DeadlineNear(BotoCoreError):
+    fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
+
+
+class ConfirmFirst(Exception):
+    """Raised before any write, where what follows would add access on a message's word."""
+
+
+class Unconfirmed(Exception):
+    """Event history does not hold the change (yet): a put-back waits for the retry."""
+
+
+# What is raised for Lambda's retry: AWS's errors, no connection or time, no revoke, no record.
+RETRY_LATER = (ClientError, BotoCoreError, NotRevoked, Unconfirmed)
+
+
 # ---------------------------------------------------------------------------------------------
 # The handler: one event, from reading it to its log line
 # ---------------------------------------------------------------------------------------------
@@ -279,10 +315,6 @@ DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
 
 def is_dry_run() -> bool:
     return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
-
-
-class OutOfReach(Exception):
-    """The change is in an account this function has no way to act in."""
 
 
 def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcome:
@@ -451,14 +483,6 @@ USER_ID = re.compile(r"\d{12}|amazon-elb")
 OCTET = r"(0|[1-9][0-9]{0,2})"
 
 IPV4_CIDR = re.compile(rf"{OCTET}\.{OCTET}\.{OCTET}\.{OCTET}/(0|[1-9][0-9]?)")
-
-
-class BadEvent(ValueError):
-    """The event changed nothing (unrelated, or a failed call): log it, don't retry."""
-
-
-class Unreadable(ValueError):
-    """Part of a successful change that cannot be read: reported, never silently dropped."""
 
 
 def read_change(event: Any) -> Change:
@@ -1164,10 +1188,6 @@ REJECTED = {
 DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
 
 
-class NotRevoked(Exception):
-    """AWS answered a revoke without an error, but said it did not revoke: retry the event."""
-
-
 def revoke(
     ec2: Any, change: Change, rules: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -1446,10 +1466,6 @@ _credentials: dict[str, dict[str, Any]] = {}
 _partition = "aws"  # from the function's own ARN: aws, aws-cn, aws-us-gov
 
 _retry_until = math.inf  # set by each invocation from the Lambda's remaining time
-
-
-class DeadlineNear(BotoCoreError):
-    fmt = "the Lambda's time is nearly spent; stopped retrying so the event is retried later"
 
 
 def client(service: str, region: str, account: str | None = None) -> Any:
@@ -2090,18 +2106,6 @@ def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
 # change is read again from CloudTrail event history by its event ID and decided anew on
 # AWS's own record. IAM actions: cloudtrail:LookupEvents.
 # =============================================================================================
-
-
-class ConfirmFirst(Exception):
-    """Raised before any write, where what follows would add access on a message's word."""
-
-
-class Unconfirmed(Exception):
-    """Event history does not hold the change (yet): a put-back waits for the retry."""
-
-
-# What is raised for Lambda's retry: AWS's errors, no connection or time, no revoke, no record.
-RETRY_LATER = (ClientError, BotoCoreError, NotRevoked, Unconfirmed)
 
 
 def confirm_first(change: Change, dry_run: bool) -> None:
@@ -3798,7 +3802,9 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     import argparse  # local use only: kept off the Lambda's cold start
 
     global _retry_until
-    _retry_until = math.inf  # the command line has no Lambda deadline to stop retrying by
+    _retry_until = (
+        math.inf
+    )  # the command line has no Lambda deadline to stop retrying by
 
     parser = argparse.ArgumentParser(
         prog="python lambda_function.py",
