@@ -3568,11 +3568,419 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 
 
 # =============================================================================================
+# Audit: what is open already (python lambda_function.py --audit, --suggest)
+#
+# Every rule of every group, judged as if a principal who is not exempt had just added it:
+# each rule becomes the CloudTrail record of an Authorize call that created it, read by
+# read_change and decided by the handler's own deciding functions, so that what the audit
+# says would be reverted is what the handler would revert. One paginated
+# DescribeSecurityGroupRules walk per region, one DescribeSecurityGroups walk when the
+# conditions need VPCs or tags. It changes nothing.
+# =============================================================================================
+
+AUDIT_COLUMNS = (
+    "account",
+    "region",
+    "groupId",
+    "securityGroupRuleId",
+    "rule",
+    "description",
+    "verdict",
+    "why",
+)
+AUDIT_USAGE = """python lambda_function.py --audit [--region R ...] [--accounts ID,ID ...]
+                                  [--format table|json|csv]
+       python lambda_function.py --suggest [--region R ...] [--accounts ID,ID ...]"""
+
+
+def audit_main(argv: list[str]) -> int:
+    """--audit and --suggest: read every rule, judge it, print; 1 if any rule would be
+    reverted or any account or region could not be read, 0 otherwise."""
+    import argparse  # local use only
+
+    parser = argparse.ArgumentParser(
+        prog="python lambda_function.py",
+        usage=AUDIT_USAGE,
+        description="Judge every rule open today as if a principal who is not exempt "
+        "had just added it, with the CONDITIONS block as it is. Changes nothing; "
+        "needs ec2:DescribeSecurityGroupRules, ec2:DescribeSecurityGroups and "
+        "sts:GetCallerIdentity (with --accounts: sts:AssumeRole on the member role).",
+    )
+    parser.add_argument("--audit", action="store_true", help="print every verdict")
+    parser.add_argument(
+        "--suggest",
+        action="store_true",
+        help="print ALLOWED_RULES entries that would keep the rules open today",
+    )
+    parser.add_argument(
+        "--region", action="append", help="a region to read (repeat; default: boto3's)"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=account_list,
+        default=[],
+        help="member accounts (comma-separated), read through MEMBER_ROLE_NAME",
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    args = parser.parse_args(argv)
+    regions = args.region or [
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+    ]
+    if not all(REGION.fullmatch(region) for region in regions):
+        parser.error(f"not a region: {regions}")
+    if args.accounts and not MEMBER_ROLE_NAME:
+        parser.error("--accounts needs MEMBER_ROLE_NAME (CONDITIONS or environment)")
+    verdicts, unreachable = audit(regions, args.accounts)
+    if args.suggest:
+        print(suggestion_text(verdicts))
+    else:
+        print(audit_text(verdicts, args.format), end="")
+    print(audit_summary(verdicts, unreachable), file=sys.stderr)
+    for where, why in unreachable:
+        print(f"unreachable: {where}: {why}", file=sys.stderr)
+    reverted = any(verdict["verdict"] == "would revert" for verdict in verdicts)
+    return 1 if reverted or unreachable else 0
+
+
+def account_list(text: str) -> list[str]:
+    import argparse
+
+    accounts = [account.strip() for account in text.split(",") if account.strip()]
+    if not all(ACCOUNT_ID.fullmatch(account) for account in accounts):
+        raise argparse.ArgumentTypeError(f"wants 12-digit account IDs: {text!r}")
+    return accounts
+
+
+def audit(
+    regions: list[str], accounts: list[str]
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(a verdict per rule, (account or account/region, why) for each that was not read).
+    The own account with the caller's credentials, then each member account through its
+    member role; one that cannot be reached is named and the others are still read."""
+    verdicts: list[dict[str, Any]] = []
+    unreachable: list[tuple[str, str]] = []
+    places: list[str | None] = [None, *accounts]
+    for account in places:
+        for region in regions:
+            where = f"{account or 'own account'}/{region}"
+            try:
+                found = audit_region(region, account)
+            except (ClientError, BotoCoreError) as error:
+                reason = error_reason(error) if isinstance(error, ClientError) else ""
+                unreachable.append(
+                    (where, reason or f"{type(error).__name__}: {error}")
+                )
+                if account is not None and account not in _credentials:
+                    break  # the role could not be assumed: no other region will do
+                continue
+            verdicts += found
+    return verdicts, unreachable
+
+
+def audit_region(region: str, account: str | None) -> list[dict[str, Any]]:
+    """Every rule of one account and region, judged."""
+    ec2 = client("ec2", region, account)
+    owner = account or own_identity(region)[0].split(":")[4]
+    rules = []
+    # IAM: ec2:DescribeSecurityGroupRules
+    for page in ec2.get_paginator("describe_security_group_rules").paginate(
+        PaginationConfig={"PageSize": 1000}
+    ):
+        rules += page["SecurityGroupRules"]
+    facts = groups_in_bulk(ec2) if audit_needs_facts() else {}
+    return [judge_rule(found, region, owner, facts) for found in rules]
+
+
+def audit_needs_facts() -> bool:
+    """The conditions that read a group's VPC or tags (needs_group_facts, for a group
+    whose ID is known)."""
+    return needs_group_facts({"groupId": "known"})
+
+
+def groups_in_bulk(ec2: Any) -> dict[str, dict[str, Any]]:
+    """groupId -> {vpcId, tags, groupName} of every group: one paginated walk."""
+    found = {}
+    # IAM: ec2:DescribeSecurityGroups
+    for page in ec2.get_paginator("describe_security_groups").paginate():
+        for group in page["SecurityGroups"]:
+            found[group["GroupId"]] = {
+                "vpcId": group.get("VpcId"),
+                "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
+                "groupName": group.get("GroupName"),
+            }
+    return found
+
+
+def as_authorized(found: dict[str, Any], region: str, account: str) -> dict[str, Any]:
+    """The CloudTrail record of an Authorize call that created this rule just now, by a
+    principal no exemption names: its one rule in the response's securityGroupRuleSet,
+    in CloudTrail's vocabulary (camelCase keys), as the real records carry it."""
+    item = {
+        key[:1].lower() + key[1:]: value
+        for key, value in found.items()
+        if key not in ("Tags", "ReferencedGroupInfo")
+    }
+    if isinstance(found.get("ReferencedGroupInfo"), dict):
+        item["referencedGroupInfo"] = {
+            key[:1].lower() + key[1:]: value
+            for key, value in found["ReferencedGroupInfo"].items()
+        }
+    egress = found.get("IsEgress") is True
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": "AuthorizeSecurityGroup" + ("Egress" if egress else "Ingress"),
+        "eventTime": now,
+        "awsRegion": region,
+        "recipientAccountId": account,
+        "userIdentity": {"type": "IAMUser"},  # no ARN: no exemption can match it
+        "requestParameters": {"groupId": found.get("GroupId")},
+        "responseElements": {"securityGroupRuleSet": {"items": [item]}},
+    }
+
+
+def judge_rule(
+    found: dict[str, Any], region: str, account: str, facts: dict[str, dict]
+) -> dict[str, Any]:
+    """One rule's verdict: what the handler would do had the rule just been added."""
+    change = read_change(as_authorized(found, region, account))
+    group_id = found.get("GroupId")
+    if group_id in facts:
+        change.update({k: v for k, v in facts[group_id].items() if k != "groupName"})
+    elif audit_needs_facts():
+        change.update({"vpcId": None, "tags": {}})  # a group gone since the walk
+    verdict = {
+        "account": account,
+        "region": region,
+        "groupId": group_id,
+        "groupName": facts.get(group_id, {}).get("groupName"),
+        "securityGroupRuleId": found.get("SecurityGroupRuleId"),
+        "rule": describe(change["rules"][0]) if change["rules"] else "?",
+        "description": found.get("Description") or "",
+        "locked": group_id is not None and is_locked(change),
+        "change": change,
+    }
+    return verdict | decide_as_added(change)
+
+
+def decide_as_added(change: dict[str, Any]) -> dict[str, Any]:
+    """The handler's decision on a fresh Authorize of the rule (handle_as_read, then
+    undo): the group's exemptions, the rules allowed to stay, should_revert."""
+    if change["unreadable"] or not change["rules"]:
+        why = "; ".join(change["unreadable"]) or "no rule read"
+        return {"verdict": "would revert", "why": f"unreadable: {why}", "entry": None}
+    reason = principal_exemption(change) or unlocked_exemption(change)
+    if reason:
+        return {"verdict": "kept", "why": reason, "entry": None}
+    revoking, allowed = split_rules(change)
+    if allowed:
+        entry = next(
+            (e for e in ALLOWED_RULES if matches(allowed[0], e)), None
+        )  # None: REVERT_EGRESS is off
+        why = (
+            f"allowed by ALLOWED_RULES[{ALLOWED_RULES.index(entry)}]"
+            if entry is not None
+            else "egress rules are not reverted (REVERT_EGRESS)"
+        )
+        return {"verdict": "kept", "why": why, "entry": entry}
+    approved, why = verdict_of_should_revert({**change, "rules": revoking})
+    if not approved:
+        return {"verdict": "kept", "why": why, "entry": None}
+    if is_locked(change):
+        why = why or "the group is locked: nothing may be added"
+    return {
+        "verdict": "would revert",
+        "why": why or "not approved by the conditions",
+        "entry": None,
+    }
+
+
+def audit_text(verdicts: list[dict[str, Any]], form: str) -> str:
+    """The verdicts as a table, JSON or CSV."""
+    rows = [
+        {
+            **{key: verdict.get(key) or "" for key in AUDIT_COLUMNS},
+            "groupId": (verdict["groupId"] or "?")
+            + (f" ({verdict['groupName']})" if verdict.get("groupName") else ""),
+        }
+        for verdict in sorted(verdicts, key=audit_order)
+    ]
+    if form == "json":
+        keys = (*AUDIT_COLUMNS, "groupName", "locked", "entry")
+        found = [
+            {key: v.get(key) for key in keys} for v in sorted(verdicts, key=audit_order)
+        ]
+        return (
+            json.dumps(
+                {"rules": found, "lockedGroups": locked_groups(verdicts)}, indent=2
+            )
+            + "\n"
+        )
+    if form == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    widths = {
+        key: min(40, max([len(key), *(len(str(row[key])) for row in rows)]))
+        for key in AUDIT_COLUMNS
+    }
+    lines = ["  ".join(key.ljust(widths[key]) for key in AUDIT_COLUMNS).rstrip()]
+    for row in rows:
+        cells = [str(row[key])[:40].ljust(widths[key]) for key in AUDIT_COLUMNS[:-1]]
+        lines.append("  ".join([*cells, str(row["why"])]))
+    locked = locked_groups(verdicts)
+    lines.append(f"locked groups: {', '.join(locked) if locked else 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+def audit_order(verdict: dict[str, Any]) -> tuple:
+    return (
+        verdict["account"],
+        verdict["region"],
+        verdict["groupId"] or "",
+        verdict["change"]["isEgress"],
+        verdict["rule"],
+    )
+
+
+def locked_groups(verdicts: list[dict[str, Any]]) -> list[str]:
+    return sorted({v["groupId"] for v in verdicts if v["locked"] and v["groupId"]})
+
+
+def audit_summary(
+    verdicts: list[dict[str, Any]], unreachable: list[tuple[str, str]]
+) -> str:
+    groups = {(v["account"], v["region"], v["groupId"]) for v in verdicts}
+    reverted = sum(v["verdict"] == "would revert" for v in verdicts)
+    return (
+        f"summary: {len(verdicts)} rules in {len(groups)} groups: {reverted} would be "
+        f"reverted, {len(verdicts) - reverted} kept; {len(locked_groups(verdicts))} "
+        f"locked groups; {len(unreachable)} unreachable"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit: ALLOWED_RULES entries that would keep what is open today
+# ---------------------------------------------------------------------------------------------
+
+
+def suggested_entries(
+    verdicts: list[dict[str, Any]],
+) -> tuple[list[tuple[dict[str, Any], list[str]]], list[str]]:
+    """(entries each with the rules it keeps, rules no entry can keep). One entry per
+    direction, protocol and source, its ports the rules' own: ranges that touch or
+    overlap are joined, since together they open those ports already; nothing wider.
+    An entry allows its rule in every guarded group, not only where it is today."""
+    shapes: dict[tuple, list[tuple[dict, str]]] = {}
+    cannot = []
+    for verdict in verdicts:
+        if verdict["verdict"] != "would revert":
+            continue
+        rule = (verdict["change"]["rules"] or [{}])[0]
+        where = f"{verdict['groupId']} {verdict['rule']}"
+        if verdict["locked"]:
+            cannot.append(f"{where}: the group is locked; no entry keeps a rule there")
+            continue
+        source = entry_source(rule)
+        if source is None:
+            cannot.append(f"{where}: no ALLOWED_RULES key names its source")
+            continue
+        key = (rule["isEgress"], rule["ipProtocol"], *source.items())
+        shapes.setdefault(key, []).append((rule, where))
+    entries = []
+    for (is_egress, protocol, *source), found in sorted(shapes.items(), key=str):
+        base = {"isEgress": is_egress, "ipProtocol": protocol}
+        for ports, kept in port_entries(protocol, found):
+            entries.append(({**base, **ports, **dict(source)}, kept))
+    return entries, cannot
+
+
+def entry_source(rule: dict[str, Any]) -> dict[str, str] | None:
+    if "unreadable" in rule or "ipProtocol" not in rule:
+        return None
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    if cidr:
+        return {"cidr": str(ipaddress.ip_network(cidr, strict=False))}
+    if rule.get("prefixListId"):
+        return {"prefixListId": rule["prefixListId"]}
+    group = (rule.get("referencedGroupInfo") or {}).get("groupId")
+    return {"referencedGroupId": group} if group else None
+
+
+def port_entries(
+    protocol: str, found: list[tuple[dict, str]]
+) -> list[tuple[dict[str, int], list[str]]]:
+    """The port keys of the entries for rules of one shape: ICMP type and code exactly,
+    nothing for protocols whose ports mean nothing, joined ranges for tcp and udp."""
+    if opens_every_port(protocol):
+        return [({}, [where for _, where in found])]
+    if protocol in ICMP:
+        by_type: dict[tuple[int, int], list[str]] = {}
+        for rule, where in found:
+            key = (rule.get("fromPort", -1), rule.get("toPort", -1))
+            by_type.setdefault(key, []).append(where)
+        return [
+            ({"fromPort": low, "toPort": high}, kept)
+            for (low, high), kept in sorted(by_type.items())
+        ]
+    spans: list[list] = []  # [low, high, wheres], joined where they touch or overlap
+    for (low, high), where in sorted(
+        (port_range(rule), where) for rule, where in found
+    ):
+        if spans and low <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], high)
+            spans[-1][2].append(where)
+        else:
+            spans.append([low, high, [where]])
+    return [({"fromPort": low, "toPort": high}, kept) for low, high, kept in spans]
+
+
+def suggestion_text(verdicts: list[dict[str, Any]]) -> str:
+    """The entries as Python to paste over the CONDITIONS block's ALLOWED_RULES, each with
+    a comment naming the rules it keeps; checked as the file checks it at load."""
+    entries, cannot = suggested_entries(verdicts)
+    present = [
+        (entry, kept) for entry, kept in entries if not allowed_rule_problems(entry)
+    ]
+    lines = [
+        "# Suggested by python lambda_function.py --suggest: review each entry; it",
+        "# allows its rule in every guarded group, not only in the groups named.",
+    ]
+    lines += [f"# Not kept by any entry: {line}" for line in cannot]
+    lines.append("ALLOWED_RULES: list[dict[str, Any]] = [")
+    if ALLOWED_RULES:
+        lines.append("    # Already in ALLOWED_RULES:")
+        lines += [f"    {entry_literal(entry)}," for entry in ALLOWED_RULES]
+    for entry, kept in present:
+        more = f" (+{len(kept) - 3} more)" if len(kept) > 3 else ""
+        lines.append(f"    # {'; '.join(kept[:3])}{more}")
+        lines.append(f"    {entry_literal(entry)},")
+    lines.append("]")
+    return "\n".join(lines)
+
+
+def entry_literal(entry: dict[str, Any]) -> str:
+    """An entry as the CONDITIONS block writes it: {"ipProtocol": "tcp", "fromPort": 443}."""
+    pairs = (
+        f"{json.dumps(key)}: "
+        + (json.dumps(value) if type(value) is str else repr(value))
+        for key, value in entry.items()
+    )
+    return "{" + ", ".join(pairs) + "}"
+
+
+# =============================================================================================
 # Local use: replay saved events or a CloudTrail log, or audit the recent past
 # =============================================================================================
 
 USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run]
-       python lambda_function.py --since 24h [--region REGION] [--dry-run]"""
+       python lambda_function.py --since 24h [--region REGION] [--dry-run]
+       python lambda_function.py --audit | --suggest ... (--audit --help)"""
 DESCRIPTION = """Run the guardrail on this machine, as the deployed function would.
 
 FILE: a saved EventBridge event, a bare CloudTrail record, a JSON list of them, or a
@@ -3590,6 +3998,8 @@ HISTORY_DAYS = 90  # how far back CloudTrail event history goes
 
 def main(argv: list[str], cloudtrail: Any = None) -> int:
     """Run the handler on saved events, CloudTrail logs or recent event history."""
+    if {"--audit", "--suggest"} & set(argv):  # what is open already: changes nothing
+        return audit_main(argv)
     import argparse  # local use only: kept off the Lambda's cold start
 
     parser = argparse.ArgumentParser(
