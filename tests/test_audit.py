@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cloudtrail import ACCOUNT, SSH, authorize, rule_set, rules_of
-from conftest import CONTEXT
+from conftest import CONTEXT, with_shipped_conditions
 
 import lambda_function
 from lambda_function import audit, lambda_handler, main
@@ -343,3 +344,22 @@ def test_member_accounts_are_read_through_their_role_and_an_unreachable_one_is_n
     assert f"unreachable: {UNREACHABLE}/us-east-1: AccessDenied" in err
     assert "the role needs sts:AssumeRole" in err
     assert status == 1
+
+
+def test_make_audit_audits_the_demos_groups_on_the_embedded_aws():
+    done = subprocess.run(
+        with_shipped_conditions(
+            "import demo; sys.exit(demo.main(['--audit', '--format', 'json']))"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # the shipped block allows nothing
+    found = json.loads(done.stdout[done.stdout.index("\n{") :])
+    rules = {r["rule"]: r for r in found["rules"]}
+    assert rules["tcp 443 from 0.0.0.0/0"]["description"] == "public HTTPS"
+    assert rules["tcp 443 from 0.0.0.0/0"]["verdict"] == "would revert"
+    assert len(found["lockedGroups"]) == 1  # the demo's db group
+    assert "summary: 9 rules in 4 groups: 9 would be reverted" in done.stderr
