@@ -2374,6 +2374,7 @@ def handle_event(
         report_error(summary, change, error_reason(error))
         raise
     notify(result, change)
+    report_finding(result, change)  # after the undo and the SNS message, never before
     return log(result)
 
 
@@ -2381,6 +2382,7 @@ def report_error(summary: dict, change: dict, reason: str) -> None:
     """An error is logged and notified before it is raised for Lambda to retry."""
     result = outcome(summary, "error", left_open(change, reason))
     notify(result, change)
+    report_finding(result, change)
     log(result)
 
 
@@ -3109,6 +3111,7 @@ def finish(summary: dict, change: dict, done: dict, gone: list[dict]) -> None:
         done["reason"] = reason_of(change, done, False)
     result = outcome(summary, decision_of(done, False), done)
     notify(result, change)
+    report_finding(result, change)
     log(result)
 
 
@@ -3486,7 +3489,8 @@ def notify(result: dict[str, Any], change: dict[str, Any]) -> None:
         return
     try:
         # IAM: sns:Publish
-        client("sns", found[1]).publish(TopicArn=topic, **message(result, change))
+        sent = chat_form(message(result, change), result, change)
+        client("sns", found[1]).publish(TopicArn=topic, **sent)
         result["notification"] = "sent"
     except (ClientError, BotoCoreError) as error:
         result["notification"] = f"failed: {error}"
@@ -3528,6 +3532,7 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
         ("Left open, not readable (undo by hand):", result.get("unreadable", [])),
         ("Left open, changed since the event (check by hand):", changed),
         ("Kept (allowed):", result.get("keptRules", [])),
+        ("Descriptions, as the change recorded them:", rule_descriptions(change)),
         ("Already gone:", result.get("alreadyGone", [])),
     ]
     lines = [
@@ -3565,6 +3570,304 @@ def message(result: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
         "Message": "\n".join(lines),
         "MessageAttributes": attributes,
     }
+
+
+# =============================================================================================
+# Findings and chat: a Security Hub finding per change told (SECURITY_HUB_FINDINGS=true), and
+# the notification rendered for chat (CHAT_NOTIFICATIONS=true); both off by default
+# =============================================================================================
+
+# Exposure, for a finding's severity: admin ports open to the world are critical.
+ADMIN_PORTS = (22, 23, 3389, 5985, 5986)  # SSH, Telnet, RDP, WinRM over HTTP and HTTPS
+FINDING_TYPE = (
+    "Software and Configuration Checks/AWS Security Best Practices/Network Reachability"
+)
+ASFF_VERSION = "2018-10-08"  # the only SchemaVersion of the AWS Security Finding Format
+
+
+def switched_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
+def report_finding(result: dict[str, Any], change: dict[str, Any]) -> None:
+    """After the undo and after the SNS message: the change as one Security Hub finding,
+    active while it is open, resolved once reverted. Its ID is the event's, so a retry
+    updates the finding instead of adding one. A failure is logged in the result, counted
+    (metric FindingsFailed), and never raised: the undo is done, the SNS message sent."""
+    if not switched_on("SECURITY_HUB_FINDINGS"):
+        return
+    status = finding_status(result)
+    if status is None:
+        return
+    account, region = result.get("account"), result.get("region")
+    if not (account and region):
+        result["finding"] = (
+            "failed: the change names no account or region to file it in"
+        )
+        count_failed_finding()
+        return
+    try:
+        finding = asff_finding(result, change, status)
+        # The finding is filed in the change's account: through the member role where the
+        # function acted through it; an account can import findings for itself only.
+        member = account if account in _credentials else None
+        hub = client("securityhub", region, member)
+        # IAM: securityhub:BatchImportFindings
+        answer = hub.batch_import_findings(Findings=[finding])
+        if answer.get("FailedCount"):
+            refused = (answer.get("FailedFindings") or [{}])[0]
+            raise ValueError(
+                f"{refused.get('ErrorCode')}: {refused.get('ErrorMessage')}"
+            )
+        result["finding"] = f"imported {finding['Id']} ({status.lower()})"
+    except Exception as error:  # noqa: BLE001 -- a finding never blocks or breaks the undo
+        result["finding"] = f"failed: {type(error).__name__}: {str(error)[:300]}"
+        count_failed_finding()
+
+
+def finding_status(result: dict[str, Any]) -> str | None:
+    """RESOLVED for a change reverted, NEW for one left open (a dry run's too), None for
+    what the topic is not told either (kept, ignored, the canary's routine revert)."""
+    decision = result["decision"]
+    if result.get("groupId") == canary_group_id() and decision in (
+        "reverted",
+        "already-gone",
+    ):
+        return None
+    if decision == "reverted" and result["rules"]:
+        return "RESOLVED"
+    if decision in LEFT_OPEN or (decision == "dry-run" and result["rules"]):
+        return "NEW"
+    return None
+
+
+def exposure(change: dict[str, Any]) -> str:
+    """A severity label from what the change's rules let in. A change whose rules cannot be
+    read (or a tag, prefix-list or association change) is HIGH: its reach is unknown."""
+    rules = change.get("rules") or []
+    if not rules or change.get("unreadable"):
+        return "HIGH"
+    found = "LOW"
+    for rule in rules:
+        if "ipProtocol" not in rule or "unreadable" in rule:
+            return "HIGH"
+        cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+        world = bool(cidr) and ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+        inward = rule.get("isEgress") is not True  # an edit's direction unknown: inward
+        low, high = port_range(rule)
+        admin = rule["ipProtocol"] not in ICMP and any(
+            low <= p <= high for p in ADMIN_PORTS
+        )
+        if inward and world and admin:
+            return "CRITICAL"
+        label = "HIGH" if inward and world else "MEDIUM" if inward or world else "LOW"
+        found = max(found, label, key=SEVERITIES.index)
+    return found
+
+
+SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+
+
+def asff_finding(
+    result: dict[str, Any], change: dict[str, Any], status: str
+) -> dict[str, Any]:
+    """The change in the AWS Security Finding Format, with every required top-level
+    attribute (Security Hub User Guide, "Required top-level ASFF attributes": SchemaVersion,
+    Id, ProductArn, GeneratorId, AwsAccountId, Types, CreatedAt, UpdatedAt, Severity,
+    Title, Description, Resources). Custom findings use the account's default product."""
+    account, region = result["account"], result["region"]
+    now = datetime.datetime.now(datetime.UTC)
+    made = time_of(change) or now
+    told = message(result, change)
+    reach = exposure(change)
+    finding: dict[str, Any] = {
+        "SchemaVersion": ASFF_VERSION,
+        "Id": finding_id(result, change),
+        "ProductArn": f"arn:{_partition}:securityhub:{region}:{account}:product/{account}/default",
+        "GeneratorId": "sg-guardrail",
+        "AwsAccountId": account,
+        "Types": [FINDING_TYPE],
+        "CreatedAt": asff_time(made),
+        "UpdatedAt": asff_time(now),
+        # Reverted: nothing is open any more; the exposure it had is in ProductFields.
+        "Severity": {"Label": "INFORMATIONAL" if status == "RESOLVED" else reach},
+        "Title": told["Subject"][:256],
+        "Description": told["Message"][:1024],
+        "SourceUrl": console_url(region, result.get("groupId")),
+        "Resources": [finding_resource(result, region, account)],
+        "ProductFields": {
+            f"sg-guardrail/{key}": str(result.get(key) or "unknown")[:2048]
+            for key in ("decision", "eventId", "eventName", "actor")
+        }
+        | {"sg-guardrail/exposure": reach},
+        "Workflow": {"Status": status},
+        # RecordState is the provider's to change (Workflow is the customer's once set):
+        # a change first left open, then reverted by a retry, is archived by the update.
+        "RecordState": "ARCHIVED" if status == "RESOLVED" else "ACTIVE",
+    }
+    if status == "NEW":
+        finding["Remediation"] = {
+            "Recommendation": {
+                "Text": f"{VERBS[result['decision']]}: {result['reason']}"[:512]
+            }
+        }
+    return finding
+
+
+def finding_id(result: dict[str, Any], change: dict[str, Any]) -> str:
+    """One ID per event, the same on every retry: the event's ID, or a digest of what the
+    record says when it has none."""
+    where = f"sg-guardrail/{result['region']}/{result['account']}"
+    if result.get("eventId"):
+        return f"{where}/{result['eventId']}"[:512]
+    import hashlib  # only for records without an event ID
+
+    said = [result.get(k) for k in ("eventName", "eventTime", "groupId", "actor")]
+    said.append(sorted(describe(rule) for rule in change.get("rules") or []))
+    digest = hashlib.sha256(json.dumps(said, default=str).encode()).hexdigest()
+    return f"{where}/no-event-id-{digest[:32]}"
+
+
+def asff_time(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def console_url(region: str | None, group_id: str | None) -> str:
+    return (
+        f"https://{region}.console.aws.amazon.com/ec2/home?region={region}"
+        f"#SecurityGroup:groupId={group_id}"
+    )
+
+
+def finding_resource(result: dict[str, Any], region: str, account: str) -> dict:
+    """The group changed (AwsEc2SecurityGroup), else the prefix list, else the event."""
+    base = f"arn:{_partition}:ec2:{region}:{account}"
+    if result.get("groupId"):
+        return {
+            "Type": "AwsEc2SecurityGroup",
+            "Id": f"{base}:security-group/{result['groupId']}",
+            "Partition": _partition,
+            "Region": region,
+        }
+    if result.get("prefixListId"):
+        kind, name = "Other", f"{base}:prefix-list/{result['prefixListId']}"
+    else:
+        kind, name = "Other", f"{result.get('eventName')} {result.get('eventId')}"
+    return {"Type": kind, "Id": name[:512], "Partition": _partition, "Region": region}
+
+
+def count_failed_finding() -> None:
+    """A line of its own for the metric (Embedded Metric Format), FindingsFailed=1."""
+    metrics = {
+        "Timestamp": int(time.time() * 1000),
+        "CloudWatchMetrics": [
+            {
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [{"Name": "FindingsFailed", "Unit": "Count"}],
+            }
+        ],
+    }
+    print(json.dumps({"FindingsFailed": 1, "_aws": metrics}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings and chat: the same one SNS message, rendered for chat
+# ---------------------------------------------------------------------------------------------
+
+
+def rule_descriptions(change: dict[str, Any]) -> list[str]:
+    """Each rule's description as the change recorded it, quoted: 'tcp 22 from
+    0.0.0.0/0: "debugging, remove later"'. The description is whoever made the change's
+    text: json.dumps quotes it and escapes what it holds."""
+    return [
+        f"{describe(rule)}: {json.dumps(rule['description'])}"
+        for rule in change.get("rules") or []
+        if isinstance(rule, dict) and rule.get("description")
+    ]
+
+
+def chat_form(
+    sent: dict[str, Any], result: dict[str, Any], change: dict[str, Any]
+) -> dict[str, Any]:
+    """With CHAT_NOTIFICATIONS=true, the same one Publish carries a rendering for chat.
+
+    MessageStructure="json" (SNS API reference, Publish): the Message is a JSON object
+    whose "default" string goes to every protocol without a key of its own, and a
+    protocol's key overrides it. Amazon Q Developer in chat applications (formerly AWS
+    Chatbot) subscribes to the topic over HTTPS and renders messages in its custom
+    notification schema (Amazon Q Developer in chat applications Administrator Guide,
+    "Custom notifications", https://docs.aws.amazon.com/chatbot/latest/adminguide/custom-notifs.html):
+    version "1.0", source "custom", content {textType, title, description, nextSteps,
+    keywords}, metadata. So "https" holds the chat rendering, "email" and "default" the
+    text as it always was: email, SQS and Lambda subscribers get what they got before.
+    Any other HTTPS subscriber (a webhook) gets the chat JSON instead of the text: that
+    is why the switch exists, and is off by default."""
+    if not switched_on("CHAT_NOTIFICATIONS"):
+        return sent
+    text = sent["Message"]
+    structured = {
+        "default": text,
+        "email": text,
+        "https": json.dumps(chat_message(sent, result, change)),
+    }
+    return {**sent, "Message": json.dumps(structured), "MessageStructure": "json"}
+
+
+def chat_message(
+    sent: dict[str, Any], result: dict[str, Any], change: dict[str, Any]
+) -> dict[str, Any]:
+    """The custom notification: what happened, the rules, their descriptions, and the
+    console link. Text from the change (descriptions, names) goes in code spans, so that
+    whoever made it cannot put a link or a mention in the team's channel."""
+    region, group = result.get("region"), result.get("groupId")
+    lines = [f"*{VERBS[result['decision']]}*: {result['reason']}"]
+    lines.append(f"Who: {code_span(result.get('actor'))}")
+    lines.append(
+        f"Where: {code_span(result.get('account'))} {code_span(region)} "
+        f"{code_span(group or result.get('prefixListId'))}"
+    )
+    for title, found in (
+        ("Rules", result["rules"]),
+        ("Left open", result.get("leftOpen", [])),
+        ("Not readable", result.get("unreadable", [])),
+        ("Kept", result.get("keptRules", [])),
+        ("Descriptions", rule_descriptions(change)),
+    ):
+        lines += [f"{title}:"] + [f"• {code_span(item)}" for item in found[:10]]
+    console = console_url(region, group)
+    steps = [f"Open the group in the console: {console}"]
+    if result["decision"] in LEFT_OPEN or result["decision"] == "dry-run":
+        steps.insert(0, "Undo the change by hand if no retry succeeds")
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": str(result.get("eventId") or ""),
+        "content": {
+            "textType": "client-markdown",
+            "title": sent["Subject"],
+            "description": "\n".join(lines)[:3500],
+            "nextSteps": steps,
+            "keywords": [
+                str(result["decision"]),
+                str(result.get("eventName")),
+                str(region),
+            ],
+        },
+        "metadata": {
+            "threadId": str(group or result.get("prefixListId") or "sg-guardrail"),
+            "summary": sent["Subject"],
+            "eventType": str(result["decision"]),
+            "relatedResources": [str(group or result.get("prefixListId"))],
+            "additionalContext": {"eventId": str(result.get("eventId"))},
+        },
+    }
+
+
+def code_span(value: Any) -> str:
+    """A value as inline code: backticks and line breaks taken out, length bounded."""
+    text = " ".join(str(value).replace("`", "'").split())[:300]
+    return f"`{text}`"
 
 
 # =============================================================================================
