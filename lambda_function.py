@@ -3834,10 +3834,15 @@ def chat_message(
         ("Kept", result.get("keptRules", [])),
         ("Descriptions", rule_descriptions(change)),
     ):
-        lines += [f"{title}:"] + [f"• {code_span(item)}" for item in found[:10]]
+        if found:
+            lines += [f"{title}:"] + [f"• {code_span(item)}" for item in found[:10]]
     console = console_url(region, group)
     steps = [f"Open the group in the console: {console}"]
-    if result["decision"] in LEFT_OPEN or result["decision"] == "dry-run":
+    if result["decision"] == "dry-run":
+        steps.insert(
+            0, "Nothing was changed (dry run): undo it by hand if it must not stay"
+        )
+    elif result["decision"] in LEFT_OPEN:
         steps.insert(0, "Undo the change by hand if no retry succeeds")
     return {
         "version": "1.0",
@@ -3845,7 +3850,7 @@ def chat_message(
         "id": str(result.get("eventId") or ""),
         "content": {
             "textType": "client-markdown",
-            "title": sent["Subject"],
+            "title": re.sub(r"[\[\]<>`@]", "?", sent["Subject"]),  # no link, no mention
             "description": "\n".join(lines)[:3500],
             "nextSteps": steps,
             "keywords": [

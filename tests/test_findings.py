@@ -333,3 +333,17 @@ def test_a_backtick_in_a_description_cannot_close_the_code_span(
     description = chat["content"]["description"].splitlines()
     line = next(found for found in description if "@here" in found)
     assert line.count("`") == 2 and line.startswith("• `") and line.endswith("`")
+
+
+def test_a_forged_actor_cannot_put_a_link_in_the_chat_title(
+    ec2, group_id, published, monkeypatch, inbox
+):
+    monkeypatch.setenv("CHAT_NOTIFICATIONS", "true")
+    identity = {"type": "IAMUser", "arn": "arn:aws:iam::1:user/[x](https://b) <@U1>"}
+    lambda_handler(authorize(ec2, group_id, [SSH], identity=identity), CONTEXT)
+    chat = json.loads(json.loads(published[0]["Message"])["https"])
+    assert not set("[]<>@") & set(chat["content"]["title"])
+    assert (
+        "Who: `arn:aws:iam::1:user/[x](https://b) <@U1>`\n"
+        in chat["content"]["description"]
+    )
