@@ -3676,14 +3676,15 @@ def asff_finding(
     Id, ProductArn, GeneratorId, AwsAccountId, Types, CreatedAt, UpdatedAt, Severity,
     Title, Description, Resources). Custom findings use the account's default product."""
     account, region = result["account"], result["region"]
+    partition = partition_of(region)
     now = datetime.datetime.now(datetime.UTC)
-    made = time_of(change) or now
+    made = time_of({"eventTime": result.get("eventTime")}) or now
     told = message(result, change)
     reach = exposure(change)
     finding: dict[str, Any] = {
         "SchemaVersion": ASFF_VERSION,
         "Id": finding_id(result, change),
-        "ProductArn": f"arn:{_partition}:securityhub:{region}:{account}:product/{account}/default",
+        "ProductArn": f"arn:{partition}:securityhub:{region}:{account}:product/{account}/default",
         "GeneratorId": "sg-guardrail",
         "AwsAccountId": account,
         "Types": [FINDING_TYPE],
@@ -3694,7 +3695,7 @@ def asff_finding(
         "Title": told["Subject"][:256],
         "Description": told["Message"][:1024],
         "SourceUrl": console_url(region, result.get("groupId")),
-        "Resources": [finding_resource(result, region, account)],
+        "Resources": [finding_resource(result, partition, region, account)],
         "ProductFields": {
             f"sg-guardrail/{key}": str(result.get(key) or "unknown")[:2048]
             for key in ("decision", "eventId", "eventName", "actor")
@@ -3739,21 +3740,30 @@ def console_url(region: str | None, group_id: str | None) -> str:
     )
 
 
-def finding_resource(result: dict[str, Any], region: str, account: str) -> dict:
+def partition_of(region: str) -> str:
+    """The partition of a region: the ARNs of a finding filed there are in it."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def finding_resource(
+    result: dict[str, Any], partition: str, region: str, account: str
+) -> dict:
     """The group changed (AwsEc2SecurityGroup), else the prefix list, else the event."""
-    base = f"arn:{_partition}:ec2:{region}:{account}"
+    base = f"arn:{partition}:ec2:{region}:{account}"
     if result.get("groupId"):
         return {
             "Type": "AwsEc2SecurityGroup",
             "Id": f"{base}:security-group/{result['groupId']}",
-            "Partition": _partition,
+            "Partition": partition,
             "Region": region,
         }
     if result.get("prefixListId"):
         kind, name = "Other", f"{base}:prefix-list/{result['prefixListId']}"
     else:
         kind, name = "Other", f"{result.get('eventName')} {result.get('eventId')}"
-    return {"Type": kind, "Id": name[:512], "Partition": _partition, "Region": region}
+    return {"Type": kind, "Id": name[:512], "Partition": partition, "Region": region}
 
 
 def count_failed_finding() -> None:
@@ -3931,9 +3941,11 @@ def audit_main(argv: list[str]) -> int:
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     args = parser.parse_args(argv)
-    regions = args.region or [
-        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
-    ]
+    if not args.region:
+        import boto3  # the region of your profile or environment, as boto3 finds it
+
+        args.region = [boto3.session.Session().region_name or ""]
+    regions = args.region
     if not all(REGION.fullmatch(region) for region in regions):
         parser.error(f"not a region: {regions}")
     if args.accounts and not MEMBER_ROLE_NAME:

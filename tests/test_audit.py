@@ -363,3 +363,27 @@ def test_make_audit_audits_the_demos_groups_on_the_embedded_aws():
     assert rules["tcp 443 from 0.0.0.0/0"]["verdict"] == "would revert"
     assert len(found["lockedGroups"]) == 1  # the demo's db group
     assert "summary: 9 rules in 4 groups: 9 would be reverted" in done.stderr
+
+
+def test_a_region_that_cannot_be_read_is_named_and_the_others_are_read(
+    ec2, group_id, capsys
+):
+    def refuse(**_):
+        raise ClientError(
+            {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
+            "DescribeSecurityGroupRules",
+        )
+
+    lambda_function.client("ec2", "eu-west-3").meta.events.register_first(
+        "before-call.ec2.DescribeSecurityGroupRules", refuse
+    )
+    status = main(
+        ["--audit", "--format", "csv", "--region", "us-east-1", "--region", "eu-west-3"]
+    )
+    out, err = capsys.readouterr()
+    assert {row["region"] for row in csv.DictReader(io.StringIO(out))} == {"us-east-1"}
+    assert (
+        "unreachable: own account/eu-west-3: UnauthorizedOperation: the role needs "
+        "ec2:DescribeSecurityGroupRules"
+    ) in err
+    assert status == 1

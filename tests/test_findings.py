@@ -347,3 +347,25 @@ def test_a_forged_actor_cannot_put_a_link_in_the_chat_title(
         "Who: `arn:aws:iam::1:user/[x](https://b) <@U1>`\n"
         in chat["content"]["description"]
     )
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"),
+    [("us-east-1", "aws"), ("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")],
+)
+def test_a_findings_arns_are_in_its_regions_partition(region, partition):
+    result = {
+        "decision": "reverted",
+        "reason": "not approved by the conditions",
+        "rules": ["tcp 22 from 0.0.0.0/0"],
+        "account": ACCOUNT,
+        "region": region,
+        "groupId": "sg-0123456789abcdef0",
+        "eventId": "e1",
+    }
+    finding = lambda_function.asff_finding(result, {"rules": []}, "RESOLVED")
+    assert finding["ProductArn"] == (
+        f"arn:{partition}:securityhub:{region}:{ACCOUNT}:product/{ACCOUNT}/default"
+    )
+    assert finding["Resources"][0]["Id"].startswith(f"arn:{partition}:ec2:{region}:")
+    assert finding["Resources"][0]["Partition"] == partition
