@@ -4217,7 +4217,14 @@ def suggested_entries(
         base = {"isEgress": is_egress, "ipProtocol": protocol}
         for ports, kept in port_entries(protocol, found):
             entries.append(({**base, **ports, **dict(source)}, kept))
+    entries.sort(key=lambda found: entry_order(found[0]))
     return entries, cannot
+
+
+def entry_order(entry: dict[str, Any]) -> tuple:
+    """Ingress first, then by protocol and ports, then by source."""
+    ports = (entry.get("fromPort", -1), entry.get("toPort", -1))
+    return (entry["isEgress"], entry["ipProtocol"], ports, json.dumps(entry))
 
 
 def entry_source(rule: dict[str, Any]) -> dict[str, str] | None:
