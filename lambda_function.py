@@ -2327,6 +2327,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     _retry_until = time.monotonic() + remaining_ms / 1000
     if isinstance(event, dict) and set(event) == {"sweep"}:  # the schedule's input
         return sweep(event["sweep"], context)
+    if isinstance(event, dict) and set(event) == {"audit"}:  # AuditSchedule's input
+        return scheduled_audit(event["audit"], context)
     if is_sqs_batch(event):  # Delivery=buffered: EventBridge -> SQS -> Lambda
         return handle_batch(event["Records"], context)
     return handle_event(event, context)
@@ -3972,17 +3974,21 @@ def account_list(text: str) -> list[str]:
 
 
 def audit(
-    regions: list[str], accounts: list[str]
+    regions: list[str], accounts: list[str], deadline: float = math.inf
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """(a verdict per rule, (account or account/region, why) for each that was not read).
     The own account with the caller's credentials, then each member account through its
-    member role; one that cannot be reached is named and the others are still read."""
+    member role; one that cannot be reached is named and the others are still read. Past
+    the deadline (time.monotonic()), what is left is named as not read."""
     verdicts: list[dict[str, Any]] = []
     unreachable: list[tuple[str, str]] = []
     places: list[str | None] = [None, *accounts]
     for account in places:
         for region in regions:
             where = f"{account or 'own account'}/{region}"
+            if time.monotonic() > deadline:
+                unreachable.append((where, "not read: the time ran out"))
+                continue
             try:
                 found = audit_region(region, account)
             except (ClientError, BotoCoreError) as error:
@@ -4299,6 +4305,86 @@ def entry_literal(entry: dict[str, Any]) -> str:
         for key, value in entry.items()
     )
     return "{" + ", ".join(pairs) + "}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit: on a schedule (template.yaml, AuditSchedule), one summary on the topic
+# ---------------------------------------------------------------------------------------------
+
+AUDIT_LISTED = 50  # rules named in the summary; the rest are counted
+
+
+def scheduled_audit(settings: Any, context: Any) -> dict[str, Any]:
+    """The audit of the schedule's regions and accounts, told as ONE message on the topic
+    (never one per rule), and logged as one line. It changes nothing."""
+    settings = settings if isinstance(settings, dict) else {}
+    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    regions = [
+        region
+        for region in settings.get("regions") or [own_region or "us-east-1"]
+        if isinstance(region, str) and REGION.fullmatch(region)
+    ]
+    accounts = other_accounts(settings.get("accounts"), context)
+    if accounts and not MEMBER_ROLE_NAME:
+        accounts = []  # told below as unreachable
+    deadline = _retry_until - 2 * SWEEP_RESERVE_S
+    verdicts, unreachable = audit(regions, accounts, deadline)
+    if other_accounts(settings.get("accounts"), context) and not MEMBER_ROLE_NAME:
+        unreachable.append(("member accounts", "no MEMBER_ROLE_NAME to reach them"))
+    result = {
+        "audit": audit_summary(verdicts, unreachable).removeprefix("summary: "),
+        "wouldRevert": sum(v["verdict"] == "would revert" for v in verdicts),
+        "rules": len(verdicts),
+        "unreachable": [f"{where}: {why}" for where, why in unreachable],
+    }
+    result["notification"] = publish_audit(verdicts, unreachable, result)
+    print(json.dumps(result, default=str))
+    return result
+
+
+def publish_audit(
+    verdicts: list[dict[str, Any]], unreachable: list[tuple[str, str]], result: dict
+) -> str:
+    """The summary as one SNS message: the counts, the first AUDIT_LISTED rules that would
+    be reverted, and what could not be read."""
+    topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
+    found = TOPIC_ARN.fullmatch(topic)
+    if not found:
+        return "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
+    reverted = [
+        v for v in sorted(verdicts, key=audit_order) if v["verdict"] == "would revert"
+    ]
+    subject = f"Audit: {len(reverted)} of {len(verdicts)} rules would be reverted" + (
+        f", {len(unreachable)} unreachable" if unreachable else ""
+    )
+    lines = [f"Audit of the rules open now, as if just added: {result['audit']}.", ""]
+    if reverted:
+        lines.append("Would be reverted:")
+    for verdict in reverted[:AUDIT_LISTED]:
+        described = f" ({verdict['description']})" if verdict["description"] else ""
+        lines.append(
+            f"  - {verdict['account']} {verdict['region']} {verdict['groupId']} "
+            f"{verdict['rule']}{described}: {verdict['why']}"
+        )
+    if len(reverted) > AUDIT_LISTED:
+        lines.append(
+            f"  (+{len(reverted) - AUDIT_LISTED} more: python lambda_function.py --audit)"
+        )
+    if unreachable:
+        lines += ["Not read:", *(f"  - {where}: {why}" for where, why in unreachable)]
+    try:
+        # IAM: sns:Publish
+        client("sns", found[1]).publish(
+            TopicArn=topic,
+            Subject=subject[:100],
+            Message="\n".join(lines),
+            MessageAttributes={
+                "decision": {"DataType": "String", "StringValue": "audit"}
+            },
+        )
+        return "sent"
+    except (ClientError, BotoCoreError) as error:
+        return f"failed: {error}"
 
 
 # =============================================================================================

@@ -387,3 +387,41 @@ def test_a_region_that_cannot_be_read_is_named_and_the_others_are_read(
         "ec2:DescribeSecurityGroupRules"
     ) in err
     assert status == 1
+
+
+# ---- On a schedule: one summary on the topic ---------------------------------------------
+
+
+def test_the_scheduled_audit_tells_one_summary_on_the_topic_not_one_per_rule(
+    ec2, group_id, inbox, capsys
+):
+    authorize(ec2, group_id, [SSH, tcp(3389, "0.0.0.0/0")])
+    before = rule_set(ec2, group_id)
+    result = lambda_handler({"audit": {"regions": ["us-east-1"]}}, CONTEXT)
+    assert rule_set(ec2, group_id) == before  # it changes nothing
+    (message,) = inbox()
+    assert result["notification"] == "sent"
+    # 2 added, 2 of the fixture's group, the allow-all egress of its group and of the two
+    # default groups (the VPC's and the default VPC's)
+    assert result["wouldRevert"] == result["rules"] == 7
+    assert message["Subject"] == "Audit: 7 of 7 rules would be reverted"
+    assert message["MessageAttributes"]["decision"]["Value"] == "audit"
+    assert (
+        f"{ACCOUNT} us-east-1 {group_id} tcp 22 from 192.0.2.0/24 (bastion): not "
+        in (message["Message"])
+    )
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["wouldRevert"] == 7
+
+
+def test_the_scheduled_audit_names_what_it_could_not_read_and_cuts_the_list_short(
+    ec2, group_id, inbox, conditions, monkeypatch
+):
+    monkeypatch.setattr(lambda_function, "AUDIT_LISTED", 2)
+    lambda_handler(
+        {"audit": {"regions": ["us-east-1"], "accounts": [MEMBER, "no"]}}, CONTEXT
+    )
+    (message,) = inbox()
+    assert message["Subject"].endswith(", 1 unreachable")
+    assert "member accounts: no MEMBER_ROLE_NAME to reach them" in message["Message"]
+    assert "(+3 more: python lambda_function.py --audit)" in message["Message"]  # 5 - 2
