@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo try test bench burst mutate trace lint scan format package deploy clean
+.PHONY: demo try audit suggest test bench burst mutate trace lint scan format package deploy clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,15 @@ demo: $(BIN)/activate
 try: $(BIN)/activate
 	@test -n "$(EVENT)" || { echo "usage: make try EVENT=file.json [EVENT=\"a.json b.json\"]"; exit 2; }
 	$(BIN)/python tests/demo.py --try $(EVENT)
+
+# make audit [FORMAT=json|csv]: the demo's groups on the embedded AWS, judged by the function's
+# audit (python lambda_function.py --audit) as if each rule had just been added; make suggest:
+# the ALLOWED_RULES entries that would keep them.
+audit: $(BIN)/activate
+	$(BIN)/python tests/demo.py --audit $(if $(FORMAT),--format $(FORMAT))
+
+suggest: $(BIN)/activate
+	$(BIN)/python tests/demo.py --audit --suggest
 
 bench: $(BIN)/activate bench/.venv-custodian/bin/activate
 	$(BIN)/python bench/bench.py

@@ -294,6 +294,8 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     _retry_until = time.monotonic() + remaining_ms / 1000
     if isinstance(event, dict) and set(event) == {"sweep"}:  # the schedule's input
         return sweep(event["sweep"], context)
+    if isinstance(event, dict) and set(event) == {"audit"}:  # AuditSchedule's input
+        return scheduled_audit(event["audit"], context)
     if is_sqs_batch(event):  # Delivery=buffered: EventBridge -> SQS -> Lambda
         return handle_batch(event["Records"], context)
     return handle_event(event, context)
@@ -315,6 +317,10 @@ DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
 
 def is_dry_run() -> bool:
     return os.environ.get("DRY_RUN", "").strip().lower() in ("1", "true", "yes")
+
+
+def switched_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
 
 
 def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcome:
@@ -350,6 +356,8 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
         report_error(summary, change, error_reason(error))
         raise
     notify(result, change)
+    if switched_on("SECURITY_HUB_FINDINGS"):  # after the undo and the SNS message
+        report_finding(result, change)
     return log(result)
 
 
@@ -357,6 +365,8 @@ def report_error(summary: dict, change: Change, reason: str) -> None:
     """An error is logged and notified before it is raised for Lambda to retry."""
     result = outcome(summary, "error", left_open(change, reason))
     notify(result, change)
+    if switched_on("SECURITY_HUB_FINDINGS"):
+        report_finding(result, change)
     log(result)
 
 
@@ -1430,7 +1440,8 @@ def notify(result: dict[str, Any], change: Change) -> None:
         return
     try:
         # IAM: sns:Publish
-        client("sns", found[1]).publish(TopicArn=topic, **message(result, change))
+        sent = chat_form(message(result, change), result, change)
+        client("sns", found[1]).publish(TopicArn=topic, **sent)
         result["notification"] = "sent"
     except (ClientError, BotoCoreError) as error:
         result["notification"] = f"failed: {error}"
@@ -3096,6 +3107,8 @@ def finish(summary: dict, change: Change, done: Done, gone: list[dict]) -> None:
         done["reason"] = reason_of(change, done, False)
     result = outcome(summary, decision_of(done, False), done)
     notify(result, change)
+    if switched_on("SECURITY_HUB_FINDINGS"):
+        report_finding(result, change)
     log(result)
 
 
@@ -3496,6 +3509,7 @@ def message(result: dict[str, Any], change: Change) -> dict[str, Any]:
         ("Left open, not readable (undo by hand):", result.get("unreadable", [])),
         ("Left open, changed since the event (check by hand):", changed),
         ("Kept (allowed):", result.get("keptRules", [])),
+        ("Descriptions, as the change recorded them:", rule_descriptions(change)),
         ("Already gone:", result.get("alreadyGone", [])),
     ]
     lines = [
@@ -3533,6 +3547,815 @@ def message(result: dict[str, Any], change: Change) -> dict[str, Any]:
         "Message": "\n".join(lines),
         "MessageAttributes": attributes,
     }
+
+
+# =============================================================================================
+# Findings and chat: a Security Hub finding per change told (SECURITY_HUB_FINDINGS=true), and
+# the notification rendered for chat (CHAT_NOTIFICATIONS=true); both off by default
+# =============================================================================================
+
+# Exposure, for a finding's severity: admin ports open to the world are critical.
+ADMIN_PORTS = (22, 23, 3389, 5985, 5986)  # SSH, Telnet, RDP, WinRM over HTTP and HTTPS
+FINDING_TYPE = (
+    "Software and Configuration Checks/AWS Security Best Practices/Network Reachability"
+)
+ASFF_VERSION = "2018-10-08"  # the only SchemaVersion of the AWS Security Finding Format
+
+
+def report_finding(result: dict[str, Any], change: dict[str, Any]) -> None:
+    """After the undo and after the SNS message: the change as one Security Hub finding,
+    active while it is open, resolved once reverted. Its ID is the event's, so a retry
+    updates the finding instead of adding one. A failure is logged in the result, counted
+    (metric FindingsFailed), and never raised: the undo is done, the SNS message sent."""
+    if not switched_on("SECURITY_HUB_FINDINGS"):
+        return
+    status = finding_status(result)
+    if status is None:
+        return
+    account, region = result.get("account"), result.get("region")
+    if not (account and region):
+        result["finding"] = (
+            "failed: the change names no account or region to file it in"
+        )
+        count_failed_finding()
+        return
+    try:
+        finding = asff_finding(result, change, status)
+        # The finding is filed in the change's account: through the member role where the
+        # function acted through it; an account can import findings for itself only.
+        member = account if account in _credentials else None
+        hub = client("securityhub", region, member)
+        # IAM: securityhub:BatchImportFindings
+        answer = hub.batch_import_findings(Findings=[finding])
+        if answer.get("FailedCount"):
+            refused = (answer.get("FailedFindings") or [{}])[0]
+            raise ValueError(
+                f"{refused.get('ErrorCode')}: {refused.get('ErrorMessage')}"
+            )
+        result["finding"] = f"imported {finding['Id']} ({status.lower()})"
+    except Exception as error:  # noqa: BLE001 -- a finding never blocks or breaks the undo
+        result["finding"] = f"failed: {type(error).__name__}: {str(error)[:300]}"
+        count_failed_finding()
+
+
+def finding_status(result: dict[str, Any]) -> str | None:
+    """RESOLVED for a change reverted, NEW for one left open (a dry run's too), None for
+    what the topic is not told either (kept, ignored, the canary's routine revert)."""
+    decision = result["decision"]
+    if result.get("groupId") == canary_group_id() and decision in (
+        "reverted",
+        "already-gone",
+    ):
+        return None
+    if decision == "reverted" and result["rules"]:
+        return "RESOLVED"
+    if decision in LEFT_OPEN or (decision == "dry-run" and result["rules"]):
+        return "NEW"
+    return None
+
+
+def exposure(change: dict[str, Any]) -> str:
+    """A severity label from what the change's rules let in. A change whose rules cannot be
+    read (or a tag, prefix-list or association change) is HIGH: its reach is unknown."""
+    rules = change.get("rules") or []
+    if not rules or change.get("unreadable"):
+        return "HIGH"
+    found = "LOW"
+    for rule in rules:
+        if "ipProtocol" not in rule or "unreadable" in rule:
+            return "HIGH"
+        cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+        world = bool(cidr) and ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+        inward = rule.get("isEgress") is not True  # an edit's direction unknown: inward
+        low, high = port_range(rule)
+        admin = rule["ipProtocol"] not in ICMP and any(
+            low <= p <= high for p in ADMIN_PORTS
+        )
+        if inward and world and admin:
+            return "CRITICAL"
+        label = "HIGH" if inward and world else "MEDIUM" if inward or world else "LOW"
+        found = max(found, label, key=SEVERITIES.index)
+    return found
+
+
+SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+
+
+def asff_finding(
+    result: dict[str, Any], change: dict[str, Any], status: str
+) -> dict[str, Any]:
+    """The change in the AWS Security Finding Format, with every required top-level
+    attribute (Security Hub User Guide, "Required top-level ASFF attributes": SchemaVersion,
+    Id, ProductArn, GeneratorId, AwsAccountId, Types, CreatedAt, UpdatedAt, Severity,
+    Title, Description, Resources). Custom findings use the account's default product."""
+    account, region = result["account"], result["region"]
+    partition = partition_of(region)
+    now = datetime.datetime.now(datetime.UTC)
+    made = time_of({"eventTime": result.get("eventTime")}) or now
+    told = message(result, change)
+    reach = exposure(change)
+    finding: dict[str, Any] = {
+        "SchemaVersion": ASFF_VERSION,
+        "Id": finding_id(result, change),
+        "ProductArn": f"arn:{partition}:securityhub:{region}:{account}:product/{account}/default",
+        "GeneratorId": "sg-guardrail",
+        "AwsAccountId": account,
+        "Types": [FINDING_TYPE],
+        "CreatedAt": asff_time(made),
+        "UpdatedAt": asff_time(now),
+        # Reverted: nothing is open any more; the exposure it had is in ProductFields.
+        "Severity": {"Label": "INFORMATIONAL" if status == "RESOLVED" else reach},
+        "Title": told["Subject"][:256],
+        "Description": told["Message"][:1024],
+        "SourceUrl": console_url(region, result.get("groupId")),
+        "Resources": [finding_resource(result, partition, region, account)],
+        "ProductFields": {
+            f"sg-guardrail/{key}": str(result.get(key) or "unknown")[:2048]
+            for key in ("decision", "eventId", "eventName", "actor")
+        }
+        | {"sg-guardrail/exposure": reach},
+        "Workflow": {"Status": status},
+        # RecordState is the provider's to change (Workflow is the customer's once set):
+        # a change first left open, then reverted by a retry, is archived by the update.
+        "RecordState": "ARCHIVED" if status == "RESOLVED" else "ACTIVE",
+    }
+    if status == "NEW":
+        finding["Remediation"] = {
+            "Recommendation": {
+                "Text": f"{VERBS[result['decision']]}: {result['reason']}"[:512]
+            }
+        }
+    return finding
+
+
+def finding_id(result: dict[str, Any], change: dict[str, Any]) -> str:
+    """One ID per event, the same on every retry: the event's ID, or a digest of what the
+    record says when it has none."""
+    where = f"sg-guardrail/{result['region']}/{result['account']}"
+    if result.get("eventId"):
+        return f"{where}/{result['eventId']}"[:512]
+    import hashlib  # only for records without an event ID
+
+    said = [result.get(k) for k in ("eventName", "eventTime", "groupId", "actor")]
+    said.append(sorted(describe(rule) for rule in change.get("rules") or []))
+    digest = hashlib.sha256(json.dumps(said, default=str).encode()).hexdigest()
+    return f"{where}/no-event-id-{digest[:32]}"
+
+
+def asff_time(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def console_url(region: str | None, group_id: str | None) -> str:
+    return (
+        f"https://{region}.console.aws.amazon.com/ec2/home?region={region}"
+        f"#SecurityGroup:groupId={group_id}"
+    )
+
+
+def partition_of(region: str) -> str:
+    """The partition of a region: the ARNs of a finding filed there are in it."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def finding_resource(
+    result: dict[str, Any], partition: str, region: str, account: str
+) -> dict:
+    """The group changed (AwsEc2SecurityGroup), else the prefix list, else the event."""
+    base = f"arn:{partition}:ec2:{region}:{account}"
+    if result.get("groupId"):
+        return {
+            "Type": "AwsEc2SecurityGroup",
+            "Id": f"{base}:security-group/{result['groupId']}",
+            "Partition": partition,
+            "Region": region,
+        }
+    if result.get("prefixListId"):
+        kind, name = "Other", f"{base}:prefix-list/{result['prefixListId']}"
+    else:
+        kind, name = "Other", f"{result.get('eventName')} {result.get('eventId')}"
+    return {"Type": kind, "Id": name[:512], "Partition": partition, "Region": region}
+
+
+def count_failed_finding() -> None:
+    """A line of its own for the metric (Embedded Metric Format), FindingsFailed=1."""
+    metrics = {
+        "Timestamp": int(time.time() * 1000),
+        "CloudWatchMetrics": [
+            {
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [{"Name": "FindingsFailed", "Unit": "Count"}],
+            }
+        ],
+    }
+    print(json.dumps({"FindingsFailed": 1, "_aws": metrics}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings and chat: the same one SNS message, rendered for chat
+# ---------------------------------------------------------------------------------------------
+
+
+def rule_descriptions(change: dict[str, Any]) -> list[str]:
+    """Each rule's description as the change recorded it, quoted: 'tcp 22 from
+    0.0.0.0/0: "debugging, remove later"'. The description is whoever made the change's
+    text: json.dumps quotes it and escapes what it holds."""
+    return [
+        f"{describe(rule)}: {json.dumps(rule['description'])}"
+        for rule in change.get("rules") or []
+        if isinstance(rule, dict) and rule.get("description")
+    ]
+
+
+def chat_form(
+    sent: dict[str, Any], result: dict[str, Any], change: dict[str, Any]
+) -> dict[str, Any]:
+    """With CHAT_NOTIFICATIONS=true, the same one Publish carries a rendering for chat.
+
+    MessageStructure="json" (SNS API reference, Publish): the Message is a JSON object
+    whose "default" string goes to every protocol without a key of its own, and a
+    protocol's key overrides it. Amazon Q Developer in chat applications (formerly AWS
+    Chatbot) subscribes to the topic over HTTPS and renders messages in its custom
+    notification schema (Amazon Q Developer in chat applications Administrator Guide,
+    "Custom notifications", https://docs.aws.amazon.com/chatbot/latest/adminguide/custom-notifs.html):
+    version "1.0", source "custom", content {textType, title, description, nextSteps,
+    keywords}, metadata. So "https" holds the chat rendering, "email" and "default" the
+    text as it always was: email, SQS and Lambda subscribers get what they got before.
+    Any other HTTPS subscriber (a webhook) gets the chat JSON instead of the text: that
+    is why the switch exists, and is off by default."""
+    if not switched_on("CHAT_NOTIFICATIONS"):
+        return sent
+    text = sent["Message"]
+    structured = {
+        "default": text,
+        "email": text,
+        "https": json.dumps(chat_message(sent, result, change)),
+    }
+    return {**sent, "Message": json.dumps(structured), "MessageStructure": "json"}
+
+
+def chat_message(
+    sent: dict[str, Any], result: dict[str, Any], change: dict[str, Any]
+) -> dict[str, Any]:
+    """The custom notification: what happened, the rules, their descriptions, and the
+    console link. Text from the change (descriptions, names) goes in code spans, so that
+    whoever made it cannot put a link or a mention in the team's channel."""
+    region, group = result.get("region"), result.get("groupId")
+    lines = [f"*{VERBS[result['decision']]}*: {result['reason']}"]
+    lines.append(f"Who: {code_span(result.get('actor'))}")
+    lines.append(
+        f"Where: {code_span(result.get('account'))} {code_span(region)} "
+        f"{code_span(group or result.get('prefixListId'))}"
+    )
+    for title, found in (
+        ("Rules", result["rules"]),
+        ("Left open", result.get("leftOpen", [])),
+        ("Not readable", result.get("unreadable", [])),
+        ("Kept", result.get("keptRules", [])),
+        ("Descriptions", rule_descriptions(change)),
+    ):
+        if found:
+            lines += [f"{title}:"] + [f"• {code_span(item)}" for item in found[:10]]
+    console = console_url(region, group)
+    steps = [f"Open the group in the console: {console}"]
+    if result["decision"] == "dry-run":
+        steps.insert(
+            0, "Nothing was changed (dry run): undo it by hand if it must not stay"
+        )
+    elif result["decision"] in LEFT_OPEN:
+        steps.insert(0, "Undo the change by hand if no retry succeeds")
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": str(result.get("eventId") or ""),
+        "content": {
+            "textType": "client-markdown",
+            "title": re.sub(r"[\[\]<>`@]", "?", sent["Subject"]),  # no link, no mention
+            "description": "\n".join(lines)[:3500],
+            "nextSteps": steps,
+            "keywords": [
+                str(result["decision"]),
+                str(result.get("eventName")),
+                str(region),
+            ],
+        },
+        "metadata": {
+            "threadId": str(group or result.get("prefixListId") or "sg-guardrail"),
+            "summary": sent["Subject"],
+            "eventType": str(result["decision"]),
+            "relatedResources": [str(group or result.get("prefixListId"))],
+            "additionalContext": {"eventId": str(result.get("eventId"))},
+        },
+    }
+
+
+def code_span(value: Any) -> str:
+    """A value as inline code: backticks and line breaks taken out, length bounded."""
+    text = " ".join(str(value).replace("`", "'").split())[:300]
+    return f"`{text}`"
+
+
+# =============================================================================================
+# Audit: what is open already (python lambda_function.py --audit, --suggest)
+#
+# Every rule of every group, judged as if a principal who is not exempt had just added it:
+# each rule becomes the CloudTrail record of an Authorize call that created it, read by
+# read_change and decided by the handler's own deciding functions, so that what the audit
+# says would be reverted is what the handler would revert. One paginated
+# DescribeSecurityGroupRules walk per region, one DescribeSecurityGroups walk when the
+# conditions need VPCs or tags. It changes nothing.
+# =============================================================================================
+
+AUDIT_COLUMNS = (
+    "account",
+    "region",
+    "groupId",
+    "securityGroupRuleId",
+    "rule",
+    "description",
+    "verdict",
+    "why",
+)
+AUDIT_USAGE = """python lambda_function.py --audit [--region R ...] [--accounts ID,ID ...]
+                                  [--format table|json|csv]
+       python lambda_function.py --suggest [--region R ...] [--accounts ID,ID ...]"""
+
+
+def audit_main(argv: list[str]) -> int:
+    """--audit and --suggest: read every rule, judge it, print; 1 if any rule would be
+    reverted or any account or region could not be read, 0 otherwise."""
+    import argparse  # local use only
+
+    parser = argparse.ArgumentParser(
+        prog="python lambda_function.py",
+        usage=AUDIT_USAGE,
+        description="Judge every rule open today as if a principal who is not exempt "
+        "had just added it, with the CONDITIONS block as it is. Changes nothing; "
+        "needs ec2:DescribeSecurityGroupRules, ec2:DescribeSecurityGroups and "
+        "sts:GetCallerIdentity (with --accounts: sts:AssumeRole on the member role).",
+    )
+    parser.add_argument("--audit", action="store_true", help="print every verdict")
+    parser.add_argument(
+        "--suggest",
+        action="store_true",
+        help="print ALLOWED_RULES entries that would keep the rules open today",
+    )
+    parser.add_argument(
+        "--region", action="append", help="a region to read (repeat; default: boto3's)"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=account_list,
+        default=[],
+        help="member accounts (comma-separated), read through MEMBER_ROLE_NAME",
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    args = parser.parse_args(argv)
+    if not args.region:
+        import boto3  # the region of your profile or environment, as boto3 finds it
+
+        args.region = [boto3.session.Session().region_name or ""]
+    regions = args.region
+    if not all(REGION.fullmatch(region) for region in regions):
+        parser.error(f"not a region: {regions}")
+    if args.accounts and not MEMBER_ROLE_NAME:
+        parser.error("--accounts needs MEMBER_ROLE_NAME (CONDITIONS or environment)")
+    verdicts, unreachable = audit(regions, args.accounts)
+    if args.suggest:
+        print(suggestion_text(verdicts))
+    else:
+        print(audit_text(verdicts, args.format), end="")
+    print(audit_summary(verdicts, unreachable), file=sys.stderr)
+    for where, why in unreachable:
+        print(f"unreachable: {where}: {why}", file=sys.stderr)
+    reverted = any(verdict["verdict"] == "would revert" for verdict in verdicts)
+    return 1 if reverted or unreachable else 0
+
+
+def account_list(text: str) -> list[str]:
+    import argparse
+
+    accounts = [account.strip() for account in text.split(",") if account.strip()]
+    if not all(ACCOUNT_ID.fullmatch(account) for account in accounts):
+        raise argparse.ArgumentTypeError(f"wants 12-digit account IDs: {text!r}")
+    return accounts
+
+
+def audit(
+    regions: list[str], accounts: list[str], deadline: float = math.inf
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(a verdict per rule, (account or account/region, why) for each that was not read).
+    The own account with the caller's credentials, then each member account through its
+    member role; one that cannot be reached is named and the others are still read. Past
+    the deadline (time.monotonic()), what is left is named as not read."""
+    verdicts: list[dict[str, Any]] = []
+    unreachable: list[tuple[str, str]] = []
+    places: list[str | None] = [None, *accounts]
+    for account in places:
+        for region in regions:
+            where = f"{account or 'own account'}/{region}"
+            if time.monotonic() > deadline:
+                unreachable.append((where, "not read: the time ran out"))
+                continue
+            try:
+                found = audit_region(region, account)
+            except (ClientError, BotoCoreError) as error:
+                reason = error_reason(error) if isinstance(error, ClientError) else ""
+                unreachable.append(
+                    (where, reason or f"{type(error).__name__}: {error}")
+                )
+                if account is not None and account not in _credentials:
+                    break  # the role could not be assumed: no other region will do
+                continue
+            verdicts += found
+    return verdicts, unreachable
+
+
+def audit_region(region: str, account: str | None) -> list[dict[str, Any]]:
+    """Every rule of one account and region, judged."""
+    ec2 = client("ec2", region, account)
+    owner = account or own_identity(region)[0].split(":")[4]
+    rules = []
+    # IAM: ec2:DescribeSecurityGroupRules
+    for page in ec2.get_paginator("describe_security_group_rules").paginate(
+        PaginationConfig={"PageSize": 1000}
+    ):
+        rules += page["SecurityGroupRules"]
+    facts = groups_in_bulk(ec2) if audit_needs_facts() else {}
+    return [judge_rule(found, region, owner, facts) for found in rules]
+
+
+def audit_needs_facts() -> bool:
+    """The conditions that read a group's VPC or tags (needs_group_facts, for a group
+    whose ID is known)."""
+    return needs_group_facts({"groupId": "known"})
+
+
+def groups_in_bulk(ec2: Any) -> dict[str, dict[str, Any]]:
+    """groupId -> {vpcId, tags, groupName} of every group: one paginated walk."""
+    found = {}
+    # IAM: ec2:DescribeSecurityGroups
+    for page in ec2.get_paginator("describe_security_groups").paginate():
+        for group in page["SecurityGroups"]:
+            found[group["GroupId"]] = {
+                "vpcId": group.get("VpcId"),
+                "tags": {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])},
+                "groupName": group.get("GroupName"),
+            }
+    return found
+
+
+def as_authorized(found: dict[str, Any], region: str, account: str) -> dict[str, Any]:
+    """The CloudTrail record of an Authorize call that created this rule just now, by a
+    principal no exemption names: its one rule in the response's securityGroupRuleSet,
+    in CloudTrail's vocabulary (camelCase keys), as the real records carry it."""
+    item = {
+        key[:1].lower() + key[1:]: value
+        for key, value in found.items()
+        if key not in ("Tags", "ReferencedGroupInfo")
+    }
+    if isinstance(found.get("ReferencedGroupInfo"), dict):
+        item["referencedGroupInfo"] = {
+            key[:1].lower() + key[1:]: value
+            for key, value in found["ReferencedGroupInfo"].items()
+        }
+    egress = found.get("IsEgress") is True
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": "AuthorizeSecurityGroup" + ("Egress" if egress else "Ingress"),
+        "eventTime": now,
+        "awsRegion": region,
+        "recipientAccountId": account,
+        "userIdentity": {"type": "IAMUser"},  # no ARN: no exemption can match it
+        "requestParameters": {"groupId": found.get("GroupId")},
+        "responseElements": {"securityGroupRuleSet": {"items": [item]}},
+    }
+
+
+def judge_rule(
+    found: dict[str, Any], region: str, account: str, facts: dict[str, dict]
+) -> dict[str, Any]:
+    """One rule's verdict: what the handler would do had the rule just been added."""
+    change = read_change(as_authorized(found, region, account))
+    group_id = found.get("GroupId")
+    if group_id in facts:
+        change.update({k: v for k, v in facts[group_id].items() if k != "groupName"})
+    elif audit_needs_facts():
+        change.update({"vpcId": None, "tags": {}})  # a group gone since the walk
+    verdict = {
+        "account": account,
+        "region": region,
+        "groupId": group_id,
+        "groupName": facts.get(group_id, {}).get("groupName"),
+        "securityGroupRuleId": found.get("SecurityGroupRuleId"),
+        "rule": describe(change["rules"][0]) if change["rules"] else "?",
+        "description": found.get("Description") or "",
+        "locked": group_id is not None and is_locked(change),
+        "change": change,
+    }
+    return verdict | decide_as_added(change)
+
+
+def decide_as_added(change: dict[str, Any]) -> dict[str, Any]:
+    """The handler's decision on a fresh Authorize of the rule (handle_as_read, then
+    undo): the group's exemptions, the rules allowed to stay, should_revert."""
+    if change["unreadable"] or not change["rules"]:
+        why = "; ".join(change["unreadable"]) or "no rule read"
+        return {"verdict": "would revert", "why": f"unreadable: {why}", "entry": None}
+    reason = principal_exemption(change) or unlocked_exemption(change)
+    if reason:
+        return {"verdict": "kept", "why": reason, "entry": None}
+    revoking, allowed = split_rules(change)
+    if allowed:
+        entry = next(
+            (e for e in ALLOWED_RULES if matches(allowed[0], e)), None
+        )  # None: REVERT_EGRESS is off
+        why = (
+            f"allowed by ALLOWED_RULES[{ALLOWED_RULES.index(entry)}]"
+            if entry is not None
+            else "egress rules are not reverted (REVERT_EGRESS)"
+        )
+        return {"verdict": "kept", "why": why, "entry": entry}
+    approved, why = verdict_of_should_revert({**change, "rules": revoking})
+    if not approved:
+        return {"verdict": "kept", "why": why, "entry": None}
+    if is_locked(change):
+        why = why or "the group is locked: nothing may be added"
+    return {
+        "verdict": "would revert",
+        "why": why or "not approved by the conditions",
+        "entry": None,
+    }
+
+
+def audit_text(verdicts: list[dict[str, Any]], form: str) -> str:
+    """The verdicts as a table, JSON or CSV."""
+    rows = [
+        {
+            **{key: verdict.get(key) or "" for key in AUDIT_COLUMNS},
+            "groupId": (verdict["groupId"] or "?")
+            + (f" ({verdict['groupName']})" if verdict.get("groupName") else ""),
+        }
+        for verdict in sorted(verdicts, key=audit_order)
+    ]
+    if form == "json":
+        keys = (*AUDIT_COLUMNS, "groupName", "locked", "entry")
+        found = [
+            {key: v.get(key) for key in keys} for v in sorted(verdicts, key=audit_order)
+        ]
+        return (
+            json.dumps(
+                {"rules": found, "lockedGroups": locked_groups(verdicts)}, indent=2
+            )
+            + "\n"
+        )
+    if form == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    widths = {
+        key: min(40, max([len(key), *(len(str(row[key])) for row in rows)]))
+        for key in AUDIT_COLUMNS
+    }
+    lines = ["  ".join(key.ljust(widths[key]) for key in AUDIT_COLUMNS).rstrip()]
+    for row in rows:
+        cells = [str(row[key])[:40].ljust(widths[key]) for key in AUDIT_COLUMNS[:-1]]
+        lines.append("  ".join([*cells, str(row["why"])]))
+    locked = locked_groups(verdicts)
+    lines.append(f"locked groups: {', '.join(locked) if locked else 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+def audit_order(verdict: dict[str, Any]) -> tuple:
+    return (
+        verdict["account"],
+        verdict["region"],
+        verdict["groupId"] or "",
+        verdict["change"]["isEgress"],
+        verdict["rule"],
+    )
+
+
+def locked_groups(verdicts: list[dict[str, Any]]) -> list[str]:
+    return sorted({v["groupId"] for v in verdicts if v["locked"] and v["groupId"]})
+
+
+def audit_summary(
+    verdicts: list[dict[str, Any]], unreachable: list[tuple[str, str]]
+) -> str:
+    groups = {(v["account"], v["region"], v["groupId"]) for v in verdicts}
+    reverted = sum(v["verdict"] == "would revert" for v in verdicts)
+    return (
+        f"summary: {len(verdicts)} rules in {len(groups)} groups: {reverted} would be "
+        f"reverted, {len(verdicts) - reverted} kept; {len(locked_groups(verdicts))} "
+        f"locked groups; {len(unreachable)} unreachable"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit: ALLOWED_RULES entries that would keep what is open today
+# ---------------------------------------------------------------------------------------------
+
+
+def suggested_entries(
+    verdicts: list[dict[str, Any]],
+) -> tuple[list[tuple[dict[str, Any], list[str]]], list[str]]:
+    """(entries each with the rules it keeps, rules no entry can keep). One entry per
+    direction, protocol and source, its ports the rules' own: ranges that touch or
+    overlap are joined, since together they open those ports already; nothing wider.
+    An entry allows its rule in every guarded group, not only where it is today."""
+    shapes: dict[tuple, list[tuple[dict, str]]] = {}
+    cannot = []
+    for verdict in verdicts:
+        if verdict["verdict"] != "would revert":
+            continue
+        rule = (verdict["change"]["rules"] or [{}])[0]
+        where = f"{verdict['groupId']} {verdict['rule']}"
+        if verdict["locked"]:
+            cannot.append(f"{where}: the group is locked; no entry keeps a rule there")
+            continue
+        source = entry_source(rule)
+        if source is None:
+            cannot.append(f"{where}: no ALLOWED_RULES key names its source")
+            continue
+        key = (rule["isEgress"], rule["ipProtocol"], *source.items())
+        shapes.setdefault(key, []).append((rule, where))
+    entries = []
+    for (is_egress, protocol, *source), found in sorted(shapes.items(), key=str):
+        base = {"isEgress": is_egress, "ipProtocol": protocol}
+        for ports, kept in port_entries(protocol, found):
+            entries.append(({**base, **ports, **dict(source)}, kept))
+    entries.sort(key=lambda found: entry_order(found[0]))
+    return entries, cannot
+
+
+def entry_order(entry: dict[str, Any]) -> tuple:
+    """Ingress first, then by protocol and ports, then by source."""
+    ports = (entry.get("fromPort", -1), entry.get("toPort", -1))
+    return (entry["isEgress"], entry["ipProtocol"], ports, json.dumps(entry))
+
+
+def entry_source(rule: dict[str, Any]) -> dict[str, str] | None:
+    if "unreadable" in rule or "ipProtocol" not in rule:
+        return None
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    if cidr:
+        return {"cidr": str(ipaddress.ip_network(cidr, strict=False))}
+    if rule.get("prefixListId"):
+        return {"prefixListId": rule["prefixListId"]}
+    group = (rule.get("referencedGroupInfo") or {}).get("groupId")
+    return {"referencedGroupId": group} if group else None
+
+
+def port_entries(
+    protocol: str, found: list[tuple[dict, str]]
+) -> list[tuple[dict[str, int], list[str]]]:
+    """The port keys of the entries for rules of one shape: ICMP type and code exactly,
+    nothing for protocols whose ports mean nothing, joined ranges for tcp and udp."""
+    if opens_every_port(protocol):
+        return [({}, [where for _, where in found])]
+    if protocol in ICMP:
+        by_type: dict[tuple[int, int], list[str]] = {}
+        for rule, where in found:
+            key = (rule.get("fromPort", -1), rule.get("toPort", -1))
+            by_type.setdefault(key, []).append(where)
+        return [
+            ({"fromPort": low, "toPort": high}, kept)
+            for (low, high), kept in sorted(by_type.items())
+        ]
+    spans: list[list] = []  # [low, high, wheres], joined where they touch or overlap
+    for (low, high), where in sorted(
+        (port_range(rule), where) for rule, where in found
+    ):
+        if spans and low <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], high)
+            spans[-1][2].append(where)
+        else:
+            spans.append([low, high, [where]])
+    return [({"fromPort": low, "toPort": high}, kept) for low, high, kept in spans]
+
+
+def suggestion_text(verdicts: list[dict[str, Any]]) -> str:
+    """The entries as Python to paste over the CONDITIONS block's ALLOWED_RULES, each with
+    a comment naming the rules it keeps; checked as the file checks it at load."""
+    entries, cannot = suggested_entries(verdicts)
+    present = [
+        (entry, kept) for entry, kept in entries if not allowed_rule_problems(entry)
+    ]
+    lines = [
+        "# Suggested by python lambda_function.py --suggest: review each entry; it",
+        "# allows its rule in every guarded group, not only in the groups named.",
+    ]
+    lines += [f"# Not kept by any entry: {line}" for line in cannot]
+    lines.append("ALLOWED_RULES: list[dict[str, Any]] = [")
+    if ALLOWED_RULES:
+        lines.append("    # Already in ALLOWED_RULES:")
+        lines += [f"    {entry_literal(entry)}," for entry in ALLOWED_RULES]
+    for entry, kept in present:
+        more = f" (+{len(kept) - 3} more)" if len(kept) > 3 else ""
+        lines.append(f"    # {'; '.join(kept[:3])}{more}")
+        lines.append(f"    {entry_literal(entry)},")
+    lines.append("]")
+    return "\n".join(lines)
+
+
+def entry_literal(entry: dict[str, Any]) -> str:
+    """An entry as the CONDITIONS block writes it: {"ipProtocol": "tcp", "fromPort": 443}."""
+    pairs = (
+        f"{json.dumps(key)}: "
+        + (json.dumps(value) if type(value) is str else repr(value))
+        for key, value in entry.items()
+    )
+    return "{" + ", ".join(pairs) + "}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit: on a schedule (template.yaml, AuditSchedule), one summary on the topic
+# ---------------------------------------------------------------------------------------------
+
+AUDIT_LISTED = 50  # rules named in the summary; the rest are counted
+
+
+def scheduled_audit(settings: Any, context: Any) -> dict[str, Any]:
+    """The audit of the schedule's regions and accounts, told as ONE message on the topic
+    (never one per rule), and logged as one line. It changes nothing."""
+    settings = settings if isinstance(settings, dict) else {}
+    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    regions = [
+        region
+        for region in settings.get("regions") or [own_region or "us-east-1"]
+        if isinstance(region, str) and REGION.fullmatch(region)
+    ]
+    accounts = other_accounts(settings.get("accounts"), context)
+    if accounts and not MEMBER_ROLE_NAME:
+        accounts = []  # told below as unreachable
+    deadline = _retry_until - 2 * SWEEP_RESERVE_S
+    verdicts, unreachable = audit(regions, accounts, deadline)
+    if other_accounts(settings.get("accounts"), context) and not MEMBER_ROLE_NAME:
+        unreachable.append(("member accounts", "no MEMBER_ROLE_NAME to reach them"))
+    result = {
+        "audit": audit_summary(verdicts, unreachable).removeprefix("summary: "),
+        "wouldRevert": sum(v["verdict"] == "would revert" for v in verdicts),
+        "rules": len(verdicts),
+        "unreachable": [f"{where}: {why}" for where, why in unreachable],
+    }
+    result["notification"] = publish_audit(verdicts, unreachable, result)
+    print(json.dumps(result, default=str))
+    return result
+
+
+def publish_audit(
+    verdicts: list[dict[str, Any]], unreachable: list[tuple[str, str]], result: dict
+) -> str:
+    """The summary as one SNS message: the counts, the first AUDIT_LISTED rules that would
+    be reverted, and what could not be read."""
+    topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
+    found = TOPIC_ARN.fullmatch(topic)
+    if not found:
+        return "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
+    reverted = [
+        v for v in sorted(verdicts, key=audit_order) if v["verdict"] == "would revert"
+    ]
+    subject = f"Audit: {len(reverted)} of {len(verdicts)} rules would be reverted" + (
+        f", {len(unreachable)} unreachable" if unreachable else ""
+    )
+    lines = [f"Audit of the rules open now, as if just added: {result['audit']}.", ""]
+    if reverted:
+        lines.append("Would be reverted:")
+    for verdict in reverted[:AUDIT_LISTED]:
+        described = f" ({verdict['description']})" if verdict["description"] else ""
+        lines.append(
+            f"  - {verdict['account']} {verdict['region']} {verdict['groupId']} "
+            f"{verdict['rule']}{described}: {verdict['why']}"
+        )
+    if len(reverted) > AUDIT_LISTED:
+        lines.append(
+            f"  (+{len(reverted) - AUDIT_LISTED} more: python lambda_function.py --audit)"
+        )
+    if unreachable:
+        lines += ["Not read:", *(f"  - {where}: {why}" for where, why in unreachable)]
+    try:
+        # IAM: sns:Publish
+        client("sns", found[1]).publish(
+            TopicArn=topic,
+            Subject=subject[:100],
+            Message="\n".join(lines),
+            MessageAttributes={
+                "decision": {"DataType": "String", "StringValue": "audit"}
+            },
+        )
+        return "sent"
+    except (ClientError, BotoCoreError) as error:
+        return f"failed: {error}"
 
 
 # =============================================================================================
@@ -3778,7 +4601,8 @@ def warn(text: str) -> None:
 # =============================================================================================
 
 USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run]
-       python lambda_function.py --since 24h [--region REGION] [--dry-run]"""
+       python lambda_function.py --since 24h [--region REGION] [--dry-run]
+       python lambda_function.py --audit | --suggest ... (--audit --help)"""
 
 DESCRIPTION = """Run the guardrail on this machine, as the deployed function would.
 
@@ -3799,6 +4623,8 @@ HISTORY_DAYS = 90  # how far back CloudTrail event history goes
 
 def main(argv: list[str], cloudtrail: Any = None) -> int:
     """Run the handler on saved events, CloudTrail logs or recent event history."""
+    if {"--audit", "--suggest"} & set(argv):  # what is open already: changes nothing
+        return audit_main(argv)
     import argparse  # local use only: kept off the Lambda's cold start
 
     global _retry_until

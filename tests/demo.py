@@ -14,6 +14,8 @@ did not add, or leaves open a rule it did not say it kept.
 
 `make try EVENT=file.json` (python tests/demo.py --try FILE...) replays saved events instead:
 each in a group made to match it on the embedded AWS, so you watch it really revert.
+`make audit` (python tests/demo.py --audit [--suggest] [--format json|csv]) makes the demo's
+groups and runs the function's audit of them.
 """
 
 from __future__ import annotations
@@ -400,9 +402,25 @@ def replay_one(path, event, log):
     return problems
 
 
+def audited(options: list[str]) -> int:
+    """`make audit`: the demo's groups made on the embedded AWS (web, and db locked), then
+    the function's own audit of them: what it would revert had each rule just been added."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    setup(ec2)
+    locked_group(ec2)
+    print()
+    return lambda_function.main([*options, "--region", REGION])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--try", dest="events", nargs="+", metavar="EVENT.json")
+    parser.add_argument(
+        "--audit",
+        nargs=argparse.REMAINDER,
+        metavar="OPTION",
+        help="audit the demo's groups (--audit [--suggest] [--format json])",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -417,6 +435,8 @@ def main(argv: list[str]) -> int:
             *lambda_function.EXEMPT_PRINCIPALS,
             DEMO_EXEMPTION,
         ]
+        if args.audit is not None:
+            return audited(["--audit", *args.audit])
         failures = replayed(args.events) if args.events else scripted()
     finally:
         server.stop()

@@ -612,3 +612,40 @@ def test_no_one_but_this_stacks_senders_may_put_a_message_where_the_function_rea
     assert deny_failures["Condition"] == {
         "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["FunctionRole", "Arn"]}}
     }
+
+
+def test_the_audit_runs_on_its_schedule_with_the_input_the_handler_reads():
+    rule = RESOURCES["AuditRule"]
+    assert rule["Condition"] == "Audits"
+    assert {"Condition": "HasTopic"} in TEMPLATE["Conditions"]["Audits"]["Fn::And"]
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "AuditSchedule"}
+    assert TEMPLATE["Parameters"]["AuditSchedule"]["Default"] == ""  # off
+    (target,) = rule["Properties"]["Targets"]
+    template, _ = target["Input"]["Fn::Sub"]
+    filled = template.replace("${Regions}", "eu-west-1").replace("${Accounts}", "")
+    assert json.loads(filled) == {"audit": {"regions": ["eu-west-1"], "accounts": []}}
+    assert RESOURCES["AuditPermission"]["Properties"]["SourceArn"] == {
+        "Fn::GetAtt": ["AuditRule", "Arn"]
+    }
+
+
+@pytest.mark.parametrize("role", ["FunctionRole", "MemberRole"])
+def test_security_hub_is_granted_only_when_switched_on_and_only_its_own_product(role):
+    (policy,) = RESOURCES[role]["Properties"]["Policies"]
+    (switched,) = [
+        s["Fn::If"]
+        for s in policy["PolicyDocument"]["Statement"]
+        if "Fn::If" in s and s["Fn::If"][1]["Sid"].startswith("ReportFindings")
+    ]
+    condition, statement, otherwise = switched
+    assert condition == "ReportsFindings" and otherwise == {"Ref": "AWS::NoValue"}
+    assert statement["Action"] == ["securityhub:BatchImportFindings"]
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:product/"
+        "${AWS::AccountId}/default"
+    }
+    assert TEMPLATE["Parameters"]["SecurityHubFindings"]["Default"] == "false"
+    assert TEMPLATE["Parameters"]["ChatNotifications"]["Default"] == "false"
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["SECURITY_HUB_FINDINGS"] == {"Ref": "SecurityHubFindings"}
+    assert variables["CHAT_NOTIFICATIONS"] == {"Ref": "ChatNotifications"}
