@@ -2984,9 +2984,8 @@ def outcome(summary: dict, decision: str, done: dict[str, Any]) -> dict[str, Any
         result["leftOpen"] = [describe(rule) for rule in done["leftOpen"]]
     if done.get("unreadable"):
         result["unreadable"] = done["unreadable"]
-    if done.get(
-        "exception"
-    ):  # granted, refused or ended: told (Exceptions that expire)
+    # Exceptions that expire: granted, refused or ended, and so told.
+    if done.get("exception"):
         result["exception"] = done["exception"]
     return result
 
@@ -3104,9 +3103,8 @@ def revokes_by_id(change: dict[str, Any]) -> bool:
         and bool(rules)
         and not change["unreadable"]
         and all("securityGroupRuleId" in rule for rule in rules)
-        and not claims_exception(
-            change
-        )  # decided alone: a batch's dry run keeps nothing
+        # An exception is decided alone: a batch's dry run would keep nothing.
+        and not claims_exception(change)
     )
 
 
@@ -4114,10 +4112,32 @@ def expire_in(region: str, account: str | None) -> Iterator[dict[str, Any]]:
         if expires is not None and expires > now:
             continue  # not yet; a value that is no time is looked at now
         if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
-            return
-        result = expire_one(ec2, found, tags, region, account, now)
+            return  # the next sweep sees the rest: their tags stay
+        try:
+            result = expire_one(ec2, found, tags, region, account, now)
+        except Exception as error:  # noqa: BLE001 -- one rule never stops the others
+            result = {
+                "eventName": "ExceptionExpired",
+                "region": region,
+                "groupId": found.get("GroupId"),
+                "decision": "error",
+                "reason": (
+                    f"the expired exception of {found.get('SecurityGroupRuleId')} could "
+                    f"not be handled ({error_reason(error)}); the next sweep tries again"
+                ),
+                "rules": [],
+            }
         notify(result, {"groupId": found.get("GroupId")})
         yield log(result)
+
+
+def locked_now(ec2: Any, group_id: str | None) -> bool:
+    """Is the group locked (LOCKED_GROUP_IDS, LOCKED_TAGGED, the canary's)? Its tags are
+    asked of AWS only when a tag locks groups."""
+    change: dict[str, Any] = {"groupId": group_id}
+    if LOCKED_TAGGED and group_id:
+        change["tags"] = tags_now(ec2, [group_id]).get(group_id) or {}
+    return is_locked(change)
 
 
 def expire_one(
@@ -4162,6 +4182,16 @@ def expire_one(
     _, set_to = set_by(setter, rule_id, EXPIRES_KEY)
     granted = time_of_record(setter)
     valid, why = expiry_of(set_to, granted, granted or now)
+    if who and set_to == value and valid and locked_now(ec2, group_id):
+        return {
+            **result,
+            "decision": "unreadable",
+            "reason": (
+                f"{rule_id} is in a locked group, where exceptions never apply: its "
+                "expired exception is not revoked; check it by hand"
+            ),
+            "leftOpen": [describe(rule)],
+        }
     if who and set_to == value and valid:
         reason = (tags.get(REASON_KEY) or "").strip()
         gone = revoke(ec2, {"groupId": group_id}, [rule])
@@ -4180,7 +4210,8 @@ def expire_one(
             **result,
             "decision": "unreadable",
             "reason": (
-                f"{rule_id}'s {EXPIRES_KEY} was set by {who}, but it is no exception "
+                f"{rule_id}'s {EXPIRES_KEY} was set by {result['actor']}, but it is no "
+                "exception "
                 f"({why or 'the value differs'}): not revoked; check it by hand"
             ),
             "leftOpen": [describe(rule)],

@@ -406,6 +406,33 @@ def test_the_sweep_ends_an_exception_an_approver_tagged_afterwards(
     ] == []
 
 
+def test_the_sweep_never_revokes_for_an_exception_in_a_locked_group(
+    ec2, group_id, approvers, conditions, inbox
+):
+    conditions(LOCKED_GROUP_IDS=[group_id])
+    bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    aged(tag(ec2, "CreateTags", bastion, grant(hours=-1), identity=CAROL), 3)
+    assert sweep()["decisions"] == {"unreadable": 1}
+    assert bastion_of(ec2, group_id)["SecurityGroupRuleId"] == bastion
+    (told,) = inbox()
+    assert "in a locked group, where exceptions never apply" in told["Message"]
+
+
+def test_an_approver_ending_an_exception_leaves_the_rule_and_tells(
+    ec2, group_id, approvers, inbox
+):
+    authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant())
+    (rule,) = vendor_rule(ec2, group_id)
+    rule_id = rule["SecurityGroupRuleId"]
+    ended = tag(ec2, "DeleteTags", rule_id, {EXPIRES_KEY: None}, identity=CAROL)
+    result = lambda_handler(eventbridge(ended), CONTEXT)
+    assert result["decision"] == "kept"
+    assert "the exception ended by" in result["reason"]
+    assert EXPIRES_KEY not in rule_tags(ec2, rule_id)
+    assert vendor_rule(ec2, group_id)
+    assert len(inbox()) == 1
+
+
 def test_a_deletetags_missed_live_is_undone_by_the_sweep(ec2, group_id, approvers):
     authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant())
     (rule,) = vendor_rule(ec2, group_id)
