@@ -3836,9 +3836,11 @@ def last_approved(
     return None, None
 
 
-def newest_setter(records: list[Any], rule_id: str, key: str) -> dict[str, Any] | None:
-    """The newest record that set or removed the rule's tag, whoever made it."""
-    return next((r for r in records if set_by(r, rule_id, key)[0]), None)
+def newest_setter(
+    records: list[Any], rule_id: str, key: str, value: str | None
+) -> dict[str, Any] | None:
+    """The newest record that set the rule's tag to exactly `value`, whoever made it."""
+    return next((r for r in records if set_by(r, rule_id, key) == (True, value)), None)
 
 
 def time_of_record(record: dict[str, Any]) -> datetime.datetime | None:
@@ -4148,14 +4150,20 @@ def expire_one(
     account: str | None,
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """One rule whose sg-guardrail:expires is past (or no time): revoked if an approver's
-    recorded call set that very value as a valid exception; otherwise its tag is undone
-    when someone else set it last, or it is told as unexplained."""
+    """One rule whose sg-guardrail:expires is past (or no time): revoked if the latest
+    call of an approver on that tag, as event history records it, set that very value as a
+    valid exception; otherwise its tag is undone when someone else's call set the value,
+    or it is told as unexplained (no record of it yet: history lags)."""
     rule = rule_from_aws(found)
     rule_id, group_id = rule["securityGroupRuleId"], found.get("GroupId")
     records = exception_records(region, account, [rule_id, group_id], now)
-    setter = newest_setter(records, rule_id, EXPIRES_KEY)
     value = tags.get(EXPIRES_KEY)
+    # The approver's latest word on the tag is what counts; what anyone else wrote since
+    # (the function's own put-backs too) is no grant, and explains the value only if it
+    # wrote exactly that.
+    granting, approved = last_approved(records, rule_id, EXPIRES_KEY)
+    tied = granting is not None and approved == value
+    setter = granting if tied else newest_setter(records, rule_id, EXPIRES_KEY, value)
     result = {
         "eventId": setter.get("eventID") if setter else None,
         "eventName": "ExceptionExpired",
@@ -4178,11 +4186,9 @@ def expire_one(
             ),
             "leftOpen": [describe(rule)],
         }
-    who = approver_of(read_actor(setter.get("userIdentity")))
-    _, set_to = set_by(setter, rule_id, EXPIRES_KEY)
     granted = time_of_record(setter)
-    valid, why = expiry_of(set_to, granted, granted or now)
-    if who and set_to == value and valid and locked_now(ec2, group_id):
+    valid, why = expiry_of(value, granted, granted or now)
+    if tied and valid and locked_now(ec2, group_id):
         return {
             **result,
             "decision": "unreadable",
@@ -4192,7 +4198,7 @@ def expire_one(
             ),
             "leftOpen": [describe(rule)],
         }
-    if who and set_to == value and valid:
+    if tied and valid:
         reason = (tags.get(REASON_KEY) or "").strip()
         gone = revoke(ec2, {"groupId": group_id}, [rule])
         told = "was already gone" if gone else "revoked"
@@ -4200,19 +4206,20 @@ def expire_one(
             **result,
             "decision": "already-gone" if gone else "reverted",
             "reason": (
-                f"the exception of {rule_id} expired at {value} (granted by {result['actor']} at "
-                f"{setter.get('eventTime')}, because {reason!r}): {told}"
+                f"the exception of {rule_id} expired at {value} (granted by "
+                f"{result['actor']} at {setter.get('eventTime')}, because {reason!r}): "
+                f"{told}"
             ),
             "rules": [] if gone else [describe(rule)],
         }
-    if who:  # an approver's own value, but no valid exception: its tag is left, told
-        return {
+    if tied or approver_of(read_actor(setter.get("userIdentity"))):
+        return {  # an approver's own value, but no exception: the tag is left, told
             **result,
             "decision": "unreadable",
             "reason": (
                 f"{rule_id}'s {EXPIRES_KEY} was set by {result['actor']}, but it is no "
-                "exception "
-                f"({why or 'the value differs'}): not revoked; check it by hand"
+                f"exception ({why or 'a newer grant or end followed'}): not revoked; "
+                "check it by hand"
             ),
             "leftOpen": [describe(rule)],
         }

@@ -337,6 +337,26 @@ def test_the_attack_on_an_exception_moving_its_time_to_the_past_revokes_nothing(
     assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == approved
 
 
+def test_the_functions_own_put_back_in_event_history_still_ties_the_exception(
+    ec2, group_id, approvers
+):
+    """Alice moved the time, the function put Carol's back (its own CreateTags, in event
+    history too, by the function's role): the tag is still Carol's word, and the sweep
+    revokes the rule when it expires."""
+    carol = aged(
+        authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(hours=-1)), 3
+    )
+    (rule,) = vendor_rule(ec2, group_id)
+    rule_id = rule["SecurityGroupRuleId"]
+    approved = rule_tags(ec2, rule_id)[EXPIRES_KEY]
+    aged(tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: utc(20 * HOURS)}), 2.5)
+    own = assumed_role("sg-guardrail-function", "sg-guardrail")
+    aged(tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: approved}, identity=own), 2.4)
+    assert carol in HISTORY
+    sweep()
+    assert vendor_rule(ec2, group_id) == []
+
+
 # ---- tag changes on rules --------------------------------------------------------------------
 
 
@@ -365,6 +385,23 @@ def test_an_exception_extended_by_someone_else_goes_back_to_the_approvers_time(
     result = lambda_handler(eventbridge(later), CONTEXT)
     assert result["decision"] == "reverted"
     assert "who is not in APPROVERS: undone" in result["reason"]
+    assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == approved
+
+
+def test_a_tag_changed_again_since_is_left_to_that_change(ec2, group_id, approvers):
+    """Alice's change is handled after Dave changed the tag again: Alice's event leaves
+    it; Dave's own event undoes Dave's change."""
+    authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant())
+    (rule,) = vendor_rule(ec2, group_id)
+    rule_id = rule["SecurityGroupRuleId"]
+    approved = rule_tags(ec2, rule_id)[EXPIRES_KEY]
+    by_alice = tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: utc(20 * HOURS)})
+    dave = assumed_role("Developer", "dave")
+    later = utc(3 * HOURS)
+    by_dave = tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: later}, identity=dave)
+    lambda_handler(eventbridge(by_alice), CONTEXT)
+    assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == later
+    lambda_handler(eventbridge(by_dave), CONTEXT)
     assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == approved
 
 
