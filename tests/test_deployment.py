@@ -663,6 +663,11 @@ def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(
         }
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
     assert variables["MAX_EXCEPTION_HOURS"] == {"Ref": "MaxExceptionHours"}
+    # the sweep is what ends exceptions: no approvers without it
+    (needs,) = TEMPLATE["Rules"]["ExceptionsNeedTheSweep"]["Assertions"]
+    assert needs["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SweepMinutes"}, "0"]}]
+    }
     hours = TEMPLATE["Parameters"]["MaxExceptionHours"]
     assert (hours["MinValue"], hours["MaxValue"]) == (
         1,
