@@ -117,6 +117,13 @@ GUARD_AWS_SERVICES = False  # True: revert what AWS services do on their own too
 # role in that account. Empty: such events are reported as out of reach.
 MEMBER_ROLE_NAME = ""  # e.g. "sg-guardrail-member"
 
+# Exceptions that expire: an approver's rule is kept until the time it is tagged with, then
+# revoked. Tag it (when adding it, or afterwards) sg-guardrail:expires, a UTC time such as
+# 2026-12-01T18:00:00Z at most MAX_EXCEPTION_HOURS after the call, and sg-guardrail:reason.
+# Patterns as in EXEMPT_PRINCIPALS, each naming its account. Empty: no exceptions.
+APPROVERS: list[str] = []  # e.g. ["arn:aws:iam::111122223333:role/SecurityApprover"]
+MAX_EXCEPTION_HOURS = 24  # e.g. 4
+
 
 def should_revert(change: dict[str, Any]) -> bool:
     """The last word on a change the conditions above would revert. Only False keeps it:
@@ -626,6 +633,8 @@ def read_rules(record: dict, change: Change) -> None:
 def read_authorization(params: dict, response: dict, change: Change) -> None:
     """Group and rules of an Authorize* call: the response's rule IDs first, else the request."""
     is_egress = change["isEgress"]
+    if APPROVERS:  # an exception's tags (Exceptions that expire)
+        read_rule_tags(params, change)
     rules = read_rule_set(response, is_egress, change["unreadable"])
     if rules is None:  # records before mid-2021, or a rule set that is no list
         rules = read_request_rules(params, is_egress, change["unreadable"])
@@ -817,7 +826,9 @@ def optional_text(value: Any, limit: int) -> str | None:
 def may_undo(change: Change) -> bool:
     """Might the change need undoing, and so an account to act in?"""
     if "tagging" in change:
-        return any(tags_at_stake(change["tagging"], change["eventName"]))
+        return any(tags_at_stake(change["tagging"], change["eventName"])) or (
+            rule_tags_at_stake(change)  # Exceptions that expire
+        )
     listed = change.get("prefixList", {})
     return bool(
         change["rules"]
@@ -880,6 +891,8 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
         kept = change["rules"] + change["unreadable"] + tags_changed(change)
         kept += entries_changed(change) + associated(change)
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
+    if "tagging" in change and rule_tags_at_stake(change):  # Exceptions that expire
+        return retag_rules(change, done, dry_run, account)
     if "tagging" in change:
         return retag(change, done, dry_run, account)
     if "prefixList" in change:
@@ -1148,6 +1161,8 @@ def undo(
             change, rules_by_id(ec2, rules)
         )
     revoking, done["kept"] = split_rules({**change, "rules": rules})
+    if APPROVERS:  # Exceptions that expire
+        revoking = keep_under_exception(ec2, change, revoking, done, dry_run)
     restoring, narrowed = [], []
     if change["eventName"] == "ModifySecurityGroupRules" and revoking:
         revoking, restoring, narrowed = plan_edits(
@@ -1157,7 +1172,7 @@ def undo(
         )
         done["kept"] += narrowed
     if not revoking and not restoring:
-        done["reason"] = reason_kept(done["kept"], narrowed)
+        done["reason"] = done.get("exception") or reason_kept(done["kept"], narrowed)
         return done
     approved, done["reason"] = verdict_of_should_revert(
         {**change, "rules": restoring + revoking}
@@ -1174,7 +1189,9 @@ def undo(
             restore(ec2, change, restoring)
     done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
     done["restored"] = restoring
-    done["reason"] = done["reason"] or reason_of(change, done, dry_run)
+    done["reason"] = (
+        done["reason"] or done.get("exception") or reason_of(change, done, dry_run)
+    )
     return done
 
 
@@ -1395,6 +1412,9 @@ def outcome(summary: dict, decision: str, done: Done) -> Outcome:
         result["leftOpen"] = [describe(rule) for rule in done["leftOpen"]]
     if done.get("unreadable"):
         result["unreadable"] = done["unreadable"]
+    # Exceptions that expire: granted, refused or ended, and so told.
+    if done.get("exception"):
+        result["exception"] = done["exception"]
     return result
 
 
@@ -1428,6 +1448,7 @@ def notify(result: dict[str, Any], change: Change) -> None:
     told = result["decision"] in LEFT_OPEN or (
         result["decision"] in ("reverted", "dry-run") and result["rules"]
     )
+    told = told or "exception" in result  # Exceptions that expire: kept, refused, ended
     routine = result.get("groupId") == canary_group_id() and result["decision"] in (
         "reverted",
         "already-gone",
@@ -2299,6 +2320,7 @@ def read_tagging(params: dict, change: Change) -> None:
             tags[key] = value if isinstance(value, str) else None
     change["tagging"] = {
         "groupIds": [g for g in groups if isinstance(g, str) and GROUP_ID.fullmatch(g)],
+        "ruleIds": [r for r in groups if isinstance(r, str) and RULE_ID.fullmatch(r)],
         "tags": tags,
         # DeleteTags without a tag list deletes every user tag of the resource (EC2 API
         # reference, DeleteTags): no key is named, every key is gone.
@@ -3080,6 +3102,8 @@ def revokes_by_id(change: Change) -> bool:
         and bool(rules)
         and not change["unreadable"]
         and all("securityGroupRuleId" in rule for rule in rules)
+        # An exception is decided alone: a batch's dry run would keep nothing.
+        and not claims_exception(change)
     )
 
 
@@ -3160,6 +3184,8 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 QueueUrl=os.environ["FAILURE_QUEUE_URL"],
                 ReceiptHandle=message["ReceiptHandle"],
             )
+    # Exceptions first: a tag taken off a granted rule is put back before its grant is read.
+    blind_spots += sweep_exceptions(settings, regions, counts, context)
     period = datetime.timedelta(minutes=minutes)
     for account in [None, *other_accounts(settings.get("accounts"), context)]:
         if account is not None and not MEMBER_ROLE_NAME:
@@ -4359,6 +4385,655 @@ def publish_audit(
 
 
 # =============================================================================================
+# Exceptions that expire: a rule an approver tags is kept until its time, then revoked
+#
+# Switch: APPROVERS (empty: off, the default) with MAX_EXCEPTION_HOURS; in template.yaml the
+# parameters Approvers and MaxExceptionHours (Condition GrantsExceptions). Events: Authorize*
+# whose TagSpecifications (resource type security-group-rule) give the new rules
+# sg-guardrail:expires (UTC, e.g. 2026-12-01T18:00:00Z) and sg-guardrail:reason; CreateTags
+# and DeleteTags on sgr-… rules naming those keys (template.yaml's RuleTagRule); the sweep,
+# which revokes the rules whose exception expired. IAM: ec2:CreateTags and ec2:DeleteTags on
+# security-group-rule/* (only with GrantsExceptions); ec2:DescribeSecurityGroupRules,
+# ec2:RevokeSecurityGroupIngress/Egress and cloudtrail:LookupEvents, granted already.
+#
+# Keeping a rule adds access, so nothing here trusts the message: a grant keeps a rule only
+# when event history holds the call under its event ID, made by an approver as AWS recorded
+# it (ConfirmFirst: until then Lambda retries, then the sweep), and the rule carries the tags
+# as AWS holds them now. The sweep revokes an expired rule only when event history ties its
+# tag to an approver's call; a tag that anyone else set is undone and the rule left.
+# =============================================================================================
+
+EXPIRES_KEY = "sg-guardrail:expires"
+REASON_KEY = "sg-guardrail:reason"
+EXCEPTION_KEYS = (EXPIRES_KEY, REASON_KEY)
+# UTC only, to the minute or second: "2026-12-01T18:00:00Z" (or +00:00). A time in another
+# zone, or without one, is not an exception: a reader must not have to guess.
+EXPIRES_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d)?(?:Z|\+00:00)")
+# Event history holds 90 days: a grant must still be there when its exception expires.
+MOST_EXCEPTION_HOURS = 720
+ACCOUNT_PINNED = re.compile(r"arn:aws[a-z-]*:(iam|sts)::\d{12}:.+")
+VERBS["kept"] = "Kept under an exception"
+
+
+def add_exception_environment() -> None:
+    """APPROVERS (comma-separated) and MAX_EXCEPTION_HOURS from the deployment add to the
+    block; a value that is no whole number is kept as text, for the check to refuse."""
+    global APPROVERS, MAX_EXCEPTION_HOURS
+    added = os.environ.get("APPROVERS", "").split(",")
+    if isinstance(APPROVERS, list):
+        APPROVERS = APPROVERS + [p.strip() for p in added if p.strip()]
+    hours = os.environ.get("MAX_EXCEPTION_HOURS", "").strip()
+    if hours:
+        MAX_EXCEPTION_HOURS = int(hours) if hours.isdigit() else hours
+
+
+def exception_setting_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """APPROVERS as EXEMPT_PRINCIPALS are checked, and stricter: an approver keeps rules
+    open, so each pattern names its account (a "*" there would let an admin of any member
+    account create a role of that name and approve) and is a person or role, not a service."""
+    found = []
+    approvers = settings["APPROVERS"]
+    if not is_list_of(approvers, str):
+        found.append(("APPROVERS", approvers, "must be a list of strings"))
+    else:
+        for pattern in approvers:
+            matched = PRINCIPAL_PATTERN.fullmatch(pattern)
+            if not matched or matched["name"] is None:
+                found.append(("APPROVERS", pattern, "is not an IAM or STS ARN"))
+            elif not ACCOUNT_PINNED.fullmatch(pattern):
+                found.append(("APPROVERS", pattern, "must name its account"))
+            elif not matched["name"].strip("*?/"):
+                found.append(("APPROVERS", pattern, "would make everyone an approver"))
+    hours = settings["MAX_EXCEPTION_HOURS"]
+    if type(hours) is not int or not 1 <= hours <= MOST_EXCEPTION_HOURS:
+        found.append(
+            (
+                "MAX_EXCEPTION_HOURS",
+                hours,
+                f"must be a whole number of hours, 1 to {MOST_EXCEPTION_HOURS}",
+            )
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Exceptions: reading and deciding (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def read_rule_tags(params: dict, change: dict[str, Any]) -> None:
+    """The exception's tags an Authorize* call gave its new rules (TagSpecifications of
+    resource type security-group-rule), as change["ruleTags"]. CloudTrail's layout is
+    assumed like CreateSecurityGroup's, unverified by a real record: tagSpecificationSet
+    {"items": [{"resourceType", "tags": [{"key", "value"}]}]}, the tags a plain list or an
+    {"items": [...]} collection; both are read. Only the exception's keys are kept."""
+    specs = field(params, "tagSpecificationSet")
+    specs = specs.get("items") if isinstance(specs, dict) else specs
+    found: dict[str, str] = {}
+    for spec in specs if isinstance(specs, list) else []:
+        if not isinstance(spec, dict):
+            continue
+        if field(spec, "resourceType") != "security-group-rule":
+            continue
+        tags = field(spec, "tags")
+        tags = tags.get("items") if isinstance(tags, dict) else tags
+        for tag in tags if isinstance(tags, list) else []:
+            key, value = field(tag, "key"), field(tag, "value")
+            if key in EXCEPTION_KEYS:
+                found[key] = value if isinstance(value, str) else ""
+    if found:
+        change["ruleTags"] = found
+
+
+def approver_of(change: dict[str, Any]) -> str | None:
+    """The caller's name that APPROVERS match (its ARN or its role's); None for anyone else.
+    An AWS service acting on its own approves nothing."""
+    if change.get("byAwsService"):
+        return None
+    for principal in change.get("principals", []):  # patterns are ARNs: no service
+        if any(fnmatch.fnmatchcase(principal, pattern) for pattern in APPROVERS):
+            return principal
+    return None
+
+
+def expiry_of(
+    value: Any, granted: datetime.datetime | None, now: datetime.datetime
+) -> tuple[datetime.datetime | None, str]:
+    """(when the exception ends, "") or (None, why it is none): a UTC time after the grant,
+    at most MAX_EXCEPTION_HOURS after it (the grant's time as recorded, never now), and
+    still ahead of `now`."""
+    if value is None:
+        return None, f"no {EXPIRES_KEY} tag"
+    text = str(value)[:40]
+    expires = parsed_expiry(value)
+    if expires is None:
+        return (
+            None,
+            f"{EXPIRES_KEY} {text!r} is not a UTC time like 2026-12-01T18:00:00Z",
+        )
+    if granted is None:
+        return None, "the grant's time is unreadable"
+    if expires > granted + datetime.timedelta(hours=MAX_EXCEPTION_HOURS):
+        return None, (
+            f"{EXPIRES_KEY} {text} is more than MAX_EXCEPTION_HOURS "
+            f"({MAX_EXCEPTION_HOURS}) after the grant at {granted:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    if expires <= max(now, granted):
+        return None, f"{EXPIRES_KEY} {text} is past"
+    return expires, ""
+
+
+def parsed_expiry(value: Any) -> datetime.datetime | None:
+    """An sg-guardrail:expires value as a time; None when it is not a UTC time."""
+    if not isinstance(value, str) or not EXPIRES_FORMAT.fullmatch(value):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:  # 2026-02-30T00:00Z
+        return None
+
+
+def grant_of(
+    change: dict[str, Any], now: datetime.datetime
+) -> tuple[dict[str, str] | None, str]:
+    """(the grant: expires, approver, reason) of an Authorize* that tagged its rules, or
+    (None, why there is none). Decided on the change as read: the caller confirms it."""
+    tags = change.get("ruleTags") or {}
+    approver = approver_of(change)
+    if approver is None:
+        return None, (
+            f"{EXPIRES_KEY} set by {change['actor']}, who is not in APPROVERS: "
+            "no exception"
+        )
+    if is_locked(change):
+        return None, "the group is locked: exceptions never apply to it"
+    expires, why = expiry_of(tags.get(EXPIRES_KEY), time_of(change), now)
+    if expires is None:
+        return None, f"no exception: {why}"
+    reason = (tags.get(REASON_KEY) or "").strip()
+    if not reason:
+        return None, f"no exception: an exception needs its {REASON_KEY} tag"
+    return (
+        {
+            "expires": tags[EXPIRES_KEY],
+            "approver": change[
+                "actor"
+            ],  # the session, as recorded: whom APPROVERS matched
+            "reason": reason[:256],
+        },
+        "",
+    )
+
+
+def words_of(grant: dict[str, str]) -> str:
+    return (
+        f"kept until {grant['expires']}, granted by {grant['approver']}, "
+        f"because {grant['reason']!r}"
+    )
+
+
+def claims_exception(change: dict[str, Any]) -> bool:
+    """Does the change ask for an exception that could keep its rules? (The buffered path
+    decides those alone, never in a batch's dry run.)"""
+    return bool(APPROVERS) and EXPIRES_KEY in (change.get("ruleTags") or {})
+
+
+def rule_tags_at_stake(change: dict[str, Any]) -> bool:
+    """A CreateTags/DeleteTags naming an exception's key on rules (sgr-…)."""
+    tagging = change.get("tagging") or {}
+    keys = tagging.get("tags", {})
+    return (
+        bool(APPROVERS)
+        and bool(tagging.get("ruleIds"))
+        and (tagging.get("allTags") or any(key in keys for key in EXCEPTION_KEYS))
+    )
+
+
+def set_by(record: Any, rule_id: str, key: str) -> tuple[bool, str | None]:
+    """(touched, value) of a rule's tag `key` in one record: an Authorize* that created the
+    rule with it, a CreateTags that set it (value) or a DeleteTags that removed it (None)."""
+    try:
+        change = read_change(record)
+    except BadEvent:
+        return False, None
+    if change["eventName"].startswith("Authorize"):
+        ids = {rule.get("securityGroupRuleId") for rule in change["rules"]}
+        tags = change.get("ruleTags") or {}
+        return (rule_id in ids and key in tags), tags.get(key)
+    tagging = change.get("tagging")
+    if not tagging or rule_id not in tagging["ruleIds"]:
+        return False, None
+    if change["eventName"] == "DeleteTags":
+        return tagging["allTags"] or key in tagging["tags"], None
+    if key not in tagging["tags"]:
+        return False, None
+    return True, tagging["tags"][key] or ""
+
+
+def last_approved(
+    records: list[Any], rule_id: str, key: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, value) of the newest change of the tag by an approver, as event history
+    records it (newest first); (None, None) when no approver ever set it there: the value
+    the tag should have, whatever anyone else did since."""
+    for record in records:
+        touched, value = set_by(record, rule_id, key)
+        if touched and approver_of(read_actor(record.get("userIdentity"))):
+            return record, value
+    return None, None
+
+
+def newest_setter(
+    records: list[Any], rule_id: str, key: str, value: str | None
+) -> dict[str, Any] | None:
+    """The newest record that set the rule's tag to exactly `value`, whoever made it."""
+    return next((r for r in records if set_by(r, rule_id, key) == (True, value)), None)
+
+
+def time_of_record(record: dict[str, Any]) -> datetime.datetime | None:
+    return time_of({"eventTime": record.get("eventTime")})
+
+
+# ---------------------------------------------------------------------------------------------
+# Exceptions: acting (the live path)
+# ---------------------------------------------------------------------------------------------
+
+
+def rule_tags_now(ec2: Any, rule_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each rule's tags and group as AWS holds them now, by rule ID; absent ones are gone."""
+    if not rule_ids:
+        return {}
+    found = {}
+    # IAM: ec2:DescribeSecurityGroupRules
+    pages = ec2.get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "security-group-rule-id", "Values": rule_ids[:200]}]
+    )
+    for page in pages:
+        for rule in page["SecurityGroupRules"]:
+            found[rule["SecurityGroupRuleId"]] = {
+                "groupId": rule.get("GroupId"),
+                "isEgress": rule.get("IsEgress"),
+                "tags": {t["Key"]: t["Value"] for t in rule.get("Tags", [])},
+            }
+    return found
+
+
+def keep_under_exception(
+    ec2: Any, change: dict, rules: list[dict], done: dict, dry_run: bool
+) -> list[dict]:
+    """Move the rules an approver's confirmed exception keeps into done["kept"]; returns
+    the others, to be revoked. No exception asked for (APPROVERS empty, no tag): no call."""
+    if not claims_exception(change) or not rules:
+        return rules
+    grant, why = grant_of(change, datetime.datetime.now(datetime.UTC))
+    if grant is None:
+        done["exception"] = why
+        return rules
+    held = rule_tags_now(
+        ec2, [r["securityGroupRuleId"] for r in rules if "securityGroupRuleId" in r]
+    )
+    claimed = {k: v for k, v in change["ruleTags"].items() if k in EXCEPTION_KEYS}
+    carrying = [
+        rule
+        for rule in rules
+        if all(
+            held.get(rule.get("securityGroupRuleId"), {}).get("tags", {}).get(k) == v
+            for k, v in claimed.items()
+        )
+    ]
+    if not carrying:
+        done["exception"] = (
+            "no exception: the rules do not carry the tags the record names, as AWS "
+            "holds them now"
+        )
+        return rules
+    if "confirmedBy" not in change:
+        if dry_run:  # a dry run confirms nothing, so it keeps nothing
+            done["exception"] = (
+                f"would be {words_of(grant)}, once event history confirms it"
+            )
+            return rules
+        raise ConfirmFirst  # keeping adds access: only on AWS's own record of the call
+    done["kept"] += carrying
+    done["exception"] = words_of(grant)
+    return [rule for rule in rules if rule not in carrying]
+
+
+def retag_rules(change: dict, done: dict, dry_run: bool, account: str | None) -> dict:
+    """A tag change of an exception's keys on rules. By an approver: a grant or an end,
+    told (the sweep acts on it only as event history records it). By anyone else: undone,
+    once event history confirms the call; each key goes back to the value an approver last
+    gave it there (or away, if none did)."""
+    if change["tagging"]["groupIds"]:
+        done = retag(change, done, dry_run, account)
+    done.setdefault("retagged", [])
+    tagging = change["tagging"]
+    keys = (
+        list(EXCEPTION_KEYS)
+        if tagging["allTags"]
+        else [k for k in EXCEPTION_KEYS if k in tagging["tags"]]
+    )
+    rules = ", ".join(tagging["ruleIds"])
+    if approver_of(change):
+        done["exception"] = f"{rules}: {approvers_tagging(change)}"
+        done["kept"] += tags_changed(change)
+        done["reason"] = done["exception"]
+        return done
+    if dry_run:
+        done["retagged"] = [f"tags {', '.join(keys)} of {rules} put back"]
+        return {**done, "reason": DRY_RUN_REASON}
+    # A tag written or taken off decides what the sweep revokes: on AWS's record only.
+    confirm_first(change, dry_run)
+    ec2 = client("ec2", change["region"], account)
+    held = rule_tags_now(ec2, tagging["ruleIds"])
+    done["gone"] += [
+        f"tags of {r} (the rule is gone)" for r in tagging["ruleIds"] if r not in held
+    ]
+    for rule_id, now in held.items():
+        records = rule_history(change, rule_id, now["groupId"], account)
+        put_back, take_off = {}, []
+        for key in keys:
+            _, value = last_approved(records, rule_id, key)
+            current = now["tags"].get(key)
+            left_by_the_change = (
+                current is None
+                if change["eventName"] == "DeleteTags"
+                else current == (tagging["tags"].get(key) or "")
+            )
+            if not left_by_the_change:
+                continue  # changed again since: that change is an event of its own
+            if value is None and current is not None:
+                take_off.append(key)
+            elif value is not None and current != value:
+                put_back[key] = value
+        if put_back:
+            # IAM: ec2:CreateTags
+            ec2.create_tags(
+                Resources=[rule_id],
+                Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
+            )
+        if take_off:
+            # IAM: ec2:DeleteTags
+            ec2.delete_tags(Resources=[rule_id], Tags=[{"Key": k} for k in take_off])
+        done["retagged"] += [
+            f"tag {k}={v} put back on {rule_id}" for k, v in put_back.items()
+        ]
+        done["retagged"] += [f"tag {k} taken off {rule_id}" for k in take_off]
+    done["exception"] = (
+        f"{', '.join(keys)} on {rules} changed by {change['actor']}, who is not in "
+        "APPROVERS: " + ("undone" if done["retagged"] else "nothing to undo")
+    )
+    done["reason"] = done["exception"]
+    return done
+
+
+def approvers_tagging(change: dict[str, Any]) -> str:
+    """An approver's tag change on rules, in words: a grant (or a new time), or an end."""
+    tags = change["tagging"]["tags"]
+    if change["eventName"] == "DeleteTags":
+        return f"the exception ended by {change['actor']}; the rules stay"
+    now = datetime.datetime.now(datetime.UTC)
+    expires, why = expiry_of(tags.get(EXPIRES_KEY), time_of(change), now)
+    reason = (tags.get(REASON_KEY) or "").strip()
+    if expires and reason:
+        grant = {"expires": tags[EXPIRES_KEY], "approver": change["actor"]}
+        return words_of({**grant, "reason": reason[:256]})
+    why = why or f"no {REASON_KEY} tag"
+    return f"no exception ({why}); the sweep will not revoke the rules for it"
+
+
+def rule_history(
+    change: dict[str, Any], rule_id: str, group_id: str | None, account: str | None
+) -> list[Any]:
+    """The rule's records in event history before the change (newest first), as far back
+    as a live exception's grant can be: its tag calls (ResourceName: the rule) and the
+    Authorize* that created it (ResourceName: its group, as tag_history reads it)."""
+    end = (
+        event_time(change)
+        if change.get("eventId")
+        else datetime.datetime.now(datetime.UTC)
+    )
+    return exception_records(
+        change["region"], account, [rule_id, group_id], end, change.get("eventId")
+    )
+
+
+def exception_records(
+    region: str,
+    account: str | None,
+    names: list[str | None],
+    end: datetime.datetime,
+    skip_event_id: str | None = None,
+) -> list[Any]:
+    """Records naming any of `names` in the MAX_EXCEPTION_HOURS (and an hour) before `end`,
+    newest first: a grant older than that cannot hold a live exception."""
+    trail = client("cloudtrail", region, account)
+    start = end - datetime.timedelta(hours=MAX_EXCEPTION_HOURS + 1)
+    records: dict[str, Any] = {}
+    for name in [n for n in names if n]:
+        # IAM: cloudtrail:LookupEvents
+        pages = trail.get_paginator("lookup_events").paginate(
+            LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": name}],
+            StartTime=start,
+            EndTime=end,
+            PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
+        )
+        for number, page in enumerate(pages):
+            if number:  # LookupEvents takes 2 requests a second
+                time.sleep(PAGE_INTERVAL_S)
+            for event in page["Events"]:
+                try:
+                    record = json.loads(event.get("CloudTrailEvent") or "null")
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("eventID") != skip_event_id:
+                    records[str(record.get("eventID"))] = record
+    return sorted(records.values(), key=lambda r: str(r.get("eventTime")), reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exceptions: the sweep revokes what expired, exactly
+# ---------------------------------------------------------------------------------------------
+
+
+def sweep_exceptions(
+    settings: dict[str, Any], regions: list[str], counts: dict[str, int], context: Any
+) -> list[str]:
+    """Each account and region: one DescribeSecurityGroupRules for the rules that carry
+    sg-guardrail:expires; each whose time has come is revoked when event history ties that
+    tag to an approver's call, and told. A tag someone else set last is undone, the rule
+    left (an outage on the word of anyone allowed to tag); a tag no record explains is told
+    each sweep. Returns what could not be checked, as blind spots."""
+    if not APPROVERS:
+        return []
+    spots = []
+    for account in [None, *other_accounts(settings.get("accounts"), context)]:
+        if account is not None and not MEMBER_ROLE_NAME:
+            continue  # sweep() tells it already
+        for region in regions:
+            try:
+                for record in rule_tag_changes(settings, region, account):
+                    tally(counts, handle_quietly(record, context, from_history=True))
+                for result in expire_in(region, account):
+                    tally(counts, result["decision"])
+            except RETRY_LATER as error:
+                where = f"account {account}" if account else "this account"
+                spots.append(
+                    f"the exceptions of {where} in {region} could not be checked: "
+                    f"{error_reason(error)}"
+                )
+    return spots
+
+
+def rule_tag_changes(
+    settings: dict[str, Any], region: str, account: str | None
+) -> list[Any]:
+    """The sweep period's CreateTags and DeleteTags of an exception's keys on rules, from
+    event history: a removal the live path missed would leave a rule without its time, where
+    the expiry pass below cannot see it."""
+    minutes = settings.get("minutes")
+    minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
+    since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
+    records, _ = read_history(since, client("cloudtrail", region, account), TAG_EVENTS)
+    found = []
+    for record in records:
+        try:
+            change = read_change(record)
+        except BadEvent:
+            continue
+        if rule_tags_at_stake(change):
+            found.append(record)
+    return found
+
+
+def expire_in(region: str, account: str | None) -> Iterator[dict[str, Any]]:
+    """The results of one region's expired exceptions, each logged and told."""
+    ec2 = client("ec2", region, account)
+    now = datetime.datetime.now(datetime.UTC)
+    # IAM: ec2:DescribeSecurityGroupRules
+    pages = ec2.get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "tag-key", "Values": [EXPIRES_KEY]}]
+    )
+    tagged = [rule for page in pages for rule in page["SecurityGroupRules"]]
+    for found in tagged:
+        tags = {t["Key"]: t["Value"] for t in found.get("Tags", [])}
+        expires = parsed_expiry(tags.get(EXPIRES_KEY))
+        if expires is not None and expires > now:
+            continue  # not yet; a value that is no time is looked at now
+        if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
+            return  # the next sweep sees the rest: their tags stay
+        try:
+            result = expire_one(ec2, found, tags, region, account, now)
+        except Exception as error:  # noqa: BLE001 -- one rule never stops the others
+            result = {
+                "eventName": "ExceptionExpired",
+                "region": region,
+                "groupId": found.get("GroupId"),
+                "decision": "error",
+                "reason": (
+                    f"the expired exception of {found.get('SecurityGroupRuleId')} could "
+                    f"not be handled ({error_reason(error)}); the next sweep tries again"
+                ),
+                "rules": [],
+            }
+        notify(result, {"groupId": found.get("GroupId")})
+        yield log(result)
+
+
+def locked_now(ec2: Any, group_id: str | None) -> bool:
+    """Is the group locked (LOCKED_GROUP_IDS, LOCKED_TAGGED, the canary's)? Its tags are
+    asked of AWS only when a tag locks groups."""
+    change: dict[str, Any] = {"groupId": group_id}
+    if LOCKED_TAGGED and group_id:
+        change["tags"] = tags_now(ec2, [group_id]).get(group_id) or {}
+    return is_locked(change)
+
+
+def expire_one(
+    ec2: Any,
+    found: dict[str, Any],
+    tags: dict[str, str],
+    region: str,
+    account: str | None,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """One rule whose sg-guardrail:expires is past (or no time): revoked if the latest
+    call of an approver on that tag, as event history records it, set that very value as a
+    valid exception; otherwise its tag is undone when someone else's call set the value,
+    or it is told as unexplained (no record of it yet: history lags)."""
+    rule = rule_from_aws(found)
+    rule_id, group_id = rule["securityGroupRuleId"], found.get("GroupId")
+    records = exception_records(region, account, [rule_id, group_id], now)
+    value = tags.get(EXPIRES_KEY)
+    # The approver's latest word on the tag is what counts; what anyone else wrote since
+    # (the function's own put-backs too) is no grant, and explains the value only if it
+    # wrote exactly that.
+    granting, approved = last_approved(records, rule_id, EXPIRES_KEY)
+    tied = granting is not None and approved == value
+    setter = granting if tied else newest_setter(records, rule_id, EXPIRES_KEY, value)
+    result = {
+        "eventId": setter.get("eventID") if setter else None,
+        "eventName": "ExceptionExpired",
+        "eventTime": setter.get("eventTime") if setter else None,
+        "actor": read_actor(setter.get("userIdentity"))["actor"]
+        if setter
+        else "unknown",
+        "account": account or (setter or {}).get("recipientAccountId"),
+        "region": region,
+        "groupId": group_id,
+        "rules": [],
+    }
+    if setter is None:
+        return {
+            **result,
+            "decision": "unreadable",
+            "reason": (
+                f"{rule_id} carries {EXPIRES_KEY}={value!r}, and event history holds no "
+                "call that set it: not revoked; check it by hand"
+            ),
+            "leftOpen": [describe(rule)],
+        }
+    granted = time_of_record(setter)
+    valid, why = expiry_of(value, granted, granted or now)
+    if tied and valid and locked_now(ec2, group_id):
+        return {
+            **result,
+            "decision": "unreadable",
+            "reason": (
+                f"{rule_id} is in a locked group, where exceptions never apply: its "
+                "expired exception is not revoked; check it by hand"
+            ),
+            "leftOpen": [describe(rule)],
+        }
+    if tied and valid:
+        reason = (tags.get(REASON_KEY) or "").strip()
+        gone = revoke(ec2, {"groupId": group_id}, [rule])
+        told = "was already gone" if gone else "revoked"
+        return {
+            **result,
+            "decision": "already-gone" if gone else "reverted",
+            "reason": (
+                f"the exception of {rule_id} expired at {value} (granted by "
+                f"{result['actor']} at {setter.get('eventTime')}, because {reason!r}): "
+                f"{told}"
+            ),
+            "rules": [] if gone else [describe(rule)],
+        }
+    if tied or approver_of(read_actor(setter.get("userIdentity"))):
+        return {  # an approver's own value, but no exception: the tag is left, told
+            **result,
+            "decision": "unreadable",
+            "reason": (
+                f"{rule_id}'s {EXPIRES_KEY} was set by {result['actor']}, but it is no "
+                f"exception ({why or 'a newer grant or end followed'}): not revoked; "
+                "check it by hand"
+            ),
+            "leftOpen": [describe(rule)],
+        }
+    _, approved = last_approved(records, rule_id, EXPIRES_KEY)
+    if approved is None:
+        # IAM: ec2:DeleteTags
+        ec2.delete_tags(Resources=[rule_id], Tags=[{"Key": EXPIRES_KEY}])
+        undone = f"tag {EXPIRES_KEY} taken off {rule_id}"
+    else:
+        # IAM: ec2:CreateTags
+        ec2.create_tags(
+            Resources=[rule_id], Tags=[{"Key": EXPIRES_KEY, "Value": approved}]
+        )
+        undone = f"tag {EXPIRES_KEY}={approved} put back on {rule_id}"
+    return {
+        **result,
+        "decision": "reverted",
+        "reason": (
+            f"{EXPIRES_KEY}={value!r} on {rule_id} was set by {result['actor']}, who is "
+            "not in APPROVERS: the tag undone, the rule left as it is"
+        ),
+        "rules": [undone],
+        "keptRules": [describe(rule)],
+    }
+
+
+# =============================================================================================
 # Loading the conditions: the deployment's environment adds to them, and every setting is
 # checked once, when the file loads
 # =============================================================================================
@@ -4394,6 +5069,7 @@ def add_environment() -> None:
     MEMBER_ROLE_NAME = (
         os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
     )
+    add_exception_environment()  # APPROVERS, MAX_EXCEPTION_HOURS
 
 
 PRINCIPAL_PATTERN = re.compile(
@@ -4419,6 +5095,8 @@ EXAMPLES = {
     "RESTORE_FROM_CONFIG": "True",
     "RESTORE_FROM_CLOUDTRAIL": "True",
     "MEMBER_ROLE_NAME": '"sg-guardrail-member"',
+    "APPROVERS": '["arn:aws:iam::111122223333:role/SecurityApprover"]',
+    "MAX_EXCEPTION_HOURS": "24",
     "LATE_AFTER_SECONDS": "300",
     "should_revert": "def should_revert(change): return True",
 }
@@ -4506,6 +5184,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
         found.append(("LATE_AFTER_SECONDS", late, "must be a whole number of seconds"))
     if not callable(settings["should_revert"]):
         found.append(("should_revert", settings["should_revert"], "must be a function"))
+    found += exception_setting_problems(settings)  # APPROVERS, MAX_EXCEPTION_HOURS
     return found
 
 

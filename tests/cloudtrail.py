@@ -163,9 +163,12 @@ def authorize(
     egress: bool = False,
     modern: bool = True,
     identity: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Call Authorize* on moto and return its record; modern=False drops the rule set
-    (records before July 2021). A refused call returns a failed record."""
+    (records before July 2021). A refused call returns a failed record. tags: the new
+    rules' TagSpecifications (resource type security-group-rule), recorded as
+    tagSpecificationSet in the item layout create_group uses (unverified by a real record)."""
     name = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
     before = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
     call = (
@@ -174,9 +177,25 @@ def authorize(
         else ec2.authorize_security_group_ingress
     )
     request = {"groupId": group_id, "ipPermissions": camel(permissions)}
+    specs = {}
+    if tags:
+        listed = [{"Key": k, "Value": v} for k, v in tags.items()]
+        specs = {
+            "TagSpecifications": [
+                {"ResourceType": "security-group-rule", "Tags": listed}
+            ]
+        }
+        request["tagSpecificationSet"] = {
+            "items": [
+                {
+                    "resourceType": "security-group-rule",
+                    "tags": [{"key": k, "value": v} for k, v in tags.items()],
+                }
+            ]
+        }
     region = ec2.meta.region_name
     try:
-        call(GroupId=group_id, IpPermissions=permissions)
+        call(GroupId=group_id, IpPermissions=permissions, **specs)
     except ClientError as error:
         code = error.response["Error"]["Code"]
         return made(

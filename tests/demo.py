@@ -44,6 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import boto3
 from cloudtrail import (
     ACCOUNT,
+    EventHistory,
     add_entries,
     assumed_role,
     authorize,
@@ -53,6 +54,7 @@ from cloudtrail import (
     revoke,
     rules_of,
     serve_associations,
+    tag,
 )
 from moto.server import ThreadedMotoServer
 from shipped import SHIPPED_CONDITIONS
@@ -321,6 +323,7 @@ def scripted() -> list[str]:
         print(f"  {n:<3}{who:<22}{what:<34}{result['decision']:<15}{shipped:<10}{why}")
         failures += [f"change {n}: {problem}" for problem in problems]
     failures += widened_prefix_list(ec2, log, n + 1)
+    failures += exception_that_expires(ec2, group_id, log, n + 2)
     show_rules(f"Group {group_id} after", ec2, group_id)
     show_rules(
         f"Group {db} (db, locked) after: the rule is back, with a new ID", ec2, db
@@ -359,6 +362,87 @@ def widened_prefix_list(ec2, log, number: int) -> list[str]:
     if result["decision"] not in ("reverted", "kept"):
         return [f"prefix list: {result['decision']}: {result['reason']}"]
     return []
+
+
+APPROVER = assumed_role("SecurityApprover", "dana@example.com")
+EXPIRES, REASON = lambda_function.EXPIRES_KEY, lambda_function.REASON_KEY
+
+
+def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
+    """Exceptions that expire, with the demo's own approver (its SecurityApprover role):
+    dana opens 22 to the vendor with sg-guardrail:expires a few seconds ahead (hours, in
+    life); alice moves that time into the past; the sweep then revokes the rule, and only
+    it. Event history answers by event ID here (cloudtrail.EventHistory), as the function
+    confirms a grant before it keeps anything. A failure when any step goes otherwise."""
+    lambda_function.APPROVERS = [f"arn:aws:iam::{ACCOUNT}:role/SecurityApprover"]
+    events = lambda_function.client("cloudtrail", REGION).meta.events
+    name = "before-call.cloudtrail.LookupEvents"
+    events.register_first(name, EventHistory().answer, unique_id="exceptions")
+    failures, vendor = [], tcp(22, "203.0.113.7/32", "vendor")
+    moment = time.time() + 4
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    tags = {EXPIRES: expires, REASON: "vendor patch window, ticket 4711"}
+    before = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+    def row(n, who, what, result, ok, problem):
+        why = result.get("exception") or result["reason"]
+        print(f"  {n:<3}{who:<22}{what:<34}{result['decision']:<15}{'':<10}{why}")
+        failures.extend([] if ok else [f"exception, {what}: {problem}"])
+
+    try:
+        with contextlib.redirect_stdout(log):
+            granted = authorize(ec2, group_id, [vendor], identity=APPROVER, tags=tags)
+            result = lambda_function.lambda_handler(eventbridge(granted), CONTEXT)
+        (rule,) = [
+            r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] not in before
+        ]
+        rule_id = rule["SecurityGroupRuleId"]
+        row(
+            number,
+            "dana (approver)",
+            "opens 22 to a vendor, expiring",
+            result,
+            result["decision"] == "kept",
+            "not kept",
+        )
+        with contextlib.redirect_stdout(log):
+            moved = tag(ec2, "CreateTags", rule_id, {EXPIRES: "2026-01-01T00:00:00Z"})
+            result = lambda_function.lambda_handler(eventbridge(moved), CONTEXT)
+        held = ec2.describe_security_group_rules(SecurityGroupRuleIds=[rule_id])
+        now_tags = {t["Key"]: t["Value"] for t in held["SecurityGroupRules"][0]["Tags"]}
+        row(
+            number + 1,
+            "alice",
+            "moves its time into the past",
+            result,
+            now_tags.get(EXPIRES) == expires,
+            "the approver's time is not back",
+        )
+        time.sleep(max(0.0, moment - time.time() + 1))
+        swept = io.StringIO()
+        with contextlib.redirect_stdout(swept):
+            lambda_function.lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+        log.write(swept.getvalue())
+        lines = [json.loads(line) for line in swept.getvalue().splitlines()]
+        expired = [
+            line for line in lines if line.get("eventName") == "ExceptionExpired"
+        ]
+        after = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+        result = expired[0] if expired else {"decision": "none", "reason": "not seen"}
+        row(
+            number + 2,
+            "(the sweep, later)",
+            "the exception expires",
+            result,
+            after == before and len(expired) == 1,
+            "did not revoke exactly that rule",
+        )
+    except Exception as error:  # noqa: BLE001 -- the demo reports it as a failure
+        failures.append(f"exception: the function raised {error!r}")
+    finally:
+        events.unregister(name, unique_id="exceptions")
+        lambda_function.APPROVERS = []
+    return failures
 
 
 def replayed(paths: list[str]) -> list[str]:

@@ -423,6 +423,7 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
     """Delivery=buffered: the rules' targets become the buffer; only this stack's rules may
     send to it; Lambda reads it in batches and is told which messages failed."""
     rules = ["Rule", "ForwardedRule", "TagRule", "ForwardedTagRule"]
+    rules += ["RuleTagRule", "ForwardedRuleTagRule"]  # Approvers set
     for name in rules:
         (target,) = RESOURCES[name]["Properties"]["Targets"]
         assert target["Arn"] == {
@@ -439,6 +440,8 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
         assert RESOURCES[name]["Condition"] == "InvokesDirectly"
     for name in ("TagPermission", "ForwardedTagPermission"):
         assert RESOURCES[name]["Condition"] == "TagsInvokeDirectly"
+    for name in ("RuleTagPermission", "ForwardedRuleTagPermission"):
+        assert RESOURCES[name]["Condition"] == "ExceptionsInvokeDirectly"
     mapping = RESOURCES["BufferMapping"]["Properties"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["MaximumBatchingWindowInSeconds"] <= 5
@@ -649,3 +652,61 @@ def test_security_hub_is_granted_only_when_switched_on_and_only_its_own_product(
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
     assert variables["SECURITY_HUB_FINDINGS"] == {"Ref": "SecurityHubFindings"}
     assert variables["CHAT_NOTIFICATIONS"] == {"Ref": "ChatNotifications"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "condition"),
+    [
+        ("RuleTagRule", "GrantsExceptions"),
+        ("ForwardedRuleTagRule", "GrantsExceptions"),
+        ("ForwardRuleTagRule", "ForwardsExceptions"),
+    ],
+)
+def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(
+    rule, condition
+):
+    """Exceptions that expire: CreateTags/DeleteTags on sgr-… rules, from every region and
+    account, and only with Approvers; the function's rights on rule tags likewise."""
+    rule = RESOURCES[rule]
+    assert rule["Condition"] == condition
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["detail"]["eventName"] == list(lambda_function.TAG_EVENTS)
+    assert pattern["detail"]["requestParameters"] == {
+        "resourcesSet": {"items": {"resourceId": [{"prefix": "sgr-"}]}}
+    }
+    assert pattern["detail"]["errorCode"] == [{"exists": False}]
+    conditions = TEMPLATE["Conditions"]
+    assert conditions["HasApprovers"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": [",", {"Ref": "Approvers"}]}, ""]}]
+    }
+    assert {"Condition": "HasApprovers"} in conditions["UsesEventHistory"]["Fn::Or"]
+    for role, switch in (
+        ("FunctionRole", "GrantsExceptions"),
+        ("MemberRole", "MemberGrantsExceptions"),
+    ):
+        (policy,) = RESOURCES[role]["Properties"]["Policies"]
+        (found,) = [
+            s["Fn::If"]
+            for s in policy["PolicyDocument"]["Statement"]
+            if "Fn::If" in s
+            and s["Fn::If"][1]["Sid"]
+            == "UndoTagChangesOnRulesByOthersThanApproversIfSet"
+        ]
+        assert found[0] == switch
+        assert found[1]["Condition"] == {
+            "ForAllValues:StringEquals": {
+                "aws:TagKeys": [lambda_function.EXPIRES_KEY, lambda_function.REASON_KEY]
+            }
+        }
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["MAX_EXCEPTION_HOURS"] == {"Ref": "MaxExceptionHours"}
+    # the sweep is what ends exceptions: no approvers without it
+    (needs,) = TEMPLATE["Rules"]["ExceptionsNeedTheSweep"]["Assertions"]
+    assert needs["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SweepMinutes"}, "0"]}]
+    }
+    hours = TEMPLATE["Parameters"]["MaxExceptionHours"]
+    assert (hours["MinValue"], hours["MaxValue"]) == (
+        1,
+        lambda_function.MOST_EXCEPTION_HOURS,
+    )
