@@ -63,10 +63,12 @@ format: $(BIN)/activate
 	$(BIN)/ruff format .
 
 # The deployment zip holds lambda_function.py alone; fixed time stamp and mode make the same
-# source give the same bytes.
-package: dist/sg-guardrail.zip
+# source give the same bytes. Its name carries __version__ (lambda_function.py, CHANGELOG.md).
+VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)".*/\1/p' lambda_function.py)
+ZIP := dist/sg-guardrail-$(VERSION).zip
+package: $(ZIP)
 
-dist/sg-guardrail.zip: lambda_function.py
+$(ZIP): lambda_function.py
 	mkdir -p dist
 	$(PYTHON) -c 'import sys, zipfile; \
 	entry = zipfile.ZipInfo("lambda_function.py", date_time=(1980, 1, 1, 0, 0, 0)); \
@@ -74,15 +76,20 @@ dist/sg-guardrail.zip: lambda_function.py
 	archive = zipfile.ZipFile(sys.argv[1], "w"); \
 	archive.writestr(entry, open("lambda_function.py", "rb").read()); archive.close()' $@
 
-# make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMS="DryRun=false ..."]
+# make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMETERS=guardrail.json] [PARAMS="DryRun=false ..."]
+# PARAMETERS: one JSON file of the template's parameters, read by make deploy and make
+# stackset alike (deploy/parameters.example.json); PARAMS are added on top, for this stack only.
 STACK ?= sg-guardrail
-deploy: dist/sg-guardrail.zip
-	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMS=...]"; exit 2; }
-	key=sg-guardrail/$$(sha256sum dist/sg-guardrail.zip | cut -c1-16).zip && \
-	aws s3 cp dist/sg-guardrail.zip s3://$(BUCKET)/$$key && \
+PARAMETERS ?=
+deploy: $(ZIP)
+	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMETERS=file.json] [PARAMS=...]"; exit 2; }
+	key=sg-guardrail/$(VERSION)-$$(sha256sum $(ZIP) | cut -c1-16).zip && \
+	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
+	$(PYTHON) deploy/parameters.py central $(if $(PARAMETERS),--file $(PARAMETERS)) \
+	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > dist/central-parameters.json && \
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_NAMED_IAM \
-	  --parameter-overrides CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS)
+	  --parameter-overrides file://dist/central-parameters.json
 
 clean:
 	rm -rf $(VENV) .venv-scan bench/.venv-custodian .pytest_cache .ruff_cache .hypothesis dist
