@@ -66,6 +66,7 @@ format: $(BIN)/activate
 # source give the same bytes. Its name carries __version__ (lambda_function.py, CHANGELOG.md).
 VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)".*/\1/p' lambda_function.py)
 ZIP := dist/sg-guardrail-$(VERSION).zip
+$(if $(VERSION),,$(error lambda_function.py has no __version__ = "..." line))
 package: $(ZIP)
 
 $(ZIP): lambda_function.py

@@ -50,9 +50,8 @@ from typing import Any
 # (failed calls, unrelated or exempt ones) never load it. Its exceptions are cheap.
 from botocore.exceptions import BotoCoreError, ClientError
 
-__version__ = (
-    "1.0.0"  # CHANGELOG.md; in every log line, notification and the zip's name
-)
+# In every log line, notification and the zip's name; CHANGELOG.md says what changed.
+__version__ = "1.0.0"
 
 # =============================================================================================
 # CONDITIONS: edit this block. Every list empty means "revert every change" (the default).
@@ -240,6 +239,9 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
             matched = PRINCIPAL_PATTERN.fullmatch(pattern)
             if pattern.count("arn:") > 1:
                 why = "holds two ARNs: a comma missing between two strings?"
+                found.append(("EXEMPT_PRINCIPALS", pattern, why))
+            elif pattern.count(ACCOUNT_TOKEN) != pattern.count(f"::{ACCOUNT_TOKEN}:"):
+                why = f"{ACCOUNT_TOKEN} stands only for the account: arn:aws:iam::{ACCOUNT_TOKEN}:role/NAME"
                 found.append(("EXEMPT_PRINCIPALS", pattern, why))
             elif not matched:
                 found.append(("EXEMPT_PRINCIPALS", pattern, "is not an ARN or service"))
@@ -3637,7 +3639,7 @@ def exemption_patterns(change: dict[str, Any]) -> list[str]:
     account = change.get("account")
     known = isinstance(account, str) and ACCOUNT_ID.fullmatch(account) is not None
     return [
-        pattern.replace(ACCOUNT_TOKEN, account) if known else pattern
+        pattern.replace(f"::{ACCOUNT_TOKEN}:", f"::{account}:") if known else pattern
         for pattern in EXEMPT_PRINCIPALS
         if known or ACCOUNT_TOKEN not in pattern
     ]
@@ -3675,12 +3677,18 @@ def listed_accounts(listed: Any, blind_spots: list[str]) -> Any:
             .get_paginator("list_accounts")
             .paginate()
         )
-        return [
+        found = [
             account.get("Id")
             for page in pages
             for account in page.get("Accounts", [])
             if account.get("Status", "ACTIVE") == "ACTIVE"
         ]
+        if not found:
+            blind_spots.append(
+                "the organization lists no accounts (is this account in one?): only "
+                "this account was swept"
+            )
+        return found
     except RETRY_LATER as error:
         blind_spots.append(
             "the organization's accounts could not be listed, so only this account "

@@ -108,6 +108,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
         | {"SweepTheFailureQueue", "TakeBatchesFromTheBufferIfBuffered"}
+        | {"ListTheOrganizationsAccountsIfSweptSo"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"

@@ -41,7 +41,11 @@ def test_policy_grants_exactly_the_actions_the_code_names_beside_its_calls():
     source = (ROOT / "lambda_function.py").read_text()
     named = set()
     for line in re.findall(r"# IAM: (.+)", source):
-        named |= set(re.findall(r"\b(?:ec2|sns|sts|sqs|config|cloudtrail):\w+", line))
+        named |= set(
+            re.findall(
+                r"\b(?:ec2|sns|sts|sqs|config|cloudtrail|organizations):\w+", line
+            )
+        )
     assert named == granted("") - USED_BY_LAMBDA
 
 
@@ -65,6 +69,7 @@ def test_no_wildcard_actions_and_revokes_are_scoped_to_security_groups():
                 "config:GetResourceConfigHistory",
                 "cloudtrail:LookupEvents",
                 "sts:GetCallerIdentity",
+                "organizations:ListAccounts",
             }
 
 
