@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo try test bench burst mutate lint scan format package deploy clean
+.PHONY: demo try test quick bench burst mutate lint scan format package deploy stackset smoke clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,48 @@ deploy: $(ZIP)
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_NAMED_IAM \
 	  --parameter-overrides file://dist/central-parameters.json
+
+# make stackset PARAMETERS=guardrail.json OUS="ou-ab12-11111111 ou-ab12-22222222" REGIONS="eu-west-1 us-east-1"
+#   [CENTRAL_ACCOUNT=111122223333] [STACKSET=sg-guardrail-members] [CALL_AS=SELF|DELEGATED_ADMIN]
+# A service-managed StackSet of template.yaml with Mode=member and the same parameter file as
+# the central stack, deployed to every account of the OUs in the regions listed, and to each
+# account that joins them later (auto-deployment). Run it where StackSets may deploy to the
+# organization: the management account, or a delegated administrator with CALL_AS=DELEGATED_ADMIN.
+STACKSET ?= sg-guardrail-members
+CALL_AS ?= SELF
+CENTRAL_ACCOUNT ?=
+stackset:
+	@test -n "$(PARAMETERS)" -a -n "$(OUS)" -a -n "$(REGIONS)" || { echo 'usage: make stackset PARAMETERS=file.json OUS="ou-..." REGIONS="eu-west-1 ..." [CENTRAL_ACCOUNT=...]'; exit 2; }
+	mkdir -p dist
+	$(PYTHON) deploy/parameters.py member --file $(PARAMETERS) \
+	  $(if $(CENTRAL_ACCOUNT),CentralAccountId=$(CENTRAL_ACCOUNT)) > dist/member-parameters.json
+	if aws cloudformation describe-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) >/dev/null 2>&1; then \
+	  aws cloudformation update-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
+	    --template-body file://template.yaml --parameters file://dist/member-parameters.json \
+	    --capabilities CAPABILITY_NAMED_IAM \
+	    --deployment-targets OrganizationalUnitIds=$(subst $(eval) ,$(comma),$(strip $(OUS))) \
+	    --regions $(REGIONS) \
+	    --operation-preferences RegionConcurrencyType=PARALLEL,FailureTolerancePercentage=0,MaxConcurrentPercentage=100; \
+	else \
+	  aws cloudformation create-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
+	    --description "sg-guardrail member stacks: forwarding rules and the member role" \
+	    --template-body file://template.yaml --parameters file://dist/member-parameters.json \
+	    --capabilities CAPABILITY_NAMED_IAM --permission-model SERVICE_MANAGED \
+	    --auto-deployment Enabled=true,RetainStacksOnAccountRemoval=false && \
+	  aws cloudformation create-stack-instances --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
+	    --deployment-targets OrganizationalUnitIds=$(subst $(eval) ,$(comma),$(strip $(OUS))) \
+	    --regions $(REGIONS) \
+	    --operation-preferences RegionConcurrencyType=PARALLEL,FailureTolerancePercentage=0,MaxConcurrentPercentage=100; \
+	fi
+
+# make smoke VPC=vpc-0123abcd [REGION=eu-west-1] [STACK=sg-guardrail]: with your own
+# credentials, against the deployed guardrail (python lambda_function.py --smoke, README).
+smoke:
+	@test -n "$(VPC)" || { echo "usage: make smoke VPC=vpc-... [REGION=...] [STACK=...]"; exit 2; }
+	$(PYTHON) lambda_function.py --smoke $(VPC) $(if $(REGION),--region $(REGION)) \
+	  $(if $(filter command line,$(origin STACK)),--stack $(STACK))
+
+comma := ,
 
 clean:
 	rm -rf $(VENV) .venv-scan bench/.venv-custodian .pytest_cache .ruff_cache .hypothesis dist
