@@ -47,6 +47,12 @@ lint: $(BIN)/activate
 test: lint
 	$(BIN)/python -m pytest -q tests
 
+# The edit-test loop: the pure reading and deciding tests (no moto server, no fuzz, no
+# subprocess suites), stopping at the first failure.
+quick: $(BIN)/activate
+	$(BIN)/python -m pytest -x -q tests/test_reading.py tests/test_deciding.py \
+	  tests/test_conditions.py -k "not users_edited_block"
+
 # A standard scanner on template.yaml (checkov, in its own virtualenv: it is large). Each finding
 # the template accepts is explained beside the resource, in its Metadata. --skip-download keeps
 # it from calling its vendor's platform.
@@ -80,13 +86,15 @@ $(ZIP): lambda_function.py
 # make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMETERS=guardrail.json] [PARAMS="DryRun=false ..."]
 # PARAMETERS: one JSON file of the template's parameters, read by make deploy and make
 # stackset alike (deploy/parameters.example.json); PARAMS are added on top, for this stack only.
+# MODE=member deploys a member stack with the same file (where no StackSet reaches).
 STACK ?= sg-guardrail
 PARAMETERS ?=
+MODE ?= central
 deploy: $(ZIP)
 	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMETERS=file.json] [PARAMS=...]"; exit 2; }
 	key=sg-guardrail/$(VERSION)-$$(sha256sum $(ZIP) | cut -c1-16).zip && \
 	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
-	$(PYTHON) deploy/parameters.py central $(if $(PARAMETERS),--file $(PARAMETERS)) \
+	$(PYTHON) deploy/parameters.py $(MODE) $(if $(PARAMETERS),--file $(PARAMETERS)) \
 	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > dist/central-parameters.json && \
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_NAMED_IAM \
@@ -127,9 +135,9 @@ stackset:
 
 # make smoke VPC=vpc-0123abcd [REGION=eu-west-1] [STACK=sg-guardrail]: with your own
 # credentials, against the deployed guardrail (python lambda_function.py --smoke, README).
-smoke:
+smoke: $(BIN)/activate
 	@test -n "$(VPC)" || { echo "usage: make smoke VPC=vpc-... [REGION=...] [STACK=...]"; exit 2; }
-	$(PYTHON) lambda_function.py --smoke $(VPC) $(if $(REGION),--region $(REGION)) \
+	$(BIN)/python lambda_function.py --smoke $(VPC) $(if $(REGION),--region $(REGION)) \
 	  $(if $(filter command line,$(origin STACK)),--stack $(STACK))
 
 comma := ,

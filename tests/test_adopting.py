@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -192,21 +193,28 @@ def test_the_readme_break_glass_example_keeps_an_emergency_session(
     exec(readme_snippet("def should_revert("), scope)  # noqa: S102 -- the README's text
     conditions(should_revert=scope["should_revert"])
     check_conditions()
-    emergency = assumed_role("break-glass", "oncall-session")
-    event = authorize(ec2, group_id, [SSH], identity=emergency)
-    result = lambda_handler(event, CONTEXT)
+    # The README's account: the function runs there, and so does the change.
+    readme_account = "111122223333"
+    context = SimpleNamespace(
+        invoked_function_arn=f"arn:aws:lambda:us-east-1:{readme_account}:function:g",
+        get_remaining_time_in_millis=lambda: 30_000,
+    )
+
+    def change_by(identity, permission):
+        event = authorize(ec2, group_id, [permission], identity=identity)
+        event["recipientAccountId"] = readme_account
+        return lambda_handler(event, context)
+
+    emergency = assumed_role("break-glass", "oncall-session", account=readme_account)
+    result = change_by(emergency, SSH)
     assert (result["decision"], result["reason"]) == (
         "kept",
         "should_revert returned False",
     )
     assert OPEN in rule_set(ec2, group_id)
-    other = authorize(
-        ec2,
-        group_id,
-        [{**SSH, "FromPort": 23, "ToPort": 23}],
-        identity=assumed_role("Dev", "x"),
-    )
-    assert lambda_handler(other, CONTEXT)["decision"] == "reverted"
+    telnet = {**SSH, "FromPort": 23, "ToPort": 23}
+    other = change_by(assumed_role("Developer", "x", account=readme_account), telnet)
+    assert other["decision"] == "reverted"
 
 
 def test_the_old_example_never_matched_a_role_session():

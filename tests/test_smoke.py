@@ -221,3 +221,30 @@ def test_the_handler_never_reaches_the_smoke_test(aws):
     # The smoke test is only main()'s: no event shape routes to it.
     for event in ({"smoke": "vpc-0123abcd"}, {"argv": ["--smoke", "vpc-0123abcd"]}):
         assert lambda_function.lambda_handler(event, CONTEXT)["decision"] == "ignored"
+
+
+def test_make_smoke_runs_the_smoke_option_with_the_names_given():
+    import subprocess
+
+    from conftest import ROOT
+
+    done = subprocess.run(
+        ["make", "-n", "smoke", "VPC=vpc-0123abcd", "REGION=eu-west-1", "STACK=guard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    command = " ".join(done.stdout.replace("\\\n", " ").split())
+    assert (
+        "/python lambda_function.py --smoke vpc-0123abcd --region eu-west-1" in command
+    )
+    assert command.endswith("--stack guard")
+    default = subprocess.run(
+        ["make", "-n", "smoke", "VPC=vpc-0123abcd"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--stack" not in default.stdout and "--region" not in default.stdout
