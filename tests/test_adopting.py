@@ -406,3 +406,54 @@ def test_a_list_of_accounts_is_taken_as_it_is(aws):
     assert lambda_function.listed_accounts(["111122223333"], spots) == ["111122223333"]
     assert lambda_function.listed_accounts("organization", spots) == "organization"
     assert spots == []
+
+
+# ---- The README and docs/ (#18) ---------------------------------------------------------
+
+ON_ANOTHER_BRANCH = {"docs/mutation.md"}  # the mutation check's page, merged separately
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for a page's headings."""
+    found = set()
+    for heading in re.findall(r"(?m)^#+ (.+)$", markdown):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", *sorted(p.name for p in (ROOT / "docs").glob("*.md"))]
+)
+def test_every_link_between_the_readme_and_docs_resolves(page):
+    path = ROOT / page if page == "README.md" else ROOT / "docs" / page
+    text = path.read_text()
+    for target in re.findall(r"\]\(([^)#\s]*)(#[^)\s]*)?\)", text):
+        file, anchor = target
+        if file.startswith("http"):
+            continue
+        resolved = (path.parent / file).resolve() if file else path
+        name = str(resolved.relative_to(ROOT))
+        if name in ON_ANOTHER_BRANCH:
+            continue
+        assert resolved.exists(), f"{page}: {file}"
+        if anchor:
+            assert anchor[1:] in anchors(resolved.read_text()), (
+                f"{page}: {file}{anchor}"
+            )
+
+
+def test_the_readme_keeps_the_sections_issue_18_names_and_the_first_deploy_comes_earlier():
+    text = (ROOT / "README.md").read_text()
+    headings = re.findall(r"(?m)^## (.+)$", text)
+    for wanted in (
+        "Quick start",
+        "What it decides",
+        "Deploy",
+        "What it says",
+        "Limits",
+    ):
+        assert any(h.startswith(wanted) for h in headings), wanted
+    assert "## Auditing this file\n\n(written with the layout of issue 18)\n" in text
+    first_deploy = text.index("make deploy BUCKET=")
+    assert text[:first_deploy].count("\n") < 400  # it was at line 450
