@@ -224,3 +224,14 @@ def test_a_wrong_parameter_is_refused_in_one_line(argv, says, capsys):
 
 def test_the_example_file_names_only_template_parameters():
     assert set(json.loads(EXAMPLE.read_text())) <= set(TEMPLATE["Parameters"])
+
+
+def test_make_deploy_mode_member_deploys_a_member_stack_from_the_same_file(aws_cli):
+    _, deploy = aws_cli(
+        "deploy", "BUCKET=b", f"PARAMETERS={EXAMPLE}", "MODE=member", "STACK=members"
+    )
+    args = deploy["args"]
+    assert args[args.index("--stack-name") + 1] == "members"
+    (sent,) = deploy["files"].values()
+    member = values(parameters.parameters("member", str(EXAMPLE), []))
+    assert values(sent) == member  # the StackSet's parameters: no code, Mode=member
