@@ -133,11 +133,12 @@ stackset:
 	    --operation-preferences RegionConcurrencyType=PARALLEL,FailureTolerancePercentage=0,MaxConcurrentPercentage=100; \
 	fi
 
-# make smoke VPC=vpc-0123abcd [REGION=eu-west-1] [STACK=sg-guardrail]: with your own
-# credentials, against the deployed guardrail (python lambda_function.py --smoke, README).
+# make smoke VPC=vpc-0123abcd [REGION=eu-west-1] [HOME_REGION=...] [STACK=sg-guardrail]: with
+# your own credentials, against the deployed guardrail (python lambda_function.py --smoke).
 smoke: $(BIN)/activate
-	@test -n "$(VPC)" || { echo "usage: make smoke VPC=vpc-... [REGION=...] [STACK=...]"; exit 2; }
+	@test -n "$(VPC)" || { echo "usage: make smoke VPC=vpc-... [REGION=...] [HOME_REGION=...] [STACK=...]"; exit 2; }
 	$(BIN)/python lambda_function.py --smoke $(VPC) $(if $(REGION),--region $(REGION)) \
+	  $(if $(HOME_REGION),--home-region $(HOME_REGION)) \
 	  $(if $(filter command line,$(origin STACK)),--stack $(STACK))
 
 comma := ,

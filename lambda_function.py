@@ -3798,13 +3798,15 @@ def add_local_options(parser: Any) -> None:
         "--stack", help="--smoke: take the function from this stack's FunctionArn"
     )
     parser.add_argument(
+        "--home-region",
+        help="--smoke: the function's region, of its stack and log (default: --region)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=300.0, help="--smoke: seconds to wait"
     )
 
 
-def smoke(
-    vpc_id: str, region: str | None, function: str, stack: str | None, timeout: float
-) -> int:
+def smoke(args: Any, vpc_id: str) -> int:
     """Create a tagged, empty group in the VPC, add tcp 9 from 192.0.2.1/32 as you, wait
     for the guardrail to revert it, read its log line, and delete the group whatever
     happens. 0: reverted (or a dry-run deployment decided to); 1: not; 2: could not run."""
@@ -3819,14 +3821,15 @@ def smoke(
             file=sys.stderr,
         )
         return 2
-    deadline = time.monotonic() + max(timeout, 1.0)
-    group_id = None
+    deadline = time.monotonic() + max(args.timeout, 1.0)
+    group_id, function = None, args.function
     try:
-        ec2 = new_client("ec2", region)
+        ec2 = new_client("ec2", args.region)
         region = ec2.meta.region_name
-        if stack:
-            function = function_of_stack(new_client("cloudformation", region), stack)
-        logs = new_client("logs", region)
+        home = args.home_region or region  # the function's stack and log group
+        if args.stack:
+            function = function_of_stack(new_client("cloudformation", home), args.stack)
+        logs = new_client("logs", home)
         name = f"sg-guardrail-smoke-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%S}"
         # IAM (your own credentials, the smoke test): ec2:CreateSecurityGroup, ec2:CreateTags
         group_id = ec2.create_security_group(
@@ -3836,7 +3839,8 @@ def smoke(
             TagSpecifications=[{"ResourceType": "security-group", "Tags": [SMOKE_TAG]}],
         )["GroupId"]
         print(
-            f"smoke test: {group_id} ({name}) in {vpc_id}, {region}; function {function}"
+            f"smoke test: {group_id} ({name}) in {vpc_id}, {region}; "
+            f"function {function} in {home}"
         )
         return smoke_in(ec2, logs, group_id, function, deadline)
     except (ClientError, BotoCoreError, LookupError) as error:
@@ -4037,7 +4041,7 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     add_local_options(parser)
     args = parser.parse_args(argv)
     if args.smoke is not None:
-        return smoke(args.smoke, args.region, args.function, args.stack, args.timeout)
+        return smoke(args, args.smoke)
     if bool(args.files) == (args.since is not None):
         parser.error("give event or log files, or --since")
     if args.offline:

@@ -28,11 +28,11 @@ LOG_GROUP = "/aws/lambda/sg-guardrail"
 class Guardrail(threading.Thread):
     """The deployed function, played here: delivery `delay` seconds after the call."""
 
-    def __init__(self, delay: float = 0.5):
+    def __init__(self, delay: float = 0.5, home: str = "us-east-1"):
         super().__init__(daemon=True)
         self.delay, self.stop, self.handled = delay, threading.Event(), []
         self.ec2 = boto3.client("ec2", region_name="us-east-1")
-        self.logs = boto3.client("logs", region_name="us-east-1")
+        self.logs = boto3.client("logs", region_name=home)  # the function's region
         self.logs.create_log_group(logGroupName=LOG_GROUP)
         self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="play")
 
@@ -255,3 +255,28 @@ def test_make_smoke_runs_the_smoke_option_with_the_names_given():
         check=True,
     )
     assert "--stack" not in default.stdout and "--region" not in default.stdout
+
+
+def test_a_group_in_another_region_is_timed_and_the_log_read_in_the_functions(
+    ec2, vpc_id, aws, capsys
+):
+    played = Guardrail(
+        home="eu-west-1"
+    )  # one function, home eu-west-1, guards us-east-1
+    played.start()
+    try:
+        argv = [
+            "--smoke",
+            vpc_id,
+            "--region",
+            "us-east-1",
+            "--home-region",
+            "eu-west-1",
+        ]
+        assert main([*argv, "--timeout", "30"]) == 0
+    finally:
+        played.stop.set()
+        played.join(5)
+    out = capsys.readouterr().out
+    assert "function sg-guardrail in eu-west-1" in out
+    assert "decision: reverted" in out
