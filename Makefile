@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo try audit suggest test bench burst mutate trace lint scan format package deploy clean
+.PHONY: demo try audit suggest test quick bench burst mutate trace lint scan format package deploy stackset smoke clean
 
 $(BIN)/activate: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ lint: $(BIN)/activate
 test: lint
 	$(BIN)/python -m pytest -q tests
 
+# The edit-test loop: the pure reading and deciding tests (no moto server, no fuzz, no
+# subprocess suites), stopping at the first failure.
+quick: $(BIN)/activate
+	$(BIN)/python -m pytest -x -q tests/test_reading.py tests/test_deciding.py \
+	  tests/test_conditions.py -k "not users_edited_block"
+
 # A standard scanner on template.yaml (checkov, in its own virtualenv: it is large). Each finding
 # the template accepts is explained beside the resource, in its Metadata. --skip-download keeps
 # it from calling its vendor's platform.
@@ -77,10 +83,13 @@ format: $(BIN)/activate
 	$(BIN)/ruff format .
 
 # The deployment zip holds lambda_function.py alone; fixed time stamp and mode make the same
-# source give the same bytes.
-package: dist/sg-guardrail.zip
+# source give the same bytes. Its name carries __version__ (lambda_function.py, CHANGELOG.md).
+VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)".*/\1/p' lambda_function.py)
+ZIP := dist/sg-guardrail-$(VERSION).zip
+$(if $(VERSION),,$(error lambda_function.py has no __version__ = "..." line))
+package: $(ZIP)
 
-dist/sg-guardrail.zip: lambda_function.py
+$(ZIP): lambda_function.py
 	mkdir -p dist
 	$(PYTHON) -c 'import sys, zipfile; \
 	entry = zipfile.ZipInfo("lambda_function.py", date_time=(1980, 1, 1, 0, 0, 0)); \
@@ -88,15 +97,65 @@ dist/sg-guardrail.zip: lambda_function.py
 	archive = zipfile.ZipFile(sys.argv[1], "w"); \
 	archive.writestr(entry, open("lambda_function.py", "rb").read()); archive.close()' $@
 
-# make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMS="DryRun=false ..."]
+# make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMETERS=guardrail.json] [PARAMS="DryRun=false ..."]
+# PARAMETERS: one JSON file of the template's parameters, read by make deploy and make
+# stackset alike (deploy/parameters.example.json); PARAMS are added on top, for this stack only.
+# MODE=member deploys a member stack with the same file (where no StackSet reaches).
 STACK ?= sg-guardrail
-deploy: dist/sg-guardrail.zip
-	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMS=...]"; exit 2; }
-	key=sg-guardrail/$$(sha256sum dist/sg-guardrail.zip | cut -c1-16).zip && \
-	aws s3 cp dist/sg-guardrail.zip s3://$(BUCKET)/$$key && \
+PARAMETERS ?=
+MODE ?= central
+deploy: $(ZIP)
+	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMETERS=file.json] [PARAMS=...]"; exit 2; }
+	key=sg-guardrail/$(VERSION)-$$(sha256sum $(ZIP) | cut -c1-16).zip && \
+	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
+	$(PYTHON) deploy/parameters.py $(MODE) $(if $(PARAMETERS),--file $(PARAMETERS)) \
+	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > dist/central-parameters.json && \
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_NAMED_IAM \
-	  --parameter-overrides CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS)
+	  --parameter-overrides file://dist/central-parameters.json
+
+# make stackset PARAMETERS=guardrail.json OUS="ou-ab12-11111111 ou-ab12-22222222" REGIONS="eu-west-1 us-east-1"
+#   [CENTRAL_ACCOUNT=111122223333] [STACKSET=sg-guardrail-members] [CALL_AS=SELF|DELEGATED_ADMIN]
+# A service-managed StackSet of template.yaml with Mode=member and the same parameter file as
+# the central stack, deployed to every account of the OUs in the regions listed, and to each
+# account that joins them later (auto-deployment). Run it where StackSets may deploy to the
+# organization: the management account, or a delegated administrator with CALL_AS=DELEGATED_ADMIN.
+STACKSET ?= sg-guardrail-members
+CALL_AS ?= SELF
+CENTRAL_ACCOUNT ?=
+stackset:
+	@test -n "$(PARAMETERS)" -a -n "$(OUS)" -a -n "$(REGIONS)" || { echo 'usage: make stackset PARAMETERS=file.json OUS="ou-..." REGIONS="eu-west-1 ..." [CENTRAL_ACCOUNT=...]'; exit 2; }
+	mkdir -p dist
+	$(PYTHON) deploy/parameters.py member --file $(PARAMETERS) \
+	  $(if $(CENTRAL_ACCOUNT),CentralAccountId=$(CENTRAL_ACCOUNT)) > dist/member-parameters.json
+	if aws cloudformation describe-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) >/dev/null 2>&1; then \
+	  aws cloudformation update-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
+	    --template-body file://template.yaml --parameters file://dist/member-parameters.json \
+	    --capabilities CAPABILITY_NAMED_IAM \
+	    --deployment-targets OrganizationalUnitIds=$(subst $(eval) ,$(comma),$(strip $(OUS))) \
+	    --regions $(REGIONS) \
+	    --operation-preferences RegionConcurrencyType=PARALLEL,FailureTolerancePercentage=0,MaxConcurrentPercentage=100; \
+	else \
+	  aws cloudformation create-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
+	    --description "sg-guardrail member stacks: forwarding rules and the member role" \
+	    --template-body file://template.yaml --parameters file://dist/member-parameters.json \
+	    --capabilities CAPABILITY_NAMED_IAM --permission-model SERVICE_MANAGED \
+	    --auto-deployment Enabled=true,RetainStacksOnAccountRemoval=false && \
+	  aws cloudformation create-stack-instances --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
+	    --deployment-targets OrganizationalUnitIds=$(subst $(eval) ,$(comma),$(strip $(OUS))) \
+	    --regions $(REGIONS) \
+	    --operation-preferences RegionConcurrencyType=PARALLEL,FailureTolerancePercentage=0,MaxConcurrentPercentage=100; \
+	fi
+
+# make smoke VPC=vpc-0123abcd [REGION=eu-west-1] [HOME_REGION=...] [STACK=sg-guardrail]: with
+# your own credentials, against the deployed guardrail (python lambda_function.py --smoke).
+smoke: $(BIN)/activate
+	@test -n "$(VPC)" || { echo "usage: make smoke VPC=vpc-... [REGION=...] [HOME_REGION=...] [STACK=...]"; exit 2; }
+	$(BIN)/python lambda_function.py --smoke $(VPC) $(if $(REGION),--region $(REGION)) \
+	  $(if $(HOME_REGION),--home-region $(HOME_REGION)) \
+	  $(if $(filter command line,$(origin STACK)),--stack $(STACK))
+
+comma := ,
 
 clean:
 	rm -rf $(VENV) .venv-scan bench/.venv-custodian .pytest_cache .ruff_cache .hypothesis dist

@@ -26,6 +26,9 @@ Environment: DRY_RUN=true decides and logs, but changes nothing; the other setti
 listed below the CONDITIONS block. Every event produces one JSON log line (with its decision
 as a CloudWatch metric); the handler returns the same summary. Run locally:
 python lambda_function.py --help.
+
+Licence: Apache License 2.0 (the LICENSE file). Version: __version__ below, in every log
+line and notification; CHANGELOG.md says what changed.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from typing import Any, TypedDict
 # boto3 (some 200 ms to import) waits for the first AWS call: the many events that need none
 # (failed calls, unrelated or exempt ones) never load it. Its exceptions are cheap.
 from botocore.exceptions import BotoCoreError, ClientError
+
+# In every log line, notification and the zip's name; CHANGELOG.md says what changed.
+__version__ = "1.0.0"
 
 # =============================================================================================
 # CONDITIONS: edit this block. Every list empty means "revert every change" (the default).
@@ -132,9 +138,11 @@ def should_revert(change: dict[str, Any]) -> bool:
     `change` holds eventId, eventName, eventTime, actor, principals, account, region, groupId,
     groupName, isEgress, rules (the rules about to be revoked) and, when the VPC or tag
     conditions are set, vpcId and tags. For a prefix-list change, prefixList (prefixListId and
-    the entries added) and, as rules, the guarded rules that use the list.
+    the entries added) and, as rules, the guarded rules that use the list. actorRole is the
+    role's name when a role session made the change (arn:aws:sts::1:assumed-role/NAME/...),
+    else None; account is where the change happened (a role name alone is any account's).
     """
-    # e.g. return not change["actor"].endswith("/break-glass")
+    # e.g. return change["actorRole"] != "break-glass"  # emergency sessions keep theirs
     return True
 
 
@@ -337,7 +345,14 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
     summary, change = first_summary(event), {}
     if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
         print(
-            json.dumps({"eventId": summary["eventId"], "rawEvent": event}, default=str)
+            json.dumps(
+                {
+                    "eventId": summary["eventId"],
+                    "rawEvent": event,
+                    "version": __version__,
+                },
+                default=str,
+            )
         )
     try:
         change = read_change(event)
@@ -550,6 +565,11 @@ def read_change(event: Any) -> Change:
     return change
 
 
+def optional_text(value: Any, limit: int) -> str | None:
+    """A string kept for the log (event ID, time), or None when it is anything else."""
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
 def unwrap(event: Any) -> dict[str, Any]:
     """The CloudTrail record inside an EventBridge event, or the event itself if it is one."""
     if not isinstance(event, dict):
@@ -589,7 +609,17 @@ def read_actor(identity: Any) -> dict[str, Any]:
         "actor": principals[0] if principals else "unknown",
         "principals": principals,
         "byAwsService": service,
+        "actorRole": role_name_of(field(identity, "arn")),
     }
+
+
+ASSUMED_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:sts::\d{12}:assumed-role/([^/]+)/.+")
+
+
+def role_name_of(arn: Any) -> str | None:
+    """The role's name in a role session's ARN (what should_revert most often asks)."""
+    found = ASSUMED_ROLE_ARN.fullmatch(arn) if isinstance(arn, str) else None
+    return found[1] if found else None
 
 
 SERVICE_LINKED_ROLE = re.compile(
@@ -813,11 +843,6 @@ def checked(value: Any, pattern: re.Pattern, name: str) -> str:
     return value
 
 
-def optional_text(value: Any, limit: int) -> str | None:
-    """A string kept for the log (event ID, time), or None when it is anything else."""
-    return value if isinstance(value, str) and 0 < len(value) <= limit else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Deciding: change -> what to undo (pure, but for the group's facts and the account)
 # ---------------------------------------------------------------------------------------------
@@ -964,10 +989,27 @@ def principal_exemption(change: Change) -> str | None:
         )
     for principal in change["principals"]:
         if any(
-            fnmatch.fnmatchcase(principal, pattern) for pattern in EXEMPT_PRINCIPALS
+            fnmatch.fnmatchcase(principal, pattern)
+            for pattern in exemption_patterns(change)
         ):
             return f"exempt principal {principal}"
     return None
+
+
+ACCOUNT_TOKEN = "{account}"
+
+
+def exemption_patterns(change: dict[str, Any]) -> list[str]:
+    """EXEMPT_PRINCIPALS for this change: {account} in a pattern's account field becomes
+    the account the change happened in (one line for a role of one name in every account);
+    such a pattern matches nothing while that account is unknown."""
+    account = change.get("account")
+    known = isinstance(account, str) and ACCOUNT_ID.fullmatch(account) is not None
+    return [
+        pattern.replace(f"::{ACCOUNT_TOKEN}:", f"::{account}:") if known else pattern
+        for pattern in EXEMPT_PRINCIPALS
+        if known or ACCOUNT_TOKEN not in pattern
+    ]
 
 
 def needs_group_facts(change: Change) -> bool:
@@ -1435,7 +1477,8 @@ def log(result: dict[str, Any]) -> dict[str, Any]:
             }
         ],
     }
-    print(json.dumps({**result, "Events": 1, "_aws": metrics}, default=str))
+    line = {**result, "version": __version__, "Events": 1, "_aws": metrics}
+    print(json.dumps(line, default=str))
     return result
 
 
@@ -1533,7 +1576,11 @@ def new_client(service: str, region: str | None, **keys: str) -> Any:
     from botocore.config import Config
 
     config = Config(**CLIENT_SETTINGS)
-    return boto3.client(service, region_name=region, config=config, **keys)
+    made = boto3.client(service, region_name=region, config=config, **keys)
+    made.meta.events.register_first(f"needs-retry.{service}", stop_if_unsupported)
+    if _offline:  # python lambda_function.py --offline: decisions on the record alone
+        made.meta.events.register_first(f"before-call.{service}", refuse_offline)
+    return made
 
 
 def stop_retrying_near_deadline(
@@ -1575,6 +1622,24 @@ def would_retry(response: Any, caught_exception: Any) -> bool:
     status = response[0].status_code
     code = (response[1] or {}).get("Error", {}).get("Code", "")
     return status >= 500 or status == 429 or code in RETRIED_CODES
+
+
+# Answers that say the call itself does not exist there: retrying cannot help.
+UNSUPPORTED = {"NotImplemented", "UnsupportedOperation", "InvalidAction"}
+
+
+def stop_if_unsupported(response: Any = None, operation: Any = None, **_: Any) -> None:
+    """Before botocore retries: an answer that the call is not implemented is raised at
+    once. An emulator (AWS_ENDPOINT_URL; moto answers an HTML 500 for a call it lacks)
+    gets the same for a 500 that is no AWS error at all."""
+    if response is None or operation is None:
+        return
+    http, parsed = response
+    code = (parsed or {}).get("Error", {}).get("Code", "")
+    emulated = bool(os.environ.get("AWS_ENDPOINT_URL"))
+    not_aws = http.status_code == 500 and code == "500"  # no AWS error in the body
+    if code in UNSUPPORTED or http.status_code == 501 or (emulated and not_aws):
+        raise ClientError(parsed, operation.name)
 
 
 # =============================================================================================
@@ -3187,7 +3252,8 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     # Exceptions first: a tag taken off a granted rule is put back before its grant is read.
     blind_spots += sweep_exceptions(settings, regions, counts, context)
     period = datetime.timedelta(minutes=minutes)
-    for account in [None, *other_accounts(settings.get("accounts"), context)]:
+    listed = listed_accounts(settings.get("accounts"), blind_spots)
+    for account in [None, *other_accounts(listed, context)]:
         if account is not None and not MEMBER_ROLE_NAME:
             blind_spots.append(f"account {account}: no MEMBER_ROLE_NAME to sweep it")
             continue
@@ -3208,7 +3274,7 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
         "decisions": counts,
         **({"blindSpots": blind_spots} if blind_spots else {}),
     }
-    print(json.dumps(result))
+    print(json.dumps({**result, "version": __version__}))
     return result
 
 
@@ -3416,10 +3482,11 @@ def tell_blind_spot(text: str) -> None:
             TopicArn=topic,
             Subject="Guardrail blind spot: "
             + "".join(c if " " <= c <= "~" else "?" for c in text)[:70],
-            Message=text,
+            Message=f"{text}\n\nsg-guardrail {__version__}",
         )
     except (ClientError, BotoCoreError) as error:
-        print(json.dumps({"decision": BLIND_SPOT, "notification": f"failed: {error}"}))
+        failed = {"decision": BLIND_SPOT, "notification": f"failed: {error}"}
+        print(json.dumps({**failed, "version": __version__}))
 
 
 def handle_quietly(event: Any, context: Any, from_history: bool = False) -> str:
@@ -3495,6 +3562,49 @@ def failed_events() -> Iterator[tuple[dict, Any]]:
 
 
 # =============================================================================================
+# The sweep's accounts: SweepAccounts=organization, every account of the organization
+# =============================================================================================
+
+ORGANIZATION = "organization"  # the schedule's "accounts": ["organization"]
+
+
+def listed_accounts(listed: Any, blind_spots: list[str]) -> Any:
+    """The sweep's accounts as listed, or with SweepAccounts=organization every active
+    account of the organization (Organizations ListAccounts, allowed to the management
+    account and a delegated administrator). An account without the member role is told
+    by the sweep as a blind spot, like any account it cannot reach; an organization that
+    cannot be listed is told too, and the sweep goes on with its own account."""
+    if listed != [ORGANIZATION]:
+        return listed
+    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    try:
+        # IAM: organizations:ListAccounts (only with SweepAccounts=organization)
+        pages = (
+            client("organizations", own_region or "us-east-1")
+            .get_paginator("list_accounts")
+            .paginate()
+        )
+        found = [
+            account.get("Id")
+            for page in pages
+            for account in page.get("Accounts", [])
+            if account.get("Status", "ACTIVE") == "ACTIVE"
+        ]
+        if not found:
+            blind_spots.append(
+                "the organization lists no accounts (is this account in one?): only "
+                "this account was swept"
+            )
+        return found
+    except RETRY_LATER as error:
+        blind_spots.append(
+            "the organization's accounts could not be listed, so only this account "
+            f"was swept: {error_reason(error)}"
+        )
+        return []
+
+
+# =============================================================================================
 # Notifying: the words of the SNS message (NOTIFY_TOPIC_ARN; notify() is on the default
 # path)
 # =============================================================================================
@@ -3559,6 +3669,7 @@ def message(result: dict[str, Any], change: Change) -> dict[str, Any]:
             for line in (title, *(f"  - {rule}" for rule in rules))
         ),
         f"Event ID: {result.get('eventId')}",
+        f"Version:  sg-guardrail {__version__}",
         (
             f"Console:  https://{region}.console.aws.amazon.com/ec2/home?region={region}"
             f"#SecurityGroup:groupId={group}"
@@ -3568,6 +3679,7 @@ def message(result: dict[str, Any], change: Change) -> dict[str, Any]:
         key: {"DataType": "String", "StringValue": str(result.get(key))}
         for key in ("decision", "eventName", "account", "region", "groupId", "actor")
     }
+    attributes["version"] = {"DataType": "String", "StringValue": __version__}
     return {
         "Subject": subject,
         "Message": "\n".join(lines),
@@ -5052,13 +5164,15 @@ def add_environment() -> None:
     global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
     global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL, LOCKED_GROUP_IDS, LOCKED_TAGGED
     added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
-    if isinstance(EXEMPT_PRINCIPALS, list):  # anything else is reported by the check
+    if isinstance(
+        globals().get("EXEMPT_PRINCIPALS"), list
+    ):  # anything else is reported by the check
         EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
     locked = os.environ.get("LOCKED_GROUP_IDS", "").split(",")
-    if isinstance(LOCKED_GROUP_IDS, list):
+    if isinstance(globals().get("LOCKED_GROUP_IDS"), list):
         LOCKED_GROUP_IDS = LOCKED_GROUP_IDS + [g.strip() for g in locked if g.strip()]
     tag_key = os.environ.get("LOCKED_TAG_KEY", "").strip()
-    if tag_key and isinstance(LOCKED_TAGGED, dict):
+    if tag_key and isinstance(globals().get("LOCKED_TAGGED"), dict):
         LOCKED_TAGGED = {**LOCKED_TAGGED, tag_key: None}
     if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
         REVERT_EGRESS = False
@@ -5066,14 +5180,16 @@ def add_environment() -> None:
         RESTORE_FROM_CONFIG = True
     if os.environ.get("RESTORE_FROM_CLOUDTRAIL", "").strip().lower() == "true":
         RESTORE_FROM_CLOUDTRAIL = True
-    MEMBER_ROLE_NAME = (
-        os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
-    )
+    if "MEMBER_ROLE_NAME" in globals():  # misspelled in the block: the check says so
+        MEMBER_ROLE_NAME = (
+            os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
+        )
     add_exception_environment()  # APPROVERS, MAX_EXCEPTION_HOURS
 
 
 PRINCIPAL_PATTERN = re.compile(
-    r"arn:aws[a-z-]*:(iam|sts)::[0-9*?]{1,12}:(?P<name>.+)|[a-z0-9.-]+\.amazonaws\.com"
+    r"arn:aws[a-z-]*:(iam|sts)::([0-9*?]{1,12}|\{account\}):(?P<name>.+)"
+    r"|[a-z0-9.-]+\.amazonaws\.com"
 )
 
 ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
@@ -5121,13 +5237,16 @@ def check_conditions() -> None:
         f"{name} = {str(value)[:80]}: {why}; e.g. {EXAMPLES.get(name.split('[')[0])}"
         for name, value, why in condition_problems(settings)
     ]
-    if problems:
-        raise ConditionsError("CONDITIONS: " + " | ".join(problems))
+    if problems:  # one line each, as the README promises
+        raise ConditionsError("\n".join(f"CONDITIONS: {line}" for line in problems))
     warn_about_wildcard_accounts()
 
 
 def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
     """(setting, value, what is wrong) for every setting that is not right."""
+    missing = missing_settings(settings)
+    if missing:  # the checks below read every setting
+        return missing
     found = []
     principals = settings["EXEMPT_PRINCIPALS"]
     if not is_list_of(principals, str):
@@ -5135,7 +5254,13 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
     else:
         for pattern in principals:
             matched = PRINCIPAL_PATTERN.fullmatch(pattern)
-            if not matched:
+            if pattern.count("arn:") > 1:
+                why = "holds two ARNs: a comma missing between two strings?"
+                found.append(("EXEMPT_PRINCIPALS", pattern, why))
+            elif pattern.count(ACCOUNT_TOKEN) != pattern.count(f"::{ACCOUNT_TOKEN}:"):
+                why = f"{ACCOUNT_TOKEN} stands only for the account: arn:aws:iam::{ACCOUNT_TOKEN}:role/NAME"
+                found.append(("EXEMPT_PRINCIPALS", pattern, why))
+            elif not matched:
                 found.append(("EXEMPT_PRINCIPALS", pattern, "is not an ARN or service"))
             elif matched["name"] is not None and not matched["name"].strip("*?/"):
                 found.append(("EXEMPT_PRINCIPALS", pattern, "would exempt everyone"))
@@ -5272,7 +5397,309 @@ def warn_about_wildcard_accounts() -> None:
 
 def warn(text: str) -> None:
     """A warning at cold start, as one JSON log line."""
-    print(json.dumps({"warning": text}))
+    print(json.dumps({"warning": text, "version": __version__}))
+
+
+# =============================================================================================
+# Conditions, continued: a setting missing from the block, exemptions in the change's own
+# account, the role of the actor
+# =============================================================================================
+
+
+def missing_settings(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """A setting of the block that is not there (misspelled, or deleted): named, with the
+    name that looks like it, instead of a KeyError further on."""
+    missing = [name for name in EXAMPLES if name not in settings]
+    if not missing:
+        return []
+    import difflib  # only for a broken block
+
+    found = []
+    for name in missing:
+        others = [key for key in settings if key not in EXAMPLES]
+        close = difflib.get_close_matches(name, others, n=1, cutoff=0.8)
+        seen = f" ({close[0]} looks like it: misspelled?)" if close else ""
+        found.append((name, "(missing)", f"the block no longer defines it{seen}"))
+    return found
+
+
+# =============================================================================================
+# Local use, continued: offline replay, answers that say a call does not exist, credentials
+# =============================================================================================
+
+_offline = False  # --offline: no AWS client is ever made
+
+
+class Offline(BotoCoreError):
+    fmt = (
+        "--offline: this decision needs AWS ({service}), and an offline replay calls "
+        "none; replay with --dry-run and credentials to let it read"
+    )
+
+
+def refuse_offline(model: Any = None, **_: Any) -> None:
+    raise Offline(service=getattr(model, "name", "AWS"))
+
+
+def go_offline() -> None:
+    """Decide on the records alone: nothing read, nothing changed. A saved event is judged
+    as if it had just happened (the late check reads AWS); a decision that needs AWS (a
+    group named only, VPC or tag conditions, an edit, a prefix list) ends in `error`."""
+    global _offline, LATE_AFTER_SECONDS
+    _offline = True
+    LATE_AFTER_SECONDS = 10**12
+    os.environ["DRY_RUN"] = "true"
+
+
+NO_CREDENTIALS = (
+    "no AWS credentials: boto3 found none in the environment, ~/.aws or a profile; "
+    "give some, or replay with --offline to decide on the records alone"
+)
+
+
+def is_missing_credentials(error: Exception) -> bool:
+    from botocore.exceptions import NoCredentialsError
+
+    return isinstance(error, NoCredentialsError)
+
+
+def tell_no_credentials(error: Exception, said: bool) -> bool:
+    """One plain line, once, for a replay without credentials; True once said."""
+    if not said and is_missing_credentials(error):
+        print(f"error: {NO_CREDENTIALS}", file=sys.stderr)
+        return True
+    return said
+
+
+# =============================================================================================
+# The smoke test: python lambda_function.py --smoke VPC_ID, with your own credentials,
+# against a deployed guardrail (make smoke VPC=vpc-...); only ever from a command line
+# =============================================================================================
+
+SMOKE_PERMISSION = {  # the canary's rule: the discard port, from a documentation address
+    "IpProtocol": "tcp",
+    "FromPort": 9,
+    "ToPort": 9,
+    "IpRanges": [{"CidrIp": "192.0.2.1/32", "Description": "sg-guardrail smoke test"}],
+}
+SMOKE_TAG = {"Key": "sg-guardrail", "Value": "smoke test - deleted when it ends"}
+SMOKE_POLL_S = 1.0  # how often the group is looked at: the resolution of the figure
+SMOKE_LOG_POLL_S = 3.0
+SMOKE_LOG_WAIT_S = 60.0  # after the revert, how long its log line may take to arrive
+
+
+def add_local_options(parser: Any) -> None:
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="decide on the records alone: no AWS call, nothing changed",
+    )
+    parser.add_argument(
+        "--smoke",
+        metavar="VPC_ID",
+        help="smoke-test a deployed guardrail: a throwaway group in this VPC",
+    )
+    parser.add_argument(
+        "--function", default="sg-guardrail", help="--smoke: the function's name"
+    )
+    parser.add_argument(
+        "--stack", help="--smoke: take the function from this stack's FunctionArn"
+    )
+    parser.add_argument(
+        "--home-region",
+        help="--smoke: the function's region, of its stack and log (default: --region)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="--smoke: seconds to wait"
+    )
+
+
+def smoke(args: Any, vpc_id: str) -> int:
+    """Create a tagged, empty group in the VPC, add tcp 9 from 192.0.2.1/32 as you, wait
+    for the guardrail to revert it, read its log line, and delete the group whatever
+    happens. 0: reverted (or a dry-run deployment decided to); 1: not; 2: could not run."""
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        print(
+            "error: --smoke runs from a command line, never in Lambda", file=sys.stderr
+        )
+        return 2
+    if not VPC_ID.fullmatch(vpc_id):
+        print(
+            f"error: --smoke wants a VPC ID like vpc-0123abcd: {vpc_id!r}",
+            file=sys.stderr,
+        )
+        return 2
+    deadline = time.monotonic() + max(args.timeout, 1.0)
+    group_id, function = None, args.function
+    try:
+        ec2 = new_client("ec2", args.region)
+        region = ec2.meta.region_name
+        home = args.home_region or region  # the function's stack and log group
+        if args.stack:
+            function = function_of_stack(new_client("cloudformation", home), args.stack)
+        logs = new_client("logs", home)
+        name = f"sg-guardrail-smoke-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%S}"
+        # IAM (your own credentials, the smoke test): ec2:CreateSecurityGroup, ec2:CreateTags
+        group_id = ec2.create_security_group(
+            GroupName=name,
+            Description="sg-guardrail smoke test: deleted when the test ends",
+            VpcId=vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": [SMOKE_TAG]}],
+        )["GroupId"]
+        print(
+            f"smoke test: {group_id} ({name}) in {vpc_id}, {region}; "
+            f"function {function} in {home}"
+        )
+        return smoke_in(ec2, logs, group_id, function, deadline)
+    except (ClientError, BotoCoreError, LookupError) as error:
+        print(
+            f"error: the smoke test could not run: {one_line(error)}", file=sys.stderr
+        )
+        return 2
+    finally:
+        if group_id:
+            delete_smoke_group(ec2, group_id)
+
+
+def one_line(error: Exception) -> str:
+    if is_missing_credentials(error):
+        return NO_CREDENTIALS
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def function_of_stack(cloudformation: Any, stack: str) -> str:
+    """The function's name, from the stack's FunctionArn output."""
+    # IAM (your own credentials, the smoke test): cloudformation:DescribeStacks
+    (found,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    for output in found.get("Outputs", []):
+        if output.get("OutputKey") == "FunctionArn":
+            return output["OutputValue"].rsplit(":", 1)[-1]
+    raise LookupError(f"stack {stack} has no FunctionArn output (a member stack?)")
+
+
+def smoke_in(ec2: Any, logs: Any, group_id: str, function: str, deadline: float) -> int:
+    started_ms = int(time.time() * 1000)
+    # IAM (your own credentials, the smoke test): ec2:AuthorizeSecurityGroupIngress
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id, IpPermissions=[SMOKE_PERMISSION]
+    )
+    called = time.monotonic()
+    print("  added tcp 9 from 192.0.2.1/32; waiting for the guardrail")
+    reverted_after, line, next_read = None, None, 0.0
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if reverted_after is None and not smoke_rule_present(ec2, group_id):
+            reverted_after = now - called
+        if (line is None or line.get("decision") == "error") and now >= next_read:
+            line = smoke_log_line(logs, function, group_id, started_ms) or line
+            next_read = now + SMOKE_LOG_POLL_S
+        settled = line is not None and line.get("decision") != "error"
+        if settled and (reverted_after is not None or line["decision"] != "reverted"):
+            break
+        if (
+            reverted_after is not None
+            and now - called - reverted_after > SMOKE_LOG_WAIT_S
+        ):
+            break  # reverted, and its log line not found: said below
+        time.sleep(SMOKE_POLL_S)
+    return smoke_report(reverted_after, line, function)
+
+
+def smoke_rule_present(ec2: Any, group_id: str) -> bool:
+    # IAM (your own credentials, the smoke test): ec2:DescribeSecurityGroupRules
+    found = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group_id]}]
+    )["SecurityGroupRules"]
+    return any(
+        not rule.get("IsEgress")
+        and rule.get("FromPort") == 9
+        and rule.get("ToPort") == 9
+        for rule in found
+    )
+
+
+def smoke_log_line(
+    logs: Any, function: str, group_id: str, started_ms: int
+) -> dict[str, Any] | None:
+    """The function's last log line about the group (CloudWatch Logs FilterLogEvents)."""
+    found = None
+    # IAM (your own credentials, the smoke test): logs:FilterLogEvents
+    pages = logs.get_paginator("filter_log_events").paginate(
+        logGroupName=f"/aws/lambda/{function}",
+        startTime=started_ms - 60_000,
+        filterPattern=f'"{group_id}"',
+    )
+    for page in pages:
+        for event in page.get("events", []):
+            text = event.get("message", "")
+            try:
+                line = json.loads(text[text.index("{") :])
+            except ValueError:
+                continue
+            if isinstance(line, dict) and line.get("groupId") == group_id:
+                found = line
+    return found
+
+
+def smoke_report(reverted_after: float | None, line: dict | None, function: str) -> int:
+    decision = (line or {}).get("decision")
+    if reverted_after is not None:
+        print(
+            f"  reverted {reverted_after:.1f} s after the call (looked every {SMOKE_POLL_S:.0f} s)"
+        )
+    else:
+        print("  the rule was still in place when the test ended")
+    if line is None:
+        print(f"  log line: none found in /aws/lambda/{function}")
+    else:
+        print(f"  decision: {decision}: {line.get('reason')}")
+        print(f"  event {line.get('eventId')}, guardrail version {line.get('version')}")
+        said = line.get("notification")
+        print(
+            "  notification: "
+            + (
+                "sent"
+                if said == "sent"
+                else said or "none (no NOTIFY_TOPIC_ARN, or not told)"
+            )
+        )
+    if decision == "dry-run":
+        print(
+            "OK: the guardrail is in dry run: it decided to revert and changed nothing"
+        )
+        return 0
+    if reverted_after is not None and decision in ("reverted", None):
+        print(
+            "OK: the guardrail reverted the change" + ("" if line else " (no log line)")
+        )
+        return 0
+    print(
+        "FAILED: the change was not reverted" + (f" ({decision})" if decision else "")
+    )
+    return 1
+
+
+def delete_smoke_group(ec2: Any, group_id: str) -> None:
+    for attempt in range(3):
+        try:
+            # IAM (your own credentials, the smoke test): ec2:DeleteSecurityGroup
+            ec2.delete_security_group(GroupId=group_id)
+            print(f"  {group_id} deleted")
+            return
+        except (ClientError, BotoCoreError) as error:
+            if attempt == 2:
+                print(
+                    f"error: {group_id} could not be deleted ({one_line(error)}): "
+                    f"aws ec2 delete-security-group --group-id {group_id}",
+                    file=sys.stderr,
+                )
+            else:
+                time.sleep(2)
+
+
+USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run | --offline]
+       python lambda_function.py --since 24h [--region REGION] [--dry-run]
+       python lambda_function.py --smoke VPC_ID [--region REGION] [--stack STACK]"""
 
 
 # =============================================================================================
@@ -5292,7 +5719,13 @@ CloudTrail log file as CloudTrail writes it to S3 ({"Records": [...]}, gzipped o
 
 Without --dry-run this CHANGES the AWS that boto3 points at: your profile's account and
 region, or the endpoint in AWS_ENDPOINT_URL (a moto server, say). It revokes what the
-CONDITIONS block says to revoke."""
+CONDITIONS block says to revoke. --dry-run changes nothing but still reads that AWS (a late
+event's rules, a group's VPC and tags, an edit's old value), with your credentials.
+--offline decides on the records alone, as if each had just happened: no AWS call at all.
+
+--smoke VPC_ID tests a deployed guardrail with your credentials: a throwaway group tagged
+sg-guardrail in that VPC, tcp 9 from 192.0.2.1/32 added to it, the time until it is
+reverted, the function's log line, and the group deleted whatever happens."""
 
 EPILOG = """exit status: 0 every event handled (or nothing to handle); 1 some change left open,
 unreadable or failed (the other events are still handled); 2 the input could not be read."""
@@ -5328,9 +5761,16 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="decide and log, change nothing"
     )
+    add_local_options(parser)
     args = parser.parse_args(argv)
+    if args.smoke is not None:
+        return smoke(args, args.smoke)
     if bool(args.files) == (args.since is not None):
         parser.error("give event or log files, or --since")
+    if args.offline:
+        if args.since is not None:
+            parser.error("--offline replays files; --since reads AWS")
+        go_offline()
     if args.dry_run:
         os.environ["DRY_RUN"] = "true"
     if args.since is None:
@@ -5339,7 +5779,9 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
         events = recent_events(args.since, args.region, cloudtrail)
     except (ClientError, BotoCoreError) as error:
         hint = ""
-        if os.environ.get("AWS_ENDPOINT_URL"):
+        if is_missing_credentials(error):
+            hint = f" ({NO_CREDENTIALS})"
+        elif os.environ.get("AWS_ENDPOINT_URL"):
             hint = " (a moto server does not implement it: replay saved events instead)"
         first_line = str(error).strip().splitlines()[0][:300]
         print(
@@ -5467,14 +5909,16 @@ def replay(events: Iterable[Any]) -> int:
     """Handle each event in order; a failure on one does not stop the others."""
     counts: dict[str, int] = {}
     problems = []
+    said_no_credentials = False
     try:
         for event in events:
             try:
                 # The event handler, not lambda_handler: internal callers never go back
                 # through the entry point that tells a sweep or a batch by its shape.
                 decision = handle_event(event, None)["decision"]
-            except RETRY_LATER:
+            except RETRY_LATER as error:
                 decision = "error"  # the handler has logged it
+                said_no_credentials = tell_no_credentials(error, said_no_credentials)
             failed_call = bool(record_of(event).get("errorCode"))
             if decision in LEFT_OPEN or (decision == "ignored" and not failed_call):
                 problems.append(first_summary(event)["eventId"] or "(no eventID)")

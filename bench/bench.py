@@ -355,7 +355,7 @@ print(json.dumps({"n": len(decisions), "kinds": sorted(set(decisions)),
 
 def package_and_memory(ec2, vpc):
     subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True)
-    built = ROOT / "dist" / "sg-guardrail.zip"
+    built = ROOT / "dist" / f"sg-guardrail-{lambda_function.__version__}.zip"
     with zipfile.ZipFile(built) as archive:
         assert archive.namelist() == ["lambda_function.py"]
     # 1,000 real changes: 20 groups of 50 rules (moto allows 60 rules a group).
@@ -535,7 +535,10 @@ def main() -> int:
         table(
             ["what", "value"],
             [
-                ("dist/sg-guardrail.zip", f"{size / 1024:.1f} KB"),
+                (
+                    f"dist/sg-guardrail-{lambda_function.__version__}.zip",
+                    f"{size / 1024:.1f} KB",
+                ),
                 (
                     "peak resident after import (boto3 not yet loaded)",
                     f"{memory['import_mb']:.1f} MB",

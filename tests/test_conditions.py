@@ -92,9 +92,9 @@ def test_every_problem_is_listed_at_once(conditions):
     with pytest.raises(ConditionsError) as raised:
         check_conditions()
     assert re.fullmatch(
-        r"CONDITIONS: ONLY_GROUP_IDS = sg-x: .* \| REVERT_EGRESS = 'no': .*",
+        r"CONDITIONS: ONLY_GROUP_IDS = sg-x: .*\nCONDITIONS: REVERT_EGRESS = 'no': .*",
         str(raised.value),
-    )
+    )  # one line each, as the README says
 
 
 def copy_of_the_function(tmp_path, old, new):

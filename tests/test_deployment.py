@@ -24,7 +24,7 @@ PATTERN = json.loads((ROOT / "event_pattern.json").read_text())
 
 
 def test_package_is_the_one_file_and_reproducible():
-    built = ROOT / "dist" / "sg-guardrail.zip"
+    built = ROOT / "dist" / f"sg-guardrail-{lambda_function.__version__}.zip"
     digests = []
     for _ in range(2):
         built.unlink(missing_ok=True)
@@ -108,6 +108,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
         | {"SweepTheFailureQueue", "TakeBatchesFromTheBufferIfBuffered"}
+        | {"ListTheOrganizationsAccountsIfSweptSo"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
         "Statement"

@@ -1007,3 +1007,21 @@ def test_an_egress_rule_named_by_group_name_alone_is_unreadable_never_looked_up(
     assert "no readable groupId or groupName" in result["unreadable"]
     assert calls == []
     assert rules_of(ec2, default["GroupId"]) == before
+
+
+def test_the_tags_a_group_was_created_with_are_its_own_specifications_only():
+    """tagSpecificationSet items that are not the security group's (another resource type,
+    or no object at all) give it no tag, and do not stop the reading."""
+    params = {
+        "tagSpecificationSet": {
+            "items": [
+                "odd",
+                {"resourceType": "vpc", "tags": [{"key": "guardrail", "value": "off"}]},
+                {
+                    "resourceType": "security-group",
+                    "tags": {"items": [{"key": "guardrail", "value": "on"}]},
+                },
+            ]
+        }
+    }
+    assert lambda_function.created_with(params) == {"guardrail": "on"}

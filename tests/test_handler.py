@@ -30,6 +30,7 @@ def only_log_line(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1, lines
     logged = json.loads(lines[0])
+    assert logged.pop("version") == lambda_function.__version__  # every line says it
     assert logged.pop("Events") == 1
     metrics = logged.pop("_aws")["CloudWatchMetrics"]
     assert metrics == [
@@ -227,7 +228,11 @@ def test_a_debug_switch_logs_the_raw_event_under_its_id(
     capsys.readouterr()
     lambda_handler(event, CONTEXT)
     raw, decision = (json.loads(line) for line in capsys.readouterr().out.splitlines())
-    assert raw == {"eventId": event["eventID"], "rawEvent": event}
+    assert raw == {
+        "eventId": event["eventID"],
+        "rawEvent": event,
+        "version": lambda_function.__version__,
+    }
     assert decision["eventId"] == event["eventID"]
 
 

@@ -50,7 +50,9 @@ def test_a_revert_sends_one_message_a_person_can_act_on(
         "region": "us-east-1",
         "groupId": group_id,
         "actor": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "version": lambda_function.__version__,
     }
+    assert f"Version:  sg-guardrail {lambda_function.__version__}" in body
 
 
 def test_a_dry_run_says_what_it_would_revert(ec2, group_id, inbox, monkeypatch):

@@ -42,7 +42,10 @@ def test_policy_grants_exactly_the_actions_the_code_names_beside_its_calls():
     named = set()
     for line in re.findall(r"# IAM: (.+)", source):
         named |= set(
-            re.findall(r"\b(?:ec2|sns|sts|sqs|config|cloudtrail|securityhub):\w+", line)
+            re.findall(
+                r"\b(?:ec2|sns|sts|sqs|config|cloudtrail|securityhub|organizations):\w+",
+                line,
+            )
         )
     assert named == granted("") - USED_BY_LAMBDA
 
@@ -67,6 +70,7 @@ def test_no_wildcard_actions_and_revokes_are_scoped_to_security_groups():
                 "config:GetResourceConfigHistory",
                 "cloudtrail:LookupEvents",
                 "sts:GetCallerIdentity",
+                "organizations:ListAccounts",
             }
 
 
