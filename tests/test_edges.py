@@ -790,17 +790,30 @@ def test_should_revert_sees_the_entries_added_as_the_record_has_them(
     assert "0.0.0.0/0" in entries_of(ec2, office)
 
 
-def test_an_earlier_edit_to_an_allowed_value_is_the_old_value(
-    ec2, group_id, history, conditions
+@pytest.mark.parametrize(
+    ("first_by", "allowed"),
+    [("bob", [{"cidrWithin": "10.0.0.0/8"}]), ("the-guardrail", [])],
+    ids=["an-allowed-value", "the-guardrails-own"],
+)
+def test_an_earlier_approved_edit_is_the_old_value(
+    ec2, group_id, as_the_function, history, conditions, first_by, allowed
 ):
-    conditions(ALLOWED_RULES=[{"cidrWithin": "10.0.0.0/8"}])
+    """An earlier edit to a value the conditions allow, or one the guardrail itself made
+    (a value it put back), is approved: a later edit goes back to it, not to the value
+    before it."""
+    conditions(ALLOWED_RULES=allowed)
+    bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    same = {**WIDENED, "CidrIpv4": "192.0.2.0/24"}
+    own = modify(ec2, group_id, {bastion_id: same}, identity=as_the_function)
+    assert run(own)["reason"] == "made by this guardrail itself"  # learns its own ARN
     created = authorize(ec2, group_id, [tcp(9000, 9000, "10.50.0.0/16")])
     (item,) = items_of(created)
     rule_id = item["securityGroupRuleId"]
-    allowed = {**WIDENED, "FromPort": 9000, "ToPort": 9000, "CidrIpv4": "10.99.0.0/16"}
-    first = modify(ec2, group_id, {rule_id: allowed}, identity=BOB)
+    approved = {**WIDENED, "FromPort": 9000, "ToPort": 9000, "CidrIpv4": "10.99.0.0/16"}
+    identity = BOB if first_by == "bob" else as_the_function
+    first = modify(ec2, group_id, {rule_id: approved}, identity=identity)
     second = modify(
-        ec2, group_id, {rule_id: {**allowed, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
+        ec2, group_id, {rule_id: {**approved, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
     )
     history.add_response("lookup_events", lookup([second, first, created]))
     result = run(second)
