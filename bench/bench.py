@@ -238,7 +238,9 @@ def api_calls(ec2, vpc):
         kept["IpRanges"] = [{"CidrIp": "10.8.0.0/16", "Description": "db"}]
         ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[kept])
         lambda_function.LOCKED_GROUP_IDS = [group]
-        return revoke(ec2, group, [kept])
+        removed = revoke(ec2, group, [kept])
+        history.append(removed)  # a put-back waits for AWS's own record (confirmed first)
+        return removed
 
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
     kinds = [
