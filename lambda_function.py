@@ -27,8 +27,9 @@ listed below the CONDITIONS block. Every event produces one JSON log line (with 
 as a CloudWatch metric); the handler returns the same summary. Run locally:
 python lambda_function.py --help.
 
-Licence: Apache License 2.0 (the LICENSE file). Version: __version__ below, in every log
-line and notification; CHANGELOG.md says what changed.
+Copyright 2026 the sg-guardrail authors. Licence: Apache License 2.0 (the LICENSE file).
+Version: __version__ below, in every log line and notification; CHANGELOG.md says what
+changed.
 """
 
 from __future__ import annotations
@@ -1491,7 +1492,8 @@ def notify(result: dict[str, Any], change: Change) -> None:
     told = result["decision"] in LEFT_OPEN or (
         result["decision"] in ("reverted", "dry-run") and result["rules"]
     )
-    told = told or "exception" in result  # Exceptions that expire: kept, refused, ended
+    # Exceptions that expire: kept, refused, ended (one already undone is nothing to tell)
+    told = told or ("exception" in result and result["decision"] != "already-gone")
     routine = result.get("groupId") == canary_group_id() and result["decision"] in (
         "reverted",
         "already-gone",
@@ -2536,16 +2538,19 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
 
 
 def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
-    """Each group's tags as AWS holds them now; None for a group that is gone."""
-    # IAM: ec2:DescribeSecurityGroups
-    pages = ec2.get_paginator("describe_security_groups").paginate(
-        Filters=[{"Name": "group-id", "Values": group_ids[:200]}]
-    )
-    found = {
-        group["GroupId"]: {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-        for page in pages
-        for group in page["SecurityGroups"]
-    }
+    """Each group's tags as AWS holds them now; None for a group that is gone. A filter
+    takes 200 values and a tag call names up to 1000 resources: asked 200 at a time, so
+    that no group past the 200th is taken for gone (its tag never put back)."""
+    found = {}
+    for start in range(0, len(group_ids), 200):
+        # IAM: ec2:DescribeSecurityGroups
+        pages = ec2.get_paginator("describe_security_groups").paginate(
+            Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}]
+        )
+        for page in pages:
+            for group in page["SecurityGroups"]:
+                tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+                found[group["GroupId"]] = tags
     return {group_id: found.get(group_id) for group_id in group_ids}
 
 
@@ -3250,9 +3255,12 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 ReceiptHandle=message["ReceiptHandle"],
             )
     # Exceptions first: a tag taken off a granted rule is put back before its grant is read.
-    blind_spots += sweep_exceptions(settings, regions, counts, context)
-    period = datetime.timedelta(minutes=minutes)
     listed = listed_accounts(settings.get("accounts"), blind_spots)
+    # The exceptions pass reads the same accounts (SweepAccounts=organization listed).
+    blind_spots += sweep_exceptions(
+        {**settings, "accounts": listed}, regions, counts, context
+    )
+    period = datetime.timedelta(minutes=minutes)
     for account in [None, *other_accounts(listed, context)]:
         if account is not None and not MEMBER_ROLE_NAME:
             blind_spots.append(f"account {account}: no MEMBER_ROLE_NAME to sweep it")
@@ -3616,6 +3624,7 @@ VERBS = {
     "changed-since": "NOT reverted (changed since)",
     "out-of-reach": "NOT reverted (out of reach)",
     "error": "NOT reverted yet (error)",
+    "already-gone": "Already undone",
 }
 
 
@@ -3942,7 +3951,9 @@ def chat_message(
     console link. Text from the change (descriptions, names) goes in code spans, so that
     whoever made it cannot put a link or a mention in the team's channel."""
     region, group = result.get("region"), result.get("groupId")
-    lines = [f"*{VERBS[result['decision']]}*: {result['reason']}"]
+    # The reason quotes what the change held (tag values, ARNs, whose paths may hold any
+    # character): a code span, like every other text of the change, so no link or mention.
+    lines = [f"*{VERBS[result['decision']]}*: {code_span(result['reason'])}"]
     lines.append(f"Who: {code_span(result.get('actor'))}")
     lines.append(
         f"Where: {code_span(result.get('account'))} {code_span(region)} "
@@ -3982,7 +3993,7 @@ def chat_message(
         },
         "metadata": {
             "threadId": str(group or result.get("prefixListId") or "sg-guardrail"),
-            "summary": sent["Subject"],
+            "summary": re.sub(r"[\[\]<>`@]", "?", sent["Subject"]),
             "eventType": str(result["decision"]),
             "relatedResources": [str(group or result.get("prefixListId"))],
             "additionalContext": {"eventId": str(result.get("eventId"))},
@@ -4433,12 +4444,17 @@ def scheduled_audit(settings: Any, context: Any) -> dict[str, Any]:
         for region in settings.get("regions") or [own_region or "us-east-1"]
         if isinstance(region, str) and REGION.fullmatch(region)
     ]
-    accounts = other_accounts(settings.get("accounts"), context)
+    not_listed: list[
+        str
+    ] = []  # SweepAccounts=organization: listed as the sweep lists it
+    listed = listed_accounts(settings.get("accounts"), not_listed)
+    accounts = other_accounts(listed, context)
     if accounts and not MEMBER_ROLE_NAME:
         accounts = []  # told below as unreachable
     deadline = _retry_until - 2 * SWEEP_RESERVE_S
     verdicts, unreachable = audit(regions, accounts, deadline)
-    if other_accounts(settings.get("accounts"), context) and not MEMBER_ROLE_NAME:
+    unreachable += [("the organization's accounts", why) for why in not_listed]
+    if other_accounts(listed, context) and not MEMBER_ROLE_NAME:
         unreachable.append(("member accounts", "no MEMBER_ROLE_NAME to reach them"))
     result = {
         "audit": audit_summary(verdicts, unreachable).removeprefix("summary: "),
@@ -4504,15 +4520,18 @@ def publish_audit(
 # whose TagSpecifications (resource type security-group-rule) give the new rules
 # sg-guardrail:expires (UTC, e.g. 2026-12-01T18:00:00Z) and sg-guardrail:reason; CreateTags
 # and DeleteTags on sgr-… rules naming those keys (template.yaml's RuleTagRule); the sweep,
-# which revokes the rules whose exception expired. IAM: ec2:CreateTags and ec2:DeleteTags on
-# security-group-rule/* (only with GrantsExceptions); ec2:DescribeSecurityGroupRules,
-# ec2:RevokeSecurityGroupIngress/Egress and cloudtrail:LookupEvents, granted already.
+# which revokes the rules whose exception expired. IAM actions: ec2:CreateTags on
+# security-group-rule/* (only with GrantsExceptions: a tag is put back, never taken off);
+# ec2:DescribeSecurityGroupRules, ec2:RevokeSecurityGroupIngress/Egress and
+# cloudtrail:LookupEvents, granted already.
 #
 # Keeping a rule adds access, so nothing here trusts the message: a grant keeps a rule only
 # when event history holds the call under its event ID, made by an approver as AWS recorded
 # it (ConfirmFirst: until then Lambda retries, then the sweep), and the rule carries the tags
 # as AWS holds them now. The sweep revokes an expired rule only when event history ties its
-# tag to an approver's call; a tag that anyone else set is undone and the rule left.
+# tag to an approver's call (or the rule was added by the call that set it); a tag anyone
+# else set is put back to the approver's value where event history shows one, else left and
+# told: a tag is never taken off, since a grant pushed out of history's reach would end.
 # =============================================================================================
 
 EXPIRES_KEY = "sg-guardrail:expires"
@@ -4730,9 +4749,30 @@ def last_approved(
     the tag should have, whatever anyone else did since."""
     for record in records:
         touched, value = set_by(record, rule_id, key)
-        if touched and approver_of(read_actor(record.get("userIdentity"))):
+        if touched and speaks_for_the_guard(record):
             return record, value
     return None, None
+
+
+def speaks_for_the_guard(record: dict[str, Any]) -> bool:
+    """An approver's call, or an exempt principal's (whose changes stay as they are: one
+    that ends an exception ends it, and nobody's tag afterwards brings it back)."""
+    actor = read_actor(record.get("userIdentity"))
+    if approver_of(actor):
+        return True
+    where = {**actor, "account": record.get("recipientAccountId")}
+    return not actor["byAwsService"] and principal_exemption(where) is not None
+
+
+def added_by(record: dict[str, Any], rule_id: str) -> bool:
+    """Did this record's call add the rule (an Authorize whose response names its ID)?"""
+    if not str(record.get("eventName", "")).startswith("Authorize"):
+        return False
+    try:
+        change = read_change(record)
+    except BadEvent:
+        return False
+    return any(rule.get("securityGroupRuleId") == rule_id for rule in change["rules"])
 
 
 def newest_setter(
@@ -4756,17 +4796,23 @@ def rule_tags_now(ec2: Any, rule_ids: list[str]) -> dict[str, dict[str, Any]]:
     if not rule_ids:
         return {}
     found = {}
-    # IAM: ec2:DescribeSecurityGroupRules
-    pages = ec2.get_paginator("describe_security_group_rules").paginate(
-        Filters=[{"Name": "security-group-rule-id", "Values": rule_ids[:200]}]
-    )
-    for page in pages:
-        for rule in page["SecurityGroupRules"]:
-            found[rule["SecurityGroupRuleId"]] = {
-                "groupId": rule.get("GroupId"),
-                "isEgress": rule.get("IsEgress"),
-                "tags": {t["Key"]: t["Value"] for t in rule.get("Tags", [])},
-            }
+    for start in range(0, len(rule_ids), 200):  # a filter takes 200 values, a call 1000
+        # IAM: ec2:DescribeSecurityGroupRules
+        pages = ec2.get_paginator("describe_security_group_rules").paginate(
+            Filters=[
+                {
+                    "Name": "security-group-rule-id",
+                    "Values": rule_ids[start : start + 200],
+                }
+            ]
+        )
+        for page in pages:
+            for rule in page["SecurityGroupRules"]:
+                found[rule["SecurityGroupRuleId"]] = {
+                    "groupId": rule.get("GroupId"),
+                    "isEgress": rule.get("IsEgress"),
+                    "tags": {t["Key"]: t["Value"] for t in rule.get("Tags", [])},
+                }
     return found
 
 
@@ -4855,6 +4901,8 @@ def retag_rules(change: dict, done: dict, dry_run: bool, account: str | None) ->
             if not left_by_the_change:
                 continue  # changed again since: that change is an event of its own
             if value is None and current is not None:
+                # No approver's value for it in what event history returns (it may
+                # have been pushed out of reach): taking it off could end a real grant.
                 take_off.append(key)
             elif value is not None and current != value:
                 put_back[key] = value
@@ -4864,13 +4912,14 @@ def retag_rules(change: dict, done: dict, dry_run: bool, account: str | None) ->
                 Resources=[rule_id],
                 Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
             )
-        if take_off:
-            # IAM: ec2:DeleteTags
-            ec2.delete_tags(Resources=[rule_id], Tags=[{"Key": k} for k in take_off])
         done["retagged"] += [
             f"tag {k}={v} put back on {rule_id}" for k, v in put_back.items()
         ]
-        done["retagged"] += [f"tag {k} taken off {rule_id}" for k in take_off]
+        done["unreadable"] += [
+            f"tag {k} of {rule_id} left: no approver's value for it in event history; "
+            "the sweep revokes nothing on it, check it by hand"
+            for k in take_off
+        ]
     done["exception"] = (
         f"{', '.join(keys)} on {rules} changed by {change['actor']}, who is not in "
         "APPROVERS: " + ("undone" if done["retagged"] else "nothing to undo")
@@ -5002,9 +5051,11 @@ def expire_in(region: str, account: str | None) -> Iterator[dict[str, Any]]:
     """The results of one region's expired exceptions, each logged and told."""
     ec2 = client("ec2", region, account)
     now = datetime.datetime.now(datetime.UTC)
+    # DescribeSecurityGroupRules documents the filters group-id, security-group-rule-id
+    # and tag:<key> (not tag-key); "*" is EC2's wildcard for any value (unverified on AWS).
     # IAM: ec2:DescribeSecurityGroupRules
     pages = ec2.get_paginator("describe_security_group_rules").paginate(
-        Filters=[{"Name": "tag-key", "Values": [EXPIRES_KEY]}]
+        Filters=[{"Name": f"tag:{EXPIRES_KEY}", "Values": ["*"]}]
     )
     tagged = [rule for page in pages for rule in page["SecurityGroupRules"]]
     for found in tagged:
@@ -5013,7 +5064,7 @@ def expire_in(region: str, account: str | None) -> Iterator[dict[str, Any]]:
         if expires is not None and expires > now:
             continue  # not yet; a value that is no time is looked at now
         if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
-            return  # the next sweep sees the rest: their tags stay
+            raise DeadlineNear()  # told as a blind spot; the next sweep sees the rest
         try:
             result = expire_one(ec2, found, tags, region, account, now)
         except Exception as error:  # noqa: BLE001 -- one rule never stops the others
@@ -5122,11 +5173,33 @@ def expire_one(
             ),
             "leftOpen": [describe(rule)],
         }
+    if valid and added_by(setter, rule_id) and not locked_now(ec2, group_id):
+        # The call that set the time is the one that added the rule (its approver since
+        # taken out of APPROVERS, say): revoking it undoes exactly what that call added.
+        gone = revoke(ec2, {"groupId": group_id}, [rule])
+        return {
+            **result,
+            "decision": "already-gone" if gone else "reverted",
+            "reason": (
+                f"the exception of {rule_id} expired at {value}; the call that added the "
+                f"rule with it ({result['actor']}, not in APPROVERS now) is undone"
+            ),
+            "rules": [] if gone else [describe(rule)],
+        }
     _, approved = last_approved(records, rule_id, EXPIRES_KEY)
     if approved is None:
-        # IAM: ec2:DeleteTags
-        ec2.delete_tags(Resources=[rule_id], Tags=[{"Key": EXPIRES_KEY}])
-        undone = f"tag {EXPIRES_KEY} taken off {rule_id}"
+        # No approver's value in what event history returns: the tag is left, never
+        # taken off (a grant pushed out of reach would end for good), and told each sweep.
+        return {
+            **result,
+            "decision": "unreadable",
+            "reason": (
+                f"{EXPIRES_KEY}={value!r} on {rule_id} was set by {result['actor']}, who "
+                "is not in APPROVERS, and event history shows no approver's value: not "
+                "revoked, the tag left; check it by hand"
+            ),
+            "leftOpen": [describe(rule)],
+        }
     else:
         # IAM: ec2:CreateTags
         ec2.create_tags(

@@ -691,7 +691,7 @@ def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(
             for s in policy["PolicyDocument"]["Statement"]
             if "Fn::If" in s
             and s["Fn::If"][1]["Sid"]
-            == "UndoTagChangesOnRulesByOthersThanApproversIfSet"
+            == "PutBackTagsOnRulesChangedByOthersThanApproversIfSet"
         ]
         assert found[0] == switch
         assert found[1]["Condition"] == {

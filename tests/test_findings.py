@@ -11,11 +11,20 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
-from cloudtrail import ACCOUNT, OPEN, SSH, authorize, rule_set
-from conftest import CONTEXT, ROOT
+from cloudtrail import (
+    ACCOUNT,
+    HISTORY,
+    OPEN,
+    SSH,
+    authorize,
+    eventbridge,
+    rule_set,
+    tag,
+)
+from conftest import CONTEXT, ROOT, bastion_of
 
 import lambda_function
-from lambda_function import lambda_handler
+from lambda_function import EXPIRES_KEY, lambda_handler
 
 # Security Hub User Guide, "Required top-level ASFF attributes".
 REQUIRED = {
@@ -369,3 +378,66 @@ def test_a_findings_arns_are_in_its_regions_partition(region, partition):
     )
     assert finding["Resources"][0]["Id"].startswith(f"arn:{partition}:ec2:{region}:")
     assert finding["Resources"][0]["Partition"] == partition
+
+
+# Attack 3: anyone allowed ec2:CreateTags on a rule writes a link and a mention into the
+# team's chat. The sweep's reason quotes the sg-guardrail:expires value (repr, not a code
+# span), and chat_message puts result["reason"] on the description's first line as markdown.
+
+CHAT_PAYLOAD = "[Approve the exception](https://evil.example/sso) <!channel>"
+
+
+def test_a_tag_value_reaches_the_chat_only_in_a_code_span(
+    ec2, group_id, conditions, history, inbox, published, monkeypatch
+):
+    conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"])
+    monkeypatch.setenv("CHAT_NOTIFICATIONS", "true")
+    bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    # by alice, no approver, minutes before a sweep: event history does not hold it yet
+    # (it lags the call by minutes; the live path's confirm-first waits for it too)
+    HISTORY.remove(tag(ec2, "CreateTags", bastion, {EXPIRES_KEY: CHAT_PAYLOAD}))
+    lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    chats = [
+        json.loads(json.loads(p["Message"])["https"])
+        for p in published
+        if p.get("MessageStructure") == "json"
+    ]
+    assert chats
+    first_lines = [c["content"]["description"].splitlines()[0] for c in chats]
+    # Before: "*NOT reverted (unreadable)*: sgr-... carries sg-guardrail:expires='[Approve
+    # the exception](https://evil.example/sso) <!channel>', and event history holds no ..."
+    assert all(is_one_code_span(line.split(": ", 1)[1]) for line in first_lines)
+
+
+def test_an_iam_paths_link_reaches_the_chat_only_in_a_code_span(
+    ec2, group_id, conditions, history, inbox, published, monkeypatch
+):
+    """IAM paths may hold any ASCII from ! to ~ (IAM API reference, CreateUser Path), so
+    an admin of any member account can create user /[Approve](https://evil.example/)/bob.
+    The actor is code-spanned on the Who line, but retag_rules puts it in the reason."""
+    conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"])
+    monkeypatch.setenv("CHAT_NOTIFICATIONS", "true")
+    path = "/[Approve the exception](https://evil.example/sso)/"
+    bob = {
+        "type": "IAMUser",
+        "principalId": "AIDAEXAMPLEBOB000001",
+        "arn": f"arn:aws:iam::123456789012:user{path}bob",
+        "accountId": "123456789012",
+        "userName": "bob",
+    }
+    bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    found = tag(
+        ec2, "CreateTags", bastion, {EXPIRES_KEY: "2030-01-01T00:00Z"}, identity=bob
+    )
+    lambda_handler(eventbridge(found), CONTEXT)
+    (sent,) = [p for p in published if p.get("MessageStructure") == "json"]
+    chat = json.loads(json.loads(sent["Message"])["https"])
+    first = chat["content"]["description"].splitlines()[0]
+    # Before: "*Reverted*: sg-guardrail:expires on sgr-… changed by
+    # arn:aws:iam::123456789012:user/[Approve the exception](https://evil.example/sso)/bob, …"
+    assert is_one_code_span(first.split(": ", 1)[1]), first
+
+
+def is_one_code_span(text: str) -> bool:
+    """Inline code from end to end: a chat renders no link or mention inside it."""
+    return len(text) > 2 and text[0] == text[-1] == "`" and "`" not in text[1:-1]

@@ -10,11 +10,13 @@ import pytest
 from cloudtrail import (
     ACCOUNT,
     HISTORY,
+    OPEN,
     SSH,
     assumed_role,
     authorize,
     create_group,
     eventbridge,
+    made,
     record,
     rule_set,
     tag,
@@ -169,3 +171,38 @@ def test_a_lock_tag_the_group_was_created_with_is_put_back_from_its_creation(
     result = lambda_handler(tag(ec2, "DeleteTags", group_id, None), CONTEXT)
     assert result["rules"] == [f"tag lock=strict put back on {group_id}"]
     assert tags_of(ec2, group_id) == {"lock": "strict"}
+
+
+# Attack 10 (the same cut as attack 9, in GuardTags): tags_now looks up only the first 200
+# groups a tag call names (group_ids[:200]) and calls every group after them gone. One
+# DeleteTags of the ONLY_TAGGED tag on 201 groups, the target last: its tag is never put back
+# ("tags of sg-… (the group is gone)"), and SSH opened there next is kept.
+
+
+def test_the_201st_group_of_a_tag_call_keeps_its_guard_tag(
+    ec2, vpc_id, conditions, history
+):
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    groups = [
+        create_group(ec2, vpc_id, f"g{n}", {"guardrail": "on"})[0] for n in range(201)
+    ]
+    target = groups[-1]
+    ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
+    deleted = made(
+        record(
+            "DeleteTags",
+            {
+                "resourcesSet": {"items": [{"resourceId": g} for g in groups]},
+                "tagSet": {"items": [{"key": "guardrail"}]},
+            },
+            {"_return": True},
+        )
+    )
+    live = lambda_handler(eventbridge(deleted), CONTEXT)
+    opened = lambda_handler(eventbridge(authorize(ec2, target, [SSH])), CONTEXT)
+    # Before: alreadyGone [..., "tags of sg-… (the group is gone)"]; then SSH "kept":
+    # "the group lacks the ONLY_TAGGED tags"
+    assert OPEN not in rule_set(ec2, target), (
+        live.get("alreadyGone", [])[-1:],
+        opened["reason"],
+    )
