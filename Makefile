@@ -107,10 +107,11 @@ MODE ?= central
 deploy: $(ZIP)
 	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMETERS=file.json] [PARAMS=...]"; exit 2; }
 	key=sg-guardrail/$(VERSION)-$$(sha256sum $(ZIP) | cut -c1-16).zip && \
-	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
 	$(PYTHON) deploy/parameters.py $(MODE) $(if $(PARAMETERS),--file $(PARAMETERS)) \
 	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > dist/central-parameters.json && \
+	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
+	  --s3-bucket $(BUCKET) --s3-prefix sg-guardrail/templates \
 	  --capabilities CAPABILITY_NAMED_IAM \
 	  --parameter-overrides file://dist/central-parameters.json
 
@@ -123,14 +124,17 @@ deploy: $(ZIP)
 STACKSET ?= sg-guardrail-members
 CALL_AS ?= SELF
 CENTRAL_ACCOUNT ?=
+TEMPLATE_KEY = sg-guardrail/templates/template-$(VERSION)-$(shell sha256sum template.yaml | cut -c1-16).yaml
 stackset:
-	@test -n "$(PARAMETERS)" -a -n "$(OUS)" -a -n "$(REGIONS)" || { echo 'usage: make stackset PARAMETERS=file.json OUS="ou-..." REGIONS="eu-west-1 ..." [CENTRAL_ACCOUNT=...]'; exit 2; }
+	@test -n "$(PARAMETERS)" -a -n "$(OUS)" -a -n "$(REGIONS)" -a -n "$(BUCKET)" || { echo 'usage: make stackset BUCKET=<S3 bucket> PARAMETERS=file.json OUS="ou-..." REGIONS="eu-west-1 ..." [CENTRAL_ACCOUNT=...]'; exit 2; }
 	mkdir -p dist
 	$(PYTHON) deploy/parameters.py member --file $(PARAMETERS) \
 	  $(if $(CENTRAL_ACCOUNT),CentralAccountId=$(CENTRAL_ACCOUNT)) > dist/member-parameters.json
+	# The template is over the 51,200 bytes a template body may hold: it goes by S3.
+	aws s3 cp template.yaml s3://$(BUCKET)/$(TEMPLATE_KEY)
 	if aws cloudformation describe-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) >/dev/null 2>&1; then \
 	  aws cloudformation update-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
-	    --template-body file://template.yaml --parameters file://dist/member-parameters.json \
+	    --template-url https://$(BUCKET).s3.amazonaws.com/$(TEMPLATE_KEY) --parameters file://dist/member-parameters.json \
 	    --capabilities CAPABILITY_NAMED_IAM \
 	    --deployment-targets OrganizationalUnitIds=$(subst $(eval) ,$(comma),$(strip $(OUS))) \
 	    --regions $(REGIONS) \
@@ -138,7 +142,7 @@ stackset:
 	else \
 	  aws cloudformation create-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
 	    --description "sg-guardrail member stacks: forwarding rules and the member role" \
-	    --template-body file://template.yaml --parameters file://dist/member-parameters.json \
+	    --template-url https://$(BUCKET).s3.amazonaws.com/$(TEMPLATE_KEY) --parameters file://dist/member-parameters.json \
 	    --capabilities CAPABILITY_NAMED_IAM --permission-model SERVICE_MANAGED \
 	    --auto-deployment Enabled=true,RetainStacksOnAccountRemoval=false && \
 	  aws cloudformation create-stack-instances --stack-set-name $(STACKSET) --call-as $(CALL_AS) \

@@ -239,7 +239,9 @@ def api_calls(ec2, vpc):
         ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[kept])
         lambda_function.LOCKED_GROUP_IDS = [group]
         removed = revoke(ec2, group, [kept])
-        history.append(removed)  # a put-back waits for AWS's own record (confirmed first)
+        history.append(
+            removed
+        )  # a put-back waits for AWS's own record (confirmed first)
         return removed
 
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}

@@ -410,8 +410,6 @@ def test_a_list_of_accounts_is_taken_as_it_is(aws):
 
 # ---- The README and docs/ (#18) ---------------------------------------------------------
 
-ON_ANOTHER_BRANCH = {"docs/mutation.md"}  # the mutation check's page, merged separately
-
 
 def anchors(markdown: str) -> set[str]:
     """GitHub's anchors for a page's headings."""
@@ -433,9 +431,6 @@ def test_every_link_between_the_readme_and_docs_resolves(page):
         if file.startswith("http"):
             continue
         resolved = (path.parent / file).resolve() if file else path
-        name = str(resolved.relative_to(ROOT))
-        if name in ON_ANOTHER_BRANCH:
-            continue
         assert resolved.exists(), f"{page}: {file}"
         if anchor:
             assert anchor[1:] in anchors(resolved.read_text()), (

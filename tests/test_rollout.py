@@ -80,6 +80,8 @@ def test_make_deploy_uploads_the_versioned_zip_and_deploys_with_the_file(aws_cli
     key = upload["args"][3].removeprefix("s3://my-artifacts/")
     assert key.startswith(f"sg-guardrail/{version}-") and key.endswith(".zip")
     assert deploy["args"][:2] == ["cloudformation", "deploy"]
+    # template.yaml is over the 51,200 bytes a template body may hold: it goes by S3
+    assert deploy["args"][deploy["args"].index("--s3-bucket") + 1] == "my-artifacts"
     (sent,) = deploy["files"].values()
     example = json.loads(EXAMPLE.read_text())
     assert values(sent) == {
@@ -101,17 +103,23 @@ def test_make_stackset_creates_a_service_managed_stackset_for_the_ous(aws_cli):
     ous = "ou-ab12-11111111 ou-ab12-22222222"
     found = aws_cli(
         "stackset",
+        "BUCKET=my-artifacts",
         f"PARAMETERS={EXAMPLE}",
         f"OUS={ous}",
         "REGIONS=eu-west-1 us-east-1",
     )
-    described, created, instances = found
+    copied, described, created, instances = found
+    assert copied["args"][:3] == ["s3", "cp", "template.yaml"]
+    key = copied["args"][3].removeprefix("s3://my-artifacts/")
     assert described["args"][:2] == ["cloudformation", "describe-stack-set"]
     args = created["args"]
     assert args[:2] == ["cloudformation", "create-stack-set"]
     assert args[args.index("--permission-model") + 1] == "SERVICE_MANAGED"
     assert args[args.index("--auto-deployment") + 1].startswith("Enabled=true")
-    assert args[args.index("--template-body") + 1] == "file://template.yaml"
+    # over the 51,200 bytes of a template body: by S3
+    assert args[args.index("--template-url") + 1] == (
+        f"https://my-artifacts.s3.amazonaws.com/{key}"
+    )
     assert args[args.index("--capabilities") + 1] == "CAPABILITY_NAMED_IAM"
     (member,) = created["files"].values()
     assert values(member)["Mode"] == "member"
@@ -126,12 +134,14 @@ def test_make_stackset_creates_a_service_managed_stackset_for_the_ous(aws_cli):
 def test_make_stackset_again_updates_the_stackset(aws_cli):
     found = aws_cli(
         "stackset",
+        "BUCKET=my-artifacts",
         f"PARAMETERS={EXAMPLE}",
         "OUS=ou-ab12-11111111",
         "REGIONS=eu-west-1",
         STACK_SET_EXISTS="1",
     )
     assert [call["args"][1] for call in found] == [
+        "cp",
         "describe-stack-set",
         "update-stack-set",
     ]

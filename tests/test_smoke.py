@@ -236,7 +236,15 @@ def test_make_smoke_runs_the_smoke_option_with_the_names_given():
     from conftest import ROOT
 
     done = subprocess.run(
-        ["make", "-n", "smoke", "VPC=vpc-0123abcd", "REGION=eu-west-1", "STACK=guard"],
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "smoke",
+            "VPC=vpc-0123abcd",
+            "REGION=eu-west-1",
+            "STACK=guard",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -248,7 +256,7 @@ def test_make_smoke_runs_the_smoke_option_with_the_names_given():
     )
     assert command.endswith("--stack guard")
     default = subprocess.run(
-        ["make", "-n", "smoke", "VPC=vpc-0123abcd"],
+        ["make", "--no-print-directory", "-n", "smoke", "VPC=vpc-0123abcd"],
         cwd=ROOT,
         capture_output=True,
         text=True,
