@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import uuid
 
 import boto3
 import pytest
@@ -279,10 +280,8 @@ def test_a_flood_of_failed_calls_does_not_keep_the_sweep_from_a_missed_change(
     missed change, 25 minutes old, left the window unseen, and the failed calls were
     counted as changes not handled."""
     missed = minutes_ago(authorize(ec2, group_id, [SSH]), 25)
-    failed = [
-        minutes_ago(authorize(ec2, "sg-0000000000000dead", [SSH]), 10)
-        for _ in range(3000)
-    ]
+    refused = minutes_ago(authorize(ec2, "sg-0000000000000dead", [SSH]), 10)
+    failed = [{**refused, "eventID": str(uuid.uuid4())} for _ in range(3000)]
     clock = Clock()
     monkeypatch.setattr(lambda_function, "time", clock)
     EventHistory([missed, *failed], on_call=clock.lookup).serve(
