@@ -4303,11 +4303,16 @@ def audit_summary(
 ) -> str:
     groups = {(v["account"], v["region"], v["groupId"]) for v in verdicts}
     reverted = sum(v["verdict"] == "would revert" for v in verdicts)
+    locked = len(locked_groups(verdicts))
     return (
-        f"summary: {len(verdicts)} rules in {len(groups)} groups: {reverted} would be "
-        f"reverted, {len(verdicts) - reverted} kept; {len(locked_groups(verdicts))} "
-        f"locked groups; {len(unreachable)} unreachable"
+        f"summary: {counted(len(verdicts), 'rule')} in {counted(len(groups), 'group')}: "
+        f"{reverted} would be reverted, {len(verdicts) - reverted} kept; "
+        f"{counted(locked, 'locked group')}; {len(unreachable)} unreachable"
     )
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -6003,7 +6008,7 @@ def replay(events: Iterable[Any]) -> int:
         problems.append("(input cut short)")
     tally = ", ".join(f"{n} {decision}" for decision, n in sorted(counts.items()))
     total = sum(counts.values())
-    print(f"summary: {total} events: {tally or 'none'}", file=sys.stderr)
+    print(f"summary: {counted(total, 'event')}: {tally or 'none'}", file=sys.stderr)
     if problems:
         print(
             f"left open, unreadable or failed: {', '.join(problems)}", file=sys.stderr

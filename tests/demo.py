@@ -115,6 +115,10 @@ def show_conditions():
         "  and, for the scripted changes, RESTORE_FROM_CLOUDTRAIL on, answered by the "
         "demo's own event history (moto has no LookupEvents), and its db group locked"
     )
+    print(
+        "  and, for rows 9 to 11 only, its own approver: the role SecurityApprover in "
+        "APPROVERS (the shipped block has none, so those rows have no 'shipped' column)"
+    )
 
 
 # The records of every call the demo makes, newest last: its CloudTrail event history.

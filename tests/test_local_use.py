@@ -71,7 +71,7 @@ def test_a_saved_event_is_replayed(ec2, group_id, tmp_path, capsys):
     assert OPEN not in rule_set(ec2, group_id)
     out, err = capsys.readouterr()
     assert json.loads(out)["decision"] == "reverted"
-    assert "summary: 1 events: 1 reverted" in err
+    assert "summary: 1 event: 1 reverted" in err
 
 
 def test_replay_in_dry_run_changes_nothing(ec2, group_id, tmp_path, monkeypatch):
