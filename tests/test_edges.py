@@ -410,37 +410,6 @@ def test_a_revoke_answered_group_not_found_is_already_gone(ec2, group_id, code):
 # ---- Survivors of make mutate (docs/mutation.md) ---------------------------------------------
 
 
-@pytest.mark.parametrize("first_by", ["bob", "member-role-name"])
-def test_an_unapproved_edit_in_history_is_not_the_old_value(
-    ec2, group_id, as_the_function, history, conditions, first_by
-):
-    """Its own session, once seen, teaches the function its ARN (GetCallerIdentity), and
-    the member role's session is its own in a member account only (here anyone allowed
-    to create roles could name one so): neither makes another's edit approved."""
-    conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
-    bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    same = {**WIDENED, "CidrIpv4": "192.0.2.0/24"}
-    own = modify(ec2, group_id, {bastion_id: same}, identity=as_the_function)
-    assert run(own)["reason"] == "made by this guardrail itself"
-    assert lambda_function._own_arn == as_the_function["arn"]
-    created = authorize(ec2, group_id, [tcp(9000, 9000, "10.50.0.0/16")])
-    (item,) = items_of(created)
-    rule_id = item["securityGroupRuleId"]
-    wide = {**WIDENED, "FromPort": 9000, "ToPort": 9000}
-    impostor = assumed_role("sg-guardrail-member", "sg-guardrail")
-    first_identity = BOB if first_by == "bob" else impostor
-    first = modify(ec2, group_id, {rule_id: wide}, identity=first_identity)
-    second = modify(
-        ec2, group_id, {rule_id: {**wide, "CidrIpv4": "0.0.0.0/1"}}, identity=BOB
-    )
-    history.add_response("lookup_events", lookup([second, first, created]))
-    result = run(second)
-    assert result["rules"] == [
-        "tcp 9000 from 0.0.0.0/1, restored to tcp 9000 from 10.50.0.0/16"
-    ]
-    assert (False, "tcp", 9000, 9000, "10.50.0.0/16") in rule_set(ec2, group_id)
-
-
 def test_a_tag_put_back_goes_on_the_security_groups_of_the_call_only(
     ec2, group_id, vpc_id, conditions
 ):
@@ -791,36 +760,49 @@ def test_should_revert_sees_the_entries_added_as_the_record_has_them(
 
 
 @pytest.mark.parametrize(
-    ("first_by", "allowed"),
-    [("bob", [{"cidrWithin": "10.0.0.0/8"}]), ("the-guardrail", [])],
-    ids=["an-allowed-value", "the-guardrails-own"],
+    ("first_by", "allowed", "old_value"),
+    [
+        ("bob", [], "10.50.0.0/16"),
+        ("member-role-name", [], "10.50.0.0/16"),
+        ("bob", [{"cidrWithin": "10.0.0.0/8"}], "10.99.0.0/16"),
+        ("the-guardrail", [], "10.99.0.0/16"),
+    ],
+    ids=["bob", "member-role-name", "an-allowed-value", "the-guardrails-own"],
 )
-def test_an_earlier_approved_edit_is_the_old_value(
-    ec2, group_id, as_the_function, history, conditions, first_by, allowed
+def test_an_earlier_edit_is_the_old_value_only_if_approved(
+    ec2, group_id, as_the_function, history, conditions, first_by, allowed, old_value
 ):
-    """An earlier edit to a value the conditions allow, or one the guardrail itself made
-    (a value it put back), is approved: a later edit goes back to it, not to the value
-    before it."""
-    conditions(ALLOWED_RULES=allowed)
+    """A rule created at 10.50.0.0/16, edited to 10.99.0.0/16, then by Bob to the world:
+    it goes back to the first edit's value only if that edit was approved (a value the
+    conditions allow, or the guardrail's own), else to the value it was created with.
+    Its own session, once seen, teaches the function its ARN (GetCallerIdentity), and the
+    member role's session is its own in a member account only (here anyone allowed to
+    create roles could name one so): neither makes another's edit approved."""
+    conditions(MEMBER_ROLE_NAME="sg-guardrail-member", ALLOWED_RULES=allowed)
     bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     same = {**WIDENED, "CidrIpv4": "192.0.2.0/24"}
     own = modify(ec2, group_id, {bastion_id: same}, identity=as_the_function)
-    assert run(own)["reason"] == "made by this guardrail itself"  # learns its own ARN
+    assert run(own)["reason"] == "made by this guardrail itself"
+    assert lambda_function._own_arn == as_the_function["arn"]
     created = authorize(ec2, group_id, [tcp(9000, 9000, "10.50.0.0/16")])
     (item,) = items_of(created)
     rule_id = item["securityGroupRuleId"]
-    approved = {**WIDENED, "FromPort": 9000, "ToPort": 9000, "CidrIpv4": "10.99.0.0/16"}
-    identity = BOB if first_by == "bob" else as_the_function
-    first = modify(ec2, group_id, {rule_id: approved}, identity=identity)
+    edited = {**WIDENED, "FromPort": 9000, "ToPort": 9000, "CidrIpv4": "10.99.0.0/16"}
+    identity = {
+        "bob": BOB,
+        "member-role-name": assumed_role("sg-guardrail-member", "sg-guardrail"),
+        "the-guardrail": as_the_function,
+    }[first_by]
+    first = modify(ec2, group_id, {rule_id: edited}, identity=identity)
     second = modify(
-        ec2, group_id, {rule_id: {**approved, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
+        ec2, group_id, {rule_id: {**edited, "CidrIpv4": "0.0.0.0/0"}}, identity=BOB
     )
     history.add_response("lookup_events", lookup([second, first, created]))
     result = run(second)
     assert result["rules"] == [
-        "tcp 9000 from 0.0.0.0/0, restored to tcp 9000 from 10.99.0.0/16"
+        f"tcp 9000 from 0.0.0.0/0, restored to tcp 9000 from {old_value}"
     ]
-    assert (False, "tcp", 9000, 9000, "10.99.0.0/16") in rule_set(ec2, group_id)
+    assert (False, "tcp", 9000, 9000, old_value) in rule_set(ec2, group_id)
 
 
 def test_a_late_addition_already_gone_says_nothing_was_left_to_undo(ec2, group_id):

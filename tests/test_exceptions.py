@@ -362,29 +362,22 @@ def test_the_functions_own_put_back_in_event_history_still_ties_the_exception(
 # ---- tag changes on rules --------------------------------------------------------------------
 
 
-def test_an_exceptions_time_deleted_by_someone_else_is_put_back(
-    ec2, group_id, approvers
+@pytest.mark.parametrize(
+    ("call", "value"),
+    [("DeleteTags", None), ("CreateTags", utc(20 * HOURS))],
+    ids=["deleted", "extended"],
+)
+def test_an_exceptions_time_changed_by_someone_else_goes_back_to_the_approvers(
+    ec2, group_id, approvers, call, value
 ):
-    """Without its time the rule would stay for good (the sweep finds exceptions by it)."""
+    """Deleted, the rule would stay for good (the sweep finds exceptions by its time);
+    extended, it would stay past the time an approver gave it."""
     authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant())
     (rule,) = vendor_rule(ec2, group_id)
     rule_id = rule["SecurityGroupRuleId"]
     approved = rule_tags(ec2, rule_id)[EXPIRES_KEY]
-    deleted = tag(ec2, "DeleteTags", rule_id, {EXPIRES_KEY: None})
-    result = lambda_handler(eventbridge(deleted), CONTEXT)
-    assert result["decision"] == "reverted"
-    assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == approved
-
-
-def test_an_exception_extended_by_someone_else_goes_back_to_the_approvers_time(
-    ec2, group_id, approvers
-):
-    authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant())
-    (rule,) = vendor_rule(ec2, group_id)
-    rule_id = rule["SecurityGroupRuleId"]
-    approved = rule_tags(ec2, rule_id)[EXPIRES_KEY]
-    later = tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: utc(20 * HOURS)})
-    result = lambda_handler(eventbridge(later), CONTEXT)
+    changed = tag(ec2, call, rule_id, {EXPIRES_KEY: value})
+    result = lambda_handler(eventbridge(changed), CONTEXT)
     assert result["decision"] == "reverted"
     assert "who is not in APPROVERS: undone" in result["reason"]
     assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == approved

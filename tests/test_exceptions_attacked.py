@@ -1,5 +1,5 @@
 """Exceptions that expire, attacked: what a review by someone who did not write the
-feature found (each test failed before its fix). Event history is cloudtrail.EventHistory
+feature found (each test failed before its fix; its "Before:" comment says how). Event history is cloudtrail.EventHistory
 (LookupEvents in the CloudTrail API reference's shape), Organizations is moto's own.
 
 Each part names the attack it was written for, and what it did before its fix.
@@ -7,12 +7,9 @@ Each part names the attack it was written for, and what it did before its fix.
 
 from __future__ import annotations
 
-import datetime
 import re
 
-import boto3
 import botocore.session
-import pytest
 from cloudtrail import (
     HISTORY,
     SSH,
@@ -27,40 +24,27 @@ from cloudtrail import (
 )
 from conftest import CONTEXT
 from test_accounts import assumed
+from test_adopting import organization
+from test_exceptions import (
+    APPROVER_ROLE,
+    CAROL,
+    VENDOR,
+    aged,
+    approvers,
+    grant,
+    rule_tags,
+    vendor_rule,
+)
 from test_sweeping import Clock, failure_queue, sent_by_lambda
 
 import lambda_function
 from lambda_function import EXPIRES_KEY, REASON_KEY, lambda_handler
 
-__all__ = ["assumed", "failure_queue"]  # fixtures
+__all__ = ["approvers", "assumed", "failure_queue", "organization"]  # fixtures
 
 # Attack 1: with SweepAccounts=organization, the sweep's exception pass (and its pass over
 # rule tag changes) reads the schedule's raw "accounts" (["organization"]), not the listed
 # accounts: expired exceptions in member accounts are never revoked, and nothing is told.
-
-VENDOR = {**SSH, "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}
-
-
-@pytest.fixture
-def organization(aws):
-    orgs = boto3.client("organizations", region_name="us-east-1")
-    orgs.create_organization(FeatureSet="ALL")
-    member = orgs.create_account(AccountName="member", Email="m@example.com")[
-        "CreateAccountStatus"
-    ]["AccountId"]
-    found = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{member}:role/setup", RoleSessionName="setup"
-    )["Credentials"]
-    ec2 = boto3.client(
-        "ec2",
-        region_name="us-east-1",
-        aws_access_key_id=found["AccessKeyId"],
-        aws_secret_access_key=found["SecretAccessKey"],
-        aws_session_token=found["SessionToken"],
-    )
-    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-    group = ec2.create_security_group(GroupName="m", Description="m", VpcId=vpc)
-    return member, ec2, group["GroupId"]
 
 
 def expired_grant_in(member, member_ec2, group, conditions):
@@ -68,28 +52,16 @@ def expired_grant_in(member, member_ec2, group, conditions):
         APPROVERS=[f"arn:aws:iam::{member}:role/SecurityApprover"],
         MAX_EXCEPTION_HOURS=24,
     )
-    now = datetime.datetime.now(datetime.UTC)
-    expires = (now - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     carol = assumed_role("SecurityApprover", "carol", account=member)
     found = authorize(
-        member_ec2,
-        group,
-        [VENDOR],
-        identity=carol,
-        tags={EXPIRES_KEY: expires, REASON_KEY: "vendor window"},
+        member_ec2, group, [VENDOR], identity=carol, tags=grant(-1, "vendor window")
     )
     found["recipientAccountId"] = member
-    found["eventTime"] = (now - datetime.timedelta(hours=3)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )  # granted 3 hours ago, for 2 hours
+    aged(found, 3)  # granted 3 hours ago, for 2 hours
     EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
     EventHistory(HISTORY).serve(
         lambda_function.client("cloudtrail", "us-east-1", member)
     )
-
-
-def vendor_rules(ec2, group):
-    return [r for r in rules_of(ec2, group) if r.get("CidrIpv4") == "203.0.113.7/32"]
 
 
 def test_control_a_listed_member_accounts_expired_exception_is_revoked(
@@ -98,7 +70,7 @@ def test_control_a_listed_member_accounts_expired_exception_is_revoked(
     member, member_ec2, group = organization
     expired_grant_in(member, member_ec2, group, conditions)
     lambda_handler({"sweep": {"accounts": [member]}}, CONTEXT)
-    assert vendor_rules(member_ec2, group) == []
+    assert vendor_rule(member_ec2, group) == []
 
 
 def test_with_organization_a_member_accounts_expired_exception_is_revoked_too(
@@ -107,8 +79,8 @@ def test_with_organization_a_member_accounts_expired_exception_is_revoked_too(
     member, member_ec2, group = organization
     expired_grant_in(member, member_ec2, group, conditions)
     result = lambda_handler({"sweep": {"accounts": ["organization"]}}, CONTEXT)
-    # FAILS: the rule stays open past its expiry, and the sweep tells nothing about it
-    assert vendor_rules(member_ec2, group) == [], result
+    # Before: the rule stayed open past its expiry, and the sweep told nothing of it
+    assert vendor_rule(member_ec2, group) == [], result
 
 
 # Attack 2: with SweepAccounts=organization and AuditSchedule set, the template hands the
@@ -125,7 +97,7 @@ def test_the_scheduled_audit_of_the_organization_reads_the_member_accounts(
     listed = lambda_handler({"audit": {"accounts": [member]}}, CONTEXT)
     assert listed["wouldRevert"] >= 1  # control: listed by ID, the open SSH is found
     result = lambda_handler({"audit": {"accounts": ["organization"]}}, CONTEXT)
-    # FAILS: only the central account's rules are read; no member is named unreachable
+    # Before: only the central account's rules were read; no member named unreachable
     assert result["rules"] == listed["rules"] or result["unreachable"], result
 
 
@@ -137,31 +109,16 @@ def test_the_scheduled_audit_of_the_organization_reads_the_member_accounts(
 # sg-guardrail:expires: the sweep finds exceptions by that tag, so the rule is never revoked.
 # The one message says "reverted ... undone".
 
-CAROL = assumed_role("SecurityApprover", "carol")
-
 
 def test_a_flood_of_harmless_tags_lets_anyone_strip_an_exceptions_expiry(
-    ec2, group_id, conditions, history, monkeypatch
+    ec2, group_id, approvers, monkeypatch
 ):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
     monkeypatch.setattr(lambda_function, "PAGE_INTERVAL_S", 0)
-    expires = (
-        datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=2)
-    ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    granted = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=CAROL,
-        tags={EXPIRES_KEY: expires, REASON_KEY: "vendor patch window"},
-    )
+    tags = grant()
+    expires = tags[EXPIRES_KEY]
+    granted = authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=tags)
     assert lambda_handler(eventbridge(granted), CONTEXT)["decision"] == "kept"
-    (rule,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    (rule,) = vendor_rule(ec2, group_id)
     rule_id = rule["SecurityGroupRuleId"]
     # Alice (ec2:CreateTags only): 500 harmless tag calls on the group, then the expiry
     # written again with the very value it has (nothing changes in AWS)
@@ -169,13 +126,9 @@ def test_a_flood_of_harmless_tags_lets_anyone_strip_an_exceptions_expiry(
         tag(ec2, "CreateTags", group_id, {"build": str(n)})
     noop = tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: expires})
     result = lambda_handler(eventbridge(noop), CONTEXT)
-    (now,) = ec2.describe_security_group_rules(SecurityGroupRuleIds=[rule_id])[
-        "SecurityGroupRules"
-    ]
-    held = {t["Key"]: t["Value"] for t in now.get("Tags", [])}
-    # FAILS: decision "reverted", "tag sg-guardrail:expires taken off sgr-…": the rule
-    # stays open for good, and no sweep ever looks at it again
-    assert held.get(EXPIRES_KEY) == expires, result
+    # Before: decision "reverted", "tag sg-guardrail:expires taken off sgr-…": the rule
+    # stayed open for good, and no sweep ever looked at it again
+    assert rule_tags(ec2, rule_id).get(EXPIRES_KEY) == expires, result
 
 
 # Attack 5: a non-approver revives an ended exception and the sweep revokes the rule.
@@ -186,46 +139,26 @@ def test_a_flood_of_harmless_tags_lets_anyone_strip_an_exceptions_expiry(
 # last_approved, so Alice's tag alone cuts off a rule everyone trusted chose to keep.
 
 BOB = assumed_role("NetworkAdmin", "bob")
-HOURS = datetime.timedelta(hours=1)
-
-
-def at(hours_ago: float) -> str:
-    moment = datetime.datetime.now(datetime.UTC) - hours_ago * HOURS
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def vendor(ec2, group_id):
-    return [r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"]
 
 
 def test_an_exempt_principals_end_of_an_exception_is_undone_by_anyones_tag(
-    ec2, group_id, conditions, history
+    ec2, group_id, approvers, conditions
 ):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-        EXEMPT_PRINCIPALS=["arn:aws:iam::123456789012:role/NetworkAdmin"],
-    )
-    expires = at(1)  # granted 3 hours ago for 2 hours
-    granted = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=CAROL,
-        tags={EXPIRES_KEY: expires, REASON_KEY: "vendor window"},
-    )
-    granted["eventTime"] = at(3)
-    (rule,) = vendor(ec2, group_id)
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::123456789012:role/NetworkAdmin"])
+    tags = grant(-1, "vendor window")  # granted 3 hours ago for 2 hours
+    expires = tags[EXPIRES_KEY]
+    aged(authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=tags), 3)
+    (rule,) = vendor_rule(ec2, group_id)
     rule_id = rule["SecurityGroupRuleId"]
     ended = tag(ec2, "DeleteTags", rule_id, {EXPIRES_KEY: None}, identity=BOB)
-    ended["eventTime"] = at(2.5)  # before expiry: Bob makes the rule permanent
+    aged(ended, 2.5)  # before expiry: Bob makes the rule permanent
     # Alice writes Carol's value back
     revived = tag(ec2, "CreateTags", rule_id, {EXPIRES_KEY: expires})
     live = lambda_handler(eventbridge(revived), CONTEXT)
     assert "nothing to undo" in live["reason"]
     lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
-    # FAILS: the sweep revoked R ("the exception of sgr-… expired … granted by carol")
-    assert vendor(ec2, group_id), "R was revoked on Alice's tag"
+    # Before: the sweep revoked R ("the exception of sgr-… expired … granted by carol")
+    assert vendor_rule(ec2, group_id), "R was revoked on Alice's tag"
 
 
 # Attack 6: starve the sweep's expiry pass, silently. One CreateTags by anyone, naming many
@@ -240,18 +173,11 @@ def test_an_exempt_principals_end_of_an_exception_is_undone_by_anyones_tag(
 def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
     ec2, vpc_id, group_id, conditions, monkeypatch
 ):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
+    conditions(APPROVERS=[APPROVER_ROLE], MAX_EXCEPTION_HOURS=24)
     granted = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=CAROL,
-        tags={EXPIRES_KEY: at(1), REASON_KEY: "vendor window"},
+        ec2, group_id, [VENDOR], identity=CAROL, tags=grant(-1, "vendor window")
     )
-    granted["eventTime"] = at(3)  # granted 3 hours ago for 2 hours: due now
+    aged(granted, 3)  # granted 3 hours ago for 2 hours: due now
     # 40 long-held rules, in groups of their own
     held = []
     for n in range(40):
@@ -283,11 +209,9 @@ def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
         lambda_function.client("cloudtrail", "us-east-1")
     )
     result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)  # 30 s to run
-    still = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    still = vendor_rule(ec2, group_id)
     told = " ".join(result.get("blindSpots", []))
-    # FAILS: the expired rule is open and the result is {"decisions": {"reverted": 1}}
+    # Before: the expired rule was open and the result {"decisions": {"reverted": 1}}
     # (Alice's tags undone), no blind spot
     assert not still or "exception" in told, result
 
@@ -302,30 +226,23 @@ def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
 
 
 def tagged_and_gone(ec2, group_id):
-    soon = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    found = authorize(  # alice, no approver
-        ec2, group_id, [VENDOR], tags={EXPIRES_KEY: soon, REASON_KEY: "x"}
-    )
+    found = authorize(ec2, group_id, [VENDOR], tags=grant(1, "x"))  # alice, no approver
     ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[VENDOR])
     return found
 
 
 def test_a_tagged_authorize_already_undone_is_handled_not_crashed(
-    ec2, group_id, conditions, history, inbox
+    ec2, group_id, approvers, inbox
 ):
-    conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"])
     found = tagged_and_gone(ec2, group_id)
-    # FAILS: KeyError: 'already-gone' (lambda_function.message)
+    # Before: KeyError: 'already-gone' (lambda_function.message)
     result = lambda_handler(eventbridge(found), CONTEXT)
     assert result["decision"] == "already-gone"
 
 
 def test_it_poisons_the_failure_queue_for_every_sweep(
-    ec2, group_id, conditions, history, inbox, failure_queue
+    ec2, group_id, approvers, inbox, failure_queue
 ):
-    conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"])
     sqs, url = failure_queue
     found = tagged_and_gone(ec2, group_id)
     sent_by_lambda(sqs, url, {"requestPayload": eventbridge(found)})
@@ -338,37 +255,22 @@ def test_it_poisons_the_failure_queue_for_every_sweep(
         ],
     )["Attributes"]
     told = [m["Subject"] for m in inbox()]
-    # FAILS: decisions {'error': 1, 'already-gone': 1}, "NOT reverted yet (error): a change on None by unknown" told,
-    # and the message stays in the queue (not deleted on "error"): the next sweep, once the
-    # 60 s visibility passes, fails on it again, and so on while the queue keeps it
+    # Before: decisions {'error': 1, 'already-gone': 1}, "NOT reverted yet (error): a
+    # change on None by unknown" told, and the message stayed in the queue (not deleted on
+    # "error"): the next sweep, once the 60 s visibility passed, failed on it again
     assert "error" not in result["decisions"], (result, told, left)
 
 
 def test_the_sweep_after_an_undone_tag_change_reports_a_false_error(
-    ec2, group_id, conditions, history, inbox
+    ec2, group_id, approvers, inbox
 ):
     """The common case, no attack needed: Alice moves an exception's time, the live path
     puts Carol's back; the next sweep re-reads Alice's CreateTags from event history, finds
     nothing to undo ("already-gone" + exception) and crashes on VERBS -> a false
     "NOT reverted yet (error)" on the topic after each such change, every sweep in window."""
-    from cloudtrail import assumed_role, rules_of, tag
-
-    conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"])
-    carol = assumed_role("SecurityApprover", "carol")
-    soon = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=2)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    granted = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=carol,
-        tags={EXPIRES_KEY: soon, REASON_KEY: "v"},
-    )
+    granted = authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(2, "v"))
     assert lambda_handler(eventbridge(granted), CONTEXT)["decision"] == "kept"
-    (rule,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    (rule,) = vendor_rule(ec2, group_id)
     later = tag(
         ec2,
         "CreateTags",
@@ -379,7 +281,7 @@ def test_the_sweep_after_an_undone_tag_change_reports_a_false_error(
     inbox()
     result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
     told = [m["Subject"] for m in inbox()]
-    # FAILS: decisions {'kept': 1, 'error': 1}; told 'NOT reverted yet (error): a change ...'
+    # Before: decisions {'kept': 1, 'error': 1}; told 'NOT reverted yet (error): a change …'
     assert "error" not in result["decisions"], (result, told)
 
 
@@ -399,25 +301,9 @@ def documented_filters(operation: str) -> set[str]:
 
 
 def test_the_sweep_uses_only_filters_describe_security_group_rules_takes(
-    ec2, group_id, conditions, history
+    ec2, group_id, approvers
 ):
-    conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"])
-    now = datetime.datetime.now(datetime.UTC)
-    found = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=assumed_role("SecurityApprover", "carol"),
-        tags={
-            EXPIRES_KEY: (now - datetime.timedelta(hours=1)).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
-            REASON_KEY: "v",
-        },
-    )
-    found["eventTime"] = (now - datetime.timedelta(hours=3)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    aged(authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(-1, "v")), 3)
     names = []
     lambda_function.client("ec2", "us-east-1").meta.events.register(
         "provide-client-params.ec2.DescribeSecurityGroupRules",
@@ -426,7 +312,7 @@ def test_the_sweep_uses_only_filters_describe_security_group_rules_takes(
     lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
     allowed = documented_filters("DescribeSecurityGroupRules")  # group-id, ..., tag
     bad = [n for n in names if n not in allowed and not n.startswith("tag:")]
-    # FAILS: ['tag-key']
+    # Before: ['tag-key']
     assert bad == [], (bad, allowed)
 
 
@@ -438,30 +324,14 @@ def test_the_sweep_uses_only_filters_describe_security_group_rules_takes(
 
 
 def test_the_201st_rule_of_a_tag_call_is_never_put_back(
-    ec2, vpc_id, group_id, conditions, history
+    ec2, vpc_id, group_id, approvers
 ):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
-    soon = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=2)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    granted = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=assumed_role("SecurityApprover", "carol"),
-        tags={EXPIRES_KEY: soon, REASON_KEY: "vendor window"},
-    )
+    tags = grant(2, "vendor window")
+    soon = tags[EXPIRES_KEY]
+    granted = authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=tags)
     assert lambda_handler(eventbridge(granted), CONTEXT)["decision"] == "kept"
-    # granted an hour ago (outside the sweep's 30-minute history window)
-    granted["eventTime"] = (
-        datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
-    ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    (rule,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    aged(granted, 1)  # granted an hour ago (outside the sweep's 30-minute window)
+    (rule,) = vendor_rule(ec2, group_id)
     exception = rule["SecurityGroupRuleId"]
     # 200 other rules of the account (any will do: the call need not change their tags)
     others = []
@@ -499,13 +369,9 @@ def test_the_201st_rule_of_a_tag_call_is_never_put_back(
     )
     live = lambda_handler(eventbridge(deleted), CONTEXT)
     sweep = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
-    (now,) = ec2.describe_security_group_rules(SecurityGroupRuleIds=[exception])[
-        "SecurityGroupRules"
-    ]
-    held = {t["Key"]: t["Value"] for t in now.get("Tags", [])}
-    # FAILS: live says "already-gone", alreadyGone ["tags of sgr-… (the rule is gone)"];
-    # the rule is open, without its expiry, for good
-    assert held.get(EXPIRES_KEY) == soon, (
+    # Before: live said "already-gone", alreadyGone ["tags of sgr-… (the rule is gone)"];
+    # the rule was open, without its expiry, for good
+    assert rule_tags(ec2, exception).get(EXPIRES_KEY) == soon, (
         live.get("alreadyGone"),
         live["decision"],
         sweep,
@@ -520,35 +386,15 @@ def test_the_201st_rule_of_a_tag_call_is_never_put_back(
 
 
 def test_an_exception_of_a_removed_approver_still_expires(
-    ec2, group_id, conditions, history, inbox
+    ec2, group_id, approvers, conditions, inbox
 ):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
-    now = datetime.datetime.now(datetime.UTC)
-    found = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=assumed_role("SecurityApprover", "carol"),
-        tags={
-            EXPIRES_KEY: (now - datetime.timedelta(hours=1)).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
-            REASON_KEY: "vendor window",
-        },
-    )
-    found["eventTime"] = (now - datetime.timedelta(hours=3)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    tags = grant(-1, "vendor window")  # granted 3 hours ago, for 2 hours
+    aged(authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=tags), 3)
     # the security team replaces the approver role (carol's sessions are distrusted)
     conditions(APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover2"])
     result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
-    open_ = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    open_ = vendor_rule(ec2, group_id)
     told = [m["Subject"] for m in inbox()]
-    # FAILS: the rule is open, its expiry deleted; told once as "Reverted: tag
-    # sg-guardrail:expires taken off sgr-…"; no later sweep sees it
+    # Before: the rule was open, its expiry deleted; told once as "Reverted: tag
+    # sg-guardrail:expires taken off sgr-…"; no later sweep saw it
     assert open_ == [], (result, told)
