@@ -344,7 +344,7 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
     from_history: the event is a record event history returned (the sweep), AWS's own."""
     dry_run = is_dry_run()
     summary, change = first_summary(event), {}
-    if os.environ.get("LOG_RAW_EVENT", "").strip().lower() == "true":  # debugging only
+    if switched_on("LOG_RAW_EVENT"):  # debugging only
         print(
             json.dumps(
                 {
@@ -378,18 +378,22 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
         # no connection, no time left, no revoke, a put-back not yet in event history
         report_error(summary, change, error_reason(error))
         raise
-    notify(result, change)
-    if switched_on("SECURITY_HUB_FINDINGS"):  # after the undo and the SNS message
-        report_finding(result, change)
+    tell(result, change)
     return log(result)
+
+
+def tell(result: dict[str, Any], change: Change) -> None:
+    """The SNS message, then (SECURITY_HUB_FINDINGS) the finding: after the undo, never
+    before it, and a finding's failure never stops the message."""
+    notify(result, change)
+    if switched_on("SECURITY_HUB_FINDINGS"):
+        report_finding(result, change)
 
 
 def report_error(summary: dict, change: Change, reason: str) -> None:
     """An error is logged and notified before it is raised for Lambda to retry."""
     result = outcome(summary, "error", left_open(change, reason))
-    notify(result, change)
-    if switched_on("SECURITY_HUB_FINDINGS"):
-        report_finding(result, change)
+    tell(result, change)
     log(result)
 
 
@@ -1324,6 +1328,13 @@ def not_revoked(
 
 def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
+
+
+def filter_chunks(values: list[str]) -> Iterator[list[str]]:
+    """The values 200 at a time: an EC2 filter takes 200 values, and a call (a tag call,
+    a burst) may name more; what is past the 200th must not be taken for gone."""
+    for start in range(0, len(values), 200):
+        yield values[start : start + 200]
 
 
 def group_facts(ec2: Any, change: Change) -> dict[str, Any] | None:
@@ -2538,14 +2549,12 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
 
 
 def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
-    """Each group's tags as AWS holds them now; None for a group that is gone. A filter
-    takes 200 values and a tag call names up to 1000 resources: asked 200 at a time, so
-    that no group past the 200th is taken for gone (its tag never put back)."""
+    """Each group's tags as AWS holds them now; None for a group that is gone."""
     found = {}
-    for start in range(0, len(group_ids), 200):
+    for chunk in filter_chunks(group_ids):
         # IAM: ec2:DescribeSecurityGroups
         pages = ec2.get_paginator("describe_security_groups").paginate(
-            Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}]
+            Filters=[{"Name": "group-id", "Values": chunk}]
         )
         for page in pages:
             for group in page["SecurityGroups"]:
@@ -2845,10 +2854,10 @@ def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, An
                     "foreignAccount": owner,
                 }
                 found += [{**shape, "isEgress": egress} for egress in (False, True)]
-    for start in range(0, len(group_ids), 200):  # at most 200 values a filter
+    for chunk in filter_chunks(group_ids):
         # IAM: ec2:DescribeSecurityGroups
         pages = ec2.get_paginator("describe_security_groups").paginate(
-            Filters=[{"Name": "group-id", "Values": group_ids[start : start + 200]}]
+            Filters=[{"Name": "group-id", "Values": chunk}]
         )
         for group in (group for page in pages for group in page["SecurityGroups"]):
             facts = {
@@ -3200,9 +3209,7 @@ def finish(summary: dict, change: Change, done: Done, gone: list[dict]) -> None:
     if done["reason"] == DRY_RUN_REASON:
         done["reason"] = reason_of(change, done, False)
     result = outcome(summary, decision_of(done, False), done)
-    notify(result, change)
-    if switched_on("SECURITY_HUB_FINDINGS"):
-        report_finding(result, change)
+    tell(result, change)
     log(result)
 
 
@@ -3372,8 +3379,8 @@ def gone_already(ec2: Any, records: list[Any]) -> set[int]:
             named[id(record)] = ids
     wanted = sorted(set().union(*named.values())) if named else []
     present: set[str] = set()
-    for start in range(0, len(wanted), 200):  # at most 200 values a filter
-        found = rules_now(ec2, security_group_rule_id=wanted[start : start + 200])
+    for chunk in filter_chunks(wanted):
+        found = rules_now(ec2, security_group_rule_id=chunk)
         present |= {rule["securityGroupRuleId"] for rule in found}
     return {key for key, ids in named.items() if not ids & present}
 
@@ -3713,9 +3720,8 @@ def report_finding(result: dict[str, Any], change: dict[str, Any]) -> None:
     """After the undo and after the SNS message: the change as one Security Hub finding,
     active while it is open, resolved once reverted. Its ID is the event's, so a retry
     updates the finding instead of adding one. A failure is logged in the result, counted
-    (metric FindingsFailed), and never raised: the undo is done, the SNS message sent."""
-    if not switched_on("SECURITY_HUB_FINDINGS"):
-        return
+    (metric FindingsFailed), and never raised: the undo is done, the SNS message sent.
+    Called by tell(), with SECURITY_HUB_FINDINGS on."""
     status = finding_status(result)
     if status is None:
         return
@@ -4801,15 +4807,10 @@ def rule_tags_now(ec2: Any, rule_ids: list[str]) -> dict[str, dict[str, Any]]:
     if not rule_ids:
         return {}
     found = {}
-    for start in range(0, len(rule_ids), 200):  # a filter takes 200 values, a call 1000
+    for chunk in filter_chunks(rule_ids):
         # IAM: ec2:DescribeSecurityGroupRules
         pages = ec2.get_paginator("describe_security_group_rules").paginate(
-            Filters=[
-                {
-                    "Name": "security-group-rule-id",
-                    "Values": rule_ids[start : start + 200],
-                }
-            ]
+            Filters=[{"Name": "security-group-rule-id", "Values": chunk}]
         )
         for page in pages:
             for rule in page["SecurityGroupRules"]:
