@@ -17,20 +17,23 @@ from lambda_function import lambda_handler
 MEMBER = "210987654321"
 
 
+def credentials_in(account: str) -> dict[str, str]:
+    """Keys of a session in another account (moto keeps one state per account), for the
+    test's own clients there."""
+    found = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="setup"
+    )["Credentials"]
+    return {
+        "aws_access_key_id": found["AccessKeyId"],
+        "aws_secret_access_key": found["SecretAccessKey"],
+        "aws_session_token": found["SessionToken"],
+    }
+
+
 @pytest.fixture
 def member_ec2(aws):
-    """An EC2 client in the member account (moto keeps one state per account)."""
-    sts = boto3.client("sts", region_name="us-east-1")
-    found = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{MEMBER}:role/setup", RoleSessionName="setup"
-    )["Credentials"]
-    return boto3.client(
-        "ec2",
-        region_name="us-east-1",
-        aws_access_key_id=found["AccessKeyId"],
-        aws_secret_access_key=found["SecretAccessKey"],
-        aws_session_token=found["SessionToken"],
-    )
+    """An EC2 client in the member account."""
+    return boto3.client("ec2", region_name="us-east-1", **credentials_in(MEMBER))
 
 
 @pytest.fixture

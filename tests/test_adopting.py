@@ -23,7 +23,7 @@ from cloudtrail import (
     rule_set,
 )
 from conftest import CONTEXT, ROOT
-from test_accounts import assumed
+from test_accounts import assumed, credentials_in
 
 import lambda_function
 from lambda_function import ConditionsError, check_conditions, lambda_handler, main
@@ -343,16 +343,7 @@ def organization(aws):
     member = orgs.create_account(AccountName="member", Email="m@example.com")[
         "CreateAccountStatus"
     ]["AccountId"]
-    found = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{member}:role/setup", RoleSessionName="setup"
-    )["Credentials"]
-    ec2 = boto3.client(
-        "ec2",
-        region_name="us-east-1",
-        aws_access_key_id=found["AccessKeyId"],
-        aws_secret_access_key=found["SecretAccessKey"],
-        aws_session_token=found["SessionToken"],
-    )
+    ec2 = boto3.client("ec2", region_name="us-east-1", **credentials_in(member))
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     group = ec2.create_security_group(GroupName="m", Description="m", VpcId=vpc)
     return member, ec2, group["GroupId"]

@@ -8,16 +8,16 @@ import json
 import subprocess
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cloudtrail import ACCOUNT, SSH, authorize, rule_set, rules_of
 from conftest import CONTEXT, with_shipped_conditions
+from test_accounts import MEMBER, member_ec2, member_group
 
 import lambda_function
 from lambda_function import audit, lambda_handler, main
 
-MEMBER = "210987654321"
+__all__ = ["member_ec2", "member_group"]  # fixtures
 UNREACHABLE = "333344445555"
 
 
@@ -300,23 +300,9 @@ def test_suggest_keeps_the_entries_already_there_and_names_what_no_entry_can_kee
 
 
 def test_member_accounts_are_read_through_their_role_and_an_unreachable_one_is_named(
-    ec2, group_id, conditions, capsys
+    ec2, group_id, member_ec2, member_group, conditions, capsys
 ):
     conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
-    found = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{MEMBER}:role/setup", RoleSessionName="setup"
-    )["Credentials"]
-    member_ec2 = boto3.client(
-        "ec2",
-        region_name="us-east-1",
-        aws_access_key_id=found["AccessKeyId"],
-        aws_secret_access_key=found["SecretAccessKey"],
-        aws_session_token=found["SessionToken"],
-    )
-    vpc = member_ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-    member_group = member_ec2.create_security_group(
-        GroupName="m", Description="m", VpcId=vpc
-    )["GroupId"]
     member_ec2.authorize_security_group_ingress(
         GroupId=member_group, IpPermissions=[SSH]
     )

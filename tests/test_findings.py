@@ -22,6 +22,7 @@ from cloudtrail import (
     tag,
 )
 from conftest import CONTEXT, ROOT, bastion_of
+from test_accounts import credentials_in
 
 import lambda_function
 from lambda_function import EXPIRES_KEY, lambda_handler
@@ -221,14 +222,7 @@ def test_kept_changes_file_no_finding(ec2, group_id, hub, conditions):
 def test_a_member_accounts_finding_is_filed_in_that_account(ec2, hub, conditions):
     member = "210987654321"
     conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
-    found = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{member}:role/setup", RoleSessionName="setup"
-    )["Credentials"]
-    keys = {
-        "aws_access_key_id": found["AccessKeyId"],
-        "aws_secret_access_key": found["SecretAccessKey"],
-        "aws_session_token": found["SessionToken"],
-    }
+    keys = credentials_in(member)
     member_ec2 = boto3.client("ec2", region_name="us-east-1", **keys)
     vpc = member_ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     group = member_ec2.create_security_group(GroupName="m", Description="m", VpcId=vpc)
