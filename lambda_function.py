@@ -3261,12 +3261,10 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 QueueUrl=os.environ["FAILURE_QUEUE_URL"],
                 ReceiptHandle=message["ReceiptHandle"],
             )
-    # Exceptions first: a tag taken off a granted rule is put back before its grant is read.
     listed = listed_accounts(settings.get("accounts"), blind_spots)
-    # The exceptions pass reads the same accounts (SweepAccounts=organization listed).
-    blind_spots += sweep_exceptions(
-        {**settings, "accounts": listed}, regions, counts, context
-    )
+    # The same accounts for the exceptions (SweepAccounts=organization listed).
+    with_listed = {**settings, "accounts": listed}
+    blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=False)
     period = datetime.timedelta(minutes=minutes)
     for account in [None, *other_accounts(listed, context)]:
         if account is not None and not MEMBER_ROLE_NAME:
@@ -3282,6 +3280,8 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 blind_spots.append(
                     f"{where} in {region} could not be swept fully: {error}"
                 )
+    # Expiries after the history pass, the backstop for changes the live path missed.
+    blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=True)
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {
@@ -4665,6 +4665,14 @@ def expiry_of(
     return expires, ""
 
 
+def expiry_order(found: dict[str, Any]) -> tuple[bool, str]:
+    value = next(
+        (t["Value"] for t in found.get("Tags", []) if t["Key"] == EXPIRES_KEY), None
+    )
+    expires = parsed_expiry(value)
+    return expires is None, expires.isoformat() if expires else ""
+
+
 def parsed_expiry(value: Any) -> datetime.datetime | None:
     """An sg-guardrail:expires value as a time; None when it is not a UTC time."""
     if not isinstance(value, str) or not EXPIRES_FORMAT.fullmatch(value):
@@ -4760,19 +4768,22 @@ def last_approved(
     the tag should have, whatever anyone else did since."""
     for record in records:
         touched, value = set_by(record, rule_id, key)
-        if touched and speaks_for_the_guard(record):
+        if touched and speaks_for_the_guard(record, value):
             return record, value
     return None, None
 
 
-def speaks_for_the_guard(record: dict[str, Any]) -> bool:
-    """An approver's call, or an exempt principal's (whose changes stay as they are: one
-    that ends an exception ends it, and nobody's tag afterwards brings it back)."""
+def speaks_for_the_guard(record: dict[str, Any], value: str | None) -> bool:
+    """An approver's call; or an exempt principal's that took the tag off (whose changes
+    stay as they are: an exception it ended stays ended, and nobody's tag afterwards
+    brings it back). A value an exempt principal set is no grant: an exemption leaves its
+    changes alone, it does not make the guardrail revoke whatever rule it tags."""
     actor = read_actor(record.get("userIdentity"))
     if approver_of(actor):
         return True
     where = {**actor, "account": record.get("recipientAccountId")}
-    return not actor["byAwsService"] and principal_exemption(where) is not None
+    exempt = not actor["byAwsService"] and principal_exemption(where) is not None
+    return exempt and value is None
 
 
 def added_by(record: dict[str, Any], rule_id: str) -> bool:
@@ -4894,6 +4905,10 @@ def retag_rules(change: dict, done: dict, dry_run: bool, account: str | None) ->
         f"tags of {r} (the rule is gone)" for r in tagging["ruleIds"] if r not in held
     ]
     for rule_id, now in held.items():
+        if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
+            # Two lookups a rule, and a call may name 1000: raised to be told (and, live,
+            # retried), never cut off by Lambda's timeout without a word.
+            raise DeadlineNear()
         records = rule_history(change, rule_id, now["groupId"], account)
         put_back, take_off = {}, []
         for key in keys:
@@ -5004,13 +5019,20 @@ def exception_records(
 
 
 def sweep_exceptions(
-    settings: dict[str, Any], regions: list[str], counts: dict[str, int], context: Any
+    settings: dict[str, Any],
+    regions: list[str],
+    counts: dict[str, int],
+    context: Any,
+    expire: bool,
 ) -> list[str]:
-    """Each account and region: one DescribeSecurityGroupRules for the rules that carry
+    """Each account and region. expire=False, before the history pass: the period's tag
+    changes on rules, from event history (a tag taken off a granted rule is put back before
+    the history pass reads its grant). expire=True, after the history pass, which a pile of
+    expiry tags must not starve: one DescribeSecurityGroupRules for the rules that carry
     sg-guardrail:expires; each whose time has come is revoked when event history ties that
-    tag to an approver's call, and told. A tag someone else set last is undone, the rule
-    left (an outage on the word of anyone allowed to tag); a tag no record explains is told
-    each sweep. Returns what could not be checked, as blind spots."""
+    tag to an approver's call (or its call added the rule), and told; a tag no approver's
+    record explains is told each sweep. Returns what could not be checked, as blind
+    spots."""
     if not APPROVERS:
         return []
     spots = []
@@ -5019,14 +5041,17 @@ def sweep_exceptions(
             continue  # sweep() tells it already
         for region in regions:
             try:
+                if expire:
+                    for result in expire_in(region, account):
+                        tally(counts, result["decision"])
+                    continue
                 for record in rule_tag_changes(settings, region, account):
                     tally(counts, handle_quietly(record, context, from_history=True))
-                for result in expire_in(region, account):
-                    tally(counts, result["decision"])
             except RETRY_LATER as error:
                 where = f"account {account}" if account else "this account"
+                what = "exceptions" if expire else "tag changes on rules"
                 spots.append(
-                    f"the exceptions of {where} in {region} could not be checked: "
+                    f"the {what} of {where} in {region} could not be checked: "
                     f"{error_reason(error)}"
                 )
     return spots
@@ -5041,7 +5066,11 @@ def rule_tag_changes(
     minutes = settings.get("minutes")
     minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
     since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
-    records, _ = read_history(since, client("cloudtrail", region, account), TAG_EVENTS)
+    records, whole = read_history(
+        since, client("cloudtrail", region, account), TAG_EVENTS
+    )
+    if not whole:  # told as a blind spot, like the history pass's own
+        raise DeadlineNear()
     found = []
     for record in records:
         try:
@@ -5064,6 +5093,9 @@ def expire_in(region: str, account: str | None) -> Iterator[dict[str, Any]]:
         Filters=[{"Name": f"tag:{EXPIRES_KEY}", "Values": ["*"]}]
     )
     tagged = [rule for page in pages for rule in page["SecurityGroupRules"]]
+    # Times first, the oldest first, then values that are no time: a pile of junk values
+    # (which are told, and never taken off) does not keep a real expiry from its turn.
+    tagged.sort(key=expiry_order)
     for found in tagged:
         tags = {t["Key"]: t["Value"] for t in found.get("Tags", [])}
         expires = parsed_expiry(tags.get(EXPIRES_KEY))

@@ -28,14 +28,16 @@ from test_adopting import organization
 from test_exceptions import (
     APPROVER_ROLE,
     CAROL,
+    HOURS,
     VENDOR,
     aged,
     approvers,
     grant,
     rule_tags,
+    utc,
     vendor_rule,
 )
-from test_sweeping import Clock, failure_queue, sent_by_lambda
+from test_sweeping import Clock, failure_queue, minutes_ago, sent_by_lambda
 
 import lambda_function
 from lambda_function import EXPIRES_KEY, REASON_KEY, lambda_handler
@@ -170,17 +172,10 @@ def test_an_exempt_principals_end_of_an_exception_is_undone_by_anyones_tag(
 # timeout, before anything is told; the same event is in the next sweep's window again.)
 
 
-def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
-    ec2, vpc_id, group_id, conditions, monkeypatch
-):
-    conditions(APPROVERS=[APPROVER_ROLE], MAX_EXCEPTION_HOURS=24)
-    granted = authorize(
-        ec2, group_id, [VENDOR], identity=CAROL, tags=grant(-1, "vendor window")
-    )
-    aged(granted, 3)  # granted 3 hours ago for 2 hours: due now
-    # 40 long-held rules, in groups of their own
+def long_held_rules(ec2, vpc_id, count):
+    """The IDs of `count` ingress rules held for long, each in a group of its own."""
     held = []
-    for n in range(40):
+    for n in range(count):
         g = ec2.create_security_group(GroupName=f"g{n}", Description="g", VpcId=vpc_id)
         ec2.authorize_security_group_ingress(
             GroupId=g["GroupId"],
@@ -191,18 +186,37 @@ def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
             for r in rules_of(ec2, g["GroupId"])
             if not r["IsEgress"]
         ]
-    # Alice: one CreateTags naming them all (EC2 takes up to 1000 resources a call)
-    ec2.create_tags(Resources=held, Tags=[{"Key": REASON_KEY, "Value": "x"}])
-    made(
+    return held
+
+
+def one_tag_call(ec2, rule_ids, key, value):
+    """Alice's one CreateTags naming them all (EC2 takes up to 1000 resources a call), and
+    its record in event history."""
+    ec2.create_tags(Resources=rule_ids, Tags=[{"Key": key, "Value": value}])
+    return made(
         record(
             "CreateTags",
             {
-                "resourcesSet": {"items": [{"resourceId": r} for r in held]},
-                "tagSet": {"items": [{"key": REASON_KEY, "value": "x"}]},
+                "resourcesSet": {"items": [{"resourceId": r} for r in rule_ids]},
+                "tagSet": {"items": [{"key": key, "value": value}]},
             },
             {"_return": True},
         )
     )
+
+
+def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
+    ec2, vpc_id, group_id, conditions, monkeypatch
+):
+    conditions(APPROVERS=[APPROVER_ROLE], MAX_EXCEPTION_HOURS=24)
+    granted = authorize(
+        ec2, group_id, [VENDOR], identity=CAROL, tags=grant(-1, "vendor window")
+    )
+    aged(granted, 3)  # granted 3 hours ago for 2 hours: due now
+    # 40 long-held rules, in groups of their own
+    held = long_held_rules(ec2, vpc_id, 40)
+    # Alice: one CreateTags naming them all (EC2 takes up to 1000 resources a call)
+    one_tag_call(ec2, held, REASON_KEY, "x")
     clock = Clock()
     monkeypatch.setattr(lambda_function, "time", clock)
     EventHistory(HISTORY, on_call=clock.lookup).serve(
@@ -398,3 +412,246 @@ def test_an_exception_of_a_removed_approver_still_expires(
     # Before: the rule was open, its expiry deleted; told once as "Reverted: tag
     # sg-guardrail:expires taken off sgr-…"; no later sweep saw it
     assert open_ == [], (result, told)
+
+
+# Attack 2.1: an exempt principal's tag alone makes the sweep revoke a rule it never added.
+#
+# Since 5313b0d, speaks_for_the_guard() counts an EXEMPT_PRINCIPALS caller's tag call on a
+# rule like an approver's. An exemption means "leave my changes as they are"; it now also
+# means "the guardrail revokes whatever rule I tag". A principal exempt so that its tag calls
+# are not undone (a tag-compliance bot, with ec2:CreateTags only, and, with {account}, a role
+# of that name in every account, which APPROVERS refuses) tags the long-held monitoring rule
+# with sg-guardrail:expires a minute after its call and any reason: the sweep revokes it.
+# The rule was never added under an exception, no approver ever touched it, and
+# docs/exceptions.md says the sweep "revokes only what an approver's recorded call ties to
+# that value". Before 5313b0d the same sweep left it and told it ("no approver's value").
+
+
+MONITORING = {
+    "IpProtocol": "tcp",
+    "FromPort": 5666,
+    "ToPort": 5666,
+    "IpRanges": [{"CidrIp": "10.20.0.0/16", "Description": "nagios"}],
+}
+
+
+def monitoring(ec2, group_id):
+    return [r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "10.20.0.0/16"]
+
+
+def test_an_exempt_tag_bot_cannot_make_the_sweep_revoke_a_long_held_rule(
+    ec2, group_id, conditions, history, inbox
+):
+    conditions(
+        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
+        MAX_EXCEPTION_HOURS=24,
+        # exempt so that its tag calls stay; it may only tag (ec2:CreateTags)
+        EXEMPT_PRINCIPALS=["arn:aws:iam::{account}:role/TagBot"],
+    )
+    # a rule held for months, added long before event history's reach: no record
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[MONITORING])
+    (rule,) = monitoring(ec2, group_id)
+    rule_id = rule["SecurityGroupRuleId"]
+    bot = assumed_role("TagBot", "i-0abc")
+    tagged = tag(
+        ec2,
+        "CreateTags",
+        rule_id,
+        {EXPIRES_KEY: utc(-(2.9) * HOURS), REASON_KEY: "x"},
+        identity=bot,
+    )
+    tagged["eventTime"] = utc(
+        -(3) * HOURS
+    )  # the time lies a few minutes after the call
+    live = lambda_handler(eventbridge(tagged), CONTEXT)
+    assert live["decision"] == "kept"  # exempt: the tags stay, as documented
+    result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    # Before: the sweep revoked the monitoring rule ("the exception of sgr-... expired ...
+    # granted by ...TagBot..."): no approver ever granted or touched it
+    assert monitoring(ec2, group_id), (result, [m["Subject"] for m in inbox()])
+
+
+# Attack 2.2: one tag call still starves the sweep past Lambda's timeout, and then
+# nothing at all is told.
+#
+# The fix of attack 6 (test_exceptions_attacked.py) made expire_in() raise DeadlineNear, a
+# blind spot, once the time is short. But the time is spent before it, in
+# sweep_exceptions -> rule_tag_changes -> handle_quietly -> retag_rules, which calls
+# rule_history() (two LookupEvents, 2 a second) for every rule the tag call names and never
+# looks at the deadline. Attack 6's test passes only because its fake clock lets the sweep
+# run on past its 30 s: in Lambda the invocation is killed at its Timeout, before the
+# blind spots are told (tell_blind_spot runs at the sweep's end), before the history pass.
+# Here the clock kills it as Lambda does. One CreateTags by anyone allowed to tag rules,
+# naming 40 long-held rules (EC2 takes 1000 a call) with sg-guardrail:reason=x, keeps the
+# expired exception open with no message and no blind spot; the same record is in the next
+# sweep's window (15 + 15 minutes), and a live invocation of it dies the same way, so it
+# reaches the failure queue, where every later sweep handles it first and dies again
+# (unless a throttled LookupEvents retry happens to fall near the deadline, when
+# stop_retrying_near_deadline raises DeadlineNear: then it is an 'error' that is never
+# deleted from the failure queue, and each sweep's time is spent on it first).
+
+
+BUDGET_S = CONTEXT.get_remaining_time_in_millis() / 1000  # Lambda's timeout here
+
+
+class Killed(BaseException):
+    """Lambda ending the invocation at its Timeout: nothing in the function can catch it."""
+
+
+class LambdaClock(Clock):
+    """Clock's time, with Lambda's end: past the budget the invocation is killed."""
+
+    def monotonic(self):
+        self.kill_past_the_budget()
+        return super().monotonic()
+
+    def lookup(self):
+        super().lookup()
+        self.kill_past_the_budget()
+
+    def kill_past_the_budget(self):
+        if self.now > BUDGET_S:
+            raise Killed(f"Task timed out after {BUDGET_S:.0f} seconds")
+
+
+def test_one_tag_call_on_many_rules_kills_the_sweep_before_anything_is_told(
+    ec2, vpc_id, group_id, conditions, monkeypatch, inbox
+):
+    conditions(
+        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
+        MAX_EXCEPTION_HOURS=24,
+    )
+    granted = authorize(
+        ec2,
+        group_id,
+        [VENDOR],
+        identity=CAROL,
+        tags={EXPIRES_KEY: utc(-(1) * HOURS), REASON_KEY: "vendor window"},
+    )
+    granted["eventTime"] = utc(-(3) * HOURS)  # granted 3 hours ago for 2 hours: due now
+    held = long_held_rules(ec2, vpc_id, 40)
+    # Alice (ec2:CreateTags): one call naming them all
+    one_tag_call(ec2, held, REASON_KEY, "x")
+    clock = LambdaClock()
+    monkeypatch.setattr(lambda_function, "time", clock)
+    EventHistory(HISTORY, on_call=clock.lookup).serve(
+        lambda_function.client("cloudtrail", "us-east-1")
+    )
+    try:
+        result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    except Killed as killed:
+        result = {"killed": str(killed), "at_s": clock.now}
+    still = [
+        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
+    ]
+    told = [m["Subject"] for m in inbox()]
+    # Before: killed at 30 s inside retag_rules (rule_history of the ~30th rule): the
+    # expired exception is open and nothing reached the topic (no blind spot, no result)
+    assert not still or any("blind" in s.lower() for s in told), (result, told)
+
+
+# Attack 2.3: junk expiry tags, which the guardrail never takes off, keep an approver's
+# expired exception open for good.
+#
+# A tag on a rule is never taken off now (5313b0d: "only put back to an approver's value or
+# left and told"). Every sweep's expire_in() then takes each rule whose sg-guardrail:expires
+# is past or no time at all, in DescribeSecurityGroupRules' order, and spends two
+# LookupEvents (2 a second) on each before it reaches the next. Alice, allowed only
+# ec2:CreateTags, tags 40 long-held rules (1000 in one call on AWS; with 60 s and 2 lookups a
+# second about 25 rules fit) with sg-guardrail:expires=x, once, weeks ago. From then on every
+# sweep spends its time on her rules, ends with "could not be checked", and never reaches the
+# approver's exception that expired: it is never revoked. Her tags stay (the function may
+# not take them off), so this lasts until a person removes them by hand. It is told, as a
+# blind spot each sweep, but nothing the function does ever ends it. (Fixes that would
+# hold: look at rules whose value an approver's record could explain first, or give each
+# rule's lookups a cap and keep a cursor between sweeps.)
+
+
+def test_junk_expiry_tags_keep_an_expired_exception_open_sweep_after_sweep(
+    ec2, vpc_id, conditions, monkeypatch
+):
+    conditions(
+        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
+        MAX_EXCEPTION_HOURS=24,
+    )
+    junk = long_held_rules(ec2, vpc_id, 40)
+    # Alice, weeks ago (her call's record is long out of every window)
+    alice = one_tag_call(ec2, junk, EXPIRES_KEY, "x")
+    alice["eventTime"] = utc(-(24 * 20) * HOURS)
+    # Carol's exception, granted 3 hours ago for 2 hours, in a group made later
+    vendor_group = ec2.create_security_group(
+        GroupName="vendor", Description="v", VpcId=vpc_id
+    )["GroupId"]
+    granted = authorize(
+        ec2,
+        vendor_group,
+        [VENDOR],
+        identity=CAROL,
+        tags={EXPIRES_KEY: utc(-(1) * HOURS), REASON_KEY: "vendor window"},
+    )
+    granted["eventTime"] = utc(-(3) * HOURS)
+    results = []
+    for _ in range(3):  # three sweeps, 15 minutes apart
+        clock = Clock()
+        monkeypatch.setattr(lambda_function, "time", clock)
+        EventHistory(HISTORY, on_call=clock.lookup).serve(
+            lambda_function.client("cloudtrail", "us-east-1")
+        )
+        results.append(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
+    still = [
+        r for r in rules_of(ec2, vendor_group) if r.get("CidrIpv4") == "203.0.113.7/32"
+    ]
+    # Before: after three sweeps (and every one after) the exception that expired an hour
+    # ago is open; each sweep says only "the exceptions ... could not be checked"
+    assert still == [], results
+
+
+def test_junk_expiry_tags_also_keep_the_sweep_from_a_missed_change(
+    ec2, vpc_id, group_id, conditions, monkeypatch
+):
+    """The exceptions pass runs before the history pass and spends the whole budget: the
+    backstop for a change EventBridge never delivered is gone too, every sweep."""
+    conditions(
+        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
+        MAX_EXCEPTION_HOURS=24,
+    )
+    junk = long_held_rules(ec2, vpc_id, 40)
+    ec2.create_tags(Resources=junk, Tags=[{"Key": EXPIRES_KEY, "Value": "x"}])
+    # the missed change: tcp 22 from 0.0.0.0/0, 20 minutes ago, never delivered live
+    minutes_ago(authorize(ec2, group_id, [SSH]), 20)
+    for _ in range(2):  # two sweeps: the change is in both windows (15 + 15 minutes)
+        clock = Clock()
+        monkeypatch.setattr(lambda_function, "time", clock)
+        EventHistory(HISTORY, on_call=clock.lookup).serve(
+            lambda_function.client("cloudtrail", "us-east-1")
+        )
+        result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    open_ = [
+        r
+        for r in rules_of(ec2, group_id)
+        if r.get("CidrIpv4") == "0.0.0.0/0" and not r["IsEgress"]
+    ]
+    # Before: both sweeps ran out of time in the exceptions pass; the change leaves the
+    # window open (a control without the junk tags closes it in the first sweep)
+    assert open_ == [], result
+
+
+def test_control_without_junk_tags_the_sweep_closes_the_missed_change(
+    ec2, group_id, conditions, monkeypatch
+):
+    conditions(
+        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
+        MAX_EXCEPTION_HOURS=24,
+    )
+    minutes_ago(authorize(ec2, group_id, [SSH]), 20)
+    clock = Clock()
+    monkeypatch.setattr(lambda_function, "time", clock)
+    EventHistory(HISTORY, on_call=clock.lookup).serve(
+        lambda_function.client("cloudtrail", "us-east-1")
+    )
+    lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    assert [
+        r
+        for r in rules_of(ec2, group_id)
+        if r.get("CidrIpv4") == "0.0.0.0/0" and not r["IsEgress"]
+    ] == []
