@@ -203,6 +203,18 @@ def as_the_function(aws, monkeypatch):
     return assumed_role("sg-guardrail-function", "sg-guardrail")
 
 
+def shipped_source() -> str:
+    """lambda_function.py as it is, with its CONDITIONS block as shipped: for the tests
+    that edit the file's text, so that the user's edits to the block stay out of them."""
+    from shipped import SHIPPED_BLOCK
+
+    source = (ROOT / "lambda_function.py").read_text()
+    rule = "# " + "=" * 93
+    start = source.index(rule + "\n# CONDITIONS:")
+    end = source.index(rule + "\n# The default path")
+    return source[:start] + SHIPPED_BLOCK + source[end:]
+
+
 def with_shipped_conditions(code: str) -> list[str]:
     """A command that runs `code` in a new Python with the CONDITIONS block as shipped, for
     tests of the demo and the command line: the user's block stays out of the suite."""

@@ -22,7 +22,7 @@ from cloudtrail import (
     authorize,
     rule_set,
 )
-from conftest import CONTEXT, ROOT
+from conftest import CONTEXT, ROOT, shipped_source
 from test_accounts import assumed, credentials_in
 
 import lambda_function
@@ -32,8 +32,9 @@ __all__ = ["assumed"]  # a fixture, used by name
 
 
 def load_edited(tmp_path, old, new, env=None, more=()):
-    """Import a copy of lambda_function.py with edits; (exit code, stderr lines)."""
-    source = (ROOT / "lambda_function.py").read_text()
+    """Import a copy of lambda_function.py, its block as shipped, with edits; (exit code,
+    stderr lines)."""
+    source = shipped_source()
     for before, after in [(old, new), *more]:
         assert source.count(before) == 1, before
         source = source.replace(before, after)

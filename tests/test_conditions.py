@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, shipped_source
 
 from lambda_function import ConditionsError, check_conditions
 
@@ -98,8 +98,9 @@ def test_every_problem_is_listed_at_once(conditions):
 
 
 def copy_of_the_function(tmp_path, old, new):
-    """lambda_function.py with one edit in its CONDITIONS block, in a folder of its own."""
-    source = (ROOT / "lambda_function.py").read_text()
+    """lambda_function.py with one edit in its CONDITIONS block as shipped, in a folder of
+    its own."""
+    source = shipped_source()
     assert source.count(old) == 1, old
     (tmp_path / "lambda_function.py").write_text(source.replace(old, new))
     return tmp_path
@@ -209,7 +210,7 @@ def test_a_users_edited_block_passes_lint_the_core_tests_and_the_demo(tmp_path):
         ),
     )
     function = copy / "lambda_function.py"
-    function.write_text(edit_as_the_readme_says(function.read_text()))
+    function.write_text(edit_as_the_readme_says(shipped_source()))
     bin_dir = Path(sys.executable).parent
 
     def run(*command):
@@ -247,3 +248,15 @@ def test_a_users_edited_block_passes_lint_the_core_tests_and_the_demo(tmp_path):
     assert "opens SSH to 0.0.0.0/0            kept           reverted" in demo.stdout
     assert "opens RDP to ::/0                 kept           reverted" in demo.stdout
     assert "OK: the function did what its conditions say" in demo.stdout
+
+
+def test_the_shipped_block_the_text_edits_start_from_holds_the_shipped_conditions():
+    """tests/shipped.py's two forms of the block, its text and its values, agree; and the
+    text fits the file (the tests that edit the file's text put it in place of the user's)."""
+    from shipped import SHIPPED_BLOCK, SHIPPED_CONDITIONS
+
+    found: dict = {}
+    exec("from typing import Any\n" + SHIPPED_BLOCK, found)  # noqa: S102 -- our own text
+    assert {name: found[name] for name in SHIPPED_CONDITIONS} == SHIPPED_CONDITIONS
+    assert found["should_revert"]({}) is True
+    assert SHIPPED_BLOCK in shipped_source()
