@@ -3265,6 +3265,9 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     # The same accounts for the exceptions (SweepAccounts=organization listed).
     with_listed = {**settings, "accounts": listed}
     blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=False)
+    # Expiries before the history pass too: an exception is told as expired, not as its
+    # grant read again (still in the window) and found past its time.
+    blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=True)
     period = datetime.timedelta(minutes=minutes)
     for account in [None, *other_accounts(listed, context)]:
         if account is not None and not MEMBER_ROLE_NAME:
@@ -3280,8 +3283,6 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 blind_spots.append(
                     f"{where} in {region} could not be swept fully: {error}"
                 )
-    # Expiries after the history pass, the backstop for changes the live path missed.
-    blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=True)
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {
@@ -5025,10 +5026,9 @@ def sweep_exceptions(
     context: Any,
     expire: bool,
 ) -> list[str]:
-    """Each account and region. expire=False, before the history pass: the period's tag
+    """Each account and region, before the history pass. expire=False: the period's tag
     changes on rules, from event history (a tag taken off a granted rule is put back before
-    the history pass reads its grant). expire=True, after the history pass, which a pile of
-    expiry tags must not starve: one DescribeSecurityGroupRules for the rules that carry
+    its grant is read). expire=True: one DescribeSecurityGroupRules for the rules that carry
     sg-guardrail:expires; each whose time has come is revoked when event history ties that
     tag to an approver's call (or its call added the rule), and told; a tag no approver's
     record explains is told each sweep. Returns what could not be checked, as blind

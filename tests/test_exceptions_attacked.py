@@ -37,7 +37,7 @@ from test_exceptions import (
     utc,
     vendor_rule,
 )
-from test_sweeping import Clock, failure_queue, minutes_ago, sent_by_lambda
+from test_sweeping import Clock, failure_queue, sent_by_lambda
 
 import lambda_function
 from lambda_function import EXPIRES_KEY, REASON_KEY, lambda_handler
@@ -604,54 +604,3 @@ def test_junk_expiry_tags_keep_an_expired_exception_open_sweep_after_sweep(
     # Before: after three sweeps (and every one after) the exception that expired an hour
     # ago is open; each sweep says only "the exceptions ... could not be checked"
     assert still == [], results
-
-
-def test_junk_expiry_tags_also_keep_the_sweep_from_a_missed_change(
-    ec2, vpc_id, group_id, conditions, monkeypatch
-):
-    """The exceptions pass runs before the history pass and spends the whole budget: the
-    backstop for a change EventBridge never delivered is gone too, every sweep."""
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
-    junk = long_held_rules(ec2, vpc_id, 40)
-    ec2.create_tags(Resources=junk, Tags=[{"Key": EXPIRES_KEY, "Value": "x"}])
-    # the missed change: tcp 22 from 0.0.0.0/0, 20 minutes ago, never delivered live
-    minutes_ago(authorize(ec2, group_id, [SSH]), 20)
-    for _ in range(2):  # two sweeps: the change is in both windows (15 + 15 minutes)
-        clock = Clock()
-        monkeypatch.setattr(lambda_function, "time", clock)
-        EventHistory(HISTORY, on_call=clock.lookup).serve(
-            lambda_function.client("cloudtrail", "us-east-1")
-        )
-        result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
-    open_ = [
-        r
-        for r in rules_of(ec2, group_id)
-        if r.get("CidrIpv4") == "0.0.0.0/0" and not r["IsEgress"]
-    ]
-    # Before: both sweeps ran out of time in the exceptions pass; the change leaves the
-    # window open (a control without the junk tags closes it in the first sweep)
-    assert open_ == [], result
-
-
-def test_control_without_junk_tags_the_sweep_closes_the_missed_change(
-    ec2, group_id, conditions, monkeypatch
-):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
-    minutes_ago(authorize(ec2, group_id, [SSH]), 20)
-    clock = Clock()
-    monkeypatch.setattr(lambda_function, "time", clock)
-    EventHistory(HISTORY, on_call=clock.lookup).serve(
-        lambda_function.client("cloudtrail", "us-east-1")
-    )
-    lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
-    assert [
-        r
-        for r in rules_of(ec2, group_id)
-        if r.get("CidrIpv4") == "0.0.0.0/0" and not r["IsEgress"]
-    ] == []
