@@ -5130,6 +5130,19 @@ def locked_now(ec2: Any, group_id: str | None) -> bool:
     return is_locked(change)
 
 
+def out_of_scope(ec2: Any, group_id: str | None, is_egress: bool | None) -> str | None:
+    """Why the conditions leave the group's rules alone (ONLY/NEVER groups, VPCs, tags,
+    REVERT_EGRESS), with the group's facts asked of AWS only when a condition needs them:
+    an exception's end revokes nothing the conditions say never to touch."""
+    if is_egress and not REVERT_EGRESS:
+        return "egress changes are not reverted (REVERT_EGRESS)"
+    why = group_id_exemption(group_id)
+    if why or not needs_group_facts({"groupId": group_id}):
+        return why
+    facts = group_facts(ec2, {"groupId": group_id, "groupName": None})
+    return group_exemption(facts) if facts else None
+
+
 def expire_one(
     ec2: Any,
     found: dict[str, Any],
@@ -5176,6 +5189,14 @@ def expire_one(
         }
     granted = time_of_record(setter)
     valid, why = expiry_of(value, granted, granted or now)
+    left = out_of_scope(ec2, group_id, found.get("IsEgress"))
+    if left:  # kept live for the same reason: the conditions do not guard the group
+        return {
+            **result,
+            "decision": "kept",
+            "reason": f"{rule_id}'s exception ended, and it stays: {left}",
+            "keptRules": [describe(rule)],
+        }
     if tied and valid and locked_now(ec2, group_id):
         return {
             **result,

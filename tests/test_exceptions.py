@@ -558,3 +558,24 @@ def test_the_environment_adds_approvers(monkeypatch):
     lambda_function.add_exception_environment()
     with pytest.raises(ConditionsError, match="MAX_EXCEPTION_HOURS = four"):
         lambda_function.check_conditions()
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        {"ONLY_GROUP_IDS": ["sg-0123456789abcdef0"]},
+        {"NEVER_TAGGED": {"team": None}},
+    ],
+    ids=["not-in-only-group-ids", "never-tagged"],
+)
+def test_an_expired_exception_in_a_group_the_conditions_leave_alone_stays(
+    ec2, group_id, approvers, conditions, scope
+):
+    """The conditions say never to touch the group: its rule was kept when added, and the
+    end of its exception revokes nothing either (a new user's edited block found it)."""
+    ec2.create_tags(Resources=[group_id], Tags=[{"Key": "team", "Value": "web"}])
+    conditions(**scope)
+    aged(authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(-1)), 3)
+    result = sweep()
+    assert vendor_rule(ec2, group_id)
+    assert result["decisions"] == {"kept": 1}
