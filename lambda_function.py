@@ -362,6 +362,7 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
         summary = summarize(change)
         account = member_account(change, context) if may_undo(change) else None
         done = handle(change, dry_run, account)
+        done["reason"] = done["reason"] or reason_of(change, done, dry_run)
         result = outcome(summary, decision_of(done, dry_run), done)
     except BadEvent as bad:
         return log(outcome(summary, "ignored", {"reason": str(bad)}))
@@ -1198,7 +1199,19 @@ def verdict_of_should_revert(change: Change) -> tuple[bool, str]:
 def undo(
     ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
 ) -> Done:
-    """An addition or an edit: revoke what was added, put edited rules back."""
+    """An addition or an edit: plan what to revoke and put back, then (not in a dry run)
+    do it. Its words are the caller's, once it is done (reason_of)."""
+    done = plan_undo(ec2, change, done, dry_run, account)
+    if not dry_run:
+        act(ec2, change, done)
+    return done
+
+
+def plan_undo(
+    ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
+) -> Done:
+    """What to revoke (done["revoked"]) and put back (done["restored"]); AWS is read (a
+    late event's rules, an edit's old value), never written."""
     rules = change["rules"]
     if change["isEgress"] is None or is_late(
         change, datetime.datetime.now(datetime.UTC)
@@ -1230,16 +1243,18 @@ def undo(
         confirm_first(
             change, dry_run
         )  # the old value lets through what the new does not
-    if not dry_run:
-        done["gone"] += revoke(ec2, change, revoking)
-        if restoring:
-            restore(ec2, change, restoring)
-    done["revoked"] = [rule for rule in revoking if rule not in done["gone"]]
-    done["restored"] = restoring
-    done["reason"] = (
-        done["reason"] or done.get("exception") or reason_of(change, done, dry_run)
-    )
+    done["revoked"], done["restored"] = revoking, restoring
+    done["reason"] = done["reason"] or done.get("exception", "")
     return done
+
+
+def act(ec2: Any, change: Change, done: Done) -> None:
+    """Revoke and put back what the plan holds; a rule already gone is success."""
+    gone = revoke(ec2, change, done["revoked"])
+    if done["restored"]:
+        restore(ec2, change, done["restored"])
+    done["gone"] += gone
+    done["revoked"] = [rule for rule in done["revoked"] if rule not in gone]
 
 
 GONE = {"InvalidGroup.NotFound", "InvalidGroupId.NotFound"}
@@ -3110,8 +3125,19 @@ def own_identity(region: str) -> tuple[str, str]:
 # =============================================================================================
 
 
+class Planned(TypedDict):
+    """One message of a batch, planned (what it would revoke), not yet revoked."""
+
+    messageId: str | None
+    summary: dict[str, Any]
+    change: Change
+    done: Done
+    account: str | None
+
+
 def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
-    failed, decided = [], []
+    """Plan each message alone, revoke once per group and direction, then report each."""
+    failed, planned = [], []
     for message in messages:
         event = event_of(message)
         try:
@@ -3120,47 +3146,40 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
             change = None
         try:
             if is_dry_run() or change is None or not revokes_by_id(change):
-                handle_event(
-                    event, context
-                )  # reads it again, and logs why it is ignored
+                handle_event(event, context)  # reads it again: logs why it is ignored
             else:
-                decided.append(
-                    (message.get("messageId"), *decide(event, change, context))
+                planned += plan_message(
+                    message.get("messageId"), event, change, context
                 )
         except RETRY_LATER:
             failed.append(message.get("messageId"))
         except Exception as error:  # noqa: BLE001 -- one bad message never stops the others
             report_error(first_summary(event), {}, f"{type(error).__name__}: {error}")
             failed.append(message.get("messageId"))
-    batches: dict[tuple, list] = {}
-    for item in decided:
-        _, _, change, done, account = item
-        key = (change["region"], account, change["groupId"])
-        batches.setdefault(key, []).append(item)
-    for (region, account, group_id), items in batches.items():
+    together: dict[tuple, list[Planned]] = {}
+    for item in planned:
+        key = (item["change"]["region"], item["account"], item["change"]["groupId"])
+        together.setdefault(key, []).append(item)
+    for (region, account, group_id), items in together.items():
         by_id = {
             rule["securityGroupRuleId"]: rule
             for item in items
-            for rule in item[3].get("revoked", [])
+            for rule in item["done"]["revoked"]
         }
         rules = list(by_id.values())  # the same event twice in a batch: revoked once
         try:
-            gone = (
-                revoke(client("ec2", region, account), {"groupId": group_id}, rules)
-                if rules
-                else []
-            )
+            gone = revoke(client("ec2", region, account), {"groupId": group_id}, rules)
         except RETRY_LATER as error:
             reason = error_reason(error)
-            for message_id, summary, change, done, _ in items:
-                if done.get("revoked"):
-                    report_error(summary, change, reason)
-                    failed.append(message_id)
+            for item in items:
+                if item["done"]["revoked"]:
+                    report_error(item["summary"], item["change"], reason)
+                    failed.append(item["messageId"])
                 else:
-                    finish(summary, change, done, [])
+                    finish(item, [])
             continue
-        for _, summary, change, done, _ in items:
-            finish(summary, change, done, gone)
+        for item in items:
+            finish(item, gone)
     # A message without an ID fails the whole batch (SQS delivers it all again): fail closed.
     return {"batchItemFailures": [{"itemIdentifier": m or ""} for m in failed]}
 
@@ -3186,29 +3205,37 @@ def revokes_by_id(change: Change) -> bool:
     )
 
 
-def decide(
-    event: Any, change: Change, context: Any
-) -> tuple[dict, dict, dict, str | None]:
-    """(summary, change, done, account): the change handled in dry run, so that what it
-    would revoke is known and nothing is revoked yet. Anything out of the way (another
-    account out of reach, an error) is handled alone instead, as a live event is."""
-    summary = summarize(change)
+def plan_message(
+    message_id: str | None, event: Any, change: Change, context: Any
+) -> list[Planned]:
+    """The change planned (handled in dry run: what it would revoke, nothing revoked yet).
+    Anything out of the way (another account out of reach, an error) is handled alone
+    instead, as a live event is, and leaves nothing to revoke with the batch."""
+    summary = summarize(change)  # as read, before the group's facts are added
     try:
         account = member_account(change, context)
-        return summary, change, handle(change, True, account), account
+        done = handle(change, True, account)
     except (OutOfReach, *RETRY_LATER):
-        return summary, change, {"handledAlone": handle_event(event, context)}, None
+        handle_event(event, context)
+        return []
+    return [
+        {
+            "messageId": message_id,
+            "summary": summary,
+            "change": change,
+            "done": done,
+            "account": account,
+        }
+    ]
 
 
-def finish(summary: dict, change: Change, done: Done, gone: list[dict]) -> None:
+def finish(item: Planned, gone: list[dict]) -> None:
     """The result of a change revoked with its batch: logged and told as a live one."""
-    if "handledAlone" in done:
-        return
+    change, done = item["change"], item["done"]
     done["gone"] += [rule for rule in done["revoked"] if rule in gone]
     done["revoked"] = [rule for rule in done["revoked"] if rule not in gone]
-    if done["reason"] == DRY_RUN_REASON:
-        done["reason"] = reason_of(change, done, False)
-    result = outcome(summary, decision_of(done, False), done)
+    done["reason"] = done["reason"] or reason_of(change, done, False)
+    result = outcome(item["summary"], decision_of(done, False), done)
     tell(result, change)
     log(result)
 
