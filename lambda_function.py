@@ -312,20 +312,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         return sweep(event["sweep"], context)
     if isinstance(event, dict) and set(event) == {"audit"}:  # AuditSchedule's input
         return scheduled_audit(event["audit"], context)
-    if is_sqs_batch(event):  # Delivery=buffered: EventBridge -> SQS -> Lambda
+    if isinstance(event, dict) and "Records" in event and is_sqs_batch(event):
+        # Delivery=buffered: EventBridge -> SQS -> Lambda
         return handle_batch(event["Records"], context)
     return handle_event(event, context)
-
-
-def is_sqs_batch(event: Any) -> bool:
-    messages = event.get("Records") if isinstance(event, dict) else None
-    return (
-        isinstance(messages, list)
-        and bool(messages)
-        and all(
-            isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages
-        )
-    )
 
 
 DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
@@ -345,57 +335,33 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
     dry_run = is_dry_run()
     summary, change = first_summary(event), {}
     if switched_on("LOG_RAW_EVENT"):  # debugging only
-        print(
-            json.dumps(
-                {
-                    "eventId": summary["eventId"],
-                    "rawEvent": event,
-                    "version": __version__,
-                },
-                default=str,
-            )
-        )
+        log_raw_event(summary, event)
     try:
         change = read_change(event)
         if from_history:
             change["confirmedBy"] = "CloudTrail event history (the sweep)"
         summary = summarize(change)
-        account = member_account(change, context) if may_undo(change) else None
-        done = handle(change, dry_run, account)
-        done["reason"] = done["reason"] or reason_of(change, done, dry_run)
-        result = outcome(summary, decision_of(done, dry_run), done)
+        done = handle(change, dry_run, context)
     except BadEvent as bad:
         return log(outcome(summary, "ignored", {"reason": str(bad)}))
     except OutOfReach as far:
-        result = outcome(summary, "out-of-reach", left_open(change, str(far)))
+        return report(summary, change, "out-of-reach", left_open(change, str(far)))
     except ClientError as error:
-        code = error_code(error)
-        if code not in REJECTED:
+        if error_code(error) not in REJECTED:
             report_error(summary, change, error_reason(error))
             raise  # Lambda retries, then hands the event to the on-failure destination
         why = f"AWS rejected the undo as malformed, so it cannot be retried: {error}"
-        result = outcome(summary, "unreadable", left_open(change, why))
+        return report(summary, change, "unreadable", left_open(change, why))
     except (BotoCoreError, NotRevoked, Unconfirmed) as error:
         # no connection, no time left, no revoke, a put-back not yet in event history
         report_error(summary, change, error_reason(error))
         raise
-    tell(result, change)
-    return log(result)
-
-
-def tell(result: dict[str, Any], change: Change) -> None:
-    """The SNS message, then (SECURITY_HUB_FINDINGS) the finding: after the undo, never
-    before it, and a finding's failure never stops the message."""
-    notify(result, change)
-    if switched_on("SECURITY_HUB_FINDINGS"):
-        report_finding(result, change)
+    return report_done(summary, change, done, dry_run)
 
 
 def report_error(summary: dict, change: Change, reason: str) -> None:
     """An error is logged and notified before it is raised for Lambda to retry."""
-    result = outcome(summary, "error", left_open(change, reason))
-    tell(result, change)
-    log(result)
+    report(summary, change, "error", left_open(change, reason))
 
 
 def error_reason(error: Exception) -> str:
@@ -854,45 +820,11 @@ def checked(value: Any, pattern: re.Pattern, name: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def may_undo(change: Change) -> bool:
-    """Might the change need undoing, and so an account to act in?"""
-    if "tagging" in change:
-        return any(tags_at_stake(change["tagging"], change["eventName"])) or (
-            rule_tags_at_stake(change)  # Exceptions that expire
-        )
-    listed = change.get("prefixList", {})
-    return bool(
-        change["rules"]
-        or listed.get("added")
-        or listed.get("restored")
-        or "association" in change
-    )
-
-
-def member_account(change: Change, context: Any) -> str | None:
-    """None to act with the function's own rights; else the member account to act in."""
-    global _partition
-    arn = getattr(context, "invoked_function_arn", None)
-    parts = arn.split(":") if isinstance(arn, str) else []
-    if (
-        len(parts) < 5
-        or not ACCOUNT_ID.fullmatch(parts[4])
-        or parts[4] == change["account"]
-    ):
-        return None  # our own account, or run locally with whatever boto3 is set up for
-    if not MEMBER_ROLE_NAME:
-        raise OutOfReach(
-            f"the change is in account {change['account']}, and no MEMBER_ROLE_NAME is "
-            "set to act there"
-        )
-    _partition = parts[1]
-    return change["account"]
-
-
-def handle(change: Change, dry_run: bool, account: str | None) -> Done:
+def handle(change: Change, dry_run: bool, context: Any) -> Done:
     """Undo the change. Where undoing it would add access (authorize a removed rule, write a
     tag, put a wider old value back), the change is first read again from AWS's own record
     of it, and everything is decided anew on that record: never on the message's word."""
+    account = member_account(change, context) if may_undo(change) else None
     try:
         return handle_as_read(change, dry_run, account)
     except ConfirmFirst:
@@ -952,6 +884,41 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
     if change["removal"]:
         return put_back(ec2, change, done, dry_run)
     return undo(ec2, change, done, dry_run, account)
+
+
+def may_undo(change: Change) -> bool:
+    """Might the change need undoing, and so an account to act in?"""
+    if "tagging" in change:
+        return any(tags_at_stake(change["tagging"], change["eventName"])) or (
+            rule_tags_at_stake(change)  # Exceptions that expire
+        )
+    listed = change.get("prefixList", {})
+    return bool(
+        change["rules"]
+        or listed.get("added")
+        or listed.get("restored")
+        or "association" in change
+    )
+
+
+def member_account(change: Change, context: Any) -> str | None:
+    """None to act with the function's own rights; else the member account to act in."""
+    global _partition
+    arn = getattr(context, "invoked_function_arn", None)
+    parts = arn.split(":") if isinstance(arn, str) else []
+    if (
+        len(parts) < 5
+        or not ACCOUNT_ID.fullmatch(parts[4])
+        or parts[4] == change["account"]
+    ):
+        return None  # our own account, or run locally with whatever boto3 is set up for
+    if not MEMBER_ROLE_NAME:
+        raise OutOfReach(
+            f"the change is in account {change['account']}, and no MEMBER_ROLE_NAME is "
+            "set to act there"
+        )
+    _partition = parts[1]
+    return change["account"]
 
 
 # The member role's session name, when the function acts in a member account.
@@ -1448,6 +1415,22 @@ def describe(rule: Rule) -> str:
     return f"{what} {direction} {source}"
 
 
+def report_done(summary: dict, change: Change, done: Done, dry_run: bool) -> Outcome:
+    """What was done, in words: the decision and, when no stage gave one, the reason."""
+    done["reason"] = done["reason"] or reason_of(change, done, dry_run)
+    return report(summary, change, decision_of(done, dry_run), done)
+
+
+def report(summary: dict, change: Change, decision: str, done: Done) -> Outcome:
+    """The log line, the SNS message and (SECURITY_HUB_FINDINGS) the finding: after the
+    undo, never before it; a finding's failure never stops the message."""
+    result = outcome(summary, decision, done)
+    notify(result, change)
+    if switched_on("SECURITY_HUB_FINDINGS"):
+        report_finding(result, change)
+    return log(result)
+
+
 def outcome(summary: dict, decision: str, done: Done) -> Outcome:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
@@ -1515,6 +1498,8 @@ TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
 def notify(result: dict[str, Any], change: Change) -> None:
     """Publish the change; a failure is noted in the result and never undoes the revert."""
     topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
+    if not topic:
+        return
     told = result["decision"] in LEFT_OPEN or (
         result["decision"] in ("reverted", "dry-run") and result["rules"]
     )
@@ -1524,7 +1509,7 @@ def notify(result: dict[str, Any], change: Change) -> None:
         "reverted",
         "already-gone",
     )  # the canary reverted, as it should be every few hours: logged, not told
-    if not topic or not told or routine:
+    if not told or routine:
         return
     found = TOPIC_ARN.fullmatch(topic)
     if not found:
@@ -3184,6 +3169,17 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": m or ""} for m in failed]}
 
 
+def is_sqs_batch(event: Any) -> bool:
+    messages = event.get("Records") if isinstance(event, dict) else None
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(
+            isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages
+        )
+    )
+
+
 def event_of(message: dict) -> Any:
     """The EventBridge event in a message's body; what is no JSON stays as it is (ignored)."""
     try:
@@ -3214,7 +3210,7 @@ def plan_message(
     summary = summarize(change)  # as read, before the group's facts are added
     try:
         account = member_account(change, context)
-        done = handle(change, True, account)
+        done = handle(change, True, context)
     except (OutOfReach, *RETRY_LATER):
         handle_event(event, context)
         return []
@@ -3234,10 +3230,7 @@ def finish(item: Planned, gone: list[dict]) -> None:
     change, done = item["change"], item["done"]
     done["gone"] += [rule for rule in done["revoked"] if rule in gone]
     done["revoked"] = [rule for rule in done["revoked"] if rule not in gone]
-    done["reason"] = done["reason"] or reason_of(change, done, False)
-    result = outcome(item["summary"], decision_of(done, False), done)
-    tell(result, change)
-    log(result)
+    report_done(item["summary"], change, done, False)
 
 
 # =============================================================================================
@@ -3749,7 +3742,7 @@ def report_finding(result: dict[str, Any], change: dict[str, Any]) -> None:
     active while it is open, resolved once reverted. Its ID is the event's, so a retry
     updates the finding instead of adding one. A failure is logged in the result, counted
     (metric FindingsFailed), and never raised: the undo is done, the SNS message sent.
-    Called by tell(), with SECURITY_HUB_FINDINGS on."""
+    Called by report(), with SECURITY_HUB_FINDINGS on."""
     status = finding_status(result)
     if status is None:
         return
@@ -5587,6 +5580,12 @@ def missing_settings(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
 # =============================================================================================
 
 _offline = False  # --offline: no AWS client is ever made
+
+
+def log_raw_event(summary: dict[str, Any], event: Any) -> None:
+    """LOG_RAW_EVENT=true, for debugging only: the event as it came, before its own line."""
+    line = {"eventId": summary["eventId"], "rawEvent": event, "version": __version__}
+    print(json.dumps(line, default=str))
 
 
 class Offline(BotoCoreError):
