@@ -415,18 +415,13 @@ def record_of(event: Any) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+# What every log line says of its change:
+SUMMARY_KEYS = ("eventId", "eventName", "eventTime", "actor")  # which event, by whom
+SUMMARY_KEYS += ("account", "region", "groupId", "groupName")  # where
+
+
 def summarize(change: Change) -> dict[str, Any]:
-    keys = (
-        "eventId",
-        "eventName",
-        "eventTime",
-        "actor",
-        "account",
-        "region",
-        "groupId",
-        "groupName",
-    )
-    summary = {key: change.get(key) for key in keys}
+    summary = {key: change.get(key) for key in SUMMARY_KEYS}
     if "prefixList" in change:
         summary["prefixListId"] = change["prefixList"]["prefixListId"]
     return summary
@@ -854,14 +849,10 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
         kept = change["rules"] + change["unreadable"] + tags_changed(change)
         kept += entries_changed(change) + associated(change)
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
-    if "tagging" in change and rule_tags_at_stake(change):  # Exceptions that expire
-        return retag_rules(change, done, dry_run, account)
-    if "tagging" in change:
-        return retag(change, done, dry_run, account)
-    if "prefixList" in change:
-        return unwiden(change, done, dry_run, account)
-    if "association" in change:
-        return disassociate(change, done, dry_run, account)
+    if (
+        FEATURE_KEYS & change.keys()
+    ):  # tags, prefix lists, VPCs: each in its own section
+        return handle_feature(change, done, dry_run, account)
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
     facts_first = needs_group_facts(change) and "tags" not in change
@@ -884,6 +875,10 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
     if change["removal"]:
         return put_back(ec2, change, done, dry_run)
     return undo(ec2, change, done, dry_run, account)
+
+
+# A change read by an optional feature's reader carries its key (Change, above).
+FEATURE_KEYS = {"tagging", "prefixList", "association"}
 
 
 def may_undo(change: Change) -> bool:
@@ -1351,21 +1346,24 @@ LEFT_OPEN = ("unreadable", "changed-since", "out-of-reach", "error")
 BLIND_SPOT = "blind-spot"
 
 
+# What a Done lists as undone: revoked (the default path) and the optional features' words.
+UNDONE = (
+    "revoked",
+    "restored",
+    "reauthorized",
+    "retagged",
+    "unwidened",
+    "disassociated",
+)
+
+
 def decision_of(done: Done, dry_run: bool) -> str:
     """What happened, from what was done: the worst of it first."""
     if done["unreadable"]:
         return "unreadable"
     if done["changedSince"]:
         return "changed-since"
-    undone = (
-        "revoked",
-        "restored",
-        "reauthorized",
-        "retagged",
-        "unwidened",
-        "disassociated",
-    )
-    if any(done.get(key) for key in undone):
+    if any(done.get(key) for key in UNDONE):
         return "dry-run" if dry_run else "reverted"
     if done["kept"]:
         return "kept"
@@ -1434,40 +1432,35 @@ def report(summary: dict, change: Change, decision: str, done: Done) -> Outcome:
 def outcome(summary: dict, decision: str, done: Done) -> Outcome:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
-    result["rules"] = (
-        [describe(rule) for rule in done.get("revoked", [])]
-        + [
-            f"{describe(rule)}, restored to {describe(rule['previous'])}"
-            for rule in done.get("restored", [])
-        ]
-        + [
-            f"{describe(rule)}, authorized again"
-            for rule in done.get("reauthorized", [])
-        ]
-    )
-    result["rules"] += done.get("retagged", []) + done.get("unwidened", [])
-    result["rules"] += done.get("disassociated", [])
-    if done.get("kept"):
-        result["keptRules"] = [
-            rule if isinstance(rule, str) else describe(rule) for rule in done["kept"]
-        ]
-    if done.get("gone"):
-        result["alreadyGone"] = [
-            rule if isinstance(rule, str) else describe(rule) for rule in done["gone"]
-        ]
+    result["rules"] = in_words(done.get("revoked", []))
+    result["rules"] += [  # an edit put back (Late events and edits)
+        f"{describe(rule)}, restored to {describe(rule['previous'])}"
+        for rule in done.get("restored", [])
+    ]
+    result["rules"] += [  # a removal from a locked group (Locked groups)
+        f"{describe(rule)}, authorized again" for rule in done.get("reauthorized", [])
+    ]
+    for key in ("retagged", "unwidened", "disassociated"):  # the features' own words
+        result["rules"] += done.get(key, [])
+    for key, name in (("kept", "keptRules"), ("gone", "alreadyGone")):
+        if done.get(key):
+            result[name] = in_words(done[key])
     if done.get("changedSince"):
         result["changedSince"] = [
             {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
             for pair in done["changedSince"]
         ]
     if done.get("leftOpen"):
-        result["leftOpen"] = [describe(rule) for rule in done["leftOpen"]]
-    if done.get("unreadable"):
-        result["unreadable"] = done["unreadable"]
-    # Exceptions that expire: granted, refused or ended, and so told.
-    if done.get("exception"):
-        result["exception"] = done["exception"]
+        result["leftOpen"] = in_words(done["leftOpen"])
+    for key in ("unreadable", "exception"):  # exception: Exceptions that expire
+        if done.get(key):
+            result[key] = done[key]
     return result
+
+
+def in_words(items: list[Rule | str]) -> list[str]:
+    """Rules described; a feature's words (a tag, a prefix-list entry) as they are."""
+    return [item if isinstance(item, str) else describe(item) for item in items]
 
 
 METRICS_NAMESPACE = "sg-guardrail"
@@ -1659,6 +1652,19 @@ def stop_if_unsupported(response: Any = None, operation: Any = None, **_: Any) -
 # The rest is optional: each section below is one feature, switched off unless its
 # setting is on. A section you have not switched on is one you may skip.
 # =============================================================================================
+
+
+def handle_feature(
+    change: Change, done: Done, dry_run: bool, account: str | None
+) -> Done:
+    """A tag call, a prefix list's change or a VPC association: its feature undoes it."""
+    if "tagging" in change and rule_tags_at_stake(change):  # Exceptions that expire
+        return retag_rules(change, done, dry_run, account)
+    if "tagging" in change:  # Guard tags
+        return retag(change, done, dry_run, account)
+    if "prefixList" in change:  # Prefix lists
+        return unwiden(change, done, dry_run, account)
+    return disassociate(change, done, dry_run, account)  # VPC associations
 
 
 # =============================================================================================
