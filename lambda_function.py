@@ -1668,6 +1668,141 @@ def handle_feature(
 
 
 # =============================================================================================
+# Rule shapes: the one place a rule changes vocabulary, between CloudTrail's (a Rule, above)
+# and the API's (IpPermissions, a SecurityGroupRuleRequest, a DescribeSecurityGroupRules
+# answer), and where two rules are compared. Used by the sections below, on with them.
+# =============================================================================================
+
+
+def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
+    if "securityGroupRuleId" in planned:
+        return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
+    return planned["isEgress"] == existing["isEgress"] and network_key(
+        planned
+    ) == network_key(existing)
+
+
+def network_key(rule: Rule) -> tuple:
+    """What a rule lets through, for comparing two rules: protocol, ports, source."""
+    protocol = rule.get("ipProtocol")
+    ports = (
+        None
+        if opens_every_port(protocol)
+        else (rule.get("fromPort", -1), rule.get("toPort", -1))
+    )
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    group = rule.get("referencedGroupInfo") or {}
+    source = (
+        ipaddress.ip_network(cidr, strict=False) if cidr else None,
+        rule.get("prefixListId"),
+        group.get("groupId") or group.get("groupName"),
+    )
+    return protocol, ports, source
+
+
+def ip_permission(rule: Rule, described: bool = False) -> dict[str, Any]:
+    """A rule as one boto3 IpPermissions entry (with its description, to create it)."""
+    permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
+    if "fromPort" in rule:
+        permission["FromPort"] = rule["fromPort"]
+    if "toPort" in rule:
+        permission["ToPort"] = rule["toPort"]
+    if "cidrIpv4" in rule:
+        permission["IpRanges"] = [{"CidrIp": rule["cidrIpv4"]}]
+    if "cidrIpv6" in rule:
+        permission["Ipv6Ranges"] = [{"CidrIpv6": rule["cidrIpv6"]}]
+    if "prefixListId" in rule:
+        permission["PrefixListIds"] = [{"PrefixListId": rule["prefixListId"]}]
+    if "referencedGroupInfo" in rule:
+        info = rule["referencedGroupInfo"]
+        pair = (
+            {"GroupId": info["groupId"]}
+            if "groupId" in info
+            else {"GroupName": info["groupName"]}
+        )
+        if "userId" in info:
+            pair["UserId"] = info["userId"]
+        permission["UserIdGroupPairs"] = [pair]
+    if described and rule.get("description"):
+        for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs"):
+            for source in permission.get(key, []):
+                source["Description"] = rule["description"]
+    return permission
+
+
+def permissions_of(rules: list[dict]) -> list[dict]:
+    return [ip_permission(rule, described=True) for rule in rules]
+
+
+def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dict]:
+    """A boto3 IpPermissions entry (as UnknownIpPermissions lists them) as rules."""
+    shape = {
+        "isEgress": is_egress,
+        "ipProtocol": PROTOCOL_NAMES.get(
+            str(permission.get("IpProtocol")), str(permission.get("IpProtocol"))
+        ),
+    }
+    for key in ("FromPort", "ToPort"):
+        if permission.get(key) is not None:
+            shape[key[0].lower() + key[1:]] = permission[key]
+    sources = [{"cidrIpv4": r.get("CidrIp")} for r in permission.get("IpRanges", [])]
+    sources += [
+        {"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])
+    ]
+    sources += [
+        {"prefixListId": r.get("PrefixListId")}
+        for r in permission.get("PrefixListIds", [])
+    ]
+    sources += [
+        {
+            "referencedGroupInfo": {
+                "groupId": p.get("GroupId"),
+                "groupName": p.get("GroupName"),
+            }
+        }
+        for p in permission.get("UserIdGroupPairs", [])
+    ]
+    return [{**shape, **source} for source in sources]
+
+
+def rule_from_aws(found: dict[str, Any]) -> dict[str, Any]:
+    """One DescribeSecurityGroupRules answer as a rule in CloudTrail's vocabulary."""
+    rule = {
+        "securityGroupRuleId": found["SecurityGroupRuleId"],
+        "isEgress": found["IsEgress"],
+        "ipProtocol": PROTOCOL_NAMES.get(found["IpProtocol"], found["IpProtocol"]),
+        "fromPort": found.get("FromPort"),
+        "toPort": found.get("ToPort"),
+        "description": found.get("Description"),
+    }
+    for key in SOURCE_KEYS[:3]:
+        rule[key] = found.get(key[0].upper() + key[1:])
+    if found.get("ReferencedGroupInfo"):
+        info = found["ReferencedGroupInfo"]
+        rule["referencedGroupInfo"] = {
+            "groupId": info.get("GroupId"),
+            "userId": info.get("UserId"),
+        }
+    return {k: v for k, v in rule.items() if v is not None}
+
+
+def rule_value(rule: Rule) -> dict[str, Any]:
+    """A rule as ModifySecurityGroupRules' SecurityGroupRuleRequest."""
+    value: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
+    value["FromPort"], value["ToPort"] = (
+        rule.get("fromPort", -1),
+        rule.get("toPort", -1),
+    )
+    for key in ("cidrIpv4", "cidrIpv6", "prefixListId", "description"):
+        if rule.get(key):
+            value[key[0].upper() + key[1:]] = rule[key]
+    if rule.get("referencedGroupInfo", {}).get("groupId"):
+        value["ReferencedGroupId"] = rule["referencedGroupInfo"]["groupId"]
+    return value
+
+
+# =============================================================================================
 # Older and odder records: rules rebuilt from the request, when the record has no rule set
 #
 # Switch: always on. Events: an Authorize whose record has no securityGroupRuleSet (older
@@ -1766,45 +1901,6 @@ def group_source(group_id: Any, user_id: Any, group_name: Any) -> dict[str, Any]
     return {"referencedGroupInfo": info}
 
 
-def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
-    """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
-    if "securityGroupRuleId" in planned:
-        return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
-    return planned["isEgress"] == existing["isEgress"] and network_key(
-        planned
-    ) == network_key(existing)
-
-
-def ip_permission(rule: Rule, described: bool = False) -> dict[str, Any]:
-    """A rule as one boto3 IpPermissions entry (with its description, to create it)."""
-    permission: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
-    if "fromPort" in rule:
-        permission["FromPort"] = rule["fromPort"]
-    if "toPort" in rule:
-        permission["ToPort"] = rule["toPort"]
-    if "cidrIpv4" in rule:
-        permission["IpRanges"] = [{"CidrIp": rule["cidrIpv4"]}]
-    if "cidrIpv6" in rule:
-        permission["Ipv6Ranges"] = [{"CidrIpv6": rule["cidrIpv6"]}]
-    if "prefixListId" in rule:
-        permission["PrefixListIds"] = [{"PrefixListId": rule["prefixListId"]}]
-    if "referencedGroupInfo" in rule:
-        info = rule["referencedGroupInfo"]
-        pair = (
-            {"GroupId": info["groupId"]}
-            if "groupId" in info
-            else {"GroupName": info["groupName"]}
-        )
-        if "userId" in info:
-            pair["UserId"] = info["userId"]
-        permission["UserIdGroupPairs"] = [pair]
-    if described and rule.get("description"):
-        for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs"):
-            for source in permission.get(key, []):
-                source["Description"] = rule["description"]
-    return permission
-
-
 # =============================================================================================
 # Late events and edits: what AWS holds now, and putting edited rules back
 #
@@ -1871,24 +1967,6 @@ def compare_with_now(
     return same, gone, changed
 
 
-def network_key(rule: Rule) -> tuple:
-    """What a rule lets through, for comparing two rules: protocol, ports, source."""
-    protocol = rule.get("ipProtocol")
-    ports = (
-        None
-        if opens_every_port(protocol)
-        else (rule.get("fromPort", -1), rule.get("toPort", -1))
-    )
-    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
-    group = rule.get("referencedGroupInfo") or {}
-    source = (
-        ipaddress.ip_network(cidr, strict=False) if cidr else None,
-        rule.get("prefixListId"),
-        group.get("groupId") or group.get("groupName"),
-    )
-    return protocol, ports, source
-
-
 def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
     """Rules as AWS holds them now, in the response's vocabulary: by group or by rule ID."""
     name, values = next(iter(query.items()))
@@ -1900,27 +1978,6 @@ def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
     for page in pages:
         rules += [rule_from_aws(found) for found in page["SecurityGroupRules"]]
     return rules
-
-
-def rule_from_aws(found: dict[str, Any]) -> dict[str, Any]:
-    """One DescribeSecurityGroupRules answer as a rule in CloudTrail's vocabulary."""
-    rule = {
-        "securityGroupRuleId": found["SecurityGroupRuleId"],
-        "isEgress": found["IsEgress"],
-        "ipProtocol": PROTOCOL_NAMES.get(found["IpProtocol"], found["IpProtocol"]),
-        "fromPort": found.get("FromPort"),
-        "toPort": found.get("ToPort"),
-        "description": found.get("Description"),
-    }
-    for key in SOURCE_KEYS[:3]:
-        rule[key] = found.get(key[0].upper() + key[1:])
-    if found.get("ReferencedGroupInfo"):
-        info = found["ReferencedGroupInfo"]
-        rule["referencedGroupInfo"] = {
-            "groupId": info.get("GroupId"),
-            "userId": info.get("UserId"),
-        }
-    return {k: v for k, v in rule.items() if v is not None}
 
 
 def rules_by_id(ec2: Any, rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -2001,21 +2058,6 @@ def restore(ec2: Any, change: Change, rules: list[dict]) -> None:
     ec2.modify_security_group_rules(
         GroupId=change["groupId"], SecurityGroupRules=entries
     )
-
-
-def rule_value(rule: Rule) -> dict[str, Any]:
-    """A rule as ModifySecurityGroupRules' SecurityGroupRuleRequest."""
-    value: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
-    value["FromPort"], value["ToPort"] = (
-        rule.get("fromPort", -1),
-        rule.get("toPort", -1),
-    )
-    for key in ("cidrIpv4", "cidrIpv6", "prefixListId", "description"):
-        if rule.get(key):
-            value[key[0].upper() + key[1:]] = rule[key]
-    if rule.get("referencedGroupInfo", {}).get("groupId"):
-        value["ReferencedGroupId"] = rule["referencedGroupInfo"]["groupId"]
-    return value
 
 
 HISTORY_PAGES = (
@@ -2343,41 +2385,6 @@ def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[di
                 raise
             present.append(rule)
     return present
-
-
-def permissions_of(rules: list[dict]) -> list[dict]:
-    return [ip_permission(rule, described=True) for rule in rules]
-
-
-def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dict]:
-    """A boto3 IpPermissions entry (as UnknownIpPermissions lists them) as rules."""
-    shape = {
-        "isEgress": is_egress,
-        "ipProtocol": PROTOCOL_NAMES.get(
-            str(permission.get("IpProtocol")), str(permission.get("IpProtocol"))
-        ),
-    }
-    for key in ("FromPort", "ToPort"):
-        if permission.get(key) is not None:
-            shape[key[0].lower() + key[1:]] = permission[key]
-    sources = [{"cidrIpv4": r.get("CidrIp")} for r in permission.get("IpRanges", [])]
-    sources += [
-        {"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])
-    ]
-    sources += [
-        {"prefixListId": r.get("PrefixListId")}
-        for r in permission.get("PrefixListIds", [])
-    ]
-    sources += [
-        {
-            "referencedGroupInfo": {
-                "groupId": p.get("GroupId"),
-                "groupName": p.get("GroupName"),
-            }
-        }
-        for p in permission.get("UserIdGroupPairs", [])
-    ]
-    return [{**shape, **source} for source in sources]
 
 
 # =============================================================================================
