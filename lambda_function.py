@@ -4108,6 +4108,10 @@ def audit_main(argv: list[str]) -> int:
 
         args.region = [boto3.session.Session().region_name or ""]
     regions = args.region
+    if regions == [""]:
+        parser.error(
+            "no region: give --region R, or set AWS_REGION or a profile's region"
+        )
     if not all(REGION.fullmatch(region) for region in regions):
         parser.error(f"not a region: {regions}")
     if args.accounts and not MEMBER_ROLE_NAME:

@@ -173,6 +173,18 @@ def test_the_formats_table_json_and_csv(ec2, group_id, capsys, conditions):
     assert table[-1] == "locked groups: none"
 
 
+def test_no_region_anywhere_is_said_in_words(monkeypatch, capsys):
+    """boto3 finds no region (no --region, no AWS_REGION, no profile's): the command line
+    says what to give, not "not a region: ['']"."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--audit"])
+    assert stopped.value.code == 2
+    assert "no region: give --region R" in capsys.readouterr().err
+
+
 def test_an_estate_whose_every_rule_is_allowed_audits_clean(ec2, group_id, conditions):
     conditions(ALLOWED_RULES=[{"cidrWithin": "0.0.0.0/0"}])
     assert main(["--audit"]) == 0
