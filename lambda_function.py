@@ -45,7 +45,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 # boto3 (some 200 ms to import) waits for the first AWS call: the many events that need none
 # (failed calls, unrelated or exempt ones) never load it. Its exceptions are cheap.
@@ -159,6 +159,8 @@ LATE_AFTER_SECONDS = 300
 # the code from here to the line "The rest is optional": handler -> read -> decide -> act
 # (one RevokeSecurityGroupIngress or Egress call) -> report (one JSON log line, a metric
 # and, with NOTIFY_TOPIC_ARN, one SNS message). tests/test_default_path.py holds it to that.
+# SETTINGS.X is the block's X plus what the deployment's environment adds to it, built once
+# when the file loads (Settings, in "Loading the conditions"); the block is never rebound.
 # =============================================================================================
 
 
@@ -630,7 +632,7 @@ def read_rules(record: dict, change: Change) -> None:
 def read_authorization(params: dict, response: dict, change: Change) -> None:
     """Group and rules of an Authorize* call: the response's rule IDs first, else the request."""
     is_egress = change["isEgress"]
-    if APPROVERS:  # an exception's tags (Exceptions that expire)
+    if SETTINGS.APPROVERS:  # an exception's tags (Exceptions that expire)
         read_rule_tags(params, change)
     rules = read_rule_set(response, is_egress, change["unreadable"])
     if rules is None:  # records before mid-2021, or a rule set that is no list
@@ -907,7 +909,7 @@ def member_account(change: Change, context: Any) -> str | None:
         or parts[4] == change["account"]
     ):
         return None  # our own account, or run locally with whatever boto3 is set up for
-    if not MEMBER_ROLE_NAME:
+    if not SETTINGS.MEMBER_ROLE_NAME:
         raise OutOfReach(
             f"the change is in account {change['account']}, and no MEMBER_ROLE_NAME is "
             "set to act there"
@@ -933,7 +935,10 @@ def own_session(change: Change, function_name: str | None) -> str | None:
     )
     if not found:
         return None
-    if MEMBER_ROLE_NAME and (found[2], found[3]) == (MEMBER_ROLE_NAME, SESSION):
+    if SETTINGS.MEMBER_ROLE_NAME and (found[2], found[3]) == (
+        SETTINGS.MEMBER_ROLE_NAME,
+        SESSION,
+    ):
         return "member"
     return "maybe" if function_name and found[3] == function_name else None
 
@@ -951,7 +956,7 @@ def is_own(change: Change, account: str | None) -> bool:
 
 def principal_exemption(change: Change) -> str | None:
     """Why the change is kept, from who made it; None when no exemption matches."""
-    if change["byAwsService"] and not GUARD_AWS_SERVICES:
+    if change["byAwsService"] and not SETTINGS.GUARD_AWS_SERVICES:
         return (
             f"made by an AWS service on its own ({change['actor']}; GUARD_AWS_SERVICES)"
         )
@@ -975,7 +980,7 @@ def exemption_patterns(change: dict[str, Any]) -> list[str]:
     known = isinstance(account, str) and ACCOUNT_ID.fullmatch(account) is not None
     return [
         pattern.replace(f"::{ACCOUNT_TOKEN}:", f"::{account}:") if known else pattern
-        for pattern in EXEMPT_PRINCIPALS
+        for pattern in SETTINGS.EXEMPT_PRINCIPALS
         if known or ACCOUNT_TOKEN not in pattern
     ]
 
@@ -984,11 +989,11 @@ def needs_group_facts(change: Change) -> bool:
     """VPC and tag conditions, and a group known only by name, need one DescribeSecurityGroups."""
     return bool(
         change["groupId"] is None
-        or ONLY_VPC_IDS
-        or NEVER_VPC_IDS
-        or ONLY_TAGGED
-        or NEVER_TAGGED
-        or LOCKED_TAGGED
+        or SETTINGS.ONLY_VPC_IDS
+        or SETTINGS.NEVER_VPC_IDS
+        or SETTINGS.ONLY_TAGGED
+        or SETTINGS.NEVER_TAGGED
+        or SETTINGS.LOCKED_TAGGED
     )
 
 
@@ -999,9 +1004,12 @@ def unlocked_exemption(change: Change) -> str | None:
         return None
     if change["removal"]:
         return "removals are undone only in locked groups"
-    if change["isEgress"] and not REVERT_EGRESS:
+    if change["isEgress"] and not SETTINGS.REVERT_EGRESS:
         return "egress changes are not reverted (REVERT_EGRESS)"
-    if change["eventName"] == "ModifySecurityGroupRules" and not REVERT_MODIFIED_RULES:
+    if (
+        change["eventName"] == "ModifySecurityGroupRules"
+        and not SETTINGS.REVERT_MODIFIED_RULES
+    ):
         return "modified rules are not reverted (REVERT_MODIFIED_RULES)"
     return group_id_exemption(change["groupId"]) or group_exemption(change)
 
@@ -1011,8 +1019,8 @@ def is_locked(change: Change) -> bool:
     go whatever the conditions say, or the canary would prove nothing."""
     group_id = change["groupId"]
     return (
-        group_id in LOCKED_GROUP_IDS
-        or carries_any(change.get("tags") or {}, LOCKED_TAGGED)
+        group_id in SETTINGS.LOCKED_GROUP_IDS
+        or carries_any(change.get("tags") or {}, SETTINGS.LOCKED_TAGGED)
         or (group_id is not None and group_id == canary_group_id())
     )
 
@@ -1024,9 +1032,9 @@ def canary_group_id() -> str:
 def group_id_exemption(group_id: str | None) -> str | None:
     if group_id is None:  # only a name so far: checked again once the ID is known
         return None
-    if ONLY_GROUP_IDS and group_id not in ONLY_GROUP_IDS:
+    if SETTINGS.ONLY_GROUP_IDS and group_id not in SETTINGS.ONLY_GROUP_IDS:
         return f"{group_id} is not in ONLY_GROUP_IDS"
-    if group_id in NEVER_GROUP_IDS:
+    if group_id in SETTINGS.NEVER_GROUP_IDS:
         return f"{group_id} is in NEVER_GROUP_IDS"
     return None
 
@@ -1034,13 +1042,13 @@ def group_id_exemption(group_id: str | None) -> str | None:
 def group_exemption(change: Change) -> str | None:
     """Why the change is kept, from the group's VPC and tags (when they were looked up)."""
     vpc, tags = change.get("vpcId"), change.get("tags") or {}
-    if ONLY_VPC_IDS and vpc not in ONLY_VPC_IDS:
+    if SETTINGS.ONLY_VPC_IDS and vpc not in SETTINGS.ONLY_VPC_IDS:
         return f"{vpc} is not in ONLY_VPC_IDS"
-    if vpc in NEVER_VPC_IDS:
+    if vpc in SETTINGS.NEVER_VPC_IDS:
         return f"{vpc} is in NEVER_VPC_IDS"
-    if ONLY_TAGGED and not carries_any(tags, ONLY_TAGGED):
+    if SETTINGS.ONLY_TAGGED and not carries_any(tags, SETTINGS.ONLY_TAGGED):
         return "the group lacks the ONLY_TAGGED tags"
-    if carries_any(tags, NEVER_TAGGED):
+    if carries_any(tags, SETTINGS.NEVER_TAGGED):
         return "the group carries a NEVER_TAGGED tag"
     return None
 
@@ -1054,7 +1062,7 @@ def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
 def is_late(change: Change, now: datetime.datetime) -> bool:
     """Older than LATE_AFTER_SECONDS (a retry, a redrive, a replay)? An unreadable time is."""
     made = time_of(change)
-    return made is None or (now - made).total_seconds() > LATE_AFTER_SECONDS
+    return made is None or (now - made).total_seconds() > SETTINGS.LATE_AFTER_SECONDS
 
 
 def time_of(change: Change) -> datetime.datetime | None:
@@ -1074,7 +1082,7 @@ def split_rules(change: Change) -> tuple[list[dict], list[dict]]:
     allowed = [
         rule
         for rule in change["rules"]
-        if is_allowed(rule) or (rule["isEgress"] and not REVERT_EGRESS)
+        if is_allowed(rule) or (rule["isEgress"] and not SETTINGS.REVERT_EGRESS)
     ]
     return [rule for rule in change["rules"] if rule not in allowed], allowed
 
@@ -1083,7 +1091,7 @@ def is_allowed(rule: Rule) -> bool:
     """May the rule stay? A rule whose values could not be read never may."""
     if "unreadable" in rule:
         return False
-    return any(matches(rule, entry) for entry in ALLOWED_RULES)
+    return any(matches(rule, entry) for entry in SETTINGS.ALLOWED_RULES)
 
 
 def matches(rule: Rule, entry: dict[str, Any]) -> bool:
@@ -1183,7 +1191,7 @@ def plan_undo(
             change, rules_by_id(ec2, rules)
         )
     revoking, done["kept"] = split_rules({**change, "rules": rules})
-    if APPROVERS:  # Exceptions that expire
+    if SETTINGS.APPROVERS:  # Exceptions that expire
         revoking = keep_under_exception(ec2, change, revoking, done, dry_run)
     restoring, narrowed = [], []
     if change["eventName"] == "ModifySecurityGroupRules" and revoking:
@@ -2070,10 +2078,10 @@ def previous_values(
 ) -> dict[str, dict]:
     """The old value of each edited rule, by rule ID, from the sources switched on."""
     found: dict[str, dict] = {}
-    if RESTORE_FROM_CONFIG:
+    if SETTINGS.RESTORE_FROM_CONFIG:
         found |= previous_from_config(ec2, change, rules, account)
     missing = [rule for rule in rules if rule["securityGroupRuleId"] not in found]
-    if missing and RESTORE_FROM_CLOUDTRAIL:
+    if missing and SETTINGS.RESTORE_FROM_CLOUDTRAIL:
         found |= previous_from_cloudtrail(change, missing, account)
     return found
 
@@ -2425,7 +2433,7 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
     it added): the request says only which keys to look at. Whether a key was really taken
     away, and the value it had, is learned from AWS (tag_before), never from the request:
     a DeleteTags that removed nothing must not make the function write the value it names."""
-    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
+    wanted = {**SETTINGS.ONLY_TAGGED, **SETTINGS.LOCKED_TAGGED}
     tags = tagging["tags"]
     if event_name == "DeleteTags":
         keys = list(wanted) if tagging["allTags"] else [k for k in tags if k in wanted]
@@ -2434,7 +2442,7 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
     added = {
         k: v
         for k, v in tags.items()
-        if k in NEVER_TAGGED and satisfies(NEVER_TAGGED[k], v)
+        if k in SETTINGS.NEVER_TAGGED and satisfies(SETTINGS.NEVER_TAGGED[k], v)
     }
     return lost, added
 
@@ -2582,7 +2590,7 @@ def tags_to_put_back(
     """The guard's tags the change took from the group, each with the value it had before:
     a tag the group holds now as the condition wants stays; one whose earlier value event
     history does not reach is reported, never guessed."""
-    wanted = {**ONLY_TAGGED, **LOCKED_TAGGED}
+    wanted = {**SETTINGS.ONLY_TAGGED, **SETTINGS.LOCKED_TAGGED}
     missing = [key for key in lost if not satisfies(wanted[key], now.get(key))]
     if not missing:
         return {}
@@ -2790,7 +2798,7 @@ def allowed_through(prefix_list_id: str) -> list[dict[str, Any]]:
     guarded whether or not a group uses it today, or it could be widened while unused and
     a rule from it authorized later, allowed. No group: nothing to look up."""
     rules = []
-    for entry in ALLOWED_RULES:
+    for entry in SETTINGS.ALLOWED_RULES:
         if entry.get("prefixListId") != prefix_list_id:
             continue
         protocol = allowed_protocol(entry.get("ipProtocol", "-1")) or "-1"
@@ -3007,8 +3015,8 @@ def associated(change: Change) -> list[str]:
 
 def vpc_guarded(vpc_id: str | None) -> bool:
     return (
-        not (ONLY_VPC_IDS and vpc_id not in ONLY_VPC_IDS)
-        and vpc_id not in NEVER_VPC_IDS
+        not (SETTINGS.ONLY_VPC_IDS and vpc_id not in SETTINGS.ONLY_VPC_IDS)
+        and vpc_id not in SETTINGS.NEVER_VPC_IDS
     )
 
 
@@ -3083,7 +3091,7 @@ def fresh(credentials: dict[str, Any] | None) -> bool:
 def assume_member_role(account: str) -> dict[str, Any]:
     """Credentials in a member account, asked of STS in the function's own region: an
     opt-in region the central account has not enabled must not block its events."""
-    role = f"arn:{_partition}:iam::{account}:role/{MEMBER_ROLE_NAME}"
+    role = f"arn:{_partition}:iam::{account}:role/{SETTINGS.MEMBER_ROLE_NAME}"
     own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     # IAM: sts:AssumeRole
     answer = client("sts", own_region or "us-east-1").assume_role(
@@ -3303,7 +3311,7 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=True)
     period = datetime.timedelta(minutes=minutes)
     for account in [None, *other_accounts(listed, context)]:
-        if account is not None and not MEMBER_ROLE_NAME:
+        if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
             blind_spots.append(f"account {account}: no MEMBER_ROLE_NAME to sweep it")
             continue
         for region in regions:
@@ -4114,7 +4122,7 @@ def audit_main(argv: list[str]) -> int:
         )
     if not all(REGION.fullmatch(region) for region in regions):
         parser.error(f"not a region: {regions}")
-    if args.accounts and not MEMBER_ROLE_NAME:
+    if args.accounts and not SETTINGS.MEMBER_ROLE_NAME:
         parser.error("--accounts needs MEMBER_ROLE_NAME (CONDITIONS or environment)")
     verdicts, unreachable = audit(regions, args.accounts)
     if args.suggest:
@@ -4265,10 +4273,10 @@ def decide_as_added(change: dict[str, Any]) -> dict[str, Any]:
     revoking, allowed = split_rules(change)
     if allowed:
         entry = next(
-            (e for e in ALLOWED_RULES if matches(allowed[0], e)), None
+            (e for e in SETTINGS.ALLOWED_RULES if matches(allowed[0], e)), None
         )  # None: REVERT_EGRESS is off
         why = (
-            f"allowed by ALLOWED_RULES[{ALLOWED_RULES.index(entry)}]"
+            f"allowed by ALLOWED_RULES[{SETTINGS.ALLOWED_RULES.index(entry)}]"
             if entry is not None
             else "egress rules are not reverted (REVERT_EGRESS)"
         )
@@ -4455,9 +4463,9 @@ def suggestion_text(verdicts: list[dict[str, Any]]) -> str:
     ]
     lines += [f"# Not kept by any entry: {line}" for line in cannot]
     lines.append("ALLOWED_RULES: list[dict[str, Any]] = [")
-    if ALLOWED_RULES:
+    if SETTINGS.ALLOWED_RULES:
         lines.append("    # Already in ALLOWED_RULES:")
-        lines += [f"    {entry_literal(entry)}," for entry in ALLOWED_RULES]
+        lines += [f"    {entry_literal(entry)}," for entry in SETTINGS.ALLOWED_RULES]
     for entry, kept in present:
         more = f" (+{len(kept) - 3} more)" if len(kept) > 3 else ""
         lines.append(f"    # {'; '.join(kept[:3])}{more}")
@@ -4498,12 +4506,12 @@ def scheduled_audit(settings: Any, context: Any) -> dict[str, Any]:
     ] = []  # SweepAccounts=organization: listed as the sweep lists it
     listed = listed_accounts(settings.get("accounts"), not_listed)
     accounts = other_accounts(listed, context)
-    if accounts and not MEMBER_ROLE_NAME:
+    if accounts and not SETTINGS.MEMBER_ROLE_NAME:
         accounts = []  # told below as unreachable
     deadline = _retry_until - 2 * SWEEP_RESERVE_S
     verdicts, unreachable = audit(regions, accounts, deadline)
     unreachable += [("the organization's accounts", why) for why in not_listed]
-    if other_accounts(listed, context) and not MEMBER_ROLE_NAME:
+    if other_accounts(listed, context) and not SETTINGS.MEMBER_ROLE_NAME:
         unreachable.append(("member accounts", "no MEMBER_ROLE_NAME to reach them"))
     result = {
         "audit": audit_summary(verdicts, unreachable).removeprefix("summary: "),
@@ -4595,18 +4603,6 @@ ACCOUNT_PINNED = re.compile(r"arn:aws[a-z-]*:(iam|sts)::\d{12}:.+")
 VERBS["kept"] = "Kept under an exception"
 
 
-def add_exception_environment() -> None:
-    """APPROVERS (comma-separated) and MAX_EXCEPTION_HOURS from the deployment add to the
-    block; a value that is no whole number is kept as text, for the check to refuse."""
-    global APPROVERS, MAX_EXCEPTION_HOURS
-    added = os.environ.get("APPROVERS", "").split(",")
-    if isinstance(APPROVERS, list):
-        APPROVERS = APPROVERS + [p.strip() for p in added if p.strip()]
-    hours = os.environ.get("MAX_EXCEPTION_HOURS", "").strip()
-    if hours:
-        MAX_EXCEPTION_HOURS = int(hours) if hours.isdigit() else hours
-
-
 def exception_setting_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
     """APPROVERS as EXEMPT_PRINCIPALS are checked, and stricter: an approver keeps rules
     open, so each pattern names its account (a "*" there would let an admin of any member
@@ -4671,7 +4667,9 @@ def approver_of(change: dict[str, Any]) -> str | None:
     if change.get("byAwsService"):
         return None
     for principal in change.get("principals", []):  # patterns are ARNs: no service
-        if any(fnmatch.fnmatchcase(principal, pattern) for pattern in APPROVERS):
+        if any(
+            fnmatch.fnmatchcase(principal, pattern) for pattern in SETTINGS.APPROVERS
+        ):
             return principal
     return None
 
@@ -4693,10 +4691,10 @@ def expiry_of(
         )
     if granted is None:
         return None, "the grant's time is unreadable"
-    if expires > granted + datetime.timedelta(hours=MAX_EXCEPTION_HOURS):
+    if expires > granted + datetime.timedelta(hours=SETTINGS.MAX_EXCEPTION_HOURS):
         return None, (
             f"{EXPIRES_KEY} {text} is more than MAX_EXCEPTION_HOURS "
-            f"({MAX_EXCEPTION_HOURS}) after the grant at {granted:%Y-%m-%dT%H:%M:%SZ}"
+            f"({SETTINGS.MAX_EXCEPTION_HOURS}) after the grant at {granted:%Y-%m-%dT%H:%M:%SZ}"
         )
     if expires <= max(now, granted):
         return None, f"{EXPIRES_KEY} {text} is past"
@@ -4763,7 +4761,7 @@ def words_of(grant: dict[str, str]) -> str:
 def claims_exception(change: dict[str, Any]) -> bool:
     """Does the change ask for an exception that could keep its rules? (The buffered path
     decides those alone, never in a batch's dry run.)"""
-    return bool(APPROVERS) and EXPIRES_KEY in (change.get("ruleTags") or {})
+    return bool(SETTINGS.APPROVERS) and EXPIRES_KEY in (change.get("ruleTags") or {})
 
 
 def rule_tags_at_stake(change: dict[str, Any]) -> bool:
@@ -4771,7 +4769,7 @@ def rule_tags_at_stake(change: dict[str, Any]) -> bool:
     tagging = change.get("tagging") or {}
     keys = tagging.get("tags", {})
     return (
-        bool(APPROVERS)
+        bool(SETTINGS.APPROVERS)
         and bool(tagging.get("ruleIds"))
         and (tagging.get("allTags") or any(key in keys for key in EXCEPTION_KEYS))
     )
@@ -5028,7 +5026,7 @@ def exception_records(
     """Records naming any of `names` in the MAX_EXCEPTION_HOURS (and an hour) before `end`,
     newest first: a grant older than that cannot hold a live exception."""
     trail = client("cloudtrail", region, account)
-    start = end - datetime.timedelta(hours=MAX_EXCEPTION_HOURS + 1)
+    start = end - datetime.timedelta(hours=SETTINGS.MAX_EXCEPTION_HOURS + 1)
     records: dict[str, Any] = {}
     for name in [n for n in names if n]:
         # IAM: cloudtrail:LookupEvents
@@ -5070,11 +5068,11 @@ def sweep_exceptions(
     tag to an approver's call (or its call added the rule), and told; a tag no approver's
     record explains is told each sweep. Returns what could not be checked, as blind
     spots."""
-    if not APPROVERS:
+    if not SETTINGS.APPROVERS:
         return []
     spots = []
     for account in [None, *other_accounts(settings.get("accounts"), context)]:
-        if account is not None and not MEMBER_ROLE_NAME:
+        if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
             continue  # sweep() tells it already
         for region in regions:
             try:
@@ -5162,7 +5160,7 @@ def locked_now(ec2: Any, group_id: str | None) -> bool:
     """Is the group locked (LOCKED_GROUP_IDS, LOCKED_TAGGED, the canary's)? Its tags are
     asked of AWS only when a tag locks groups."""
     change: dict[str, Any] = {"groupId": group_id}
-    if LOCKED_TAGGED and group_id:
+    if SETTINGS.LOCKED_TAGGED and group_id:
         change["tags"] = tags_now(ec2, [group_id]).get(group_id) or {}
     return is_locked(change)
 
@@ -5171,7 +5169,7 @@ def out_of_scope(ec2: Any, group_id: str | None, is_egress: bool | None) -> str 
     """Why the conditions leave the group's rules alone (ONLY/NEVER groups, VPCs, tags,
     REVERT_EGRESS), with the group's facts asked of AWS only when a condition needs them:
     an exception's end revokes nothing the conditions say never to touch."""
-    if is_egress and not REVERT_EGRESS:
+    if is_egress and not SETTINGS.REVERT_EGRESS:
         return "egress changes are not reverted (REVERT_EGRESS)"
     why = group_id_exemption(group_id)
     if why or not needs_group_facts({"groupId": group_id}):
@@ -5315,8 +5313,8 @@ def expire_one(
 
 
 # =============================================================================================
-# Loading the conditions: the deployment's environment adds to them, and every setting is
-# checked once, when the file loads
+# Loading the conditions: the deployment's environment adds to them, every setting is
+# checked once, when the file loads, and what passes is SETTINGS, the conditions that run
 # =============================================================================================
 
 
@@ -5324,36 +5322,67 @@ class ConditionsError(ValueError):
     """A setting in the CONDITIONS block that cannot be what its author meant."""
 
 
-def add_environment() -> None:
-    """Settings a deployment gives in the environment (template.yaml's parameters) add to the
-    block: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS (comma-separated), LOCKED_TAG_KEY (a tag
-    key, any value), REVERT_EGRESS=false, RESTORE_FROM_CONFIG=true,
-    RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME. DRY_RUN, NOTIFY_TOPIC_ARN and
-    LOG_RAW_EVENT are read at each event."""
-    global EXEMPT_PRINCIPALS, REVERT_EGRESS, MEMBER_ROLE_NAME
-    global RESTORE_FROM_CONFIG, RESTORE_FROM_CLOUDTRAIL, LOCKED_GROUP_IDS, LOCKED_TAGGED
-    added = os.environ.get("EXEMPT_PRINCIPALS", "").split(",")
-    if isinstance(
-        globals().get("EXEMPT_PRINCIPALS"), list
-    ):  # anything else is reported by the check
-        EXEMPT_PRINCIPALS = EXEMPT_PRINCIPALS + [p.strip() for p in added if p.strip()]
-    locked = os.environ.get("LOCKED_GROUP_IDS", "").split(",")
-    if isinstance(globals().get("LOCKED_GROUP_IDS"), list):
-        LOCKED_GROUP_IDS = LOCKED_GROUP_IDS + [g.strip() for g in locked if g.strip()]
-    tag_key = os.environ.get("LOCKED_TAG_KEY", "").strip()
-    if tag_key and isinstance(globals().get("LOCKED_TAGGED"), dict):
-        LOCKED_TAGGED = {**LOCKED_TAGGED, tag_key: None}
-    if os.environ.get("REVERT_EGRESS", "").strip().lower() == "false":
-        REVERT_EGRESS = False
-    if os.environ.get("RESTORE_FROM_CONFIG", "").strip().lower() == "true":
-        RESTORE_FROM_CONFIG = True
-    if os.environ.get("RESTORE_FROM_CLOUDTRAIL", "").strip().lower() == "true":
-        RESTORE_FROM_CLOUDTRAIL = True
-    if "MEMBER_ROLE_NAME" in globals():  # misspelled in the block: the check says so
-        MEMBER_ROLE_NAME = (
-            os.environ.get("MEMBER_ROLE_NAME", "").strip() or MEMBER_ROLE_NAME
+class Settings(NamedTuple):
+    """The conditions that run, SETTINGS: the CONDITIONS block plus what the deployment's
+    environment adds to it, built once when the file loads (check_conditions, below) and
+    logged at each cold start. The code reads only this; the block's names are never
+    rebound. The order is the block's."""
+
+    EXEMPT_PRINCIPALS: list[str]
+    ONLY_GROUP_IDS: list[str]
+    NEVER_GROUP_IDS: list[str]
+    ONLY_VPC_IDS: list[str]
+    NEVER_VPC_IDS: list[str]
+    ONLY_TAGGED: dict[str, str | None]
+    NEVER_TAGGED: dict[str, str | None]
+    LOCKED_GROUP_IDS: list[str]
+    LOCKED_TAGGED: dict[str, str | None]
+    ALLOWED_RULES: list[dict[str, Any]]
+    REVERT_EGRESS: bool
+    REVERT_MODIFIED_RULES: bool
+    GUARD_AWS_SERVICES: bool
+    RESTORE_FROM_CONFIG: bool
+    RESTORE_FROM_CLOUDTRAIL: bool
+    MEMBER_ROLE_NAME: str
+    APPROVERS: list[str]
+    MAX_EXCEPTION_HOURS: int
+    LATE_AFTER_SECONDS: int
+
+
+def effective_settings(block: dict[str, Any], environ: Any) -> dict[str, Any]:
+    """The block (the module's names) with what a deployment gives in the environment
+    (template.yaml's parameters) added: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS
+    (comma-separated), LOCKED_TAG_KEY (a tag key, any value), REVERT_EGRESS=false,
+    RESTORE_FROM_CONFIG=true, RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME, APPROVERS,
+    MAX_EXCEPTION_HOURS. A block's value of the wrong kind is left for the check to name.
+    DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
+    found = dict(block)
+    for name in ("EXEMPT_PRINCIPALS", "LOCKED_GROUP_IDS", "APPROVERS"):
+        if isinstance(found.get(name), list):
+            found[name] = found[name] + listed_in(environ, name)
+    tag_key = environ.get("LOCKED_TAG_KEY", "").strip()
+    if tag_key and isinstance(found.get("LOCKED_TAGGED"), dict):
+        found["LOCKED_TAGGED"] = {**found["LOCKED_TAGGED"], tag_key: None}
+    switched = {"REVERT_EGRESS": "false"}  # each switch can only be turned one way
+    switched |= {"RESTORE_FROM_CONFIG": "true", "RESTORE_FROM_CLOUDTRAIL": "true"}
+    for name, word in switched.items():
+        if environ.get(name, "").strip().lower() == word:
+            found[name] = word == "true"
+    if "MEMBER_ROLE_NAME" in found:  # misspelled in the block: the check says so
+        found["MEMBER_ROLE_NAME"] = (
+            environ.get("MEMBER_ROLE_NAME", "").strip() or found["MEMBER_ROLE_NAME"]
         )
-    add_exception_environment()  # APPROVERS, MAX_EXCEPTION_HOURS
+    hours = environ.get("MAX_EXCEPTION_HOURS", "").strip()
+    if (
+        hours
+    ):  # a value that is no whole number is kept as text, for the check to refuse
+        found["MAX_EXCEPTION_HOURS"] = int(hours) if hours.isdigit() else hours
+    return found
+
+
+def listed_in(environ: Any, name: str) -> list[str]:
+    """A comma-separated environment variable, as a list (empty entries dropped)."""
+    return [item.strip() for item in environ.get(name, "").split(",") if item.strip()]
 
 
 PRINCIPAL_PATTERN = re.compile(
@@ -5391,24 +5420,23 @@ def effective_conditions() -> dict[str, Any]:
     """The conditions that run: the block as edited plus what the environment added to it,
     logged once at each cold start, so that what an auditor reads in the logs is the whole
     set (the block alone is not, where the template's parameters add to it)."""
-    found = {name: globals()[name] for name in EXAMPLES if name != "should_revert"}
-    found["DRY_RUN"] = (
-        is_dry_run()
-    )  # read at each event; as it stands at the cold start
-    return found
+    return {**SETTINGS._asdict(), "DRY_RUN": is_dry_run()}  # DRY_RUN: as at the start
 
 
-def check_conditions() -> None:
-    """Fail at load, loudly, on anything in the block that cannot be what was meant: one
-    line per problem, naming the setting, the value and an example of a good one."""
-    settings = globals()
+def check_conditions() -> Settings:
+    """Fail at load, loudly, on anything in the conditions (the block, and what the
+    environment adds) that cannot be what was meant: one line per problem, naming the
+    setting, the value and an example of a good one. What passes is the Settings that run."""
+    settings = effective_settings(globals(), os.environ)
     problems = [
         f"{name} = {str(value)[:80]}: {why}; e.g. {EXAMPLES.get(name.split('[')[0])}"
         for name, value, why in condition_problems(settings)
     ]
     if problems:  # one line each, as the README promises
         raise ConditionsError("\n".join(f"CONDITIONS: {line}" for line in problems))
-    warn_about_wildcard_accounts()
+    found = Settings(**{name: settings[name] for name in Settings._fields})
+    warn_about_wildcard_accounts(found)
+    return found
 
 
 def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
@@ -5551,11 +5579,11 @@ ALLOWED_RULE_KEYS = {
 }
 
 
-def warn_about_wildcard_accounts() -> None:
+def warn_about_wildcard_accounts(settings: Settings) -> None:
     """With many accounts, an exemption for any account exempts a role *name*: warn."""
-    if not MEMBER_ROLE_NAME:
+    if not settings.MEMBER_ROLE_NAME:
         return
-    for pattern in EXEMPT_PRINCIPALS:
+    for pattern in settings.EXEMPT_PRINCIPALS:
         if re.match(r"arn:aws[a-z-]*:(iam|sts)::[^:]*[*?]", pattern):
             warn(
                 f"EXEMPT_PRINCIPALS {pattern!r} matches any account: with many "
@@ -5620,9 +5648,9 @@ def go_offline() -> None:
     """Decide on the records alone: nothing read, nothing changed. A saved event is judged
     as if it had just happened (the late check reads AWS); a decision that needs AWS (a
     group named only, VPC or tag conditions, an edit, a prefix list) ends in `error`."""
-    global _offline, LATE_AFTER_SECONDS
+    global _offline, SETTINGS
     _offline = True
-    LATE_AFTER_SECONDS = 10**12
+    SETTINGS = SETTINGS._replace(LATE_AFTER_SECONDS=10**12)
     os.environ["DRY_RUN"] = "true"
 
 
@@ -6043,7 +6071,9 @@ def read_history(
     slices = [(now - since, now - (until or datetime.timedelta(0)))]
     if names is None:
         names = CHANGE_EVENTS + (
-            REMOVAL_EVENTS if LOCKED_GROUP_IDS or LOCKED_TAGGED else ()
+            REMOVAL_EVENTS
+            if SETTINGS.LOCKED_GROUP_IDS or SETTINGS.LOCKED_TAGGED
+            else ()
         )
     records: dict[str, Any] = {}  # by event ID
     for low, high in slices:
@@ -6113,8 +6143,7 @@ def replay(events: Iterable[Any]) -> int:
     return 1 if problems else 0
 
 
-add_environment()
-check_conditions()
+SETTINGS = check_conditions()  # the conditions that run: built once, here
 if os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_"):  # a cold start
     print(json.dumps({"effectiveConditions": effective_conditions()}, default=str))
 

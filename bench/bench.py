@@ -197,7 +197,9 @@ def api_calls(ec2, vpc):
         return record("AuthorizeSecurityGroupIngress", params, {"_return": True})
 
     def with_conditions():
-        lambda_function.ONLY_TAGGED = {"guardrail": None}
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+            ONLY_TAGGED={"guardrail": None}
+        )
         ec2.create_tags(Resources=[group], Tags=[{"Key": "guardrail", "Value": "on"}])
         return authorize(ec2, group, ssh)
 
@@ -224,7 +226,9 @@ def api_calls(ec2, vpc):
     )
 
     def restored_edit():
-        lambda_function.RESTORE_FROM_CLOUDTRAIL = True
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+            RESTORE_FROM_CLOUDTRAIL=True
+        )
         app = {**ssh[0], "FromPort": 5432, "ToPort": 5432}
         app["IpRanges"] = [{"CidrIp": "10.0.0.0/16"}]
         created = authorize(ec2, group, [app])
@@ -237,7 +241,9 @@ def api_calls(ec2, vpc):
         kept = {**ssh[0], "FromPort": 6000, "ToPort": 6000}
         kept["IpRanges"] = [{"CidrIp": "10.8.0.0/16", "Description": "db"}]
         ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[kept])
-        lambda_function.LOCKED_GROUP_IDS = [group]
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+            LOCKED_GROUP_IDS=[group]
+        )
         removed = revoke(ec2, group, [kept])
         history.append(
             removed
@@ -269,9 +275,9 @@ def api_calls(ec2, vpc):
         made.clear()
         result = quiet_handler(eventbridge(event))
         rows.append((kind, result["decision"], len(made), ", ".join(made) or "-"))
-        lambda_function.ONLY_TAGGED = {}
-        lambda_function.LOCKED_GROUP_IDS = []
-        lambda_function.RESTORE_FROM_CLOUDTRAIL = False
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+            ONLY_TAGGED={}, LOCKED_GROUP_IDS=[], RESTORE_FROM_CLOUDTRAIL=False
+        )
     return rows
 
 

@@ -117,6 +117,7 @@ def trace_one_authorize() -> dict[str, Any]:
 
     for name, value in SHIPPED_CONDITIONS.items():
         setattr(lambda_function, name, value)
+    lambda_function.SETTINGS = lambda_function.check_conditions()
     context = SimpleNamespace(
         invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:sg-guardrail",
         get_remaining_time_in_millis=lambda: 30_000,

@@ -151,6 +151,15 @@ def default_conditions(monkeypatch):
     for name, value in SHIPPED_CONDITIONS.items():
         monkeypatch.setattr(lambda_function, name, copy.deepcopy(value))
     monkeypatch.setattr(lambda_function, "should_revert", lambda change: True)
+    monkeypatch.setattr(lambda_function, "SETTINGS", settings_now())
+
+
+def settings_now() -> lambda_function.Settings:
+    """SETTINGS as the file would build it at load from the block's names as a test set
+    them (and the environment), unchecked: a test of the check calls check_conditions()."""
+    found = lambda_function.effective_settings(vars(lambda_function), os.environ)
+    fields = lambda_function.Settings._fields
+    return lambda_function.Settings(*(found.get(name) for name in fields))
 
 
 @pytest.fixture
@@ -161,6 +170,7 @@ def conditions(monkeypatch):
         for name, value in values.items():
             assert hasattr(lambda_function, name), name
             monkeypatch.setattr(lambda_function, name, value)
+        monkeypatch.setattr(lambda_function, "SETTINGS", settings_now())
 
     return set_conditions
 
@@ -223,6 +233,7 @@ def with_shipped_conditions(code: str) -> list[str]:
         "import lambda_function, shipped; "
         "[setattr(lambda_function, k, v) for k, v in shipped.SHIPPED_CONDITIONS.items()]; "
         "lambda_function.should_revert = lambda change: True; "
+        "lambda_function.SETTINGS = lambda_function.check_conditions(); "
         "sys.argv = sys.argv[1:]; "
     )
     return [sys.executable, "-c", prelude + code, str(ROOT)]

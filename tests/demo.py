@@ -284,15 +284,17 @@ def locked_group(ec2):
             identity=NETWORK_ADMIN,
         )
     )
-    lambda_function.LOCKED_GROUP_IDS = [
-        *lambda_function.LOCKED_GROUP_IDS,
-        db["GroupId"],
-    ]
+    locked = [*lambda_function.SETTINGS.LOCKED_GROUP_IDS, db["GroupId"]]
+    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+        LOCKED_GROUP_IDS=locked
+    )
     return db["GroupId"]
 
 
 def scripted() -> list[str]:
-    lambda_function.RESTORE_FROM_CLOUDTRAIL = True
+    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+        RESTORE_FROM_CLOUDTRAIL=True
+    )
     history = lambda_function.client("cloudtrail", REGION)
     history.meta.events.register(
         "before-call.cloudtrail.LookupEvents", serve_event_history
@@ -378,7 +380,9 @@ def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
     life); alice moves that time into the past; the sweep then revokes the rule, and only
     it. Event history answers by event ID here (cloudtrail.EventHistory), as the function
     confirms a grant before it keeps anything. A failure when any step goes otherwise."""
-    lambda_function.APPROVERS = [f"arn:aws:iam::{ACCOUNT}:role/SecurityApprover"]
+    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+        APPROVERS=[f"arn:aws:iam::{ACCOUNT}:role/SecurityApprover"]
+    )
     events = lambda_function.client("cloudtrail", REGION).meta.events
     name = "before-call.cloudtrail.LookupEvents"
     events.register_first(name, EventHistory().answer, unique_id="exceptions")
@@ -445,7 +449,7 @@ def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
         failures.append(f"exception: the function raised {error!r}")
     finally:
         events.unregister(name, unique_id="exceptions")
-        lambda_function.APPROVERS = []
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(APPROVERS=[])
     return failures
 
 
@@ -519,10 +523,10 @@ def main(argv: list[str]) -> int:
         os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
         print(f"Embedded AWS: moto server on {os.environ['AWS_ENDPOINT_URL']}")
         show_conditions()
-        lambda_function.EXEMPT_PRINCIPALS = [
-            *lambda_function.EXEMPT_PRINCIPALS,
-            DEMO_EXEMPTION,
-        ]
+        exempt = [*lambda_function.SETTINGS.EXEMPT_PRINCIPALS, DEMO_EXEMPTION]
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+            EXEMPT_PRINCIPALS=exempt
+        )
         if args.audit is not None:
             return audited(["--audit", *args.audit])
         failures = replayed(args.events) if args.events else scripted()

@@ -282,6 +282,7 @@ def replay_readme_command(tmp_path, *flags):
         "import sys, lambda_function, shipped; "
         "[setattr(lambda_function, k, v) for k, v in shipped.SHIPPED_CONDITIONS.items()]; "
         "lambda_function.should_revert = lambda change: True; "
+        "lambda_function.SETTINGS = lambda_function.check_conditions(); "
         "sys.exit(lambda_function.main(sys.argv[1:]))"
     )
     return subprocess.run(
@@ -316,7 +317,9 @@ def test_offline_calls_no_aws_and_changes_nothing(ec2, group_id, tmp_path, monke
     import json
 
     monkeypatch.setattr(lambda_function, "_offline", False)
-    monkeypatch.setattr(lambda_function, "LATE_AFTER_SECONDS", 300)
+    monkeypatch.setattr(
+        lambda_function, "SETTINGS", lambda_function.SETTINGS
+    )  # offline rebinds it
     monkeypatch.setenv("DRY_RUN", "")  # main() sets it: put back after the test
     event = authorize(ec2, group_id, [SSH])
     event["eventTime"] = "2026-01-01T00:00:00Z"  # late: would read AWS

@@ -260,3 +260,45 @@ def test_the_shipped_block_the_text_edits_start_from_holds_the_shipped_condition
     assert {name: found[name] for name in SHIPPED_CONDITIONS} == SHIPPED_CONDITIONS
     assert found["should_revert"]({}) is True
     assert SHIPPED_BLOCK in shipped_source()
+
+
+def test_the_code_reads_the_settings_that_run_never_the_blocks_names():
+    """Past the CONDITIONS block, no line reads a block's name directly (an f-string too):
+    each reads SETTINGS, the block plus what the environment adds, built once at load. A
+    bare MEMBER_ROLE_NAME in the member role's ARN would ignore the template's parameter."""
+    import ast
+
+    import lambda_function
+
+    source = (ROOT / "lambda_function.py").read_text()
+    block_end = next(
+        number
+        for number, line in enumerate(source.splitlines(), 1)
+        if line.startswith("# The default path")
+    )
+    names = set(lambda_function.Settings._fields)
+    read = [
+        (node.lineno, node.id)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Name) and node.id in names
+        if isinstance(node.ctx, ast.Load) and node.lineno > block_end
+    ]
+    assert read == []
+    assert set(names) == set(lambda_function.EXAMPLES) - {"should_revert"}
+
+
+def test_settings_from_the_environment_reach_the_member_roles_arn(aws, monkeypatch):
+    """MEMBER_ROLE_NAME given only by the deployment (the template's parameter) is the role
+    the function assumes, as moto's STS is asked for it."""
+    import lambda_function
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("MEMBER_ROLE_NAME", "from-the-template")
+    monkeypatch.setattr(lambda_function, "SETTINGS", check_conditions())
+    asked = []
+    lambda_function.client("sts", "us-east-1").meta.events.register(
+        "before-parameter-build.sts.AssumeRole",
+        lambda params, **_: asked.append(params["RoleArn"]),
+    )
+    assert lambda_function.assume_member_role("111122223333")["AccessKeyId"]
+    assert asked == ["arn:aws:iam::111122223333:role/from-the-template"]

@@ -277,7 +277,7 @@ def test_deployment_settings_from_the_environment_add_to_the_block():
         "MEMBER_ROLE_NAME": "sg-guardrail-member",
     }
     # The last two: the environment adds to whatever the user's block holds.
-    code = "import lambda_function as f; print(f.EXEMPT_PRINCIPALS[-2:], f.REVERT_EGRESS, f.MEMBER_ROLE_NAME)"
+    code = "import lambda_function as f; print(f.SETTINGS.EXEMPT_PRINCIPALS[-2:], f.SETTINGS.REVERT_EGRESS, f.SETTINGS.MEMBER_ROLE_NAME)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

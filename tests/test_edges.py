@@ -298,7 +298,7 @@ def test_without_revert_egress_an_edited_egress_rule_stays(
     ("age", "checked"), [(290, False), (310, True)], ids=["younger", "older"]
 )
 def test_late_after_seconds_at_its_edge(ec2, group_id, calls, age, checked):
-    assert lambda_function.LATE_AFTER_SECONDS == 300
+    assert lambda_function.SETTINGS.LATE_AFTER_SECONDS == 300
     before = rule_set(ec2, group_id)
     event = authorize(ec2, group_id, [SSH])
     calls.clear()

@@ -551,11 +551,10 @@ def test_good_approvers_pass(conditions):
 def test_the_environment_adds_approvers(monkeypatch):
     monkeypatch.setenv("APPROVERS", f" {APPROVER_ROLE} ,")
     monkeypatch.setenv("MAX_EXCEPTION_HOURS", "4")
-    lambda_function.add_exception_environment()
-    assert lambda_function.APPROVERS == [APPROVER_ROLE]
-    assert lambda_function.MAX_EXCEPTION_HOURS == 4
+    settings = lambda_function.check_conditions()
+    assert settings.APPROVERS == [APPROVER_ROLE]
+    assert settings.MAX_EXCEPTION_HOURS == 4
     monkeypatch.setenv("MAX_EXCEPTION_HOURS", "four")
-    lambda_function.add_exception_environment()
     with pytest.raises(ConditionsError, match="MAX_EXCEPTION_HOURS = four"):
         lambda_function.check_conditions()
 
