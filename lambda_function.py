@@ -875,7 +875,7 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
         if reason:
             return {**done, "reason": reason, "kept": change["rules"]}
     if change["removal"]:
-        return put_back(ec2, change, done, dry_run)
+        return put_back(ec2, change, done, dry_run, account)
     return undo(ec2, change, done, dry_run, account)
 
 
@@ -1506,10 +1506,11 @@ def notify(result: dict[str, Any], change: Change) -> None:
     )
     # Exceptions that expire: kept, refused, ended (one already undone is nothing to tell)
     told = told or ("exception" in result and result["decision"] != "already-gone")
-    routine = result.get("groupId") == canary_group_id() and result["decision"] in (
-        "reverted",
-        "already-gone",
-    )  # the canary reverted, as it should be every few hours: logged, not told
+    routine = (  # the canary's rule reverted, as every few hours: logged, not told
+        result.get("groupId") == canary_group_id()
+        and str(result.get("eventName")).startswith("Authorize")
+        and result["decision"] in ("reverted", "already-gone")
+    )
     if not told or routine:
         return
     found = TOPIC_ARN.fullmatch(topic)
@@ -1960,8 +1961,12 @@ def compare_with_now(
 
     A rule found now takes its direction from AWS (an edit does not say it). A rule whose
     values the event did not let us read cannot be compared: it is revoked (fail closed).
+    An edit's rule that holds now nothing the edit let through beyond what it holds (put
+    back already, as by the guard's own restore, or narrowed since) is gone: what that edit
+    opened is no longer there, and the later change was an event of its own.
     """
     same, gone, changed = [], [], []
+    edit = change["eventName"] == "ModifySecurityGroupRules"
     for rule in change["rules"]:
         now = now_by_id.get(rule.get("securityGroupRuleId"))
         if "securityGroupRuleId" not in rule:
@@ -1970,6 +1975,8 @@ def compare_with_now(
             gone.append(rule)
         elif "unreadable" in rule or network_key(rule) == network_key(now):
             same.append({**rule, "isEgress": now["isEgress"]})
+        elif edit and not widens(now, rule):
+            gone.append({**rule, "isEgress": now["isEgress"]})
         else:
             changed.append({"recorded": rule, "now": now})
     return same, gone, changed
@@ -1993,9 +2000,11 @@ def rules_by_id(ec2: Any, rules: list[dict[str, Any]]) -> dict[str, dict[str, An
     ids = [
         rule["securityGroupRuleId"] for rule in rules if "securityGroupRuleId" in rule
     ]
-    if not ids:
-        return {}
-    found = rules_now(ec2, security_group_rule_id=ids)
+    found = [  # 200 IDs a call: a filter takes no more, and the 201st is not gone
+        rule
+        for chunk in filter_chunks(ids)
+        for rule in rules_now(ec2, security_group_rule_id=chunk)
+    ]
     return {rule["securityGroupRuleId"]: rule for rule in found}
 
 
@@ -2188,6 +2197,27 @@ def previous_from_cloudtrail(
     wanted = {rule["securityGroupRuleId"] for rule in rules}
     seen: dict[str, list] = {rule_id: [] for rule_id in wanted}  # newest first
     created: set[str] = set()
+    for record in group_records(change, account):
+        set_here = values_set_by(
+            record, change["eventId"], _own_arn, account is not None
+        )
+        for rule_id, value in set_here.items():
+            if rule_id in wanted and rule_id not in created:
+                seen[rule_id].append(value)
+                if record.get("eventName") != "ModifySecurityGroupRules":
+                    created.add(rule_id)  # nothing set it before its creation
+        if created >= wanted:
+            break
+    found = {rule_id: approved_value(values[::-1]) for rule_id, values in seen.items()}
+    return {rule_id: value for rule_id, value in found.items() if value is not None}
+
+
+def group_records(
+    change: Change, account: str | None, since: datetime.datetime | None = None
+) -> Iterator[Any]:
+    """The group's records in event history up to the change's time (since a time, or as
+    far back as history goes), newest first: at most HISTORY_PAGES pages, and none once the
+    deadline is near (what was read is used)."""
     cloudtrail = client("cloudtrail", change["region"], account)
     end = event_time(change)
     # IAM: cloudtrail:LookupEvents
@@ -2195,30 +2225,20 @@ def previous_from_cloudtrail(
         LookupAttributes=[
             {"AttributeKey": "ResourceName", "AttributeValue": change["groupId"]}
         ],
-        StartTime=end - datetime.timedelta(days=HISTORY_DAYS),
+        StartTime=since or end - datetime.timedelta(days=HISTORY_DAYS),
         EndTime=end,
         PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
     )
     for number, page in enumerate(pages):
-        if number:  # newest first; LookupEvents takes 2 requests a second
+        if number:  # LookupEvents takes 2 requests a second
             time.sleep(0.5)
         for event in page["Events"]:
             try:
-                record = json.loads(event.get("CloudTrailEvent") or "null")
+                yield json.loads(event.get("CloudTrailEvent") or "null")
             except ValueError:
                 continue
-            set_here = values_set_by(
-                record, change["eventId"], _own_arn, account is not None
-            )
-            for rule_id, value in set_here.items():
-                if rule_id in wanted and rule_id not in created:
-                    seen[rule_id].append(value)
-                    if record.get("eventName") != "ModifySecurityGroupRules":
-                        created.add(rule_id)  # nothing set it before its creation
-        if created >= wanted or time.monotonic() + 5 > _retry_until:
-            break
-    found = {rule_id: approved_value(values[::-1]) for rule_id, values in seen.items()}
-    return {rule_id: value for rule_id, value in found.items() if value is not None}
+        if time.monotonic() + 5 > _retry_until:
+            return
 
 
 def event_time(change: Change) -> datetime.datetime:
@@ -2316,6 +2336,8 @@ def confirmed_change(change: Change, account: str | None) -> Change:
 # =============================================================================================
 # Locked groups: removals put back
 #
+# A removed rule goes back unless an unapproved addition made it just before (add, then
+# remove: putting it back would open it for good); event history says who made it and when.
 # Switch: LOCKED_GROUP_IDS, LOCKED_TAGGED. Events: RevokeSecurityGroupIngress/Egress.
 # IAM actions: ec2:AuthorizeSecurityGroupIngress/Egress, cloudtrail:LookupEvents. Template:
 # LockedGroupIds, LockedTagKey.
@@ -2343,21 +2365,84 @@ def read_removal(params: dict, response: Any, change: Change) -> None:
         change["unreadable"].append("the record names no rule the call removed")
 
 
-def put_back(ec2: Any, change: Change, done: Done, dry_run: bool) -> dict:
-    """A removal from a locked group: authorize the removed rules again."""
+def put_back(
+    ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
+) -> dict:
+    """A removal from a locked group: authorize the removed rules again, but for those an
+    unapproved addition had just made (add, then remove: putting it back would open it)."""
     approved, done["reason"] = verdict_of_should_revert(change)
     if not approved:
         return {**done, "kept": change["rules"]}
     confirm_first(change, dry_run)
-    present = [] if dry_run else reauthorize(ec2, change, change["rules"])
-    done["kept"] = present  # someone put them back already
-    done["reauthorized"] = [rule for rule in change["rules"] if rule not in present]
-    done["reason"] = done["reason"] or (
-        DRY_RUN_REASON
-        if dry_run
-        else "the group is locked: the removed rules were authorized again (new rule IDs)"
-    )
+    added = unapproved_additions(change, account)
+    rules = [rule for rule in change["rules"] if rule not in added]
+    present = [] if dry_run or not rules else reauthorize(ec2, change, rules)
+    done["kept"] = present + added  # put back already by someone; never approved
+    done["reauthorized"] = [rule for rule in rules if rule not in present]
+    if not done["reauthorized"]:
+        why = "added by a change the guard reverts" if added else "put back already"
+        done["reason"] = done["reason"] or f"the removed rules were {why}: not put back"
+    elif dry_run:
+        done["reason"] = done["reason"] or DRY_RUN_REASON
+    else:
+        done["reason"] = done["reason"] or (
+            "the group is locked: the removed rules were authorized again (new rule IDs)"
+        )
     return done
+
+
+# A removed rule created by an unapproved addition less than this before its removal is not
+# put back: the guard had not yet revoked that addition (add, then remove, then the guard
+# would open it for good). An older one was there when the guard handled its addition.
+ADDED_JUST_BEFORE_S = 3600
+
+
+def unapproved_additions(change: Change, account: str | None) -> list[Rule]:
+    """The removed rules whose creation (the newest Authorize in the group's event history
+    that added them, by rule ID, else by value) came within ADDED_JUST_BEFORE_S of their
+    removal and is one the guard does not approve: by someone not exempt, not the
+    guardrail, not an AWS service it leaves alone, and not kept by should_revert."""
+    wanted, found = list(change["rules"]), []
+    removed_at = event_time(change)
+    for record in group_records(change, account):
+        if not wanted:
+            break
+        try:
+            added = read_change(record)
+        except BadEvent:
+            continue
+        if not added["eventName"].startswith("Authorize"):
+            continue
+        made = [r for r in wanted if any(same_addition(r, a) for a in added["rules"])]
+        made_at = time_of(added)
+        fresh = made_at is None or (removed_at - made_at).total_seconds() < (
+            ADDED_JUST_BEFORE_S
+        )
+        if made and fresh and not addition_approved(added, account):
+            found += made
+        wanted = [rule for rule in wanted if rule not in made]
+    return found
+
+
+def same_addition(removed: Rule, added: Rule) -> bool:
+    """Is `added` (an Authorize's rule) the rule that was removed: by ID where both have one
+    (a rule ID is never reused), else by direction and what it lets through."""
+    if "securityGroupRuleId" in removed and "securityGroupRuleId" in added:
+        return removed["securityGroupRuleId"] == added["securityGroupRuleId"]
+    return removed["isEgress"] == added["isEgress"] and network_key(
+        removed
+    ) == network_key(added)
+
+
+def addition_approved(added: Change, account: str | None) -> bool:
+    """Does the guard let this addition stand, whoever made it (as handle_as_read asks)?"""
+    if added["byAwsService"] and not SETTINGS.GUARD_AWS_SERVICES:
+        return True
+    if principal_exemption(added):
+        return True
+    if is_own(added, account):  # an earlier put-back of its own
+        return True
+    return verdict_of_should_revert(added)[0] is False
 
 
 def reauthorize(ec2: Any, change: Change, rules: list[dict]) -> list[dict]:
@@ -2398,6 +2483,8 @@ def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[di
 # =============================================================================================
 # Guard tags: tag changes that would switch the guard off are undone
 #
+# With the tags back, the group's rule changes made since the tag change (kept live on the
+# tags they found) are decided again, from event history, and undone where due.
 # Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED. Events: CreateTags, DeleteTags on
 # security groups. IAM actions: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
 # cloudtrail:LookupEvents. Template: GuardTags.
@@ -2559,14 +2646,47 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
             f"tag {k}={v} put back on {group_id}" for k, v in put_back.items()
         ]
         done["retagged"] += [f"tag {k} taken off {group_id}" for k in take_off]
+        undo_while_off(change, group_id, done, account)
     done["reason"] = (
         "a tag change would have switched the guard off: undone"
         if done["retagged"]
         else "the tag change took away no tag the guard relies on"
     )
+    if done["revoked"] or done["restored"] or done["reauthorized"]:
+        done["reason"] += "; and the rule changes made while it was off"
     if done["unreadable"]:
         done["reason"] = "the tags' values before the change are not all known"
     return done
+
+
+def undo_while_off(
+    change: Change, group_id: str, done: Done, account: str | None
+) -> None:
+    """The rule changes made in the group since the tag change, decided again now that the
+    guard's tags are back: what was kept only because they were off (the live path decided
+    on the tags it found, and the put-back waited for event history) is undone. Each is
+    AWS's own record, from event history, and what it undoes joins this event's report."""
+    since = time_of(change) or datetime.datetime.now(datetime.UTC)
+    window = {**change, "groupId": group_id, "eventTime": None}  # up to now
+    for record in group_records(window, account, since=since):
+        try:
+            later = read_change(record)
+        except BadEvent:
+            continue
+        if later["eventId"] == change["eventId"] or not later["rules"]:
+            continue
+        if FEATURE_KEYS & later.keys() or later["groupId"] != group_id:
+            continue
+        later["confirmedBy"] = "CloudTrail event history (a guard tag put back)"
+        again = handle_as_read(later, False, account)
+        for key in (
+            "revoked",
+            "restored",
+            "reauthorized",
+            "changedSince",
+            "unreadable",
+        ):
+            done[key] += again.get(key, [])
 
 
 def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
@@ -3092,9 +3212,8 @@ def assume_member_role(account: str) -> dict[str, Any]:
     """Credentials in a member account, asked of STS in the function's own region: an
     opt-in region the central account has not enabled must not block its events."""
     role = f"arn:{_partition}:iam::{account}:role/{SETTINGS.MEMBER_ROLE_NAME}"
-    own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     # IAM: sts:AssumeRole
-    answer = client("sts", own_region or "us-east-1").assume_role(
+    answer = client("sts", own_region("us-east-1")).assume_role(
         RoleArn=role, RoleSessionName=SESSION
     )
     return answer["Credentials"]
@@ -3107,12 +3226,20 @@ _own_user_id: str | None = (
 )
 
 
+def own_region(fallback: str) -> str:
+    """The function's own region (Lambda sets AWS_REGION), where STS always answers; a
+    change's region may be an opt-in one the function's account has not enabled."""
+    return (
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or fallback
+    )
+
+
 def own_identity(region: str) -> tuple[str, str]:
     """(session ARN, role's unique ID) of the function itself: one call per cold start."""
     global _own_arn, _own_user_id
     if _own_arn is None or _own_user_id is None:
         # IAM: sts:GetCallerIdentity (allowed to every principal; named for the record)
-        found = client("sts", region).get_caller_identity()
+        found = client("sts", own_region(region)).get_caller_identity()
         _own_arn, _own_user_id = found["Arn"], found["UserId"].split(":")[0]
     return _own_arn, _own_user_id
 
@@ -3160,7 +3287,8 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
         except RETRY_LATER:
             failed.append(message.get("messageId"))
         except Exception as error:  # noqa: BLE001 -- one bad message never stops the others
-            report_error(first_summary(event), {}, f"{type(error).__name__}: {error}")
+            summary = summarize(change) if change else first_summary(event)
+            report_error(summary, change or {}, f"{type(error).__name__}: {error}")
             failed.append(message.get("messageId"))
     together: dict[tuple, list[Planned]] = {}
     for item in planned:
@@ -5635,7 +5763,7 @@ def log_raw_event(summary: dict[str, Any], event: Any) -> None:
 
 class Offline(BotoCoreError):
     fmt = (
-        "--offline: this decision needs AWS ({service}), and an offline replay calls "
+        "this decision needs AWS ({service}), and an offline replay calls "
         "none; replay with --dry-run and credentials to let it read"
     )
 

@@ -235,3 +235,34 @@ def test_a_member_account_the_sweep_cannot_reach_is_told_as_a_blind_spot(aws, in
     ]
     (told,) = inbox()
     assert told["Subject"].startswith("Guardrail blind spot: account")
+
+
+def test_its_own_identity_is_asked_in_its_own_region_not_an_opt_in_one(
+    aws, monkeypatch
+):
+    """A session named like the function in a region the function's account has not
+    enabled (an attacker's review): STS is asked in the function's own region, and the
+    change, not the function's, is reverted instead of failing there on every try."""
+    from cloudtrail import eventbridge
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")  # Lambda sets it: the function's own
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sg-guardrail")
+    region = "ap-southeast-7"  # opt-in: enabled by the member, not the central account
+    ec2 = boto3.client("ec2", region_name=region)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)
+    event = authorize(
+        ec2, group["GroupId"], [SSH], identity=assumed_role("Admin", "sg-guardrail")
+    )
+
+    def not_enabled(**_):  # what STS answers in a region the account has not enabled
+        error = {"Code": "InvalidClientTokenId", "Message": "token invalid"}
+        raise ClientError({"Error": error}, "GetCallerIdentity")
+
+    lambda_function.client("sts", region).meta.events.register_first(
+        "before-call.sts.GetCallerIdentity", not_enabled
+    )
+    assert lambda_function.lambda_handler(eventbridge(event), CONTEXT)["decision"] == (
+        "reverted"
+    )
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group["GroupId"])

@@ -1020,3 +1020,42 @@ def test_the_tags_a_group_was_created_with_are_its_own_specifications_only():
         }
     }
     assert lambda_function.created_with(params) == {"guardrail": "on"}
+
+
+# ---- A late event naming more than 200 rules ------------------------------------------------
+# (an attacker's review: rules_by_id put every rule ID in one filter, which EC2 refuses past
+# 200 values, so such an event ended in error on every try and no sweep could close it.)
+
+
+def test_a_late_event_with_201_rules_is_read_200_ids_a_call_and_revoked_whole(
+    ec2, group_id, monkeypatch
+):
+    from botocore.exceptions import ClientError
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    # A raised rules-per-group quota (moto holds the default, 60).
+    monkeypatch.setattr(
+        SecurityGroupBackend,
+        "_verify_group_will_respect_rule_count_limit",
+        lambda *_, **__: None,
+    )
+    before = rule_set(ec2, group_id)
+    sources = [{"CidrIp": f"10.{n // 250}.{n % 250}.0/24"} for n in range(201)]
+    event = authorize(ec2, group_id, [{**SSH, "IpRanges": sources}])
+    asked = []
+
+    def like_ec2(params, **_):  # EC2's limit: 200 values a filter (its API reference)
+        for given in params.get("Filters", []):
+            asked.append(len(given["Values"]))
+            if len(given["Values"]) > 200:
+                error = {"Code": "FilterLimitExceeded", "Message": "at most 200"}
+                raise ClientError({"Error": error}, "DescribeSecurityGroupRules")
+
+    lambda_function.client("ec2", "us-east-1").meta.events.register(
+        "provide-client-params.ec2.DescribeSecurityGroupRules", like_ec2
+    )
+    result = lambda_handler(eventbridge(late(event, 600)), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert len(result["rules"]) == 201
+    assert asked == [200, 1]
+    assert rule_set(ec2, group_id) == before

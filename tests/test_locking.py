@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from cloudtrail import (
     ACCOUNT,
@@ -238,3 +240,94 @@ def test_a_removal_history_does_not_hold_yet_is_put_back_on_the_retry(
     history.records = HISTORY  # a minute later, Lambda's retry
     assert run(real)["decision"] == "reverted"
     assert BASTION_RULE in rule_set(ec2, locked)
+
+
+# ---- Add, then remove: a removal of what an unapproved addition had just made ---------------
+# (an attacker's review: alice adds SSH from anywhere to a locked group and removes it herself
+# before the guard acts; putting the removal back opened it for good, told as "Reverted".)
+
+WORLD_SSH = (False, "tcp", 22, 22, "0.0.0.0/0")
+
+
+def handled_live(added, removed):
+    return [lambda_handler(eventbridge(event), CONTEXT) for event in (added, removed)]
+
+
+def handled_in_reverse(added, removed):
+    return [lambda_handler(eventbridge(event), CONTEXT) for event in (removed, added)]
+
+
+def handled_in_one_batch(added, removed):
+    from test_buffering import batch
+
+    lambda_handler(batch(added, removed), CONTEXT)
+    return []
+
+
+@pytest.mark.parametrize(
+    "handled",
+    [handled_live, handled_in_reverse, handled_in_one_batch],
+    ids=["add-then-remove", "remove-first", "one-batch"],
+)
+def test_a_rule_added_and_removed_by_alice_is_not_put_back(ec2, locked, inbox, handled):
+    before = rule_set(ec2, locked)
+    added = authorize(ec2, locked, [SSH])  # alice, not exempt
+    removed = revoke(ec2, locked, [SSH])  # alice again, before the guard acts
+    results = handled(added, removed)
+    assert WORLD_SSH not in rule_set(ec2, locked)
+    assert rule_set(ec2, locked) == before
+    for result in results:
+        assert result["decision"] in ("already-gone", "kept")
+    assert not any("authorized again" in m["Message"] for m in inbox())
+
+
+def test_the_canarys_group_is_not_opened_by_an_add_and_a_remove(
+    ec2, vpc_id, group_id, conditions, history, monkeypatch
+):
+    canary = ec2.create_security_group(
+        GroupName="canary", Description="canary", VpcId=vpc_id
+    )["GroupId"]
+    monkeypatch.setenv("CANARY_GROUP_ID", canary)  # counted as locked
+    conditions(LOCKED_GROUP_IDS=[group_id])  # some lock: the Revoke calls are delivered
+    handled_live(authorize(ec2, canary, [SSH]), revoke(ec2, canary, [SSH]))
+    assert WORLD_SSH not in rule_set(ec2, canary)
+
+
+@pytest.mark.parametrize(
+    ("identity", "minutes_before", "put_back"),
+    [
+        (None, 5, False),  # alice's, just before: the guard had not yet revoked it
+        (None, 90, True),  # alice's, long before: there when the guard handled it
+        ("NetworkAdmin", 5, True),  # an exempt principal's: approved
+    ],
+    ids=["unapproved-fresh", "unapproved-old", "exempt-fresh"],
+)
+def test_what_decides_a_put_back_is_who_added_the_rule_and_when(
+    ec2, locked, conditions, identity, minutes_before, put_back
+):
+    admin = assumed_role("NetworkAdmin", "bob")
+    conditions(EXEMPT_PRINCIPALS=[admin["sessionContext"]["sessionIssuer"]["arn"]])
+    added = authorize(ec2, locked, [SSH], **({"identity": admin} if identity else {}))
+    made_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+        minutes=minutes_before
+    )
+    added["eventTime"] = made_at.strftime("%Y-%m-%dT%H:%M:%SZ")  # as history holds it
+    result = lambda_handler(eventbridge(revoke(ec2, locked, [SSH])), CONTEXT)
+    assert (WORLD_SSH in rule_set(ec2, locked)) is put_back
+    assert result["decision"] == ("reverted" if put_back else "kept")
+
+
+def test_a_removal_put_back_in_the_canarys_group_is_told_not_taken_for_routine(
+    ec2, vpc_id, group_id, conditions, history, inbox, monkeypatch
+):
+    """Only the canary's own Authorize reverted is routine (logged, not told)."""
+    canary = ec2.create_security_group(
+        GroupName="canary", Description="canary", VpcId=vpc_id
+    )["GroupId"]
+    monkeypatch.setenv("CANARY_GROUP_ID", canary)
+    conditions(LOCKED_GROUP_IDS=[group_id])
+    ec2.authorize_security_group_ingress(GroupId=canary, IpPermissions=[BASTION])
+    result = lambda_handler(eventbridge(revoke(ec2, canary, [BASTION])), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert BASTION_RULE in rule_set(ec2, canary)
+    assert len(inbox()) == 1

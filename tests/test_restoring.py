@@ -264,21 +264,44 @@ def test_an_edit_that_widens_nothing_stays(ec2, group_id, config, calls, new, wh
     assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
 
 
-def test_an_edit_changed_again_since_is_not_written_back(ec2, group_id, config):
+@pytest.mark.parametrize(
+    ("since", "decision"),
+    [
+        # Narrowed since (as the guard's own restore does): nothing the edit opened is
+        # left, so the sweep's second look at the edit raises no left-open alarm.
+        ({"CidrIpv4": "198.51.100.0/24"}, "already-gone"),
+        ({"CidrIpv4": "192.0.2.0/24"}, "already-gone"),
+        # Changed to let through what the edit did not: left as it is, and told.
+        ({"FromPort": 22, "ToPort": 23, "CidrIpv4": "10.0.0.0/8"}, "changed-since"),
+    ],
+    ids=["narrowed", "put-back", "changed-otherwise"],
+)
+def test_an_edit_changed_again_since_is_not_written_back(
+    ec2, group_id, config, since, decision
+):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     ec2.modify_security_group_rules(
         GroupId=group_id,
         SecurityGroupRules=[
-            {
-                "SecurityGroupRuleId": rule_id,
-                "SecurityGroupRule": {**WIDENED, "CidrIpv4": "198.51.100.0/24"},
-            }
+            {"SecurityGroupRuleId": rule_id, "SecurityGroupRule": {**WIDENED, **since}}
         ],
     )
     result = lambda_handler(eventbridge(event), CONTEXT)
-    assert result["decision"] == "changed-since"
-    assert (False, "tcp", 22, 22, "198.51.100.0/24") in rule_set(ec2, group_id)
+    assert result["decision"] == decision
+    now = bastion_of_id(ec2, group_id, rule_id)
+    assert (now["FromPort"], now["ToPort"], now["CidrIpv4"]) == (
+        since.get("FromPort", 22),
+        since.get("ToPort", 22),
+        since["CidrIpv4"],
+    )
+
+
+def bastion_of_id(ec2, group_id, rule_id):
+    (found,) = [
+        r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] == rule_id
+    ]
+    return found
 
 
 def test_ingress_and_egress_edits_in_one_call_are_each_restored(
@@ -332,8 +355,9 @@ def test_an_edit_left_open_never_becomes_the_old_value_of_the_next(
     ec2, group_id, history
 ):
     """Attack: widen a rule, and widen it again a little less before the guard gets to the
-    first edit. The first edit finds the rule changed since and is only reported; the second
-    must not be measured against the first (it would "widen nothing" and be kept)."""
+    first edit. The first edit finds what it opened gone (already-gone: the second is an
+    event of its own); the second must not be measured against the first (it would "widen
+    nothing" and be kept)."""
     created = authorize(
         ec2,
         group_id,
@@ -346,7 +370,7 @@ def test_an_edit_left_open_never_becomes_the_old_value_of_the_next(
     second = modify(
         ec2, group_id, {rule_id: {**wide, "CidrIpv4": "0.0.0.0/1"}}, identity=BOB
     )
-    assert lambda_handler(eventbridge(first), CONTEXT)["decision"] == "changed-since"
+    assert lambda_handler(eventbridge(first), CONTEXT)["decision"] == "already-gone"
     history.add_response("lookup_events", lookup([second, first, created]))
     result = lambda_handler(eventbridge(second), CONTEXT)
     assert result["rules"] == [

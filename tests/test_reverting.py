@@ -497,13 +497,18 @@ def test_an_edit_changed_again_since_is_left_as_it_is_now(ec2, group_id):
         SecurityGroupRules=[
             {
                 "SecurityGroupRuleId": rule_id,
-                "SecurityGroupRule": {**widened, "CidrIpv4": "192.0.2.0/25"},
+                # ports the edit did not open: a change of its own, not a put-back
+                "SecurityGroupRule": {
+                    **widened,
+                    "ToPort": 23,
+                    "CidrIpv4": "192.0.2.0/25",
+                },
             }
         ],
     )
     result = run(event)
     assert result["decision"] == "changed-since"
-    assert (False, "tcp", 22, 22, "192.0.2.0/25") in rule_set(ec2, group_id)
+    assert (False, "tcp", 22, 23, "192.0.2.0/25") in rule_set(ec2, group_id)
 
 
 def test_dry_run_never_says_reverted(ec2, group_id, monkeypatch):

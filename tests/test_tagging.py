@@ -18,6 +18,7 @@ from cloudtrail import (
     eventbridge,
     made,
     record,
+    revoke,
     rule_set,
     tag,
 )
@@ -206,3 +207,53 @@ def test_the_201st_group_of_a_tag_call_keeps_its_guard_tag(
         live.get("alreadyGone", [])[-1:],
         opened["reason"],
     )
+
+
+# ---- The race: the tag off, a rule changed, decided live before the tag is put back ----------
+# (an attacker's review: the tag's put-back waits for event history, minutes; the Authorize
+# is decided at once, on the tags it finds, and was kept for good, never told.)
+
+BASTION = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "192.0.2.0/24"}],
+}
+
+
+def test_a_rule_opened_while_the_guard_tag_was_off_goes_when_the_tag_is_put_back(
+    ec2, guarded, history, inbox
+):
+    removed = tag(ec2, "DeleteTags", guarded, {"guardrail": None})
+    opened = authorize(ec2, guarded, [SSH])
+    history.records = HISTORY[:-2]  # event history lags EventBridge by minutes
+    with pytest.raises(lambda_function.Unconfirmed):  # the put-back waits for it
+        lambda_handler(eventbridge(removed), CONTEXT)
+    kept = lambda_handler(eventbridge(opened), CONTEXT)  # live, the tag still off
+    assert (kept["decision"], OPEN in rule_set(ec2, guarded)) == ("kept", True)
+    history.records = HISTORY  # Lambda's retry of the tag event, a minute later
+    result = lambda_handler(eventbridge(removed), CONTEXT)
+    assert tags_of(ec2, guarded)["guardrail"] == "on"
+    assert OPEN not in rule_set(ec2, guarded)
+    assert "tcp 22 from 0.0.0.0/0" in result["rules"]
+    assert any("tcp 22 from 0.0.0.0/0" in m["Message"] for m in inbox())
+
+
+def test_a_removal_from_a_group_whose_lock_tag_was_off_is_put_back_with_the_tag(
+    ec2, group_id, conditions, history
+):
+    conditions(LOCKED_TAGGED={"locked": None})
+    tag(
+        ec2, "CreateTags", group_id, {"locked": "yes"}
+    )  # the group holds the bastion rule
+    untagged = tag(ec2, "DeleteTags", group_id, {"locked": None})
+    removed = revoke(ec2, group_id, [BASTION])
+    history.records = HISTORY[:-2]
+    with pytest.raises(lambda_function.Unconfirmed):
+        lambda_handler(eventbridge(untagged), CONTEXT)
+    kept = lambda_handler(eventbridge(removed), CONTEXT)  # not locked, as it looked
+    assert kept["reason"] == "removals are undone only in locked groups"
+    history.records = HISTORY
+    lambda_handler(eventbridge(untagged), CONTEXT)
+    assert tags_of(ec2, group_id)["locked"] == "yes"
+    assert (False, "tcp", 22, 22, "192.0.2.0/24") in rule_set(ec2, group_id)
