@@ -1183,10 +1183,10 @@ def plan_undo(
     """What to revoke (done["revoked"]) and put back (done["restored"]); AWS is read (a
     late event's rules, an edit's old value), never written."""
     rules = change["rules"]
-    if change["isEgress"] is None or is_late(
-        change, datetime.datetime.now(datetime.UTC)
-    ):
-        # An edit does not say its direction; a late event's rules may have changed since.
+    now = datetime.datetime.now(datetime.UTC)
+    if change["isEgress"] is None or "confirmedBy" in change or is_late(change, now):
+        # An edit does not say its direction; a late event's rules, or a record read back
+        # from event history (however recent), may have changed since.
         rules, done["gone"], done["changedSince"] = compare_with_now(
             change, rules_by_id(ec2, rules)
         )
@@ -2238,7 +2238,14 @@ def group_records(
             except ValueError:
                 continue
         if time.monotonic() + 5 > _retry_until:
+            yield CUT_SHORT  # the time ran out before the end of history
             return
+    if pages.resume_token:  # HISTORY_PAGES read, and history holds more
+        yield CUT_SHORT
+
+
+# What group_records yields last when it stopped before the end of what history holds.
+CUT_SHORT = object()
 
 
 def event_time(change: Change) -> datetime.datetime:
@@ -2368,20 +2375,22 @@ def read_removal(params: dict, response: Any, change: Change) -> None:
 def put_back(
     ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
 ) -> dict:
-    """A removal from a locked group: authorize the removed rules again, but for those an
-    unapproved addition had just made (add, then remove: putting it back would open it)."""
+    """A removal from a locked group: authorize the removed rules again, each with the value
+    the guard last approved (put_back_plan), never one an unapproved change gave it."""
     approved, done["reason"] = verdict_of_should_revert(change)
     if not approved:
         return {**done, "kept": change["rules"]}
     confirm_first(change, dry_run)
-    added = unapproved_additions(change, account)
-    rules = [rule for rule in change["rules"] if rule not in added]
+    rules, left_out, cannot = put_back_plan(change, account)
     present = [] if dry_run or not rules else reauthorize(ec2, change, rules)
-    done["kept"] = present + added  # put back already by someone; never approved
+    done["kept"] = present + left_out  # put back already by someone; or not to be
     done["reauthorized"] = [rule for rule in rules if rule not in present]
+    done["unreadable"] += cannot
     if not done["reauthorized"]:
-        why = "added by a change the guard reverts" if added else "put back already"
-        done["reason"] = done["reason"] or f"the removed rules were {why}: not put back"
+        why = (
+            "not the guard's to put back" if left_out or cannot else "put back already"
+        )
+        done["reason"] = done["reason"] or f"the removed rules were {why}"
     elif dry_run:
         done["reason"] = done["reason"] or DRY_RUN_REASON
     else:
@@ -2397,41 +2406,110 @@ def put_back(
 ADDED_JUST_BEFORE_S = 3600
 
 
-def unapproved_additions(change: Change, account: str | None) -> list[Rule]:
-    """The removed rules whose creation (the newest Authorize in the group's event history
-    that added them, by rule ID, else by value) came within ADDED_JUST_BEFORE_S of their
-    removal and is one the guard does not approve: by someone not exempt, not the
-    guardrail, not an AWS service it leaves alone, and not kept by should_revert."""
-    wanted, found = list(change["rules"]), []
+def put_back_plan(
+    change: Change, account: str | None
+) -> tuple[list[Rule], list[Rule], list[str]]:
+    """(to authorize again, left out, what cannot be put back, in words), from the group's
+    event history, newest first. Before the removal, each rule's own records (by rule ID:
+    its edits back to the Authorize that made it; by value: the newest that made it) give
+    the value the guard last approved (approved_value): an unapproved edit's value is never
+    put back, nor a rule an unapproved addition made just before (ADDED_JUST_BEFORE_S).
+    After it, an exempt principal's removal of the same rule stands. A rule with no record
+    in history was there before it: it goes back as removed."""
+    rules = change["rules"]
     removed_at = event_time(change)
-    for record in group_records(change, account):
-        if not wanted:
+    chains: list[list[tuple[Rule, bool, bool]]] = [[] for _ in rules]  # newest first
+    created, removed_since, cut_short, seen = set(), set(), False, False
+    window = {**change, "eventTime": None}  # up to now: what came after counts too
+    for record in group_records(window, account):
+        if record is CUT_SHORT:
+            cut_short = True
             break
         try:
-            added = read_change(record)
+            other = read_change(record)
         except BadEvent:
             continue
-        if not added["eventName"].startswith("Authorize"):
+        if (
+            other["groupId"] == change["groupId"]
+        ):  # its VPC and tags, as should_revert gets
+            other |= {key: change[key] for key in ("vpcId", "tags") if key in change}
+        made_at = time_of(other) or removed_at
+        if other["eventId"] == change["eventId"]:
+            seen = True  # newest first: what came before this came after the removal
             continue
-        made = [r for r in wanted if any(same_addition(r, a) for a in added["rules"])]
-        made_at = time_of(added)
-        fresh = made_at is None or (removed_at - made_at).total_seconds() < (
-            ADDED_JUST_BEFORE_S
+        if not seen and made_at >= removed_at:
+            if other["removal"] and exempt_actor(other):  # a put-back has a new ID
+                removed_since |= {
+                    n for n, r in enumerate(rules) if made(r, other, True)
+                }
+            continue
+        sets = other["eventName"].startswith("Authorize") or (
+            other["eventName"] == "ModifySecurityGroupRules"
         )
-        if made and fresh and not addition_approved(added, account):
-            found += made
-        wanted = [rule for rule in wanted if rule not in made]
-    return found
+        for n, rule in enumerate(rules):
+            value = made(rule, other) if sets and n not in created else None
+            if value is None:
+                continue
+            fresh = (removed_at - made_at).total_seconds() < ADDED_JUST_BEFORE_S
+            approved = addition_approved(other, account)
+            by_authorize = other["eventName"].startswith("Authorize")
+            chains[n].append((value, approved or (by_authorize and not fresh), fresh))
+            if by_authorize or "securityGroupRuleId" not in rule:
+                created.add(
+                    n
+                )  # its making; by value, the newest that made it is enough
+        if len(created) == len(rules):
+            break
+    back, left_out, cannot = [], [], []
+    for n, rule in enumerate(rules):
+        chain = chains[n]
+        if n in removed_since:
+            left_out.append(rule)
+        elif not chain and not cut_short:
+            back.append(rule)  # older than event history: as it was removed
+        elif not chain or (n not in created and cut_short):
+            why = "too much event history to tell who made it"
+            cannot.append(f"{describe(rule)}: {why}; put it back by hand")
+        else:
+            value = approved_value([(v, approved) for v, approved, _ in chain[::-1]])
+            if value is not None:
+                back.append(
+                    {**value, "isEgress": rule["isEgress"], "groupId": rule["groupId"]}
+                )
+            elif n in created and not chain[-1][1] and chain[-1][2] and len(chain) == 1:
+                left_out.append(rule)  # an unapproved addition, made just before
+            else:
+                why = "its value is one the guard reverts, and no earlier one is known"
+                cannot.append(f"{describe(rule)}: {why}; put it back by hand")
+    return back, left_out, cannot
 
 
-def same_addition(removed: Rule, added: Rule) -> bool:
-    """Is `added` (an Authorize's rule) the rule that was removed: by ID where both have one
-    (a rule ID is never reused), else by direction and what it lets through."""
-    if "securityGroupRuleId" in removed and "securityGroupRuleId" in added:
-        return removed["securityGroupRuleId"] == added["securityGroupRuleId"]
-    return removed["isEgress"] == added["isEgress"] and network_key(
-        removed
-    ) == network_key(added)
+def made(removed: Rule, other: Change, by_value: bool = False) -> Rule | None:
+    """The rule of `other` that is the removed one: by ID where both have one (a rule ID is
+    never reused), else (or by_value) by direction (an edit says none) and what it lets
+    through."""
+    for rule in other["rules"]:
+        if "unreadable" in rule:
+            continue
+        if (
+            not by_value
+            and "securityGroupRuleId" in removed
+            and ("securityGroupRuleId" in rule)
+        ):
+            if removed["securityGroupRuleId"] == rule["securityGroupRuleId"]:
+                return {k: v for k, v in rule.items() if k != "securityGroupRuleId"}
+        elif rule["isEgress"] in (None, removed["isEgress"]) and (
+            network_key(removed) == network_key(rule)
+        ):
+            return {k: v for k, v in rule.items() if k != "securityGroupRuleId"}
+    return None
+
+
+def exempt_actor(other: Change) -> bool:
+    """An exempt principal, or an AWS service left alone: its removal stands (the guard's own
+    revoke of an addition does not count: it undoes the addition, not the rule)."""
+    aws_service = other["byAwsService"] and not SETTINGS.GUARD_AWS_SERVICES
+    return aws_service or principal_exemption(other) is not None
 
 
 def addition_approved(added: Change, account: str | None) -> bool:
@@ -2520,18 +2598,27 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
     it added): the request says only which keys to look at. Whether a key was really taken
     away, and the value it had, is learned from AWS (tag_before), never from the request:
     a DeleteTags that removed nothing must not make the function write the value it names."""
-    wanted = {**SETTINGS.ONLY_TAGGED, **SETTINGS.LOCKED_TAGGED}
+    wanted = [*SETTINGS.ONLY_TAGGED, *SETTINGS.LOCKED_TAGGED]
     tags = tagging["tags"]
     if event_name == "DeleteTags":
-        keys = list(wanted) if tagging["allTags"] else [k for k in tags if k in wanted]
-        return keys, {}
-    lost = [k for k, v in tags.items() if k in wanted and not satisfies(wanted[k], v)]
+        keys = wanted if tagging["allTags"] else [k for k in tags if k in wanted]
+        return list(dict.fromkeys(keys)), {}
+    lost = [k for k, v in tags.items() if k in wanted and not meets_guard(k, v)]
     added = {
         k: v
         for k, v in tags.items()
         if k in SETTINGS.NEVER_TAGGED and satisfies(SETTINGS.NEVER_TAGGED[k], v)
     }
     return lost, added
+
+
+def meets_guard(key: str, value: str | None) -> bool:
+    """Does a value of a guard's key meet ONLY_TAGGED's or LOCKED_TAGGED's condition for it
+    (a key in both, as guardrail=on and guardrail=locked: either one)?"""
+    return any(
+        key in wanted and satisfies(wanted[key], value)
+        for wanted in (SETTINGS.ONLY_TAGGED, SETTINGS.LOCKED_TAGGED)
+    )
 
 
 def satisfies(wanted: str | None, value: str | None) -> bool:
@@ -2669,6 +2756,10 @@ def undo_while_off(
     since = time_of(change) or datetime.datetime.now(datetime.UTC)
     window = {**change, "groupId": group_id, "eventTime": None}  # up to now
     for record in group_records(window, account, since=since):
+        if record is CUT_SHORT:
+            why = "not all of the rule changes since the tag change could be read again"
+            done["unreadable"].append(f"{group_id}: {why} (the sweep reads them)")
+            break
         try:
             later = read_change(record)
         except BadEvent:
@@ -2710,8 +2801,7 @@ def tags_to_put_back(
     """The guard's tags the change took from the group, each with the value it had before:
     a tag the group holds now as the condition wants stays; one whose earlier value event
     history does not reach is reported, never guessed."""
-    wanted = {**SETTINGS.ONLY_TAGGED, **SETTINGS.LOCKED_TAGGED}
-    missing = [key for key in lost if not satisfies(wanted[key], now.get(key))]
+    missing = [key for key in lost if not meets_guard(key, now.get(key))]
     if not missing:
         return {}
     earlier = tag_history(change, group_id, account)
@@ -2723,7 +2813,7 @@ def tags_to_put_back(
                 f"tag {key} of {group_id}: event history does not say whether the group "
                 "had it before the change; put it back by hand if it did"
             )
-        elif satisfies(wanted[key], value) and value != now.get(key):
+        elif meets_guard(key, value) and value != now.get(key):
             put_back[key] = value
     return put_back
 

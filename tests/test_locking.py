@@ -19,7 +19,7 @@ from cloudtrail import (
     rule_set,
     rules_of,
 )
-from conftest import CONTEXT
+from conftest import CONTEXT, WIDENED, bastion_of
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -331,3 +331,73 @@ def test_a_removal_put_back_in_the_canarys_group_is_told_not_taken_for_routine(
     assert result["decision"] == "reverted"
     assert BASTION_RULE in rule_set(ec2, canary)
     assert len(inbox()) == 1
+
+
+# ---- A second attacker's review of the put-back -----------------------------------------------
+
+
+APP = {"IpProtocol": "tcp", "FromPort": 2222, "ToPort": 2222}
+
+
+@pytest.mark.parametrize("order", ["edit-first", "removal-first"])
+@pytest.mark.parametrize("made_in_history", [True, False], ids=["made", "older"])
+def test_an_edit_then_a_removal_never_puts_back_the_edits_value(
+    ec2, locked, order, made_in_history
+):
+    """alice widens a rule to 0.0.0.0/0, then removes it, before the guard acts: the rule
+    comes back as the guard last approved it (made two hours ago, as event history holds
+    it); when history does not hold how it was made, it stays out and is told."""
+    app = {**APP, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}
+    created = authorize(ec2, locked, [app])
+    made_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
+    created["eventTime"] = made_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not made_in_history:
+        HISTORY.remove(created)
+    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    wide = {**APP, "CidrIpv4": "0.0.0.0/0"}
+    edited = modify(ec2, locked, {item["securityGroupRuleId"]: wide})
+    removed = revoke(ec2, locked, [{**APP, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    events = [edited, removed] if order == "edit-first" else [removed, edited]
+    results = [lambda_handler(eventbridge(event), CONTEXT) for event in events]
+    assert (False, "tcp", 2222, 2222, "0.0.0.0/0") not in rule_set(ec2, locked)
+    back = (False, "tcp", 2222, 2222, "192.0.2.0/24") in rule_set(ec2, locked)
+    assert back is made_in_history
+    if not made_in_history:
+        assert "unreadable" in [result["decision"] for result in results]
+
+
+def test_a_rule_an_exempt_admin_removed_since_is_not_put_back_again(
+    ec2, locked, conditions
+):
+    """The sweep (or a guard tag's put-back) reads alice's removal again after the lock
+    put it back and an exempt admin then removed it on purpose: the admin's removal stands."""
+    admin = assumed_role("NetworkAdmin", "carol")
+    conditions(EXEMPT_PRINCIPALS=[admin["sessionContext"]["sessionIssuer"]["arn"]])
+    removed = revoke(ec2, locked, [BASTION])  # alice
+    assert lambda_handler(eventbridge(removed), CONTEXT)["decision"] == "reverted"
+    by_admin = revoke(ec2, locked, [BASTION], identity=admin)
+    assert lambda_handler(eventbridge(by_admin), CONTEXT)["decision"] == "kept"
+    again = lambda_function.handle_event(removed, CONTEXT, from_history=True)
+    assert BASTION_RULE not in rule_set(ec2, locked)
+    assert again["decision"] == "kept"
+
+
+def test_a_removal_matched_by_value_goes_back_when_an_exempt_admin_made_the_value(
+    ec2, locked, conditions
+):
+    """By value (a removal record without its rule set): alice's reverted SSH from
+    anywhere, 30 minutes ago, is not what made the rule; the exempt admin's edit since is."""
+    admin = assumed_role("NetworkAdmin", "carol")
+    conditions(EXEMPT_PRINCIPALS=[admin["sessionContext"]["sessionIssuer"]["arn"]])
+    hers = authorize(ec2, locked, [SSH])
+    assert lambda_handler(eventbridge(hers), CONTEXT)["decision"] == "reverted"
+    made_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
+    hers["eventTime"] = made_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    bastion = bastion_of(ec2, locked)
+    edit = modify(
+        ec2, locked, {bastion["SecurityGroupRuleId"]: WIDENED}, identity=admin
+    )
+    lambda_handler(eventbridge(edit), CONTEXT)
+    removed = revoke(ec2, locked, [SSH], modern=False)
+    assert lambda_handler(eventbridge(removed), CONTEXT)["decision"] == "reverted"
+    assert WORLD_SSH in rule_set(ec2, locked)

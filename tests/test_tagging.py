@@ -17,6 +17,7 @@ from cloudtrail import (
     create_group,
     eventbridge,
     made,
+    modify,
     record,
     revoke,
     rule_set,
@@ -257,3 +258,57 @@ def test_a_removal_from_a_group_whose_lock_tag_was_off_is_put_back_with_the_tag(
     lambda_handler(eventbridge(untagged), CONTEXT)
     assert tags_of(ec2, group_id)["locked"] == "yes"
     assert (False, "tcp", 22, 22, "192.0.2.0/24") in rule_set(ec2, group_id)
+
+
+def test_a_rule_changed_since_by_an_exempt_admin_is_left_when_the_tag_goes_back(
+    ec2, guarded, history, conditions
+):
+    """The records read back after a tag's put-back are compared with what AWS holds,
+    however recent: a rule an exempt admin edited since is not revoked by its ID."""
+    admin = assumed_role("NetworkAdmin", "carol")
+    conditions(EXEMPT_PRINCIPALS=[admin["sessionContext"]["sessionIssuer"]["arn"]])
+    removed = tag(ec2, "DeleteTags", guarded, {"guardrail": None})
+    opened = authorize(ec2, guarded, [SSH])
+    (item,) = opened["responseElements"]["securityGroupRuleSet"]["items"]
+    narrowed = {
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "CidrIpv4": "10.0.0.0/8",
+    }
+    modify(ec2, guarded, {item["securityGroupRuleId"]: narrowed}, identity=admin)
+    lambda_handler(eventbridge(removed), CONTEXT)  # history holds it all: put back now
+    assert tags_of(ec2, guarded)["guardrail"] == "on"
+    assert (False, "tcp", 22, 22, "10.0.0.0/8") in rule_set(ec2, guarded)
+
+
+def test_a_re_read_cut_short_by_a_flood_of_records_is_told(
+    ec2, guarded, history, inbox, monkeypatch
+):
+    """alice deletes the guard tag, opens SSH (kept live), then writes 500 harmless tags
+    before history holds her DeleteTags: the re-read stops at its 500 records, and says so
+    (unreadable, told) instead of letting SSH pass as though it had read it all."""
+    monkeypatch.setattr(lambda_function.time, "sleep", lambda _: None)
+    removed = tag(ec2, "DeleteTags", guarded, {"guardrail": None})
+    opened = authorize(ec2, guarded, [SSH])
+    assert lambda_handler(eventbridge(opened), CONTEXT)["decision"] == "kept"
+    for number in range(lambda_function.HISTORY_PAGES * 50):
+        tag(ec2, "CreateTags", guarded, {"note": str(number)})  # not a guard tag
+    result = lambda_handler(eventbridge(removed), CONTEXT)
+    assert result["decision"] == "unreadable"
+    assert any("could be read again" in line for line in result["unreadable"])
+    assert any("NOT reverted" in m["Subject"] for m in inbox())
+
+
+def test_one_key_for_guarded_and_for_locked_is_put_back_as_either(
+    ec2, group_id, conditions, history
+):
+    """guardrail=on guards, guardrail=locked locks: a deleted guardrail=on comes back."""
+    conditions(ONLY_TAGGED={"guardrail": "on"}, LOCKED_TAGGED={"guardrail": "locked"})
+    tag(ec2, "CreateTags", group_id, {"guardrail": "on"})
+    lambda_handler(
+        eventbridge(tag(ec2, "DeleteTags", group_id, {"guardrail": None})), CONTEXT
+    )
+    assert tags_of(ec2, group_id)["guardrail"] == "on"
+    lambda_handler(eventbridge(authorize(ec2, group_id, [SSH])), CONTEXT)
+    assert OPEN not in rule_set(ec2, group_id)
