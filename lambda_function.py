@@ -2208,7 +2208,11 @@ def previous_from_cloudtrail(
                     created.add(rule_id)  # nothing set it before its creation
         if created >= wanted:
             break
-    found = {rule_id: approved_value(values[::-1]) for rule_id, values in seen.items()}
+    locked = is_locked(change)
+    found = {
+        rule_id: approved_value(values[::-1], locked)
+        for rule_id, values in seen.items()
+    }
     return {rule_id: value for rule_id, value in found.items() if value is not None}
 
 
@@ -2279,15 +2283,19 @@ def values_set_by(
     }
 
 
-def approved_value(values: list[tuple[dict, bool]]) -> dict | None:
+def approved_value(
+    values: list[tuple[dict, bool]], locked: bool = False
+) -> dict | None:
     """The value the guard last let a rule have, from the values records set, oldest first.
-    An edit by anyone else counts only if it widened nothing, or its value is allowed: so
-    that an unapproved edit (left open because it was edited again before the guard got to
-    it) never becomes the "old value" a later edit is measured against."""
+    An edit by anyone else counts only if it widened nothing, or its value is allowed (in a
+    group that is not locked: a locked one allows nothing): so that an unapproved edit (left
+    open because it was edited again before the guard got to it) never becomes the "old
+    value" a later edit is measured against."""
     approved = None
     for value, by_approved in values:
         narrows = approved is not None and not widens(value, approved)
-        if by_approved or narrows or is_allowed({**value, "isEgress": None}):
+        allowed = not locked and is_allowed({**value, "isEgress": None})
+        if by_approved or narrows or allowed:
             approved = value
     return approved
 
@@ -2356,10 +2364,14 @@ def read_removal(params: dict, response: Any, change: Change) -> None:
     (values and IDs, descriptions too), else from the request's permissions. A request that
     names rules by ID alone, with no rule set in the response, says no values to put back."""
     response = response if isinstance(response, dict) else {}
-    revoked = {"securityGroupRuleSet": response.get("revokedSecurityGroupRuleSet")}
-    rules = read_rule_set(revoked, change["isEgress"], change["unreadable"])
-    if rules is None:
-        rules = read_request_rules(params, change["isEgress"], change["unreadable"])
+    listed = response.get("revokedSecurityGroupRuleSet")
+    rules = read_rule_set(
+        {"securityGroupRuleSet": listed}, change["isEgress"], change["unreadable"]
+    )
+    if rules is None and listed not in (None, {}):  # a rule set that lists nothing
+        rules = []
+    elif rules is None:
+        rules = removed_as_requested(params, response, change)
     change["groupId"] = read_group_id(params.get("groupId"), rules)
     if change["groupId"] is None:
         raise Unreadable("no readable groupId")
@@ -2370,6 +2382,29 @@ def read_removal(params: dict, response: Any, change: Change) -> None:
             change["rules"].append({**rule, "groupId": change["groupId"]})
     if not rules and not change["unreadable"]:
         change["unreadable"].append("the record names no rule the call removed")
+
+
+def removed_as_requested(params: dict, response: dict, change: Change) -> list[Rule]:
+    """The request's permissions, but for those AWS answered it did not find: a revoke of a
+    rule the group lacks succeeds in a default VPC and lists it in unknownIpPermissionSet
+    (API reference, RevokeSecurityGroupIngress). Putting that back would open a rule that
+    never was; a call that found none of them changed nothing."""
+    rules = read_request_rules(params, change["isEgress"], change["unreadable"])
+    unknown = read_request_rules(
+        {"ipPermissions": response.get("unknownIpPermissionSet")},
+        change["isEgress"],
+        [],
+    )
+    found = [r for r in rules if not any(same_value(r, u) for u in unknown)]
+    if rules and unknown and not found and not change["unreadable"]:
+        raise BadEvent("the revoke found none of the rules it named; nothing changed")
+    return found
+
+
+def same_value(rule: Rule, other: Rule) -> bool:
+    return rule["isEgress"] == other["isEgress"] and network_key(rule) == network_key(
+        other
+    )
 
 
 def put_back(
@@ -2419,7 +2454,8 @@ def put_back_plan(
     rules = change["rules"]
     removed_at = event_time(change)
     chains: list[list[tuple[Rule, bool, bool]]] = [[] for _ in rules]  # newest first
-    created, removed_since, cut_short, seen = set(), set(), False, False
+    created, removed_since, same_second = set(), set(), set()
+    cut_short, seen = False, False
     window = {**change, "eventTime": None}  # up to now: what came after counts too
     for record in group_records(window, account):
         if record is CUT_SHORT:
@@ -2430,26 +2466,32 @@ def put_back_plan(
         except BadEvent:
             continue
         if (
-            other["groupId"] == change["groupId"]
-        ):  # its VPC and tags, as should_revert gets
-            other |= {key: change[key] for key in ("vpcId", "tags") if key in change}
+            other["groupId"] != change["groupId"]
+        ):  # another group's, which names this one
+            continue
+        other |= {key: change[key] for key in ("vpcId", "tags") if key in change}
         made_at = time_of(other) or removed_at
         if other["eventId"] == change["eventId"]:
             seen = True  # newest first: what came before this came after the removal
             continue
-        if not seen and made_at >= removed_at:
-            if other["removal"] and exempt_actor(other):  # a put-back has a new ID
-                removed_since |= {
-                    n for n, r in enumerate(rules) if made(r, other, True)
-                }
-            continue
         sets = other["eventName"].startswith("Authorize") or (
             other["eventName"] == "ModifySecurityGroupRules"
         )
+        after = not seen and made_at >= removed_at
+        if (
+            after and other["removal"] and exempt_actor(other)
+        ):  # a put-back has a new ID
+            removed_since |= {n for n, r in enumerate(rules) if made(r, other, True)}
         for n, rule in enumerate(rules):
             value = made(rule, other) if sets and n not in created else None
             if value is None:
                 continue
+            by_id = "securityGroupRuleId" in rule
+            if after and not by_id:  # the same second, in either order: undecidable
+                if made_at == removed_at:
+                    same_second.add(n)
+                continue
+            # A rule ID's making and edits came before its removal, wherever listed.
             fresh = (removed_at - made_at).total_seconds() < ADDED_JUST_BEFORE_S
             approved = addition_approved(other, account)
             by_authorize = other["eventName"].startswith("Authorize")
@@ -2465,13 +2507,17 @@ def put_back_plan(
         chain = chains[n]
         if n in removed_since:
             left_out.append(rule)
+        elif n in same_second and n not in created:
+            why = "made and removed in the same second: which came first is not known"
+            cannot.append(f"{describe(rule)}: {why}; put it back by hand")
         elif not chain and not cut_short:
             back.append(rule)  # older than event history: as it was removed
         elif not chain or (n not in created and cut_short):
             why = "too much event history to tell who made it"
             cannot.append(f"{describe(rule)}: {why}; put it back by hand")
         else:
-            value = approved_value([(v, approved) for v, approved, _ in chain[::-1]])
+            values = [(v, approved) for v, approved, _ in chain[::-1]]
+            value = approved_value(values, locked=True)
             if value is not None:
                 back.append(
                     {**value, "isEgress": rule["isEgress"], "groupId": rule["groupId"]}

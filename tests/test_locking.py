@@ -13,6 +13,7 @@ from cloudtrail import (
     authorize,
     camel,
     eventbridge,
+    made,
     modify,
     record,
     revoke,
@@ -401,3 +402,56 @@ def test_a_removal_matched_by_value_goes_back_when_an_exempt_admin_made_the_valu
     removed = revoke(ec2, locked, [SSH], modern=False)
     assert lambda_handler(eventbridge(removed), CONTEXT)["decision"] == "reverted"
     assert WORLD_SSH in rule_set(ec2, locked)
+
+
+# ---- A third attacker's review of the put-back ------------------------------------------------
+
+
+@pytest.mark.parametrize("rule_set_given", [{}, None], ids=["empty-rule-set", "none"])
+def test_a_revoke_that_found_nothing_puts_nothing_back(ec2, locked, rule_set_given):
+    """A default VPC answers a revoke of a rule the group lacks with success, listing it in
+    unknownIpPermissionSet (API reference, RevokeSecurityGroupIngress; the CloudTrail field
+    name as for the request's sets, unverified by a real record): nothing was removed, so
+    nothing is put back, and the event changed nothing."""
+    response = {"_return": True, "unknownIpPermissionSet": camel([SSH])}
+    if rule_set_given is not None:
+        response["revokedSecurityGroupRuleSet"] = rule_set_given
+    params = {"groupId": locked, "ipPermissions": camel([SSH])}
+    nothing_removed = made(record("RevokeSecurityGroupIngress", params, response))
+    result = lambda_handler(eventbridge(nothing_removed), CONTEXT)
+    assert result["decision"] == "ignored"
+    assert WORLD_SSH not in rule_set(ec2, locked)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "permission"),
+    [
+        ({"cidr": "0.0.0.0/0"}, SSH),
+        (
+            {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443},
+            {**SSH, "FromPort": 443, "ToPort": 443},
+        ),
+    ],
+    ids=["any-port-from-anywhere", "https"],
+)
+def test_allowed_rules_do_not_make_an_add_then_remove_stick(
+    ec2, locked, conditions, allowed, permission
+):
+    """ALLOWED_RULES allow nothing in a locked group: not in its put-back either."""
+    conditions(ALLOWED_RULES=[allowed])
+    added = authorize(ec2, locked, [permission])
+    removed = revoke(ec2, locked, [permission])
+    handled_live(added, removed)
+    port = permission["FromPort"]
+    assert (False, "tcp", port, port, "0.0.0.0/0") not in rule_set(ec2, locked)
+
+
+def test_an_add_and_a_remove_in_the_same_second_listed_either_way_stay_out(ec2, locked):
+    """LookupEvents' order between records of one second is not documented: a rule ID's
+    making counts as before its removal wherever it is listed."""
+    added = authorize(ec2, locked, [SSH])
+    removed = revoke(ec2, locked, [SSH])
+    removed["eventTime"] = added["eventTime"]
+    HISTORY[-2], HISTORY[-1] = HISTORY[-1], HISTORY[-2]  # the Authorize listed newer
+    handled_live(added, removed)
+    assert WORLD_SSH not in rule_set(ec2, locked)
