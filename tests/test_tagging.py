@@ -23,7 +23,7 @@ from cloudtrail import (
     rule_set,
     tag,
 )
-from conftest import CONTEXT
+from conftest import CONTEXT, WIDENED
 
 import lambda_function
 from lambda_function import lambda_handler
@@ -270,12 +270,7 @@ def test_a_rule_changed_since_by_an_exempt_admin_is_left_when_the_tag_goes_back(
     removed = tag(ec2, "DeleteTags", guarded, {"guardrail": None})
     opened = authorize(ec2, guarded, [SSH])
     (item,) = opened["responseElements"]["securityGroupRuleSet"]["items"]
-    narrowed = {
-        "IpProtocol": "tcp",
-        "FromPort": 22,
-        "ToPort": 22,
-        "CidrIpv4": "10.0.0.0/8",
-    }
+    narrowed = {**WIDENED, "CidrIpv4": "10.0.0.0/8"}
     modify(ec2, guarded, {item["securityGroupRuleId"]: narrowed}, identity=admin)
     lambda_handler(eventbridge(removed), CONTEXT)  # history holds it all: put back now
     assert tags_of(ec2, guarded)["guardrail"] == "on"
