@@ -2416,7 +2416,14 @@ def put_back(
     if not approved:
         return {**done, "kept": change["rules"]}
     confirm_first(change, dry_run)
-    rules, left_out, cannot = put_back_plan(change, account)
+    rules, left_out, cannot, readded = put_back_plan(change, account)
+    # An unapproved addition of a value since its removal holds its place: the guard would
+    # revoke it (nothing may be added here), and then the rule would be gone. It is revoked
+    # first, by its ID, and the rule put back as the guard's own.
+    readded = [r for r in readded if any(same_value(r, rule) for rule in rules)]
+    if readded and not dry_run:
+        gone = revoke(ec2, change, readded)
+        done["revoked"] += [rule for rule in readded if rule not in gone]
     present = [] if dry_run or not rules else reauthorize(ec2, change, rules)
     done["kept"] = present + left_out  # put back already by someone; or not to be
     done["reauthorized"] = [rule for rule in rules if rule not in present]
@@ -2443,8 +2450,9 @@ ADDED_JUST_BEFORE_S = 3600
 
 def put_back_plan(
     change: Change, account: str | None
-) -> tuple[list[Rule], list[Rule], list[str]]:
-    """(to authorize again, left out, what cannot be put back, in words), from the group's
+) -> tuple[list[Rule], list[Rule], list[str], list[Rule]]:
+    """(to authorize again, left out, what cannot be put back, in words, and the rules
+    unapproved additions made since with a removed value), from the group's
     event history, newest first. Before the removal, each rule's own records (by rule ID:
     its edits back to the Authorize that made it; by value: the newest that made it) give
     the value the guard last approved (approved_value): an unapproved edit's value is never
@@ -2454,7 +2462,7 @@ def put_back_plan(
     rules = change["rules"]
     removed_at = event_time(change)
     chains: list[list[tuple[Rule, bool, bool]]] = [[] for _ in rules]  # newest first
-    created, removed_since, same_second = set(), set(), set()
+    created, removed_since, same_second, readded = set(), set(), set(), []
     cut_short, seen = False, False
     window = {**change, "eventTime": None}  # up to now: what came after counts too
     for record in group_records(window, account):
@@ -2482,6 +2490,14 @@ def put_back_plan(
             after and other["removal"] and exempt_actor(other)
         ):  # a put-back has a new ID
             removed_since |= {n for n, r in enumerate(rules) if made(r, other, True)}
+        adds = after and other["eventName"].startswith("Authorize")
+        if adds and not addition_approved(other, account):
+            readded += [
+                added
+                for added in other["rules"]
+                if "securityGroupRuleId" in added and "unreadable" not in added
+                if any(same_value(rule, added) for rule in rules)
+            ]
         for n, rule in enumerate(rules):
             value = made(rule, other) if sets and n not in created else None
             if value is None:
@@ -2527,7 +2543,7 @@ def put_back_plan(
             else:
                 why = "its value is one the guard reverts, and no earlier one is known"
                 cannot.append(f"{describe(rule)}: {why}; put it back by hand")
-    return back, left_out, cannot
+    return back, left_out, cannot, readded
 
 
 def made(removed: Rule, other: Change, by_value: bool = False) -> Rule | None:

@@ -455,3 +455,22 @@ def test_an_add_and_a_remove_in_the_same_second_listed_either_way_stay_out(ec2, 
     HISTORY[-2], HISTORY[-1] = HISTORY[-1], HISTORY[-2]  # the Authorize listed newer
     handled_live(added, removed)
     assert WORLD_SSH not in rule_set(ec2, locked)
+
+
+@pytest.mark.parametrize(
+    "handled", [handled_live, handled_in_one_batch], ids=["live", "one-batch"]
+)
+def test_a_value_added_again_before_the_put_back_does_not_lose_the_rule(
+    ec2, locked, handled
+):
+    """alice removes the bastion rule and adds its value again (a new rule ID, unapproved)
+    before the guard acts. The put-back found it "put back already", then the guard revoked
+    alice's addition and the rule was gone: now the addition is revoked first, by its ID,
+    and the rule put back as the guard's own."""
+    removed = revoke(ec2, locked, [BASTION])
+    readded = authorize(ec2, locked, [BASTION])  # alice
+    handled(removed, readded)
+    assert BASTION_RULE in rule_set(ec2, locked)
+    (now,) = [r for r in rules_of(ec2, locked) if r.get("CidrIpv4") == "192.0.2.0/24"]
+    (alices,) = readded["responseElements"]["securityGroupRuleSet"]["items"]
+    assert now["SecurityGroupRuleId"] != alices["securityGroupRuleId"]
