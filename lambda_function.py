@@ -1687,9 +1687,14 @@ def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
     """Is `existing` the rule `planned` names: by ID when it has one, else by its values."""
     if "securityGroupRuleId" in planned:
         return planned["securityGroupRuleId"] == existing["securityGroupRuleId"]
-    return planned["isEgress"] == existing["isEgress"] and network_key(
-        planned
-    ) == network_key(existing)
+    return same_value(planned, existing)
+
+
+def same_value(rule: Rule, other: Rule) -> bool:
+    """The same direction, and the same traffic let through (descriptions aside)."""
+    return rule["isEgress"] == other["isEgress"] and network_key(rule) == network_key(
+        other
+    )
 
 
 def network_key(rule: Rule) -> tuple:
@@ -2235,7 +2240,7 @@ def group_records(
     )
     for number, page in enumerate(pages):
         if number:  # LookupEvents takes 2 requests a second
-            time.sleep(0.5)
+            time.sleep(PAGE_INTERVAL_S)
         for event in page["Events"]:
             try:
                 yield json.loads(event.get("CloudTrailEvent") or "null")
@@ -2401,12 +2406,6 @@ def removed_as_requested(params: dict, response: dict, change: Change) -> list[R
     return found
 
 
-def same_value(rule: Rule, other: Rule) -> bool:
-    return rule["isEgress"] == other["isEgress"] and network_key(rule) == network_key(
-        other
-    )
-
-
 def put_back(
     ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
 ) -> dict:
@@ -2473,46 +2472,44 @@ def put_back_plan(
             other = read_change(record)
         except BadEvent:
             continue
-        if (
-            other["groupId"] != change["groupId"]
-        ):  # another group's, which names this one
-            continue
+        if other["groupId"] != change["groupId"]:
+            continue  # another group's record, which names this one
         other |= {key: change[key] for key in ("vpcId", "tags") if key in change}
         made_at = time_of(other) or removed_at
         if other["eventId"] == change["eventId"]:
             seen = True  # newest first: what came before this came after the removal
             continue
-        sets = other["eventName"].startswith("Authorize") or (
-            other["eventName"] == "ModifySecurityGroupRules"
-        )
         after = not seen and made_at >= removed_at
-        if (
-            after and other["removal"] and exempt_actor(other)
-        ):  # a put-back has a new ID
+        if after and other["removal"] and exempt_actor(other):
+            # an exempt removal since: by value, as a put-back has a new rule ID
             removed_since |= {n for n, r in enumerate(rules) if made(r, other, True)}
-        adds = after and other["eventName"].startswith("Authorize")
-        if adds and not addition_approved(other, account):
-            readded += [
-                added
-                for added in other["rules"]
-                if "securityGroupRuleId" in added and "unreadable" not in added
-                if any(same_value(rule, added) for rule in rules)
-            ]
-        for n, rule in enumerate(rules):
-            value = made(rule, other) if sets and n not in created else None
-            if value is None:
-                continue
-            by_id = "securityGroupRuleId" in rule
+        authorizes = other["eventName"].startswith("Authorize")
+        if not (authorizes or other["eventName"] == "ModifySecurityGroupRules"):
+            continue
+        values = {
+            n: made(rule, other) for n, rule in enumerate(rules) if n not in created
+        }
+        values = {n: value for n, value in values.items() if value is not None}
+        readding = [  # the removed value added again since, under a new rule ID
+            added
+            for added in (other["rules"] if after and authorizes else [])
+            if "securityGroupRuleId" in added and "unreadable" not in added
+            if any(same_value(rule, added) for rule in rules)
+        ]
+        if not values and not readding:
+            continue
+        approved = addition_approved(other, account)  # asked once a record
+        readded += [] if approved else readding
+        fresh = (removed_at - made_at).total_seconds() < ADDED_JUST_BEFORE_S
+        for n, value in values.items():
+            by_id = "securityGroupRuleId" in rules[n]
             if after and not by_id:  # the same second, in either order: undecidable
                 if made_at == removed_at:
                     same_second.add(n)
                 continue
             # A rule ID's making and edits came before its removal, wherever listed.
-            fresh = (removed_at - made_at).total_seconds() < ADDED_JUST_BEFORE_S
-            approved = addition_approved(other, account)
-            by_authorize = other["eventName"].startswith("Authorize")
-            chains[n].append((value, approved or (by_authorize and not fresh), fresh))
-            if by_authorize or "securityGroupRuleId" not in rule:
+            chains[n].append((value, approved or (authorizes and not fresh), fresh))
+            if authorizes or not by_id:
                 created.add(
                     n
                 )  # its making; by value, the newest that made it is enough
@@ -2553,16 +2550,13 @@ def made(removed: Rule, other: Change, by_value: bool = False) -> Rule | None:
     for rule in other["rules"]:
         if "unreadable" in rule:
             continue
-        if (
-            not by_value
-            and "securityGroupRuleId" in removed
-            and ("securityGroupRuleId" in rule)
-        ):
-            if removed["securityGroupRuleId"] == rule["securityGroupRuleId"]:
-                return {k: v for k, v in rule.items() if k != "securityGroupRuleId"}
-        elif rule["isEgress"] in (None, removed["isEgress"]) and (
-            network_key(removed) == network_key(rule)
-        ):
+        ids = [r.get("securityGroupRuleId") for r in (removed, rule)]
+        if not by_value and None not in ids:
+            same = ids[0] == ids[1]
+        else:
+            direction = rule["isEgress"] in (None, removed["isEgress"])
+            same = direction and network_key(removed) == network_key(rule)
+        if same:
             return {k: v for k, v in rule.items() if k != "securityGroupRuleId"}
     return None
 
@@ -2882,29 +2876,11 @@ def tags_to_put_back(
 
 def tag_history(change: Change, group_id: str, account: str | None) -> list[Any]:
     """The group's records in event history before the change, newest first."""
-    trail = client("cloudtrail", change["region"], account)
-    end = event_time(change)
-    records = []
-    # IAM: cloudtrail:LookupEvents
-    pages = trail.get_paginator("lookup_events").paginate(
-        LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": group_id}],
-        StartTime=end - datetime.timedelta(days=HISTORY_DAYS),
-        EndTime=end,
-        PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
-    )
-    for number, page in enumerate(pages):
-        if number:  # LookupEvents takes 2 requests a second
-            time.sleep(0.5)
-        for event in page["Events"]:
-            try:
-                record = json.loads(event.get("CloudTrailEvent") or "null")
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("eventID") != change["eventId"]:
-                records.append(record)
-        if time.monotonic() + 5 > _retry_until:
-            break
-    return records
+    return [
+        record
+        for record in group_records({**change, "groupId": group_id}, account)
+        if isinstance(record, dict) and record.get("eventID") != change["eventId"]
+    ]
 
 
 # =============================================================================================
@@ -5643,8 +5619,11 @@ def effective_settings(block: dict[str, Any], environ: Any) -> dict[str, Any]:
     tag_key = environ.get("LOCKED_TAG_KEY", "").strip()
     if tag_key and isinstance(found.get("LOCKED_TAGGED"), dict):
         found["LOCKED_TAGGED"] = {**found["LOCKED_TAGGED"], tag_key: None}
-    switched = {"REVERT_EGRESS": "false"}  # each switch can only be turned one way
-    switched |= {"RESTORE_FROM_CONFIG": "true", "RESTORE_FROM_CLOUDTRAIL": "true"}
+    switched = {  # each switch can only be turned one way
+        "REVERT_EGRESS": "false",
+        "RESTORE_FROM_CONFIG": "true",
+        "RESTORE_FROM_CLOUDTRAIL": "true",
+    }
     for name, word in switched.items():
         if environ.get(name, "").strip().lower() == word:
             found[name] = word == "true"

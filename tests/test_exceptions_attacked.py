@@ -205,23 +205,27 @@ def one_tag_call(ec2, rule_ids, key, value):
     )
 
 
-def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
-    ec2, vpc_id, group_id, conditions, monkeypatch
-):
+def due_exception_behind_one_tag_call(ec2, vpc_id, group_id, conditions, clock):
+    """An approver's exception due now (granted 3 hours ago for 2 hours), then Alice's one
+    CreateTags naming 40 long-held rules, each in a group of its own; the sweep's clock
+    (and event history's, which takes 2 requests a second) is `clock`."""
     conditions(APPROVERS=[APPROVER_ROLE], MAX_EXCEPTION_HOURS=24)
     granted = authorize(
         ec2, group_id, [VENDOR], identity=CAROL, tags=grant(-1, "vendor window")
     )
-    aged(granted, 3)  # granted 3 hours ago for 2 hours: due now
-    # 40 long-held rules, in groups of their own
-    held = long_held_rules(ec2, vpc_id, 40)
-    # Alice: one CreateTags naming them all (EC2 takes up to 1000 resources a call)
-    one_tag_call(ec2, held, REASON_KEY, "x")
-    clock = Clock()
-    monkeypatch.setattr(lambda_function, "time", clock)
+    aged(granted, 3)
+    one_tag_call(ec2, long_held_rules(ec2, vpc_id, 40), REASON_KEY, "x")
     EventHistory(HISTORY, on_call=clock.lookup).serve(
         lambda_function.client("cloudtrail", "us-east-1")
     )
+
+
+def test_one_tag_call_on_many_rules_leaves_an_expired_exception_open_untold(
+    ec2, vpc_id, group_id, conditions, monkeypatch
+):
+    clock = Clock()
+    monkeypatch.setattr(lambda_function, "time", clock)
+    due_exception_behind_one_tag_call(ec2, vpc_id, group_id, conditions, clock)
     result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)  # 30 s to run
     still = vendor_rule(ec2, group_id)
     told = " ".join(result.get("blindSpots", []))
@@ -517,26 +521,9 @@ class LambdaClock(Clock):
 def test_one_tag_call_on_many_rules_kills_the_sweep_before_anything_is_told(
     ec2, vpc_id, group_id, conditions, monkeypatch, inbox
 ):
-    conditions(
-        APPROVERS=["arn:aws:iam::123456789012:role/SecurityApprover"],
-        MAX_EXCEPTION_HOURS=24,
-    )
-    granted = authorize(
-        ec2,
-        group_id,
-        [VENDOR],
-        identity=CAROL,
-        tags={EXPIRES_KEY: utc(-(1) * HOURS), REASON_KEY: "vendor window"},
-    )
-    granted["eventTime"] = utc(-(3) * HOURS)  # granted 3 hours ago for 2 hours: due now
-    held = long_held_rules(ec2, vpc_id, 40)
-    # Alice (ec2:CreateTags): one call naming them all
-    one_tag_call(ec2, held, REASON_KEY, "x")
     clock = LambdaClock()
     monkeypatch.setattr(lambda_function, "time", clock)
-    EventHistory(HISTORY, on_call=clock.lookup).serve(
-        lambda_function.client("cloudtrail", "us-east-1")
-    )
+    due_exception_behind_one_tag_call(ec2, vpc_id, group_id, conditions, clock)
     try:
         result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
     except Killed as killed:
