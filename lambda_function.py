@@ -2802,14 +2802,22 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
     return done
 
 
+# A rule change made shortly before the tag change may be delivered after it, and decided on
+# the tags as they were then (off): the re-read starts this long before the tag change. What
+# it reads again is compared with what AWS holds, so a change decided rightly stays decided.
+DELIVERED_LATE_S = 900
+
+
 def undo_while_off(
     change: Change, group_id: str, done: Done, account: str | None
 ) -> None:
-    """The rule changes made in the group since the tag change, decided again now that the
-    guard's tags are back: what was kept only because they were off (the live path decided
-    on the tags it found, and the put-back waited for event history) is undone. Each is
-    AWS's own record, from event history, and what it undoes joins this event's report."""
+    """The rule changes made in the group since (shortly before) the tag change, decided
+    again now that the guard's tags are back: what was kept only because they were off (the
+    live path decided on the tags it found, and the put-back waited for event history) is
+    undone. Each is AWS's own record, from event history, and what it undoes joins this
+    event's report."""
     since = time_of(change) or datetime.datetime.now(datetime.UTC)
+    since -= datetime.timedelta(seconds=DELIVERED_LATE_S)
     window = {**change, "groupId": group_id, "eventTime": None}  # up to now
     for record in group_records(window, account, since=since):
         if record is CUT_SHORT:

@@ -6,6 +6,8 @@ as event history records it, and the value the group had before as its earlier t
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from cloudtrail import (
     ACCOUNT,
@@ -307,3 +309,41 @@ def test_one_key_for_guarded_and_for_locked_is_put_back_as_either(
     assert tags_of(ec2, group_id)["guardrail"] == "on"
     lambda_handler(eventbridge(authorize(ec2, group_id, [SSH])), CONTEXT)
     assert OPEN not in rule_set(ec2, group_id)
+
+
+def earlier(found, seconds):
+    """The record as if its call had been made `seconds` before it was (in history too)."""
+    made_at = datetime.datetime.fromisoformat(found["eventTime"])
+    moved = made_at - datetime.timedelta(seconds=seconds)
+    found["eventTime"] = moved.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return found
+
+
+def test_a_rule_opened_just_before_the_guard_tag_was_deleted_goes_with_the_tag(
+    ec2, guarded, history, inbox
+):
+    """The other order (an attacker's review): SSH opened, the tag deleted 3 s later, and
+    the Authorize delivered after the DeleteTags, so decided without the tag."""
+    opened = earlier(authorize(ec2, guarded, [SSH]), 3)
+    removed = tag(ec2, "DeleteTags", guarded, {"guardrail": None})
+    assert lambda_handler(eventbridge(opened), CONTEXT)["decision"] == "kept"
+    result = lambda_handler(eventbridge(removed), CONTEXT)
+    assert tags_of(ec2, guarded)["guardrail"] == "on"
+    assert OPEN not in rule_set(ec2, guarded)
+    assert "tcp 22 from 0.0.0.0/0" in result["rules"]
+
+
+def test_a_removal_just_before_the_lock_tag_was_deleted_is_put_back_with_the_tag(
+    ec2, group_id, conditions, history
+):
+    conditions(LOCKED_TAGGED={"locked": None})
+    tag(
+        ec2, "CreateTags", group_id, {"locked": "yes"}
+    )  # the group holds the bastion rule
+    removed = earlier(revoke(ec2, group_id, [BASTION]), 3)
+    untagged = tag(ec2, "DeleteTags", group_id, {"locked": None})
+    kept = lambda_handler(eventbridge(removed), CONTEXT)
+    assert kept["reason"] == "removals are undone only in locked groups"
+    lambda_handler(eventbridge(untagged), CONTEXT)
+    assert tags_of(ec2, group_id)["locked"] == "yes"
+    assert (False, "tcp", 22, 22, "192.0.2.0/24") in rule_set(ec2, group_id)
