@@ -385,6 +385,7 @@ def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
     life); alice moves that time into the past; the sweep then revokes the rule, and only
     it. Event history answers by event ID here (cloudtrail.EventHistory), as the function
     confirms a grant before it keeps anything. A failure when any step goes otherwise."""
+    yours = lambda_function.SETTINGS.APPROVERS
     lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
         APPROVERS=[f"arn:aws:iam::{ACCOUNT}:role/SecurityApprover"]
     )
@@ -454,19 +455,23 @@ def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
             )
         ]
         result = (revoked or expired or [{"decision": "none", "reason": "not seen"}])[0]
+        # Your block may leave the group alone (ONLY_/NEVER_ groups, VPCs, tags): then the
+        # exception's end keeps the rule, as the row says.
+        ec2_of_function = lambda_function.client("ec2", REGION)
+        guarded = lambda_function.out_of_scope(ec2_of_function, group_id, False) is None
         row(
             number + 2,
             "(the sweep, later)",
             "the exception expires",
             result,
-            after == before and len(expired) == 1,
-            "did not revoke exactly that rule",
+            after == (before if guarded else before | {rule_id}) and len(expired) == 1,
+            "did not revoke exactly that rule" if guarded else "did not keep it",
         )
     except Exception as error:  # noqa: BLE001 -- the demo reports it as a failure
         failures.append(f"exception: the function raised {error!r}")
     finally:
         events.unregister(name, unique_id="exceptions")
-        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(APPROVERS=[])
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(APPROVERS=yours)
     return failures
 
 

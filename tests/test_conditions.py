@@ -302,3 +302,34 @@ def test_settings_from_the_environment_reach_the_member_roles_arn(aws, monkeypat
     )
     assert lambda_function.assume_member_role("111122223333")["AccessKeyId"]
     assert asked == ["arn:aws:iam::111122223333:role/from-the-template"]
+
+
+def test_the_demo_follows_an_only_condition_the_group_does_not_meet(tmp_path):
+    """ONLY_TAGGED set (the README's tag example), the demo's group untagged: every row is
+    kept, the exception's end keeps its rule too, and the demo does not call that a failure
+    (a new user's finding: row 11 expected the revoke whatever the conditions said)."""
+    copy = tmp_path / "project"
+    shutil.copytree(
+        ROOT,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".venv*", ".git", "*cache*", ".hypothesis", "dist"
+        ),
+    )
+    shipped_line = 'ONLY_TAGGED: dict[str, str | None] = {}  # e.g. {"guardrail": "on"}'
+    source = shipped_source()
+    assert shipped_line in source
+    edited = source.replace(
+        shipped_line, 'ONLY_TAGGED: dict[str, str | None] = {"guardrail": "on"}'
+    )
+    (copy / "lambda_function.py").write_text(edited)
+    demo = subprocess.run(
+        [sys.executable, "tests/demo.py"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr
+    assert "the group lacks the ONLY_TAGGED tags" in demo.stdout
