@@ -304,7 +304,7 @@ def test_settings_from_the_environment_reach_the_member_roles_arn(aws, monkeypat
     assert asked == ["arn:aws:iam::111122223333:role/from-the-template"]
 
 
-def test_the_demo_follows_an_only_condition_the_group_does_not_meet(tmp_path):
+def test_a_users_edited_block_with_an_only_condition_still_passes_the_demo(tmp_path):
     """ONLY_TAGGED set (the README's tag example), the demo's group untagged: every row is
     kept, the exception's end keeps its rule too, and the demo does not call that a failure
     (a new user's finding: row 11 expected the revoke whatever the conditions said)."""
