@@ -111,9 +111,7 @@ REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
 # edited rule is revoked (fail closed). False: leave edits alone.
 REVERT_MODIFIED_RULES = True
 RESTORE_FROM_CONFIG = False  # True: AWS Config's history (a recorder covering groups)
-RESTORE_FROM_CLOUDTRAIL = (
-    False  # True: CloudTrail event history (LookupEvents, 90 days)
-)
+RESTORE_FROM_CLOUDTRAIL = False  # True: CloudTrail event history (LookupEvents, 90 days)
 
 # Changes an AWS service makes on its own (EMR, EKS, Directory Service... add rules by design,
 # and add them again when removed) are kept: reverting them fights the service. A person acting
@@ -174,14 +172,10 @@ LATE_AFTER_SECONDS = 300
 class Rule(TypedDict, total=False):
     """One rule, in CloudTrail's camelCase names for it (securityGroupRuleSet items)."""
 
-    securityGroupRuleId: (
-        str | None
-    )  # the response's rule ID: what is revoked when known
+    securityGroupRuleId: str | None  # the response's rule ID: what is revoked when known
     groupId: str  # the rule's group when the response names it
     isEgress: bool | None  # None: an edit, whose direction is asked of AWS
-    ipProtocol: (
-        str  # a name where AWS has one (tcp, udp, icmp, icmpv6, -1), else a number
-    )
+    ipProtocol: str  # a name where AWS has one (tcp, udp, icmp, icmpv6, -1), else a number
     fromPort: int  # ports, or ICMP type and code, as given (absent: every port)
     toPort: int
     cidrIpv4: str  # exactly one source: a CIDR, a prefix list or a group
@@ -201,9 +195,7 @@ class Change(TypedDict, total=False):
     eventName: str
     eventTime: str | None
     actor: str  # the identity's ARN (or "unknown")
-    principals: list[
-        str
-    ]  # every name an exemption may match: ARN, session issuer, service
+    principals: list[str]  # every name an exemption may match: ARN, session issuer, service
     byAwsService: bool  # an AWS service or a service-linked role made the change
     account: str | None  # recipientAccountId, checked against the envelope's
     region: str | None
@@ -218,9 +210,7 @@ class Change(TypedDict, total=False):
     tags: dict[str, str]
     # Set by optional features' readers (each section says which):
     tagging: dict[str, Any]  # CreateTags / DeleteTags
-    prefixList: dict[
-        str, Any
-    ]  # ModifyManagedPrefixList / RestoreManagedPrefixListVersion
+    prefixList: dict[str, Any]  # ModifyManagedPrefixList / RestoreManagedPrefixListVersion
     association: dict[str, str]  # AssociateSecurityGroupVpc
     confirmedBy: str  # the change was read again from AWS's own record (event history)
 
@@ -406,9 +396,7 @@ def first_summary(event: Any) -> dict[str, Any]:
     """What can be said of an event before reading it: so that every line names its event."""
     record = record_of(event)
     found = {"eventId": record.get("eventID"), "eventName": record.get("eventName")}
-    return {
-        key: value if isinstance(value, str) else None for key, value in found.items()
-    }
+    return {key: value if isinstance(value, str) else None for key, value in found.items()}
 
 
 def record_of(event: Any) -> dict[str, Any]:
@@ -455,9 +443,7 @@ HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS + TAG_EVENTS
 
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 
-PROTOCOLS = {
-    name: name for name in ("tcp", "udp", "icmp", "icmpv6", "-1")
-} | PROTOCOL_NAMES
+PROTOCOLS = {name: name for name in ("tcp", "udp", "icmp", "icmpv6", "-1")} | PROTOCOL_NAMES
 
 ICMP = ("icmp", "icmpv6")  # fromPort is the ICMP type, toPort the code; -1 is any
 
@@ -493,9 +479,7 @@ def read_change(event: Any) -> Change:
     if record.get("eventSource") != "ec2.amazonaws.com" or name not in HANDLED_EVENTS:
         raise BadEvent(f"not a security-group change: {str(name)[:80]}")
     if record.get("errorCode"):
-        raise BadEvent(
-            f"the call failed ({str(record['errorCode'])[:80]}); nothing changed"
-        )
+        raise BadEvent(f"the call failed ({str(record['errorCode'])[:80]}); nothing changed")
     # From here on the call succeeded: what cannot be read is reported, never ignored.
     envelope = event if "detail" in event else {}
     change: Change = {
@@ -721,11 +705,7 @@ def read_protocol_and_ports(d: dict) -> dict[str, Any]:
     if not isinstance(text_form, str):
         raise Unreadable("missing ipProtocol")
     protocol = PROTOCOLS.get(text_form.lower())
-    if (
-        protocol is None
-        and PROTOCOL_NUMBER.fullmatch(text_form)
-        and int(text_form) <= 255
-    ):
+    if protocol is None and PROTOCOL_NUMBER.fullmatch(text_form) and int(text_form) <= 255:
         protocol = text_form
     if protocol is None:
         raise Unreadable(f"unknown ipProtocol {text_form[:20]!r}")
@@ -769,9 +749,7 @@ def read_source(kind: str, value: Any) -> dict[str, str]:
 def description_of(item: dict) -> dict[str, str]:
     """A rule's description, kept so that a restored rule gets it back."""
     found = item.get("description")
-    return (
-        {"description": found} if isinstance(found, str) and len(found) <= 255 else {}
-    )
+    return {"description": found} if isinstance(found, str) and len(found) <= 255 else {}
 
 
 # Cached: the same few CIDRs (0.0.0.0/0, ::/0) come again and again.
@@ -851,9 +829,7 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
         kept = change["rules"] + change["unreadable"] + tags_changed(change)
         kept += entries_changed(change) + associated(change)
         return {**done, "reason": reason, "kept": kept, "unreadable": []}
-    if (
-        FEATURE_KEYS & change.keys()
-    ):  # tags, prefix lists, VPCs: each in its own section
+    if FEATURE_KEYS & change.keys():  # tags, prefix lists, VPCs: each in its own section
         return handle_feature(change, done, dry_run, account)
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
@@ -903,11 +879,7 @@ def member_account(change: Change, context: Any) -> str | None:
     global _partition
     arn = getattr(context, "invoked_function_arn", None)
     parts = arn.split(":") if isinstance(arn, str) else []
-    if (
-        len(parts) < 5
-        or not ACCOUNT_ID.fullmatch(parts[4])
-        or parts[4] == change["account"]
-    ):
+    if len(parts) < 5 or not ACCOUNT_ID.fullmatch(parts[4]) or parts[4] == change["account"]:
         return None  # our own account, or run locally with whatever boto3 is set up for
     if not SETTINGS.MEMBER_ROLE_NAME:
         raise OutOfReach(
@@ -921,18 +893,14 @@ def member_account(change: Change, context: Any) -> str | None:
 # The member role's session name, when the function acts in a member account.
 SESSION = "sg-guardrail"
 
-ASSUMED_ROLE = re.compile(
-    r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)"
-)
+ASSUMED_ROLE = re.compile(r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]+)/(.+)")
 
 
 def own_session(change: Change, function_name: str | None) -> str | None:
     """Is the change perhaps the guardrail's own (a revoke, a restore)? "member": surely, the
     member role's session; "maybe": a session named like the function, which only the
     function's own role ARN can confirm; None: no."""
-    found = ASSUMED_ROLE.fullmatch(
-        change["principals"][0] if change["principals"] else ""
-    )
+    found = ASSUMED_ROLE.fullmatch(change["principals"][0] if change["principals"] else "")
     if not found:
         return None
     if SETTINGS.MEMBER_ROLE_NAME and (found[2], found[3]) == (
@@ -957,13 +925,10 @@ def is_own(change: Change, account: str | None) -> bool:
 def principal_exemption(change: Change) -> str | None:
     """Why the change is kept, from who made it; None when no exemption matches."""
     if change["byAwsService"] and not SETTINGS.GUARD_AWS_SERVICES:
-        return (
-            f"made by an AWS service on its own ({change['actor']}; GUARD_AWS_SERVICES)"
-        )
+        return f"made by an AWS service on its own ({change['actor']}; GUARD_AWS_SERVICES)"
     for principal in change["principals"]:
         if any(
-            fnmatch.fnmatchcase(principal, pattern)
-            for pattern in exemption_patterns(change)
+            fnmatch.fnmatchcase(principal, pattern) for pattern in exemption_patterns(change)
         ):
             return f"exempt principal {principal}"
     return None
@@ -1054,9 +1019,7 @@ def group_exemption(change: Change) -> str | None:
 
 
 def carries_any(tags: dict[str, str], wanted: dict[str, str | None]) -> bool:
-    return any(
-        key in tags and value in (None, tags[key]) for key, value in wanted.items()
-    )
+    return any(key in tags and value in (None, tags[key]) for key, value in wanted.items())
 
 
 def is_late(change: Change, now: datetime.datetime) -> bool:
@@ -1166,9 +1129,7 @@ def verdict_of_should_revert(change: Change) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def undo(
-    ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
-) -> Done:
+def undo(ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
     """An addition or an edit: plan what to revoke and put back, then (not in a dry run)
     do it. Its words are the caller's, once it is done (reason_of)."""
     done = plan_undo(ec2, change, done, dry_run, account)
@@ -1210,9 +1171,7 @@ def plan_undo(
     if not approved:
         return {**done, "kept": rules}
     if any("unreadable" in r or widens(r["previous"], r) for r in restoring):
-        confirm_first(
-            change, dry_run
-        )  # the old value lets through what the new does not
+        confirm_first(change, dry_run)  # the old value lets through what the new does not
     done["revoked"], done["restored"] = revoking, restoring
     done["reason"] = done["reason"] or done.get("exception", "")
     return done
@@ -1247,9 +1206,7 @@ REJECTED = {
 DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
 
 
-def revoke(
-    ec2: Any, change: Change, rules: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def revoke(ec2: Any, change: Change, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Revoke the rules; returns those that were already gone. One call in the common case."""
     gone = []
     for is_egress in (False, True):
@@ -1263,11 +1220,7 @@ def revoke_one_direction(
     ec2: Any, change: Change, rules: list[dict], is_egress: bool
 ) -> list[dict]:
     # IAM: ec2:RevokeSecurityGroupEgress / ec2:RevokeSecurityGroupIngress
-    call = (
-        ec2.revoke_security_group_egress
-        if is_egress
-        else ec2.revoke_security_group_ingress
-    )
+    call = ec2.revoke_security_group_egress if is_egress else ec2.revoke_security_group_ingress
     arguments = revoke_arguments(rules)
     try:
         answer = call(GroupId=change["groupId"], **arguments)
@@ -1578,9 +1531,7 @@ def client(service: str, region: str, account: str | None = None) -> Any:
                 "aws_session_token": found["SessionToken"],
             }
         made = new_client(service, region, **keys)
-        made.meta.events.register_first(
-            f"needs-retry.{service}", stop_retrying_near_deadline
-        )
+        made.meta.events.register_first(f"needs-retry.{service}", stop_retrying_near_deadline)
         _clients[service, region, account] = made
     return _clients[service, region, account]
 
@@ -1663,9 +1614,7 @@ def stop_if_unsupported(response: Any = None, operation: Any = None, **_: Any) -
 # =============================================================================================
 
 
-def handle_feature(
-    change: Change, done: Done, dry_run: bool, account: str | None
-) -> Done:
+def handle_feature(change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
     """A tag call, a prefix list's change or a VPC association: its feature undoes it."""
     if "tagging" in change and rule_tags_at_stake(change):  # Exceptions that expire
         return retag_rules(change, done, dry_run, account)
@@ -1692,9 +1641,7 @@ def same_rule(planned: dict[str, Any], existing: dict[str, Any]) -> bool:
 
 def same_value(rule: Rule, other: Rule) -> bool:
     """The same direction, and the same traffic let through (descriptions aside)."""
-    return rule["isEgress"] == other["isEgress"] and network_key(rule) == network_key(
-        other
-    )
+    return rule["isEgress"] == other["isEgress"] and network_key(rule) == network_key(other)
 
 
 def network_key(rule: Rule) -> tuple:
@@ -1761,12 +1708,9 @@ def rules_of_permission(permission: dict[str, Any], is_egress: bool) -> list[dic
         if permission.get(key) is not None:
             shape[key[0].lower() + key[1:]] = permission[key]
     sources = [{"cidrIpv4": r.get("CidrIp")} for r in permission.get("IpRanges", [])]
+    sources += [{"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])]
     sources += [
-        {"cidrIpv6": r.get("CidrIpv6")} for r in permission.get("Ipv6Ranges", [])
-    ]
-    sources += [
-        {"prefixListId": r.get("PrefixListId")}
-        for r in permission.get("PrefixListIds", [])
+        {"prefixListId": r.get("PrefixListId")} for r in permission.get("PrefixListIds", [])
     ]
     sources += [
         {
@@ -1824,9 +1768,7 @@ def rule_value(rule: Rule) -> dict[str, Any]:
 # =============================================================================================
 
 
-def read_request_rules(
-    params: dict, is_egress: bool, problems: list
-) -> list[dict[str, Any]]:
+def read_request_rules(params: dict, is_egress: bool, problems: list) -> list[dict[str, Any]]:
     """Rules rebuilt from ipPermissions and from the legacy flat form, one per source."""
     rules = []
     try:
@@ -1854,9 +1796,7 @@ def read_flat_form(params: dict, is_egress: bool) -> list[dict[str, Any]]:
     rules = []
     if params.get("cidrIp") is not None:
         source = read_source("cidrIpv4", params["cidrIp"])
-        rules.append(
-            {"isEgress": is_egress, **source, **read_protocol_and_ports(params)}
-        )
+        rules.append({"isEgress": is_egress, **source, **read_protocol_and_ports(params)})
     if params.get("sourceSecurityGroupName") is not None:
         # Without a protocol the API grants the source group full TCP, UDP and ICMP access.
         source = group_source(
@@ -1933,9 +1873,7 @@ def read_modification(params: dict, change: Change) -> None:
     )
     change["groupId"] = checked(request.get("GroupId"), GROUP_ID, "GroupId")
     entries = request.get("SecurityGroupRule")
-    for number, entry in enumerate(
-        entries if isinstance(entries, list) else [entries], 1
-    ):
+    for number, entry in enumerate(entries if isinstance(entries, list) else [entries], 1):
         try:
             change["rules"].append(read_edited_rule(as_dict(entry, "entry")))
         except Unreadable as problem:
@@ -2002,9 +1940,7 @@ def rules_now(ec2: Any, **query: Any) -> list[dict[str, Any]]:
 
 def rules_by_id(ec2: Any, rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The change's rules as they are now, by rule ID: one call; absent ones are gone."""
-    ids = [
-        rule["securityGroupRuleId"] for rule in rules if "securityGroupRuleId" in rule
-    ]
+    ids = [rule["securityGroupRuleId"] for rule in rules if "securityGroupRuleId" in rule]
     found = [  # 200 IDs a call: a filter takes no more, and the 201st is not gone
         rule
         for chunk in filter_chunks(ids)
@@ -2031,9 +1967,7 @@ def widens(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 
 def source_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    cidr, old_cidr = (
-        rule.get("cidrIpv4") or rule.get("cidrIpv6") for rule in (new, old)
-    )
+    cidr, old_cidr = (rule.get("cidrIpv4") or rule.get("cidrIpv6") for rule in (new, old))
     if cidr and old_cidr:
         network, old_network = (
             ipaddress.ip_network(value, strict=False) for value in (cidr, old_cidr)
@@ -2077,14 +2011,10 @@ def restore(ec2: Any, change: Change, rules: list[dict]) -> None:
         for rule in rules
     ]
     # IAM: ec2:ModifySecurityGroupRules
-    ec2.modify_security_group_rules(
-        GroupId=change["groupId"], SecurityGroupRules=entries
-    )
+    ec2.modify_security_group_rules(GroupId=change["groupId"], SecurityGroupRules=entries)
 
 
-HISTORY_PAGES = (
-    10  # at most 500 earlier events of the group, at LookupEvents' 2 per second
-)
+HISTORY_PAGES = 10  # at most 500 earlier events of the group, at LookupEvents' 2 per second
 
 
 def previous_values(
@@ -2203,9 +2133,7 @@ def previous_from_cloudtrail(
     seen: dict[str, list] = {rule_id: [] for rule_id in wanted}  # newest first
     created: set[str] = set()
     for record in group_records(change, account):
-        set_here = values_set_by(
-            record, change["eventId"], _own_arn, account is not None
-        )
+        set_here = values_set_by(record, change["eventId"], _own_arn, account is not None)
         for rule_id, value in set_here.items():
             if rule_id in wanted and rule_id not in created:
                 seen[rule_id].append(value)
@@ -2214,10 +2142,7 @@ def previous_from_cloudtrail(
         if created >= wanted:
             break
     locked = is_locked(change)
-    found = {
-        rule_id: approved_value(values[::-1], locked)
-        for rule_id, values in seen.items()
-    }
+    found = {rule_id: approved_value(values[::-1], locked) for rule_id, values in seen.items()}
     return {rule_id: value for rule_id, value in found.items() if value is not None}
 
 
@@ -2288,9 +2213,7 @@ def values_set_by(
     }
 
 
-def approved_value(
-    values: list[tuple[dict, bool]], locked: bool = False
-) -> dict | None:
+def approved_value(values: list[tuple[dict, bool]], locked: bool = False) -> dict | None:
     """The value the guard last let a rule have, from the values records set, oldest first.
     An edit by anyone else counts only if it widened nothing, or its value is allowed (in a
     group that is not locked: a locked one allows nothing): so that an unapproved edit (left
@@ -2347,9 +2270,7 @@ def confirmed_change(change: Change, account: str | None) -> Change:
         )
     )
     if not same:
-        raise Unconfirmed(
-            f"event {event_id} is not (yet) in CloudTrail event history as read"
-        )
+        raise Unconfirmed(f"event {event_id} is not (yet) in CloudTrail event history as read")
     return {**read_change(record), "confirmedBy": "CloudTrail event history"}
 
 
@@ -2406,9 +2327,7 @@ def removed_as_requested(params: dict, response: dict, change: Change) -> list[R
     return found
 
 
-def put_back(
-    ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None
-) -> dict:
+def put_back(ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None) -> dict:
     """A removal from a locked group: authorize the removed rules again, each with the value
     the guard last approved (put_back_plan), never one an unapproved change gave it."""
     approved, done["reason"] = verdict_of_should_revert(change)
@@ -2428,9 +2347,7 @@ def put_back(
     done["reauthorized"] = [rule for rule in rules if rule not in present]
     done["unreadable"] += cannot
     if not done["reauthorized"]:
-        why = (
-            "not the guard's to put back" if left_out or cannot else "put back already"
-        )
+        why = "not the guard's to put back" if left_out or cannot else "put back already"
         done["reason"] = done["reason"] or f"the removed rules were {why}"
     elif dry_run:
         done["reason"] = done["reason"] or DRY_RUN_REASON
@@ -2486,9 +2403,7 @@ def put_back_plan(
         authorizes = other["eventName"].startswith("Authorize")
         if not (authorizes or other["eventName"] == "ModifySecurityGroupRules"):
             continue
-        values = {
-            n: made(rule, other) for n, rule in enumerate(rules) if n not in created
-        }
+        values = {n: made(rule, other) for n, rule in enumerate(rules) if n not in created}
         values = {n: value for n, value in values.items() if value is not None}
         readding = [  # the removed value added again since, under a new rule ID
             added
@@ -2510,9 +2425,7 @@ def put_back_plan(
             # A rule ID's making and edits came before its removal, wherever listed.
             chains[n].append((value, approved or (authorizes and not fresh), fresh))
             if authorizes or not by_id:
-                created.add(
-                    n
-                )  # its making; by value, the newest that made it is enough
+                created.add(n)  # its making; by value, the newest that made it is enough
         if len(created) == len(rules):
             break
     back, left_out, cannot = [], [], []
@@ -2808,9 +2721,7 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
 DELIVERED_LATE_S = 900
 
 
-def undo_while_off(
-    change: Change, group_id: str, done: Done, account: str | None
-) -> None:
+def undo_while_off(change: Change, group_id: str, done: Done, account: str | None) -> None:
     """The rule changes made in the group since (shortly before) the tag change, decided
     again now that the guard's tags are back: what was kept only because they were off (the
     live path decided on the tags it found, and the put-back waited for event history) is
@@ -2959,8 +2870,7 @@ def read_prefix_list_restore(params: dict, change: Change) -> None:
     listed = field(request, "PrefixListId")
     versions = [field(request, key) for key in ("PreviousVersion", "CurrentVersion")]
     versions = [
-        int(v) if isinstance(v, (int, str)) and str(v).isdigit() else None
-        for v in versions
+        int(v) if isinstance(v, (int, str)) and str(v).isdigit() else None for v in versions
     ]
     if not (isinstance(listed, str) and PREFIX_LIST_ID.fullmatch(listed)):
         raise Unreadable("a prefix list restored, its PrefixListId unreadable")
@@ -2976,12 +2886,9 @@ def entries_changed(change: Change) -> list[str]:
         return []
     listed = change["prefixList"]
     if "restored" in listed and not listed["added"]:  # an exempt restore, not looked up
-        return [
-            f"{listed['prefixListId']} restored from version {listed['restored']['from']}"
-        ]
+        return [f"{listed['prefixListId']} restored from version {listed['restored']['from']}"]
     return [
-        f"entry {entry['cidr']} added to {listed['prefixListId']}"
-        for entry in listed["added"]
+        f"entry {entry['cidr']} added to {listed['prefixListId']}" for entry in listed["added"]
     ]
 
 
@@ -3066,8 +2973,7 @@ def allowed_through(prefix_list_id: str) -> list[dict[str, Any]]:
             shape |= {"fromPort": low, "toPort": high}
         directions = [entry["isEgress"]] if "isEgress" in entry else [False, True]
         rules += [
-            {"groupId": None, "isEgress": is_egress, "prefixListId": prefix_list_id}
-            | shape
+            {"groupId": None, "isEgress": is_egress, "prefixListId": prefix_list_id} | shape
             for is_egress in directions
         ]
     return rules
@@ -3197,8 +3103,7 @@ def new_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
     return [
         entry
         for entry in listed["added"]
-        if entry not in again
-        or ipaddress.ip_network(entry["cidr"], strict=False) not in held
+        if entry not in again or ipaddress.ip_network(entry["cidr"], strict=False) not in held
     ]
 
 
@@ -3281,9 +3186,7 @@ def vpc_guarded(vpc_id: str | None) -> bool:
 CANNOT_DISASSOCIATE = {"DependencyViolation", "OperationNotPermitted", "IncorrectState"}
 
 
-def disassociate(
-    change: Change, done: Done, dry_run: bool, account: str | None
-) -> dict:
+def disassociate(change: Change, done: Done, dry_run: bool, account: str | None) -> dict:
     """A group associated with a VPC the conditions guard while its own VPC is not guarded:
     its rules, never judged, would reach the guarded VPC. Undone (DisassociateSecurityGroupVpc);
     what AWS refuses is reported. Without VPC conditions every VPC is guarded alike."""
@@ -3357,17 +3260,13 @@ def assume_member_role(account: str) -> dict[str, Any]:
 
 _own_arn: str | None = None  # the function's own session ARN, asked once per cold start
 
-_own_user_id: str | None = (
-    None  # and its role's unique ID (AROA…), to know its own messages
-)
+_own_user_id: str | None = None  # and its role's unique ID (AROA…), to know its own messages
 
 
 def own_region(fallback: str) -> str:
     """The function's own region (Lambda sets AWS_REGION), where STS always answers; a
     change's region may be an opt-in one the function's account has not enabled."""
-    return (
-        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or fallback
-    )
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or fallback
 
 
 def own_identity(region: str) -> tuple[str, str]:
@@ -3417,9 +3316,7 @@ def handle_batch(messages: list[dict], context: Any) -> dict[str, Any]:
             if is_dry_run() or change is None or not revokes_by_id(change):
                 handle_event(event, context)  # reads it again: logs why it is ignored
             else:
-                planned += plan_message(
-                    message.get("messageId"), event, change, context
-                )
+                planned += plan_message(message.get("messageId"), event, change, context)
         except RETRY_LATER:
             failed.append(message.get("messageId"))
         except Exception as error:  # noqa: BLE001 -- one bad message never stops the others
@@ -3459,9 +3356,7 @@ def is_sqs_batch(event: Any) -> bool:
     return (
         isinstance(messages, list)
         and bool(messages)
-        and all(
-            isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages
-        )
+        and all(isinstance(m, dict) and m.get("eventSource") == "aws:sqs" for m in messages)
     )
 
 
@@ -3580,14 +3475,10 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
             continue
         for region in regions:
             try:
-                blind_spots += sweep_history(
-                    since, period, region, account, counts, context
-                )
+                blind_spots += sweep_history(since, period, region, account, counts, context)
             except RETRY_LATER as error:
                 where = f"account {account}" if account else "this account"
-                blind_spots.append(
-                    f"{where} in {region} could not be swept fully: {error}"
-                )
+                blind_spots.append(f"{where} in {region} could not be swept fully: {error}")
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {
@@ -3678,9 +3569,7 @@ def gone_already(ec2: Any, records: list[Any]) -> set[int]:
         except BadEvent:
             continue
         ids = {rule.get("securityGroupRuleId") for rule in change["rules"]}
-        additions = (
-            change["eventName"].startswith("Authorize") and not change["removal"]
-        )
+        additions = change["eventName"].startswith("Authorize") and not change["removal"]
         if additions and ids and None not in ids and not change["unreadable"]:
             named[id(record)] = ids
     wanted = sorted(set().union(*named.values())) if named else []
@@ -3724,9 +3613,7 @@ def stale_canaries(now: datetime.datetime) -> list[str]:
         return []
     ec2 = client("ec2", os.environ.get("AWS_REGION") or "us-east-1")
     stale = [
-        rule
-        for rule in rules_now(ec2, group_id=[group_id])
-        if is_stale_canary(rule, now)
+        rule for rule in rules_now(ec2, group_id=[group_id]) if is_stale_canary(rule, now)
     ]
     if stale:
         revoke(ec2, {"groupId": group_id}, stale)
@@ -3745,9 +3632,7 @@ def is_stale_canary(rule: Rule, now: datetime.datetime) -> bool:
         return False
     found = CANARY_TIME.search(rule.get("description") or "")
     added = (
-        datetime.datetime.strptime(found[0], "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC
-        )
+        datetime.datetime.strptime(found[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
         if found
         else None
     )
@@ -3945,14 +3830,10 @@ def message(result: dict[str, Any], change: Change) -> dict[str, Any]:
     """Subject, a body a person can act on, and attributes for subscription filters."""
     verb = VERBS[result["decision"]]
     changed = [
-        f"{pair['recorded']} (now {pair['now']})"
-        for pair in result.get("changedSince", [])
+        f"{pair['recorded']} (now {pair['now']})" for pair in result.get("changedSince", [])
     ]
     headline = (
-        result["rules"]
-        + result.get("leftOpen", [])
-        + result.get("unreadable", [])
-        + changed
+        result["rules"] + result.get("leftOpen", []) + result.get("unreadable", []) + changed
     ) or ["a change"]
     more = f" (+{len(headline) - 1} more)" if len(headline) > 1 else ""
     who = str(result.get("actor") or "unknown").rsplit("/", 1)[-1]
@@ -4033,9 +3914,7 @@ def report_finding(result: dict[str, Any], change: dict[str, Any]) -> None:
         return
     account, region = result.get("account"), result.get("region")
     if not (account and region):
-        result["finding"] = (
-            "failed: the change names no account or region to file it in"
-        )
+        result["finding"] = "failed: the change names no account or region to file it in"
         count_failed_finding()
         return
     try:
@@ -4048,9 +3927,7 @@ def report_finding(result: dict[str, Any], change: dict[str, Any]) -> None:
         answer = hub.batch_import_findings(Findings=[finding])
         if answer.get("FailedCount"):
             refused = (answer.get("FailedFindings") or [{}])[0]
-            raise ValueError(
-                f"{refused.get('ErrorCode')}: {refused.get('ErrorMessage')}"
-            )
+            raise ValueError(f"{refused.get('ErrorCode')}: {refused.get('ErrorMessage')}")
         result["finding"] = f"imported {finding['Id']} ({status.lower()})"
     except Exception as error:  # noqa: BLE001 -- a finding never blocks or breaks the undo
         result["finding"] = f"failed: {type(error).__name__}: {str(error)[:300]}"
@@ -4087,9 +3964,7 @@ def exposure(change: dict[str, Any]) -> str:
         world = bool(cidr) and ipaddress.ip_network(cidr, strict=False).prefixlen == 0
         inward = rule.get("isEgress") is not True  # an edit's direction unknown: inward
         low, high = port_range(rule)
-        admin = rule["ipProtocol"] not in ICMP and any(
-            low <= p <= high for p in ADMIN_PORTS
-        )
+        admin = rule["ipProtocol"] not in ICMP and any(low <= p <= high for p in ADMIN_PORTS)
         if inward and world and admin:
             return "CRITICAL"
         label = "HIGH" if inward and world else "MEDIUM" if inward or world else "LOW"
@@ -4283,9 +4158,7 @@ def chat_message(
     console = console_url(region, group)
     steps = [f"Open the group in the console: {console}"]
     if result["decision"] == "dry-run":
-        steps.insert(
-            0, "Nothing was changed (dry run): undo it by hand if it must not stay"
-        )
+        steps.insert(0, "Nothing was changed (dry run): undo it by hand if it must not stay")
     elif result["decision"] in LEFT_OPEN:
         steps.insert(0, "Undo the change by hand if no retry succeeds")
     return {
@@ -4381,9 +4254,7 @@ def audit_main(argv: list[str]) -> int:
         args.region = [boto3.session.Session().region_name or ""]
     regions = args.region
     if regions == [""]:
-        parser.error(
-            "no region: give --region R, or set AWS_REGION or a profile's region"
-        )
+        parser.error("no region: give --region R, or set AWS_REGION or a profile's region")
     if not all(REGION.fullmatch(region) for region in regions):
         parser.error(f"not a region: {regions}")
     if args.accounts and not SETTINGS.MEMBER_ROLE_NAME:
@@ -4429,9 +4300,7 @@ def audit(
                 found = audit_region(region, account)
             except (ClientError, BotoCoreError) as error:
                 reason = error_reason(error) if isinstance(error, ClientError) else ""
-                unreachable.append(
-                    (where, reason or f"{type(error).__name__}: {error}")
-                )
+                unreachable.append((where, reason or f"{type(error).__name__}: {error}"))
                 if account is not None and account not in _credentials:
                     break  # the role could not be assumed: no other region will do
                 continue
@@ -4569,13 +4438,9 @@ def audit_text(verdicts: list[dict[str, Any]], form: str) -> str:
     ]
     if form == "json":
         keys = (*AUDIT_COLUMNS, "groupName", "locked", "entry")
-        found = [
-            {key: v.get(key) for key in keys} for v in sorted(verdicts, key=audit_order)
-        ]
+        found = [{key: v.get(key) for key in keys} for v in sorted(verdicts, key=audit_order)]
         return (
-            json.dumps(
-                {"rules": found, "lockedGroups": locked_groups(verdicts)}, indent=2
-            )
+            json.dumps({"rules": found, "lockedGroups": locked_groups(verdicts)}, indent=2)
             + "\n"
         )
     if form == "csv":
@@ -4614,9 +4479,7 @@ def locked_groups(verdicts: list[dict[str, Any]]) -> list[str]:
     return sorted({v["groupId"] for v in verdicts if v["locked"] and v["groupId"]})
 
 
-def audit_summary(
-    verdicts: list[dict[str, Any]], unreachable: list[tuple[str, str]]
-) -> str:
+def audit_summary(verdicts: list[dict[str, Any]], unreachable: list[tuple[str, str]]) -> str:
     groups = {(v["account"], v["region"], v["groupId"]) for v in verdicts}
     reverted = sum(v["verdict"] == "would revert" for v in verdicts)
     locked = len(locked_groups(verdicts))
@@ -4703,9 +4566,7 @@ def port_entries(
             for (low, high), kept in sorted(by_type.items())
         ]
     spans: list[list] = []  # [low, high, wheres], joined where they touch or overlap
-    for (low, high), where in sorted(
-        (port_range(rule), where) for rule, where in found
-    ):
+    for (low, high), where in sorted((port_range(rule), where) for rule, where in found):
         if spans and low <= spans[-1][1] + 1:
             spans[-1][1] = max(spans[-1][1], high)
             spans[-1][2].append(where)
@@ -4718,9 +4579,7 @@ def suggestion_text(verdicts: list[dict[str, Any]]) -> str:
     """The entries as Python to paste over the CONDITIONS block's ALLOWED_RULES, each with
     a comment naming the rules it keeps; checked as the file checks it at load."""
     entries, cannot = suggested_entries(verdicts)
-    present = [
-        (entry, kept) for entry, kept in entries if not allowed_rule_problems(entry)
-    ]
+    present = [(entry, kept) for entry, kept in entries if not allowed_rule_problems(entry)]
     lines = [
         "# Suggested by python lambda_function.py --suggest: review each entry; it",
         "# allows its rule in every guarded group, not only in the groups named.",
@@ -4741,8 +4600,7 @@ def suggestion_text(verdicts: list[dict[str, Any]]) -> str:
 def entry_literal(entry: dict[str, Any]) -> str:
     """An entry as the CONDITIONS block writes it: {"ipProtocol": "tcp", "fromPort": 443}."""
     pairs = (
-        f"{json.dumps(key)}: "
-        + (json.dumps(value) if type(value) is str else repr(value))
+        f"{json.dumps(key)}: " + (json.dumps(value) if type(value) is str else repr(value))
         for key, value in entry.items()
     )
     return "{" + ", ".join(pairs) + "}"
@@ -4765,9 +4623,7 @@ def scheduled_audit(settings: Any, context: Any) -> dict[str, Any]:
         for region in settings.get("regions") or [own_region or "us-east-1"]
         if isinstance(region, str) and REGION.fullmatch(region)
     ]
-    not_listed: list[
-        str
-    ] = []  # SweepAccounts=organization: listed as the sweep lists it
+    not_listed: list[str] = []  # SweepAccounts=organization: listed as the sweep lists it
     listed = listed_accounts(settings.get("accounts"), not_listed)
     accounts = other_accounts(listed, context)
     if accounts and not SETTINGS.MEMBER_ROLE_NAME:
@@ -4797,9 +4653,7 @@ def publish_audit(
     found = TOPIC_ARN.fullmatch(topic)
     if not found:
         return "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
-    reverted = [
-        v for v in sorted(verdicts, key=audit_order) if v["verdict"] == "would revert"
-    ]
+    reverted = [v for v in sorted(verdicts, key=audit_order) if v["verdict"] == "would revert"]
     subject = f"Audit: {len(reverted)} of {len(verdicts)} rules would be reverted" + (
         f", {len(unreachable)} unreachable" if unreachable else ""
     )
@@ -4824,9 +4678,7 @@ def publish_audit(
             TopicArn=topic,
             Subject=subject[:100],
             Message="\n".join(lines),
-            MessageAttributes={
-                "decision": {"DataType": "String", "StringValue": "audit"}
-            },
+            MessageAttributes={"decision": {"DataType": "String", "StringValue": "audit"}},
         )
         return "sent"
     except (ClientError, BotoCoreError) as error:
@@ -4931,9 +4783,7 @@ def approver_of(change: dict[str, Any]) -> str | None:
     if change.get("byAwsService"):
         return None
     for principal in change.get("principals", []):  # patterns are ARNs: no service
-        if any(
-            fnmatch.fnmatchcase(principal, pattern) for pattern in SETTINGS.APPROVERS
-        ):
+        if any(fnmatch.fnmatchcase(principal, pattern) for pattern in SETTINGS.APPROVERS):
             return principal
     return None
 
@@ -4966,9 +4816,7 @@ def expiry_of(
 
 
 def expiry_order(found: dict[str, Any]) -> tuple[bool, str]:
-    value = next(
-        (t["Value"] for t in found.get("Tags", []) if t["Key"] == EXPIRES_KEY), None
-    )
+    value = next((t["Value"] for t in found.get("Tags", []) if t["Key"] == EXPIRES_KEY), None)
     expires = parsed_expiry(value)
     return expires is None, expires.isoformat() if expires else ""
 
@@ -4992,8 +4840,7 @@ def grant_of(
     approver = approver_of(change)
     if approver is None:
         return None, (
-            f"{EXPIRES_KEY} set by {change['actor']}, who is not in APPROVERS: "
-            "no exception"
+            f"{EXPIRES_KEY} set by {change['actor']}, who is not in APPROVERS: no exception"
         )
     if is_locked(change):
         return None, "the group is locked: exceptions never apply to it"
@@ -5006,9 +4853,7 @@ def grant_of(
     return (
         {
             "expires": tags[EXPIRES_KEY],
-            "approver": change[
-                "actor"
-            ],  # the session, as recorded: whom APPROVERS matched
+            "approver": change["actor"],  # the session, as recorded: whom APPROVERS matched
             "reason": reason[:256],
         },
         "",
@@ -5164,9 +5009,7 @@ def keep_under_exception(
         return rules
     if "confirmedBy" not in change:
         if dry_run:  # a dry run confirms nothing, so it keeps nothing
-            done["exception"] = (
-                f"would be {words_of(grant)}, once event history confirms it"
-            )
+            done["exception"] = f"would be {words_of(grant)}, once event history confirms it"
             return rules
         raise ConfirmFirst  # keeping adds access: only on AWS's own record of the call
     done["kept"] += carrying
@@ -5233,9 +5076,7 @@ def retag_rules(change: dict, done: dict, dry_run: bool, account: str | None) ->
                 Resources=[rule_id],
                 Tags=[{"Key": k, "Value": v} for k, v in put_back.items()],
             )
-        done["retagged"] += [
-            f"tag {k}={v} put back on {rule_id}" for k, v in put_back.items()
-        ]
+        done["retagged"] += [f"tag {k}={v} put back on {rule_id}" for k, v in put_back.items()]
         done["unreadable"] += [
             f"tag {k} of {rule_id} left: no approver's value for it in event history; "
             "the sweep revokes nothing on it, check it by hand"
@@ -5270,11 +5111,7 @@ def rule_history(
     """The rule's records in event history before the change (newest first), as far back
     as a live exception's grant can be: its tag calls (ResourceName: the rule) and the
     Authorize* that created it (ResourceName: its group, as tag_history reads it)."""
-    end = (
-        event_time(change)
-        if change.get("eventId")
-        else datetime.datetime.now(datetime.UTC)
-    )
+    end = event_time(change) if change.get("eventId") else datetime.datetime.now(datetime.UTC)
     return exception_records(
         change["region"], account, [rule_id, group_id], end, change.get("eventId")
     )
@@ -5356,18 +5193,14 @@ def sweep_exceptions(
     return spots
 
 
-def rule_tag_changes(
-    settings: dict[str, Any], region: str, account: str | None
-) -> list[Any]:
+def rule_tag_changes(settings: dict[str, Any], region: str, account: str | None) -> list[Any]:
     """The sweep period's CreateTags and DeleteTags of an exception's keys on rules, from
     event history: a removal the live path missed would leave a rule without its time, where
     the expiry pass below cannot see it."""
     minutes = settings.get("minutes")
     minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
     since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
-    records, whole = read_history(
-        since, client("cloudtrail", region, account), TAG_EVENTS
-    )
+    records, whole = read_history(since, client("cloudtrail", region, account), TAG_EVENTS)
     if not whole:  # told as a blind spot, like the history pass's own
         raise DeadlineNear()
     found = []
@@ -5468,9 +5301,7 @@ def expire_one(
         "eventId": setter.get("eventID") if setter else None,
         "eventName": "ExceptionExpired",
         "eventTime": setter.get("eventTime") if setter else None,
-        "actor": read_actor(setter.get("userIdentity"))["actor"]
-        if setter
-        else "unknown",
+        "actor": read_actor(setter.get("userIdentity"))["actor"] if setter else "unknown",
         "account": account or (setter or {}).get("recipientAccountId"),
         "region": region,
         "groupId": group_id,
@@ -5560,9 +5391,7 @@ def expire_one(
         }
     else:
         # IAM: ec2:CreateTags
-        ec2.create_tags(
-            Resources=[rule_id], Tags=[{"Key": EXPIRES_KEY, "Value": approved}]
-        )
+        ec2.create_tags(Resources=[rule_id], Tags=[{"Key": EXPIRES_KEY, "Value": approved}])
         undone = f"tag {EXPIRES_KEY}={approved} put back on {rule_id}"
     return {
         **result,
@@ -5640,9 +5469,7 @@ def effective_settings(block: dict[str, Any], environ: Any) -> dict[str, Any]:
             environ.get("MEMBER_ROLE_NAME", "").strip() or found["MEMBER_ROLE_NAME"]
         )
     hours = environ.get("MAX_EXCEPTION_HOURS", "").strip()
-    if (
-        hours
-    ):  # a value that is no whole number is kept as text, for the check to refuse
+    if hours:  # a value that is no whole number is kept as text, for the check to refuse
         found["MAX_EXCEPTION_HOURS"] = int(hours) if hours.isdigit() else hours
     return found
 
@@ -5740,9 +5567,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
         if not is_list_of(value, str):
             found.append((name, value, "must be a list of IDs"))
             continue
-        found += [
-            (name, v, "is not such an ID") for v in value if not pattern.fullmatch(v)
-        ]
+        found += [(name, v, "is not such an ID") for v in value if not pattern.fullmatch(v)]
     for name in ("ONLY_TAGGED", "NEVER_TAGGED", "LOCKED_TAGGED"):
         tags = settings[name]
         if not isinstance(tags, dict):
@@ -5751,9 +5576,7 @@ def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
         for key, value in tags.items():
             if not isinstance(key, str) or not 0 < len(key) <= 128:
                 found.append((name, key, "is not a tag key"))
-            elif value is not None and not (
-                isinstance(value, str) and len(value) <= 256
-            ):
+            elif value is not None and not (isinstance(value, str) and len(value) <= 256):
                 found.append((name, value, f"is not a value for tag {key!r}"))
     rules = settings["ALLOWED_RULES"]
     if not is_list_of(rules, dict):
@@ -5804,9 +5627,7 @@ def allowed_rule_problems(entry: dict[str, Any]) -> list[str]:
         return problems
     protocol = entry.get("ipProtocol")
     if protocol is not None and allowed_protocol(protocol) is None:
-        problems.append(
-            f"ipProtocol {protocol!r} is not tcp, udp, icmp, icmpv6, -1 or 0-255"
-        )
+        problems.append(f"ipProtocol {protocol!r} is not tcp, udp, icmp, icmpv6, -1 or 0-255")
     for key in ("fromPort", "toPort"):
         if key in entry and not -1 <= entry[key] <= 65535:
             problems.append(f"{key} {entry[key]} is not a port (-1 to 65535)")
@@ -5989,9 +5810,7 @@ def smoke(args: Any, vpc_id: str) -> int:
     for the guardrail to revert it, read its log line, and delete the group whatever
     happens. 0: reverted (or a dry-run deployment decided to); 1: not; 2: could not run."""
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        print(
-            "error: --smoke runs from a command line, never in Lambda", file=sys.stderr
-        )
+        print("error: --smoke runs from a command line, never in Lambda", file=sys.stderr)
         return 2
     if not VPC_ID.fullmatch(vpc_id):
         print(
@@ -6022,9 +5841,7 @@ def smoke(args: Any, vpc_id: str) -> int:
         )
         return smoke_in(ec2, logs, group_id, function, deadline)
     except (ClientError, BotoCoreError, LookupError) as error:
-        print(
-            f"error: the smoke test could not run: {one_line(error)}", file=sys.stderr
-        )
+        print(f"error: the smoke test could not run: {one_line(error)}", file=sys.stderr)
         return 2
     finally:
         if group_id:
@@ -6050,9 +5867,7 @@ def function_of_stack(cloudformation: Any, stack: str) -> str:
 def smoke_in(ec2: Any, logs: Any, group_id: str, function: str, deadline: float) -> int:
     started_ms = int(time.time() * 1000)
     # IAM (your own credentials, the smoke test): ec2:AuthorizeSecurityGroupIngress
-    ec2.authorize_security_group_ingress(
-        GroupId=group_id, IpPermissions=[SMOKE_PERMISSION]
-    )
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[SMOKE_PERMISSION])
     called = time.monotonic()
     print("  added tcp 9 from 192.0.2.1/32; waiting for the guardrail")
     reverted_after, line, next_read = None, None, 0.0
@@ -6066,10 +5881,7 @@ def smoke_in(ec2: Any, logs: Any, group_id: str, function: str, deadline: float)
         settled = line is not None and line.get("decision") != "error"
         if settled and (reverted_after is not None or line["decision"] != "reverted"):
             break
-        if (
-            reverted_after is not None
-            and now - called - reverted_after > SMOKE_LOG_WAIT_S
-        ):
+        if reverted_after is not None and now - called - reverted_after > SMOKE_LOG_WAIT_S:
             break  # reverted, and its log line not found: said below
         time.sleep(SMOKE_POLL_S)
     return smoke_report(reverted_after, line, function)
@@ -6081,9 +5893,7 @@ def smoke_rule_present(ec2: Any, group_id: str) -> bool:
         Filters=[{"Name": "group-id", "Values": [group_id]}]
     )["SecurityGroupRules"]
     return any(
-        not rule.get("IsEgress")
-        and rule.get("FromPort") == 9
-        and rule.get("ToPort") == 9
+        not rule.get("IsEgress") and rule.get("FromPort") == 9 and rule.get("ToPort") == 9
         for rule in found
     )
 
@@ -6127,25 +5937,15 @@ def smoke_report(reverted_after: float | None, line: dict | None, function: str)
         said = line.get("notification")
         print(
             "  notification: "
-            + (
-                "sent"
-                if said == "sent"
-                else said or "none (no NOTIFY_TOPIC_ARN, or not told)"
-            )
+            + ("sent" if said == "sent" else said or "none (no NOTIFY_TOPIC_ARN, or not told)")
         )
     if decision == "dry-run":
-        print(
-            "OK: the guardrail is in dry run: it decided to revert and changed nothing"
-        )
+        print("OK: the guardrail is in dry run: it decided to revert and changed nothing")
         return 0
     if reverted_after is not None and decision in ("reverted", None):
-        print(
-            "OK: the guardrail reverted the change" + ("" if line else " (no log line)")
-        )
+        print("OK: the guardrail reverted the change" + ("" if line else " (no log line)"))
         return 0
-    print(
-        "FAILED: the change was not reverted" + (f" ({decision})" if decision else "")
-    )
+    print("FAILED: the change was not reverted" + (f" ({decision})" if decision else ""))
     return 1
 
 
@@ -6210,9 +6010,7 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     import argparse  # local use only: kept off the Lambda's cold start
 
     global _retry_until
-    _retry_until = (
-        math.inf
-    )  # the command line has no Lambda deadline to stop retrying by
+    _retry_until = math.inf  # the command line has no Lambda deadline to stop retrying by
 
     parser = argparse.ArgumentParser(
         prog="python lambda_function.py",
@@ -6225,9 +6023,7 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     parser.add_argument(
         "--since", type=history_window, help="audit event history: 30m, 24h, 7d"
     )
-    parser.add_argument(
-        "--region", help="region of the event history (default: boto3's)"
-    )
+    parser.add_argument("--region", help="region of the event history (default: boto3's)")
     parser.add_argument(
         "--dry-run", action="store_true", help="decide and log, change nothing"
     )
@@ -6268,9 +6064,7 @@ def history_window(text: str) -> datetime.timedelta:
 
     match = re.fullmatch(r"(\d{1,6})([mhd])", text)
     if not match:
-        raise argparse.ArgumentTypeError(
-            f"wants a number and m, h or d, like 24h: {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"wants a number and m, h or d, like 24h: {text!r}")
     unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
     window = datetime.timedelta(**{unit: int(match[1])})
     if not datetime.timedelta(0) < window <= datetime.timedelta(days=HISTORY_DAYS):
@@ -6338,18 +6132,14 @@ def read_history(
     slices = [(now - since, now - (until or datetime.timedelta(0)))]
     if names is None:
         names = CHANGE_EVENTS + (
-            REMOVAL_EVENTS
-            if SETTINGS.LOCKED_GROUP_IDS or SETTINGS.LOCKED_TAGGED
-            else ()
+            REMOVAL_EVENTS if SETTINGS.LOCKED_GROUP_IDS or SETTINGS.LOCKED_TAGGED else ()
         )
     records: dict[str, Any] = {}  # by event ID
     for low, high in slices:
         for name in names:  # LookupEvents filters on one attribute at a time
             # IAM (the sweep's role, or your own credentials): cloudtrail:LookupEvents
             pages = cloudtrail.get_paginator("lookup_events").paginate(
-                LookupAttributes=[
-                    {"AttributeKey": "EventName", "AttributeValue": name}
-                ],
+                LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
                 StartTime=low,
                 EndTime=high,
             )
@@ -6404,9 +6194,7 @@ def replay(events: Iterable[Any]) -> int:
     total = sum(counts.values())
     print(f"summary: {counted(total, 'event')}: {tally or 'none'}", file=sys.stderr)
     if problems:
-        print(
-            f"left open, unreadable or failed: {', '.join(problems)}", file=sys.stderr
-        )
+        print(f"left open, unreadable or failed: {', '.join(problems)}", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -62,9 +62,7 @@ def main() -> None:
             ("no group condition", {}),
             ("NEVER_TAGGED set", {"x": None}),
         ):
-            lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
-                NEVER_TAGGED=tags
-            )
+            lambda_function.SETTINGS = lambda_function.SETTINGS._replace(NEVER_TAGGED=tags)
             calls.clear()
             started = time.perf_counter()
             verdicts, _ = lambda_function.audit(["eu-west-1"], [])

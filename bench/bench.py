@@ -115,9 +115,7 @@ def permissions(count, base=20000):
 
 
 def new_group(ec2, vpc, name):
-    return ec2.create_security_group(GroupName=name, Description="bench", VpcId=vpc)[
-        "GroupId"
-    ]
+    return ec2.create_security_group(GroupName=name, Description="bench", VpcId=vpc)["GroupId"]
 
 
 def per_event_time(ec2, vpc):
@@ -129,15 +127,11 @@ def per_event_time(ec2, vpc):
             group = new_group(ec2, vpc, f"time-{count}-{modern}")
             ec2.revoke_security_group_egress(
                 GroupId=group,
-                IpPermissions=[
-                    {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-                ],
+                IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
             )
             ours, theirs = [], []
             for _ in range(SAMPLES):
-                event = eventbridge(
-                    authorize(ec2, group, permissions(count), modern=modern)
-                )
+                event = eventbridge(authorize(ec2, group, permissions(count), modern=modern))
                 started = time.perf_counter()
                 result = quiet_handler(event)
                 ours.append(time.perf_counter() - started)
@@ -148,9 +142,7 @@ def per_event_time(ec2, vpc):
                 ids = [r["SecurityGroupRuleId"] for r in rules_of(ec2, group)]
                 started = time.perf_counter()
                 if modern:
-                    bare.revoke_security_group_ingress(
-                        GroupId=group, SecurityGroupRuleIds=ids
-                    )
+                    bare.revoke_security_group_ingress(GroupId=group, SecurityGroupRuleIds=ids)
                 else:
                     bare.revoke_security_group_ingress(
                         GroupId=group, IpPermissions=permissions(count)
@@ -161,9 +153,7 @@ def per_event_time(ec2, vpc):
                 statistics.median(ours) * 1000,
                 statistics.median(theirs) * 1000,
             )
-            rows.append(
-                (count, "rule IDs" if modern else "old (request)", ours_ms, theirs_ms)
-            )
+            rows.append((count, "rule IDs" if modern else "old (request)", ours_ms, theirs_ms))
     return rows
 
 
@@ -172,9 +162,7 @@ def api_calls(ec2, vpc):
     made = []
     lambda_function._clients.clear()
     client = lambda_function.client("ec2", REGION)
-    client.meta.events.register(
-        "before-call.ec2", lambda model, **_: made.append(model.name)
-    )
+    client.meta.events.register("before-call.ec2", lambda model, **_: made.append(model.name))
     group = new_group(ec2, vpc, "calls")
     ssh = permissions(1)
     ec2.create_security_group(GroupName="calls-default", Description="d")  # default VPC
@@ -185,14 +173,10 @@ def api_calls(ec2, vpc):
         "IpRanges": [{"CidrIp": "192.0.2.0/24"}],
     }
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[bastion])
-    bastion_id = next(
-        r for r in rules_of(ec2, group) if r.get("CidrIpv4") == "192.0.2.0/24"
-    )
+    bastion_id = next(r for r in rules_of(ec2, group) if r.get("CidrIpv4") == "192.0.2.0/24")
 
     def by_name():
-        ec2.authorize_security_group_ingress(
-            GroupName="calls-default", IpPermissions=ssh
-        )
+        ec2.authorize_security_group_ingress(GroupName="calls-default", IpPermissions=ssh)
         params = {"groupName": "calls-default", "ipPermissions": camel(ssh)}
         return record("AuthorizeSecurityGroupIngress", params, {"_return": True})
 
@@ -241,13 +225,9 @@ def api_calls(ec2, vpc):
         kept = {**ssh[0], "FromPort": 6000, "ToPort": 6000}
         kept["IpRanges"] = [{"CidrIp": "10.8.0.0/16", "Description": "db"}]
         ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[kept])
-        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
-            LOCKED_GROUP_IDS=[group]
-        )
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(LOCKED_GROUP_IDS=[group])
         removed = revoke(ec2, group, [kept])
-        history.append(
-            removed
-        )  # a put-back waits for AWS's own record (confirmed first)
+        history.append(removed)  # a put-back waits for AWS's own record (confirmed first)
         return removed
 
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
@@ -324,9 +304,7 @@ def cold_start(ec2, vpc):
     )
     for _ in range(runs):
         found["boto3"].append(float(run_fresh(timer.format("import boto3"))[0]))
-        found["ours"].append(
-            float(run_fresh(timer.format("import lambda_function"))[0])
-        )
+        found["ours"].append(float(run_fresh(timer.format("import lambda_function"))[0]))
         path.write_text(json.dumps(failed))
         decision, loaded, seconds = run_fresh(FIRST_EVENT, str(path), CONTEXT_ARN)
         assert (decision, loaded) == ("ignored", "False")
@@ -372,9 +350,7 @@ def package_and_memory(ec2, vpc):
     events = []
     for n in range(20):
         group = new_group(ec2, vpc, f"memory-{n}")
-        events += [
-            eventbridge(authorize(ec2, group, [rule])) for rule in permissions(50)
-        ]
+        events += [eventbridge(authorize(ec2, group, [rule])) for rule in permissions(50)]
     path = Path(tempfile.mkstemp(suffix=".json")[1])
     path.write_text(json.dumps(events))
     del events
@@ -409,8 +385,7 @@ def peer(ec2, vpc):
     that already serves HTTPS to the world. Returns None when Custodian is not installed."""
     usable = (
         PEER_PYTHON.exists()
-        and subprocess.run([PEER_PYTHON, "-c", "import c7n"], check=False).returncode
-        == 0
+        and subprocess.run([PEER_PYTHON, "-c", "import c7n"], check=False).returncode == 0
     )
     if not usable:
         return None
@@ -426,9 +401,7 @@ def peer(ec2, vpc):
 
     def https_kept(groups):
         return sum(
-            any(
-                r.get("FromPort") == 443 and not r["IsEgress"] for r in rules_of(ec2, g)
-            )
+            any(r.get("FromPort") == 443 and not r["IsEgress"] for r in rules_of(ec2, g))
             for g in groups
         )
 
@@ -452,9 +425,7 @@ def peer(ec2, vpc):
     made, times = [], []
     lambda_function._clients.clear()
     client = lambda_function.client("ec2", REGION)
-    client.meta.events.register(
-        "before-call.ec2", lambda model, **_: made.append(model.name)
-    )
+    client.meta.events.register("before-call.ec2", lambda model, **_: made.append(model.name))
     counts = []
     for event in events:
         made.clear()
@@ -484,15 +455,15 @@ def main() -> int:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         ec2 = boto3.client("ec2", region_name=REGION)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        quiet_handler(
-            eventbridge(authorize(ec2, new_group(ec2, vpc, "warm"), permissions(1)))
-        )
+        quiet_handler(eventbridge(authorize(ec2, new_group(ec2, vpc, "warm"), permissions(1))))
         timing = per_event_time(ec2, vpc)
         calls = api_calls(ec2, vpc)
         cold = cold_start(ec2, vpc)
         size, memory = package_and_memory(ec2, vpc)
         peers = peer(ec2, vpc)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     report = [
         f"# Benchmark, {datetime.now(UTC):%Y-%m-%d}, {machine}, moto server on loopback",
         "",

@@ -160,9 +160,7 @@ class Front:
         with self.lock:
             moment = now()
             tokens = self.tokens.get(key, capacity)
-            tokens = min(
-                capacity, tokens + (moment - self.filled.get(key, moment)) * rate
-            )
+            tokens = min(capacity, tokens + (moment - self.filled.get(key, moment)) * rate)
             self.filled[key] = moment
             if tokens < 1:
                 self.tokens[key] = tokens
@@ -212,9 +210,7 @@ class Front:
         event name and time, 50 a page (the API reference's shape)."""
         if not self.take((ACCOUNT, region, "LookupEvents"), "LookupEvents"):
             self.counts[caller, "LookupEvents", "throttled"] += 1
-            start_response(
-                "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")]
-            )
+            start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")])
             return [
                 json.dumps(
                     {"__type": "ThrottlingException", "message": "Rate exceeded"}
@@ -242,9 +238,7 @@ class Front:
                     "EventId": r["eventID"],
                     "EventName": r["eventName"],
                     "EventTime": r["_at"],
-                    "CloudTrailEvent": json.dumps(
-                        {k: v for k, v in r.items() if k != "_at"}
-                    ),
+                    "CloudTrailEvent": json.dumps({k: v for k, v in r.items() if k != "_at"}),
                 }
                 for r in page
             ]
@@ -311,9 +305,7 @@ def environment(port: int, mode: str, tasks, results) -> None:
                 raise RuntimeError("injected function error")
             if crash:  # buffered: these messages fail, the batch's others go on
                 event = {
-                    "Records": [
-                        m for m in event["Records"] if m["messageId"] not in crash
-                    ]
+                    "Records": [m for m in event["Records"] if m["messageId"] not in crash]
                 }
                 result = (
                     lambda_function.lambda_handler(event, Context())
@@ -325,9 +317,7 @@ def environment(port: int, mode: str, tasks, results) -> None:
                 result = lambda_function.lambda_handler(event, Context())
             results.put((number, "ok", result))
         except Exception as error:  # noqa: BLE001 -- any function error: Lambda retries it
-            results.put(
-                (number, "error", f"{type(error).__name__}: {str(error)[:200]}")
-            )
+            results.put((number, "error", f"{type(error).__name__}: {str(error)[:200]}"))
 
 
 # ---- One scenario ---------------------------------------------------------------------------
@@ -349,9 +339,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workers = [
-        context.Process(
-            target=environment, args=(port, mode, tasks, results), daemon=True
-        )
+        context.Process(target=environment, args=(port, mode, tasks, results), daemon=True)
         for _ in range(CONCURRENCY)
     ]
     for worker in workers:
@@ -374,9 +362,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
     # moto's state lives in this process: each scenario starts from an empty AWS.
     import urllib.request
 
-    urllib.request.urlopen(
-        urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    )
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     harness = {
         region: boto3.client("ec2", region_name=region, endpoint_url=endpoint)
         for region in scenario["regions"]
@@ -389,9 +375,9 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
     for region, ec2 in harness.items():
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         for n in range(scenario["groups"] // len(harness)):
-            group = ec2.create_security_group(
-                GroupName=f"g{n}", Description="g", VpcId=vpc
-            )["GroupId"]
+            group = ec2.create_security_group(GroupName=f"g{n}", Description="g", VpcId=vpc)[
+                "GroupId"
+            ]
             groups.append((region, group))
     baseline = rule_count(harness, groups)
 
@@ -402,9 +388,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
     for n in range(scenario["rules"] // per_call):
         region, group = groups[n % len(groups)]
         ranges = [
-            {
-                "CidrIp": f"198.51.{(n * per_call + i) // 250}.{(n * per_call + i) % 250}/32"
-            }
+            {"CidrIp": f"198.51.{(n * per_call + i) // 250}.{(n * per_call + i) % 250}/32"}
             for i in range(per_call)
         ]
         calls.append(
@@ -451,9 +435,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
                     [{"GroupOwnerId": ACCOUNT, **r} for r in created]
                 ),
             }
-            found = record(
-                "AuthorizeSecurityGroupIngress", request, response, region=region
-            )
+            found = record("AuthorizeSecurityGroupIngress", request, response, region=region)
             found["eventTime"] = stamp(moment)
             with lock:
                 last_change[0] = max(last_change[0], moment)
@@ -549,9 +531,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
                 continue
             message["received"] += 1
             if message["received"] >= MAX_RECEIVES:  # the buffer's redrive policy
-                sqs.send_message(
-                    QueueUrl=queue_url, MessageBody=json.dumps(message["event"])
-                )
+                sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(message["event"]))
                 counters["failed_to_queue"] += 1
             else:
                 buffer.append((now() + VISIBILITY_TIMEOUT, next(seq), message))
@@ -561,9 +541,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
         with lock:
             while deliveries and deliveries[0][0] <= moment:
                 _, _, event = heapq.heappop(deliveries)
-                delivered.append(
-                    (moment, event["detail"]["requestParameters"]["groupId"])
-                )
+                delivered.append((moment, event["detail"]["requestParameters"]["groupId"]))
                 roll = rng.random()
                 crash = (
                     "always"
@@ -689,9 +667,7 @@ def run(scenario: dict, mode: str, delivery: str = "direct") -> dict:
         "medianExposure": sorted(exposures)[len(exposures) // 2] if exposures else 0,
         "realSeconds": time.monotonic() - REAL_START,
         "decisions": {
-            k: v
-            for k, v in invocations.items()
-            if k not in ("invocations", "ok", "error")
+            k: v for k, v in invocations.items() if k not in ("invocations", "ok", "error")
         },
     }
 

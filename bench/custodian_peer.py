@@ -55,9 +55,7 @@ class Context:
 def main() -> int:
     with open(sys.argv[1]) as source:
         events = json.load(source)
-    os.chdir(
-        tempfile.mkdtemp()
-    )  # dispatch_event reads config.json from the working folder
+    os.chdir(tempfile.mkdtemp())  # dispatch_event reads config.json from the working folder
     with open("config.json", "w") as config:
         json.dump(POLICY, config)
     started = time.perf_counter()

@@ -179,18 +179,14 @@ def mutations_of(node: ast.AST) -> list[Mutant]:
                 changed = copy.deepcopy(node)
                 changed.ops[index] = other()
                 found.append(
-                    expression(
-                        node, changed, f"`{SYMBOLS[type(op)]}` -> `{SYMBOLS[other]}`"
-                    )
+                    expression(node, changed, f"`{SYMBOLS[type(op)]}` -> `{SYMBOLS[other]}`")
                 )
     elif isinstance(node, ast.BoolOp):
         other = ast.Or if isinstance(node.op, ast.And) else ast.And
         changed = copy.deepcopy(node)
         changed.op = other()
         found.append(
-            expression(
-                node, changed, f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[other]}`"
-            )
+            expression(node, changed, f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[other]}`")
         )
         for index, value in enumerate(node.values):
             kept = [copy.deepcopy(v) for i, v in enumerate(node.values) if i != index]
@@ -226,15 +222,11 @@ def mutations_of(node: ast.AST) -> list[Mutant]:
         changed = copy.deepcopy(node)
         changed.op = other()
         found.append(
-            expression(
-                node, changed, f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[other]}`"
-            )
+            expression(node, changed, f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[other]}`")
         )
     elif isinstance(node, ast.IfExp):
         changed = ast.IfExp(node.test, node.orelse, node.body)
-        found.append(
-            expression(node, changed, "branches of `... if ... else ...` swapped")
-        )
+        found.append(expression(node, changed, "branches of `... if ... else ...` swapped"))
     elif (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
@@ -363,9 +355,7 @@ def run_suite(
         except subprocess.TimeoutExpired:
             return "timeout", time.monotonic() - started, f"over {timeout:.0f} s"
     seconds = time.monotonic() - started
-    output = (
-        done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or [""]
-    )
+    output = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or [""]
     if done.returncode == 0:
         return "survived", seconds, output[-1]
     failed = [line for line in output if line.startswith(("FAILED ", "ERROR "))]
@@ -415,11 +405,7 @@ def main() -> int:
         numbers = [int(n) for n in re.split(r"[,\s]+", args.only.strip()) if n]
         seed = None
     else:
-        seed = (
-            args.seed
-            if args.seed is not None
-            else random.SystemRandom().randrange(10**6)
-        )
+        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
         numbers = sorted(
             random.Random(seed).sample(range(len(every)), min(args.n, len(every)))
         )
@@ -448,9 +434,7 @@ def measure(
     at: str,
 ) -> int:
     started = time.monotonic()
-    tests = (
-        ["tests"] if args.all_tests else FAST + [f"--deselect={t}" for t in DESELECTED]
-    )
+    tests = ["tests"] if args.all_tests else FAST + [f"--deselect={t}" for t in DESELECTED]
     verdict, seconds, said = run_suite(snapshot, source, 3600, tests)
     if verdict != "survived":
         print(f"the suite fails without any mutation ({said}): nothing to measure")

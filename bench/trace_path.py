@@ -65,9 +65,7 @@ def sections_of(path: str) -> list[tuple[str, int, int]]:
 def default_path_bounds(path: str) -> tuple[int, int]:
     """The lines of the default-path section: its header to the marked end."""
     lines = Path(path).read_text().splitlines()
-    start = next(
-        (i + 1 for i, t in enumerate(lines) if t.startswith("# The default path")), 0
-    )
+    start = next((i + 1 for i, t in enumerate(lines) if t.startswith("# The default path")), 0)
     end = next(
         (i + 1 for i, t in enumerate(lines) if t.startswith("# The rest is optional")),
         0,
@@ -127,13 +125,11 @@ def trace_one_authorize() -> dict[str, Any]:
 
         ec2 = boto3.client("ec2", region_name="us-east-1")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        group = ec2.create_security_group(
-            GroupName="web", Description="web", VpcId=vpc
-        )["GroupId"]
+        group = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)[
+            "GroupId"
+        ]
         event = eventbridge(authorize(ec2, group, [SSH]))
-        result, ran, calls = run_traced(
-            lambda: lambda_function.lambda_handler(event, context)
-        )
+        result, ran, calls = run_traced(lambda: lambda_function.lambda_handler(event, context))
     return {"result": result, "ran": ran, "calls": calls}
 
 

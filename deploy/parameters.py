@@ -61,9 +61,7 @@ def read_file(path: str | None) -> dict[str, str]:
     if isinstance(loaded, list):  # CloudFormation's own form is read too
         loaded = {p.get("ParameterKey"): p.get("ParameterValue") for p in loaded}
     if not isinstance(loaded, dict):
-        raise ParameterError(
-            f"{path}: wants a JSON object of parameter names to values"
-        )
+        raise ParameterError(f"{path}: wants a JSON object of parameter names to values")
     return {key: text_of(key, value) for key, value in loaded.items()}
 
 

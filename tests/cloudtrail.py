@@ -172,18 +172,14 @@ def authorize(
     name = "AuthorizeSecurityGroupEgress" if egress else "AuthorizeSecurityGroupIngress"
     before = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
     call = (
-        ec2.authorize_security_group_egress
-        if egress
-        else ec2.authorize_security_group_ingress
+        ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
     )
     request = {"groupId": group_id, "ipPermissions": camel(permissions)}
     specs = {}
     if tags:
         listed = [{"Key": k, "Value": v} for k, v in tags.items()]
         specs = {
-            "TagSpecifications": [
-                {"ResourceType": "security-group-rule", "Tags": listed}
-            ]
+            "TagSpecifications": [{"ResourceType": "security-group-rule", "Tags": listed}]
         }
         request["tagSpecificationSet"] = {
             "items": [
@@ -199,9 +195,7 @@ def authorize(
     except ClientError as error:
         code = error.response["Error"]["Code"]
         return made(
-            record(
-                name, request, None, region=region, identity=identity, error_code=code
-            )
+            record(name, request, None, region=region, identity=identity, error_code=code)
         )
     response: dict[str, Any] = {"requestId": str(uuid.uuid4()), "_return": True}
     if modern:
@@ -277,9 +271,7 @@ def boto(value: Any) -> Any:
             return [boto(v) for v in value["items"]]
         renamed = {"groups": "UserIdGroupPairs"}
         return {
-            renamed.get(k, k[:1].upper() + k[1:]): boto(v)
-            for k, v in value.items()
-            if v != {}
+            renamed.get(k, k[:1].upper() + k[1:]): boto(v) for k, v in value.items() if v != {}
         }
     if isinstance(value, str) and value.isdigit() and len(value) <= 5:
         return int(value)  # some pipelines write ports as strings
@@ -318,14 +310,10 @@ def reenact(ec2: Any, vpc_id: str, event: dict[str, Any]) -> tuple[dict, str, di
         ec2.revoke_security_group_egress(GroupId=group, IpPermissions=[everything])
     before = by_id(ec2, group)
     call = (
-        ec2.authorize_security_group_egress
-        if egress
-        else ec2.authorize_security_group_ingress
+        ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
     )
     call(**boto({k: v for k, v in params.items() if k != "ipPermissions" or v}))
-    created = [
-        r for r in rules_of(ec2, group) if r["SecurityGroupRuleId"] not in before
-    ]
+    created = [r for r in rules_of(ec2, group) if r["SecurityGroupRuleId"] not in before]
     rule_set_items = (found.get("responseElements") or {}).get("securityGroupRuleSet")
     if rule_set_items:
         for item, real in zip(rule_set_items["items"], created, strict=True):
@@ -354,9 +342,7 @@ def edit_again(ec2: Any, group: str, request: dict[str, Any]) -> dict[str, dict]
             GroupId=group,
             IpPermissions=[{**old, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}],
         )
-        (rule,) = [
-            r for r in rules_of(ec2, group) if r.get("CidrIpv4") == "192.0.2.0/24"
-        ]
+        (rule,) = [r for r in rules_of(ec2, group) if r.get("CidrIpv4") == "192.0.2.0/24"]
         before = by_id(ec2, group)
         ec2.modify_security_group_rules(
             GroupId=group,
@@ -385,11 +371,7 @@ def revoke(
     in CloudTrail's casing, unverified by a real record (../shared/cloudtrail-format.md)."""
     name = "RevokeSecurityGroupEgress" if egress else "RevokeSecurityGroupIngress"
     before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group_id)}
-    call = (
-        ec2.revoke_security_group_egress
-        if egress
-        else ec2.revoke_security_group_ingress
-    )
+    call = ec2.revoke_security_group_egress if egress else ec2.revoke_security_group_ingress
     call(GroupId=group_id, IpPermissions=permissions)
     after = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
     request = {"groupId": group_id, "ipPermissions": camel(permissions)}
@@ -425,9 +407,7 @@ def add_entries(
     layout from a real record (KodeKloud's CloudTrail notes, 2024: {"ModifyManagedPrefixList
     Request": {"AddEntry": {"Description", "cidr", "tag": "1"}, "PrefixListId"}}); several
     entries as a list is inferred from ModifySecurityGroupRules; the response is unverified."""
-    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])[
-        "PrefixLists"
-    ]
+    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])["PrefixLists"]
     entries = [{"Cidr": cidr, "Description": "added"} for cidr in cidrs]
     ec2.modify_managed_prefix_list(
         PrefixListId=prefix_list_id, CurrentVersion=found["Version"], AddEntries=entries
@@ -444,9 +424,7 @@ def add_entries(
         }
     }
     response = {
-        "ModifyManagedPrefixListResponse": {
-            "prefixList": {"prefixListId": prefix_list_id}
-        }
+        "ModifyManagedPrefixListResponse": {"prefixList": {"prefixListId": prefix_list_id}}
     }
     return made(
         record(
@@ -463,9 +441,7 @@ def restore_version(ec2: Any, prefix_list_id: str, previous: int) -> dict[str, A
     """RestoreManagedPrefixListVersion, which moto lacks, done on moto by its effect (a new
     version holding the entries of `previous`), and its record. The request layout is assumed
     like ModifyManagedPrefixList's (unverified)."""
-    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])[
-        "PrefixLists"
-    ]
+    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])["PrefixLists"]
 
     def entries(version):
         answer = ec2.get_managed_prefix_list_entries(
@@ -534,29 +510,21 @@ def tag(
             Resources=[group_id],
             Tags=[{"Key": k, "Value": v or ""} for k, v in (tags or {}).items()],
         )
-    elif (
-        tags is None
-    ):  # moto deletes nothing without a list, where EC2 deletes them all
-        held = ec2.describe_tags(
-            Filters=[{"Name": "resource-id", "Values": [group_id]}]
-        )
-        ec2.delete_tags(
-            Resources=[group_id], Tags=[{"Key": t["Key"]} for t in held["Tags"]]
-        )
+    elif tags is None:  # moto deletes nothing without a list, where EC2 deletes them all
+        held = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [group_id]}])
+        ec2.delete_tags(Resources=[group_id], Tags=[{"Key": t["Key"]} for t in held["Tags"]])
     else:
         ec2.delete_tags(
             Resources=[group_id],
             Tags=[
-                {"Key": k, **({"Value": v} if v is not None else {})}
-                for k, v in tags.items()
+                {"Key": k, **({"Value": v} if v is not None else {})} for k, v in tags.items()
             ],
         )
     params: dict[str, Any] = {"resourcesSet": {"items": [{"resourceId": group_id}]}}
     if tags is not None:
         params["tagSet"] = {
             "items": [
-                {"key": k, **({"value": v} if v is not None else {})}
-                for k, v in tags.items()
+                {"key": k, **({"value": v} if v is not None else {})} for k, v in tags.items()
             ]
         }
     return made(
@@ -580,8 +548,7 @@ def resource_names(found: dict[str, Any]) -> set[str]:
     }
     names.add((params.get("ModifySecurityGroupRulesRequest") or {}).get("GroupId"))
     names |= {
-        item.get("resourceId")
-        for item in (params.get("resourcesSet") or {}).get("items", [])
+        item.get("resourceId") for item in (params.get("resourcesSet") or {}).get("items", [])
     }
     return {name for name in names if isinstance(name, str)}
 

@@ -52,9 +52,7 @@ def record_the_functions_calls(model, **_):
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code is lambda_function.lambda_handler.__code__:
-            CALLED_BY_THE_FUNCTION.add(
-                f"{model.service_model.endpoint_prefix}:{model.name}"
-            )
+            CALLED_BY_THE_FUNCTION.add(f"{model.service_model.endpoint_prefix}:{model.name}")
             return
         frame = frame.f_back
 
@@ -67,9 +65,7 @@ botocore.handlers.BUILTIN_HANDLERS.append(
 
 def pytest_collection_modifyitems(items):
     """The IAM check reads what the whole suite recorded, so it runs last."""
-    items.sort(
-        key=lambda item: item.name.startswith("test_iam_policy_matches_the_calls")
-    )
+    items.sort(key=lambda item: item.name.startswith("test_iam_policy_matches_the_calls"))
 
 
 CONTEXT = SimpleNamespace(
@@ -180,9 +176,7 @@ def calls():
     """The EC2 operations the handler's client makes, in order."""
     made = []
     client = lambda_function.client("ec2", "us-east-1")
-    client.meta.events.register(
-        "before-call.ec2", lambda model, **_: made.append(model.name)
-    )
+    client.meta.events.register("before-call.ec2", lambda model, **_: made.append(model.name))
     return made
 
 
@@ -191,9 +185,7 @@ WIDENED = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0
 
 
 def bastion_of(ec2, group_id):
-    (rule,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    ]
+    (rule,) = [r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"]
     return rule
 
 
@@ -247,9 +239,7 @@ def inbox(aws, monkeypatch):
     topic = sns.create_topic(Name="sg-guardrail-alerts")["TopicArn"]
     queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
-    sns.subscribe(
-        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"]
-    )
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
     monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
 
     def received():

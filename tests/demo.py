@@ -61,9 +61,7 @@ from shipped import SHIPPED_CONDITIONS
 
 try:
     import lambda_function
-except (
-    ValueError
-) as error:  # ConditionsError: the block's one line per problem, no trace
+except ValueError as error:  # ConditionsError: the block's one line per problem, no trace
     sys.exit(str(error))
 
 REGION = "eu-west-1"
@@ -148,9 +146,7 @@ def serve_event_history(**_):
 
 def setup(ec2):
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    group = ec2.create_security_group(
-        GroupName="web", Description="web tier", VpcId=vpc
-    )
+    group = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc)
     group_id = group["GroupId"]
     legitimate = [
         tcp(443, "0.0.0.0/0", "public HTTPS"),
@@ -184,9 +180,7 @@ def setup(ec2):
 
 def changes(ec2, group_id):
     """(who, what, decision with the shipped conditions, make the change) for each change."""
-    bastion = next(
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    )
+    bastion = next(r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24")
     widened = {
         "IpProtocol": "tcp",
         "FromPort": 22,
@@ -261,13 +255,10 @@ def broken(result, before, changed, touched, after):
     not say it kept?"""
     now = {r["SecurityGroupRuleId"] for r in after}
     problems = [
-        f"removed {i}, which the change did not touch"
-        for i in set(before) - touched - now
+        f"removed {i}, which the change did not touch" for i in set(before) - touched - now
     ]
     still_open = (touched & now) - set(before)  # added by the change, still there
-    edited_open = {
-        i for i in touched & set(before) & set(changed) if changed[i] in after
-    }
+    edited_open = {i for i in touched & set(before) & set(changed) if changed[i] in after}
     said_kept = len(result.get("keptRules", [])) + len(result.get("unreadable", []))
     if len(still_open | edited_open) > said_kept:
         problems.append(
@@ -290,20 +281,14 @@ def locked_group(ec2):
         )
     )
     locked = [*lambda_function.SETTINGS.LOCKED_GROUP_IDS, db["GroupId"]]
-    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
-        LOCKED_GROUP_IDS=locked
-    )
+    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(LOCKED_GROUP_IDS=locked)
     return db["GroupId"]
 
 
 def scripted() -> list[str]:
-    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
-        RESTORE_FROM_CLOUDTRAIL=True
-    )
+    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(RESTORE_FROM_CLOUDTRAIL=True)
     history = lambda_function.client("cloudtrail", REGION)
-    history.meta.events.register(
-        "before-call.cloudtrail.LookupEvents", serve_event_history
-    )
+    history.meta.events.register("before-call.cloudtrail.LookupEvents", serve_event_history)
     ec2 = boto3.client("ec2", region_name=REGION)
     group_id = setup(ec2)
     db = locked_group(ec2)
@@ -319,9 +304,7 @@ def scripted() -> list[str]:
         "kept",
         lambda: revoke(ec2, db, app, identity=BOB),
     )
-    for n, (who, what, shipped, make) in enumerate(
-        [*changes(ec2, group_id), removal], 1
-    ):
+    for n, (who, what, shipped, make) in enumerate([*changes(ec2, group_id), removal], 1):
         group = db if what.endswith("locked db") else group_id
         before = {r["SecurityGroupRuleId"]: r for r in rules_of(ec2, group)}
         record = make()
@@ -336,9 +319,7 @@ def scripted() -> list[str]:
     failures += widened_prefix_list(ec2, log, n + 1)
     failures += exception_that_expires(ec2, group_id, log, n + 2)
     show_rules(f"Group {group_id} after", ec2, group_id)
-    show_rules(
-        f"Group {db} (db, locked) after: the rule is back, with a new ID", ec2, db
-    )
+    show_rules(f"Group {db} (db, locked) after: the rule is back, with a new ID", ec2, db)
     first = log.getvalue().splitlines()[0]
     print(f"\nThe function logs one JSON line per event; the first:\n  {first}")
     return failures
@@ -431,9 +412,7 @@ def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
             "alice",
             "moves its time into the past",
             result,
-            result["decision"] == "kept"
-            if exempt
-            else now_tags.get(EXPIRES) == expires,
+            result["decision"] == "kept" if exempt else now_tags.get(EXPIRES) == expires,
             "not kept" if exempt else "the approver's time is not back",
         )
         time.sleep(max(0.0, moment - time.time() + 1))
@@ -442,16 +421,13 @@ def exception_that_expires(ec2, group_id, log, number: int) -> list[str]:
             lambda_function.lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
         log.write(swept.getvalue())
         lines = [json.loads(line) for line in swept.getvalue().splitlines()]
-        expired = [
-            line for line in lines if line.get("eventName") == "ExceptionExpired"
-        ]
+        expired = [line for line in lines if line.get("eventName") == "ExceptionExpired"]
         after = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
         revoked = [  # the line that revoked the vendor's rule, whichever it is
             line
             for line in lines
             if any(
-                text.startswith("tcp 22 from 203.0.113.7/32")
-                for text in line.get("rules", [])
+                text.startswith("tcp 22 from 203.0.113.7/32") for text in line.get("rules", [])
             )
         ]
         result = (revoked or expired or [{"decision": "none", "reason": "not seen"}])[0]
@@ -487,18 +463,14 @@ def replayed(paths: list[str]) -> list[str]:
         if isinstance(loaded, dict) and isinstance(loaded.get("Records"), list):
             loaded = loaded["Records"]  # a CloudTrail log file
         for event in loaded if isinstance(loaded, list) else [loaded]:
-            failures += [
-                f"{path}: {problem}" for problem in replay_one(path, event, log)
-            ]
+            failures += [f"{path}: {problem}" for problem in replay_one(path, event, log)]
     return failures
 
 
 def replay_one(path, event, log):
     found = event.get("detail", event) if isinstance(event, dict) else {}
     if found.get("eventName") not in lambda_function.HANDLED_EVENTS:
-        print(
-            f"\n{path}: {found.get('eventName')}: not a security-group change, skipped"
-        )
+        print(f"\n{path}: {found.get('eventName')}: not a security-group change, skipped")
         return []
     ec2 = boto3.client("ec2", region_name=found.get("awsRegion") or REGION)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -546,9 +518,7 @@ def main(argv: list[str]) -> int:
         print(f"Embedded AWS: moto server on {os.environ['AWS_ENDPOINT_URL']}")
         show_conditions()
         exempt = [*lambda_function.SETTINGS.EXEMPT_PRINCIPALS, DEMO_EXEMPTION]
-        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
-            EXEMPT_PRINCIPALS=exempt
-        )
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(EXEMPT_PRINCIPALS=exempt)
         if args.audit is not None:
             return audited(["--audit", *args.audit])
         failures = replayed(args.events) if args.events else scripted()

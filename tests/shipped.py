@@ -85,9 +85,7 @@ REVERT_EGRESS = True  # False: leave AuthorizeSecurityGroupEgress changes alone
 # edited rule is revoked (fail closed). False: leave edits alone.
 REVERT_MODIFIED_RULES = True
 RESTORE_FROM_CONFIG = False  # True: AWS Config's history (a recorder covering groups)
-RESTORE_FROM_CLOUDTRAIL = (
-    False  # True: CloudTrail event history (LookupEvents, 90 days)
-)
+RESTORE_FROM_CLOUDTRAIL = False  # True: CloudTrail event history (LookupEvents, 90 days)
 
 # Changes an AWS service makes on its own (EMR, EKS, Directory Service... add rules by design,
 # and add them again when removed) are kept: reverting them fights the service. A person acting

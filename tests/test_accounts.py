@@ -82,9 +82,9 @@ def test_member_credentials_are_cached_until_shortly_before_they_expire(
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=60)
     lambda_function._credentials[MEMBER]["Expiration"] = soon
     old_client = lambda_function._clients["ec2", "us-east-1", MEMBER]
-    assert lambda_handler(member_event(member_ec2, member_group), CONTEXT)[
-        "decision"
-    ] == ("reverted")
+    assert lambda_handler(member_event(member_ec2, member_group), CONTEXT)["decision"] == (
+        "reverted"
+    )
     assert len(assumed) == 2
     assert lambda_function._clients["ec2", "us-east-1", MEMBER] is not old_client
     assert OPEN not in rule_set(member_ec2, member_group)
@@ -121,10 +121,7 @@ def test_a_refused_assume_role_raises_with_a_clear_reason(
 
 
 def test_the_own_account_never_assumes_a_role(ec2, group_id, assumed):
-    assert (
-        lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)["decision"]
-        == "reverted"
-    )
+    assert lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)["decision"] == "reverted"
     assert assumed == []
 
 
@@ -198,18 +195,14 @@ def test_a_guard_tag_removed_in_a_member_account_is_put_back_there(
     for found in records:
         found["recipientAccountId"] = MEMBER
     # The member account's own event history, read through the member role.
-    EventHistory(records).serve(
-        lambda_function.client("cloudtrail", "us-east-1", MEMBER)
-    )
+    EventHistory(records).serve(lambda_function.client("cloudtrail", "us-east-1", MEMBER))
     result = lambda_handler(records[-1], CONTEXT)
     assert result["decision"] == "reverted"
     assert tags_of(member_ec2, member_group) == {"guardrail": "on"}
     assert assumed == [f"arn:aws:iam::{MEMBER}:role/sg-guardrail-member"]
 
 
-def test_a_tag_change_that_switches_nothing_off_needs_no_member_role(
-    member_ec2, member_group
-):
+def test_a_tag_change_that_switches_nothing_off_needs_no_member_role(member_ec2, member_group):
     event = tag_record("CreateTags", member_group, {"team": "web"})
     event["recipientAccountId"] = MEMBER
     assert lambda_handler(event, CONTEXT)["decision"] == "kept"
@@ -230,16 +223,12 @@ def test_the_sweep_reads_member_accounts_history_and_closes_what_was_missed_ther
 def test_a_member_account_the_sweep_cannot_reach_is_told_as_a_blind_spot(aws, inbox):
     EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
     result = lambda_handler({"sweep": {"accounts": [MEMBER, "bad"]}}, CONTEXT)
-    assert result["blindSpots"] == [
-        f"account {MEMBER}: no MEMBER_ROLE_NAME to sweep it"
-    ]
+    assert result["blindSpots"] == [f"account {MEMBER}: no MEMBER_ROLE_NAME to sweep it"]
     (told,) = inbox()
     assert told["Subject"].startswith("Guardrail blind spot: account")
 
 
-def test_its_own_identity_is_asked_in_its_own_region_not_an_opt_in_one(
-    aws, monkeypatch
-):
+def test_its_own_identity_is_asked_in_its_own_region_not_an_opt_in_one(aws, monkeypatch):
     """A session named like the function in a region the function's account has not
     enabled (an attacker's review): STS is asked in the function's own region, and the
     change, not the function's, is reverted instead of failing there on every try."""

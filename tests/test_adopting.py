@@ -56,8 +56,8 @@ def load_edited(tmp_path, old, new, env=None, more=()):
 def test_a_misspelled_setting_is_named_in_one_line_not_a_key_error(tmp_path):
     code, lines = load_edited(
         tmp_path,
-        "RESTORE_FROM_CLOUDTRAIL = (",
-        "RESTORE_FROM_CLOUDTRIAL = (",
+        "RESTORE_FROM_CLOUDTRAIL = ",
+        "RESTORE_FROM_CLOUDTRIAL = ",
     )
     assert code == 1
     assert "KeyError" not in "\n".join(lines)
@@ -77,17 +77,12 @@ def test_a_misspelled_setting_the_environment_adds_to_is_named_too(tmp_path, nam
     env |= {"LOCKED_GROUP_IDS": "sg-0123456789abcdef0", "LOCKED_TAG_KEY": "lock"}
     code, lines = load_edited(tmp_path, f"\n{name}", f"\n{name}S", env)
     assert code == 1
-    assert lines[-1].startswith(
-        f"lambda_function.ConditionsError: CONDITIONS: {name} ="
-    )
+    assert lines[-1].startswith(f"lambda_function.ConditionsError: CONDITIONS: {name} =")
     assert f"{name}S looks like it" in lines[-1]
 
 
 def test_two_arns_without_the_comma_between_them_are_refused(conditions):
-    glued = (
-        "arn:aws:iam::111122223333:role/NetworkAdmin"
-        "arn:aws:iam::111122223333:user/alice"
-    )
+    glued = "arn:aws:iam::111122223333:role/NetworkAdminarn:aws:iam::111122223333:user/alice"
     conditions(EXEMPT_PRINCIPALS=[glued])
     with pytest.raises(ConditionsError) as raised:
         check_conditions()
@@ -105,12 +100,8 @@ def test_several_problems_come_one_line_each(tmp_path):
         more=[("REVERT_EGRESS = True  #", 'REVERT_EGRESS = "no"  #')],
     )
     assert code == 1
-    assert lines[-2].startswith(
-        "lambda_function.ConditionsError: CONDITIONS: ONLY_GROUP_IDS"
-    )
-    assert lines[-1].startswith(
-        "CONDITIONS: REVERT_EGRESS = 'no': must be True or False"
-    )
+    assert lines[-2].startswith("lambda_function.ConditionsError: CONDITIONS: ONLY_GROUP_IDS")
+    assert lines[-1].startswith("CONDITIONS: REVERT_EGRESS = 'no': must be True or False")
 
 
 # ---- {account}: this role, in the account where the change happened ------------------------
@@ -118,21 +109,15 @@ def test_several_problems_come_one_line_each(tmp_path):
 IN_ITS_ACCOUNT = "arn:aws:iam::{account}:role/NetworkAdmin"
 
 
-def test_account_token_exempts_the_role_of_the_changes_own_account(
-    ec2, group_id, conditions
-):
+def test_account_token_exempts_the_role_of_the_changes_own_account(ec2, group_id, conditions):
     conditions(EXEMPT_PRINCIPALS=[IN_ITS_ACCOUNT])
     check_conditions()
-    event = authorize(
-        ec2, group_id, [SSH], identity=assumed_role("NetworkAdmin", "carol")
-    )
+    event = authorize(ec2, group_id, [SSH], identity=assumed_role("NetworkAdmin", "carol"))
     assert lambda_handler(event, CONTEXT)["decision"] == "kept"
     assert OPEN in rule_set(ec2, group_id)
 
 
-def test_account_token_does_not_exempt_that_role_of_another_account(
-    ec2, group_id, conditions
-):
+def test_account_token_does_not_exempt_that_role_of_another_account(ec2, group_id, conditions):
     conditions(EXEMPT_PRINCIPALS=[IN_ITS_ACCOUNT])
     stranger = assumed_role("NetworkAdmin", "mallory", account="999999999999")
     event = authorize(ec2, group_id, [SSH], identity=stranger)
@@ -166,9 +151,7 @@ def test_account_token_is_checked_at_load(conditions, pattern, says):
 
 
 def test_account_token_is_not_warned_of_as_any_account(conditions, capsys):
-    conditions(
-        EXEMPT_PRINCIPALS=[IN_ITS_ACCOUNT], MEMBER_ROLE_NAME="sg-guardrail-member"
-    )
+    conditions(EXEMPT_PRINCIPALS=[IN_ITS_ACCOUNT], MEMBER_ROLE_NAME="sg-guardrail-member")
     check_conditions()
     assert capsys.readouterr().out == ""
     conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::*:role/NetworkAdmin"])
@@ -187,9 +170,7 @@ def readme_snippet(start: str) -> str:
     return found
 
 
-def test_the_readme_break_glass_example_keeps_an_emergency_session(
-    ec2, group_id, conditions
-):
+def test_the_readme_break_glass_example_keeps_an_emergency_session(ec2, group_id, conditions):
     scope = {"Any": object}
     exec(readme_snippet("def should_revert("), scope)  # noqa: S102 -- the README's text
     conditions(should_revert=scope["should_revert"])
@@ -219,9 +200,7 @@ def test_the_readme_break_glass_example_keeps_an_emergency_session(
 
 
 def test_the_old_example_never_matched_a_role_session():
-    old = "arn:aws:sts::1:assumed-role/break-glass/oncall-session".endswith(
-        "/break-glass"
-    )
+    old = "arn:aws:sts::1:assumed-role/break-glass/oncall-session".endswith("/break-glass")
     assert old is False  # why the README's example changed
 
 
@@ -358,9 +337,7 @@ def test_the_sweep_takes_every_account_of_the_organization(organization, assumed
     missed = authorize(member_ec2, group, [SSH])
     missed["recipientAccountId"] = member
     EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
-    EventHistory([missed]).serve(
-        lambda_function.client("cloudtrail", "us-east-1", member)
-    )
+    EventHistory([missed]).serve(lambda_function.client("cloudtrail", "us-east-1", member))
     result = lambda_handler({"sweep": {"accounts": ["organization"]}}, CONTEXT)
     assert result["decisions"] == {"reverted": 1}
     assert OPEN not in rule_set(member_ec2, group)
@@ -369,9 +346,7 @@ def test_the_sweep_takes_every_account_of_the_organization(organization, assumed
     assert set(assumed) == {f"arn:aws:iam::{member}:role/sg-guardrail-member"}
 
 
-def test_an_organization_that_cannot_be_listed_is_told_and_the_own_account_swept(
-    aws, inbox
-):
+def test_an_organization_that_cannot_be_listed_is_told_and_the_own_account_swept(aws, inbox):
     EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
     orgs = lambda_function.client("organizations", "us-east-1")
     with Stubber(orgs) as stub:
@@ -428,9 +403,7 @@ def test_every_link_between_the_readme_and_docs_resolves(page):
         resolved = (path.parent / file).resolve() if file else path
         assert resolved.exists(), f"{page}: {file}"
         if anchor:
-            assert anchor[1:] in anchors(resolved.read_text()), (
-                f"{page}: {file}{anchor}"
-            )
+            assert anchor[1:] in anchors(resolved.read_text()), f"{page}: {file}{anchor}"
 
 
 def test_the_readme_keeps_the_sections_issue_18_names_and_the_first_deploy_comes_earlier():
@@ -453,9 +426,7 @@ def test_the_readme_keeps_the_sections_issue_18_names_and_the_first_deploy_comes
 
 def test_the_zip_size_the_docs_quote_is_the_zips_within_a_tenth():
     """The size quoted went stale once (37.4 KB for a 49 KB zip): now a test notices."""
-    quoted = re.search(
-        r"grown to ([\d.]+) KB", (ROOT / "docs" / "benchmark.md").read_text()
-    )
+    quoted = re.search(r"grown to ([\d.]+) KB", (ROOT / "docs" / "benchmark.md").read_text())
     subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True)
     built = ROOT / "dist" / f"sg-guardrail-{lambda_function.__version__}.zip"
     size_kb = built.stat().st_size / 1024

@@ -77,9 +77,7 @@ def test_what_the_audit_says_would_be_reverted_is_what_the_handler_reverts(
     )
     records = [
         authorize(ec2, groups["web"], [SSH]),
-        authorize(
-            ec2, groups["web"], [tcp(443, "0.0.0.0/0"), tcp(8080, "10.1.0.0/16")]
-        ),
+        authorize(ec2, groups["web"], [tcp(443, "0.0.0.0/0"), tcp(8080, "10.1.0.0/16")]),
         authorize(ec2, groups["web"], [ICMP_PING]),
         authorize(ec2, groups["web"], [tcp(25, "0.0.0.0/0")], egress=True),
         authorize(ec2, groups["db"], [tcp(443, "0.0.0.0/0")]),  # allowed, but locked
@@ -115,9 +113,7 @@ def test_a_group_the_conditions_do_not_guard_is_kept_and_egress_may_be_left_alon
     assert "REVERT_EGRESS" in verdicts[rule_id]["why"]
     conditions(NEVER_GROUP_IDS=[group_id], REVERT_EGRESS=True)
     verdicts, _ = verdicts_by_rule_id()
-    assert {v["verdict"] for v in verdicts.values() if v["groupId"] == group_id} == {
-        "kept"
-    }
+    assert {v["verdict"] for v in verdicts.values() if v["groupId"] == group_id} == {"kept"}
 
 
 def test_should_revert_is_asked_as_the_handler_asks_it(ec2, group_id, monkeypatch):
@@ -137,9 +133,7 @@ def test_should_revert_is_asked_as_the_handler_asks_it(ec2, group_id, monkeypatc
     assert lambda_handler(opened, CONTEXT)["decision"] == "kept"
 
 
-def test_the_audit_changes_nothing_and_makes_one_rules_walk_per_region(
-    ec2, group_id, capsys
-):
+def test_the_audit_changes_nothing_and_makes_one_rules_walk_per_region(ec2, group_id, capsys):
     authorize(ec2, group_id, [SSH])
     before = rule_set(ec2, group_id)
     made = []
@@ -261,9 +255,7 @@ def test_suggested_entries_pass_the_load_check_and_keep_exactly_todays_rules(
     verdicts, _ = verdicts_by_rule_id()
     assert {v["verdict"] for v in verdicts.values()} == {"kept"}
     # Grouped: SSH is one entry for both groups; tcp 80 and 81 one entry, 80-81.
-    ssh = [
-        e for e in entries if e.get("fromPort") == 22 and e.get("cidr") == "0.0.0.0/0"
-    ]
+    ssh = [e for e in entries if e.get("fromPort") == 22 and e.get("cidr") == "0.0.0.0/0"]
     assert len(ssh) == 1
     assert {
         "isEgress": False,
@@ -315,9 +307,7 @@ def test_member_accounts_are_read_through_their_role_and_an_unreachable_one_is_n
     ec2, group_id, member_ec2, member_group, conditions, capsys
 ):
     conditions(MEMBER_ROLE_NAME="sg-guardrail-member")
-    member_ec2.authorize_security_group_ingress(
-        GroupId=member_group, IpPermissions=[SSH]
-    )
+    member_ec2.authorize_security_group_ingress(GroupId=member_group, IpPermissions=[SSH])
 
     def refuse(params, **_):
         if UNREACHABLE in params["RoleArn"]:
@@ -329,9 +319,7 @@ def test_member_accounts_are_read_through_their_role_and_an_unreachable_one_is_n
     lambda_function.client("sts", "us-east-1").meta.events.register(
         "provide-client-params.sts.AssumeRole", refuse
     )
-    status = main(
-        ["--audit", "--format", "json", "--accounts", f"{MEMBER},{UNREACHABLE}"]
-    )
+    status = main(["--audit", "--format", "json", "--accounts", f"{MEMBER},{UNREACHABLE}"])
     out, err = capsys.readouterr()
     rules = json.loads(out)["rules"]
     assert {r["account"] for r in rules} == {ACCOUNT, MEMBER}
@@ -363,9 +351,7 @@ def test_make_audit_audits_the_demos_groups_on_the_embedded_aws():
     assert "summary: 9 rules in 4 groups: 9 would be reverted" in done.stderr
 
 
-def test_a_region_that_cannot_be_read_is_named_and_the_others_are_read(
-    ec2, group_id, capsys
-):
+def test_a_region_that_cannot_be_read_is_named_and_the_others_are_read(ec2, group_id, capsys):
     def refuse(**_):
         raise ClientError(
             {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
@@ -416,9 +402,7 @@ def test_the_scheduled_audit_names_what_it_could_not_read_and_cuts_the_list_shor
     ec2, group_id, inbox, conditions, monkeypatch
 ):
     monkeypatch.setattr(lambda_function, "AUDIT_LISTED", 2)
-    lambda_handler(
-        {"audit": {"regions": ["us-east-1"], "accounts": [MEMBER, "no"]}}, CONTEXT
-    )
+    lambda_handler({"audit": {"regions": ["us-east-1"], "accounts": [MEMBER, "no"]}}, CONTEXT)
     (message,) = inbox()
     assert message["Subject"].endswith(", 1 unreachable")
     assert "member accounts: no MEMBER_ROLE_NAME to reach them" in message["Message"]

@@ -48,9 +48,7 @@ def batch(*events):
 
 @pytest.fixture
 def other_group(ec2, vpc_id):
-    return ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc_id)[
-        "GroupId"
-    ]
+    return ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc_id)["GroupId"]
 
 
 def decisions(capsys):
@@ -78,9 +76,7 @@ def test_kept_ignored_and_edited_events_in_a_batch_are_handled_as_live_ones(
     conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::123456789012:role/NetworkAdmin"])
     kept = authorize(ec2, group_id, [port(8443)], identity=admin)
     refused = authorize(ec2, group_id, [port(8443)])  # a duplicate: the call failed
-    edited = modify(
-        ec2, group_id, {bastion_of(ec2, group_id)["SecurityGroupRuleId"]: WIDENED}
-    )
+    edited = modify(ec2, group_id, {bastion_of(ec2, group_id)["SecurityGroupRuleId"]: WIDENED})
     opened = authorize(ec2, group_id, [port(3389)])
     capsys.readouterr()
     assert lambda_handler(batch(kept, refused, edited, opened), CONTEXT) == {
@@ -133,9 +129,7 @@ def test_dry_run_in_a_batch_changes_nothing(ec2, group_id, monkeypatch, capsys):
 
 def test_a_message_that_is_no_event_is_ignored_not_retried(aws, capsys):
     messages = batch()
-    messages["Records"] = [
-        {"messageId": "m0", "body": "not json", "eventSource": "aws:sqs"}
-    ]
+    messages["Records"] = [{"messageId": "m0", "body": "not json", "eventSource": "aws:sqs"}]
     assert lambda_handler(messages, CONTEXT) == {"batchItemFailures": []}
     assert decisions(capsys) == ["ignored"]
 
@@ -147,9 +141,7 @@ def dead_lettered_from(source_arn):
 
     def mark(parsed, **_):
         for message in parsed.get("Messages", []):
-            message.setdefault("Attributes", {})["DeadLetterQueueSourceArn"] = (
-                source_arn
-            )
+            message.setdefault("Attributes", {})["DeadLetterQueueSourceArn"] = source_arn
 
     events = lambda_function.client("sqs", "us-east-1").meta.events
     events.register("after-call.sqs.ReceiveMessage", mark)

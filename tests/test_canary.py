@@ -60,9 +60,7 @@ def test_a_canary_rule_the_live_path_left_is_told_as_a_blind_spot_and_taken_out(
     ec2, canary, inbox, capsys, when
 ):
     """On the old code the sweep never looked: a blind guardrail looked like an idle one."""
-    ec2.authorize_security_group_ingress(
-        GroupId=canary, IpPermissions=[canary_rule(when)]
-    )
+    ec2.authorize_security_group_ingress(GroupId=canary, IpPermissions=[canary_rule(when)])
     result = sweep_with_history([])
     (spot,) = result["blindSpots"]
     assert "the canary rule" in spot and "the live path did not revert it" in spot
@@ -106,17 +104,13 @@ def test_without_a_canary_the_sweep_reads_no_group(aws, monkeypatch, calls):
 def test_the_template_adds_the_canary_rule_as_a_role_allowed_that_alone():
     for name in ("CanaryGroup", "CanaryRole", "CanarySchedule"):
         assert RESOURCES[name]["Condition"] == "HasCanary"
-    (statement,) = RESOURCES["CanaryRole"]["Properties"]["Policies"][0][
-        "PolicyDocument"
-    ]["Statement"]
+    (statement,) = RESOURCES["CanaryRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
     assert statement["Action"] == ["ec2:AuthorizeSecurityGroupIngress"]
-    assert statement["Resource"]["Fn::Sub"].endswith(
-        ":security-group/${CanaryGroup.GroupId}"
-    )
+    assert statement["Resource"]["Fn::Sub"].endswith(":security-group/${CanaryGroup.GroupId}")
     target = RESOURCES["CanarySchedule"]["Properties"]["Target"]
-    assert (
-        target["Arn"] == "arn:aws:scheduler:::aws-sdk:ec2:authorizeSecurityGroupIngress"
-    )
+    assert target["Arn"] == "arn:aws:scheduler:::aws-sdk:ec2:authorizeSecurityGroupIngress"
     text, _ = target["Input"]["Fn::Sub"]
     request = json.loads(
         text.replace("${Group}", "sg-0123456789abcdef0").replace(
@@ -155,7 +149,5 @@ def test_a_canary_that_cannot_be_checked_is_told_with_the_other_blind_spots(
         result = sweep_with_history([trail_record("StopLogging", {"name": "main"})])
     canary_spot, trail_spot = result["blindSpots"]  # the canary is looked at first
     assert trail_spot.startswith("StopLogging on trail main")
-    assert canary_spot.startswith(
-        "the canary could not be checked: UnauthorizedOperation"
-    )
+    assert canary_spot.startswith("the canary could not be checked: UnauthorizedOperation")
     assert len(inbox()) == 2

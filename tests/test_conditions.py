@@ -205,9 +205,7 @@ def test_a_users_edited_block_passes_lint_the_core_tests_and_the_demo(tmp_path):
     shutil.copytree(
         ROOT,
         copy,
-        ignore=shutil.ignore_patterns(
-            ".venv*", ".git", "*cache*", ".hypothesis", "dist"
-        ),
+        ignore=shutil.ignore_patterns(".venv*", ".git", "*cache*", ".hypothesis", "dist"),
     )
     function = copy / "lambda_function.py"
     function.write_text(edit_as_the_readme_says(shipped_source()))
@@ -312,9 +310,7 @@ def test_a_users_edited_block_with_an_only_condition_still_passes_the_demo(tmp_p
     shutil.copytree(
         ROOT,
         copy,
-        ignore=shutil.ignore_patterns(
-            ".venv*", ".git", "*cache*", ".hypothesis", "dist"
-        ),
+        ignore=shutil.ignore_patterns(".venv*", ".git", "*cache*", ".hypothesis", "dist"),
     )
     shipped_line = 'ONLY_TAGGED: dict[str, str | None] = {}  # e.g. {"guardrail": "on"}'
     source = shipped_source()

@@ -347,9 +347,7 @@ def test_aws_services_acting_on_their_own_are_left_alone_unless_guarded(
 # For any protocol but tcp, udp and ICMP, AWS opens every port whatever range the call gives
 # (EC2 API reference, IpPermission.IpProtocol): such a rule is all ports, never "port 443".
 @pytest.mark.parametrize("protocol", ["132", "50", "47"])
-def test_a_protocol_without_ports_is_all_ports_whatever_its_record_says(
-    conditions, protocol
-):
+def test_a_protocol_without_ports_is_all_ports_whatever_its_record_says(conditions, protocol):
     conditions(ALLOWED_RULES=[{"fromPort": 443, "toPort": 443, "cidr": "0.0.0.0/0"}])
     sctp = {
         "IpProtocol": protocol,

@@ -80,9 +80,7 @@ def test_one_plain_authorize_is_one_revoke_and_the_group_is_as_before(
     assert logged["groupId"] == group_id
 
 
-def test_the_code_one_plain_authorize_runs_is_all_in_the_default_path_section(
-    ec2, group_id
-):
+def test_the_code_one_plain_authorize_runs_is_all_in_the_default_path_section(ec2, group_id):
     """The layout an auditor relies on: from the handler to the revoke and the log line, no
     function outside the section (should_revert, the user's, sits in the CONDITIONS block)."""
     event = eventbridge(authorize(ec2, group_id, [SSH]))

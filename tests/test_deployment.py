@@ -28,27 +28,18 @@ def test_package_is_the_one_file_and_reproducible():
     digests = []
     for _ in range(2):
         built.unlink(missing_ok=True)
-        subprocess.run(
-            ["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True
-        )
+        subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True)
         digests.append(hashlib.sha256(built.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     with zipfile.ZipFile(built) as archive:
         assert archive.namelist() == ["lambda_function.py"]
-        assert (
-            archive.read("lambda_function.py")
-            == (ROOT / "lambda_function.py").read_bytes()
-        )
+        assert archive.read("lambda_function.py") == (ROOT / "lambda_function.py").read_bytes()
 
 
 def placeholders(value):
     """A template value with its intrinsic functions turned into wildcards, for fnmatch."""
     if isinstance(value, dict) and "Fn::Sub" in value:
-        text = (
-            value["Fn::Sub"]
-            if isinstance(value["Fn::Sub"], str)
-            else value["Fn::Sub"][0]
-        )
+        text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
         text = text.replace("${AWS::Partition}", "aws").replace(
             "${MemberRoleName}", "sg-guardrail-member"
         )
@@ -93,9 +84,9 @@ def test_the_function_role_is_scoped_no_wider_than_iam_policy_json(sid):
         narrowed = resource.replace("*", "x") if resource != "*" else "*"
         if resource in ("*",) and policy_resources != ["*"]:
             continue  # a !Ref or !GetAtt to this stack's own topic, log group or queue
-        assert any(
-            fnmatch.fnmatchcase(narrowed, allowed) for allowed in policy_resources
-        ), resource
+        assert any(fnmatch.fnmatchcase(narrowed, allowed) for allowed in policy_resources), (
+            resource
+        )
 
 
 def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
@@ -110,9 +101,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         | {"SweepTheFailureQueue", "TakeBatchesFromTheBufferIfBuffered"}
         | {"ListTheOrganizationsAccountsIfSweptSo"}
     }
-    (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"][
-        "Statement"
-    ]
+    (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"]["AWS"] == {
         "Fn::Sub": "arn:${AWS::Partition}:iam::${CentralAccountId}:role/${FunctionName}-function"
     }
@@ -193,9 +182,9 @@ def test_forwarded_events_reach_a_bus_of_their_own_that_admits_only_ec2_from_the
 def test_with_an_organization_only_its_accounts_roles_are_assumed():
     (statement,) = [
         s
-        for s in RESOURCES["FunctionRole"]["Properties"]["Policies"][0][
-            "PolicyDocument"
-        ]["Statement"]
+        for s in RESOURCES["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"
+        ]
         if isinstance(s, dict) and s.get("Sid") == "ActInMemberAccounts"
     ]
     assert statement["Condition"] == {
@@ -257,13 +246,9 @@ def delivered(aws):
     events = boto3.client("events", region_name="us-east-1")
     sqs = boto3.client("sqs", region_name="us-east-1")
     queue = sqs.create_queue(QueueName="arrivals")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]
     events.put_rule(Name="sg-guardrail", EventPattern=json.dumps(PATTERN))
-    events.put_targets(
-        Rule="sg-guardrail", Targets=[{"Id": "q", "Arn": arn["QueueArn"]}]
-    )
+    events.put_targets(Rule="sg-guardrail", Targets=[{"Id": "q", "Arn": arn["QueueArn"]}])
 
     def put(event):
         entry = {
@@ -272,9 +257,7 @@ def delivered(aws):
             "Detail": json.dumps(event["detail"]),
         }
         assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
-        found = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
-            "Messages", []
-        )
+        found = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
         for message in found:
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
         return len(found)
@@ -283,9 +266,7 @@ def delivered(aws):
 
 
 def test_successful_changes_arrive(delivered, ec2, group_id):
-    bastion = next(
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    )
+    bastion = next(r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24")
     wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}
     for found in (
         authorize(ec2, group_id, [SSH]),
@@ -296,14 +277,10 @@ def test_successful_changes_arrive(delivered, ec2, group_id):
 
 
 def test_failed_calls_reads_and_other_sources_do_not(delivered, ec2, group_id):
-    failed = authorize(
-        ec2, group_id, [{**SSH, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}]
-    )
+    failed = authorize(ec2, group_id, [{**SSH, "IpRanges": [{"CidrIp": "192.0.2.0/24"}]}])
     assert failed["errorCode"]
     read = record("DescribeSecurityGroups", {"securityGroupIdSet": {}}, None)
-    create = record(
-        "CreateSecurityGroup", {"groupName": "x", "groupDescription": "x"}, None
-    )
+    create = record("CreateSecurityGroup", {"groupName": "x", "groupDescription": "x"}, None)
     other_source = {**eventbridge(authorize(ec2, group_id, [SSH])), "source": "aws.s3"}
     other_type = {
         **eventbridge(authorize(ec2, group_id, [SSH])),
@@ -319,17 +296,15 @@ def test_failed_calls_reads_and_other_sources_do_not(delivered, ec2, group_id):
         assert delivered(event) == 0, event["detail"]["eventName"]
 
 
-@pytest.mark.parametrize(
-    "name", sorted(p.name for p in (ROOT / "events").glob("*.json"))
-)
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "events").glob("*.json")))
 def test_our_example_events_arrive_exactly_when_they_should(delivered, name):
     loaded = json.loads((ROOT / "events" / name).read_text())
     found = loaded.get("Records", [loaded])
     for event in found:
         event = event if "detail" in event else eventbridge(event)
-        wanted = event["detail"][
-            "eventName"
-        ] in lambda_function.CHANGE_EVENTS and not event["detail"].get("errorCode")
+        wanted = event["detail"]["eventName"] in lambda_function.CHANGE_EVENTS and not event[
+            "detail"
+        ].get("errorCode")
         assert delivered(event) == int(wanted), (name, event["detail"]["eventName"])
 
 
@@ -361,9 +336,7 @@ def test_the_sweep_runs_on_a_schedule_with_the_input_the_handler_reads():
     schedule = RESOURCES["SweepSchedule"]
     assert schedule["Condition"] == "Sweeps"
     properties = schedule["Properties"]
-    assert properties["ScheduleExpression"] == {
-        "Fn::Sub": "rate(${SweepMinutes} minutes)"
-    }
+    assert properties["ScheduleExpression"] == {"Fn::Sub": "rate(${SweepMinutes} minutes)"}
     (target,) = properties["Targets"]
     template, variables = target["Input"]["Fn::Sub"]
     # The accounts as the !If gives them: '"a", "b"' with SweepAccounts, '' without.
@@ -446,9 +419,9 @@ def test_buffered_delivery_sends_every_rule_to_the_queue_and_batches_reach_the_f
     mapping = RESOURCES["BufferMapping"]["Properties"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["MaximumBatchingWindowInSeconds"] <= 5
-    statement, *denials = RESOURCES["BufferQueuePolicy"]["Properties"][
-        "PolicyDocument"
-    ]["Statement"]
+    statement, *denials = RESOURCES["BufferQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
     assert {denial["Effect"] for denial in denials} == {"Deny"}
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     # the very rules, by ARN: a name prefix would admit a rule anyone may create
@@ -581,9 +554,7 @@ def tamper_pattern():
 def test_the_tamper_rule_tells_every_change_to_the_guardrails_own_resources(
     source, name, params
 ):
-    pattern = (
-        tamper_pattern()
-    )  # moto's EventBridge pattern matcher ($or, prefix, wildcard)
+    pattern = tamper_pattern()  # moto's EventBridge pattern matcher ($or, prefix, wildcard)
     assert pattern.matches_event(call(source, name, params))
     assert not pattern.matches_event(call(source, name, params, error="AccessDenied"))
 
@@ -597,9 +568,7 @@ def test_no_one_but_this_stacks_senders_may_put_a_message_where_the_function_rea
     """Inside one account an identity policy alone grants sqs:SendMessage: only an explicit
     Deny keeps someone from handing the function a made-up event."""
     buffer = RESOURCES["BufferQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    failures = RESOURCES["FailureQueuePolicy"]["Properties"]["PolicyDocument"][
-        "Statement"
-    ]
+    failures = RESOURCES["FailureQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     (deny_buffer,) = [s for s in buffer if s["Sid"] == "NoOtherSender"]
     assert (deny_buffer["Effect"], deny_buffer["Principal"]) == ("Deny", "*")
     allowed = next(s for s in buffer if s["Sid"] == "OnlyThisStacksRules")
@@ -610,9 +579,7 @@ def test_no_one_but_this_stacks_senders_may_put_a_message_where_the_function_rea
     for statements_ in (buffer, failures):
         readers = [s for s in statements_ if s["Sid"] == "NoReaderButTheFunctionsRole"]
         assert readers and readers[0]["Effect"] == "Deny"
-    (deny_failures,) = [
-        s for s in failures if s["Sid"] == "NoSenderButTheFunctionsRole"
-    ]
+    (deny_failures,) = [s for s in failures if s["Sid"] == "NoSenderButTheFunctionsRole"]
     assert deny_failures["Condition"] == {
         "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["FunctionRole", "Arn"]}}
     }
@@ -663,9 +630,7 @@ def test_security_hub_is_granted_only_when_switched_on_and_only_its_own_product(
         ("ForwardRuleTagRule", "ForwardsExceptions"),
     ],
 )
-def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(
-    rule, condition
-):
+def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(rule, condition):
     """Exceptions that expire: CreateTags/DeleteTags on sgr-… rules, from every region and
     account, and only with Approvers; the function's rights on rule tags likewise."""
     rule = RESOURCES[rule]
@@ -690,8 +655,7 @@ def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(
             s["Fn::If"]
             for s in policy["PolicyDocument"]["Statement"]
             if "Fn::If" in s
-            and s["Fn::If"][1]["Sid"]
-            == "PutBackTagsOnRulesChangedByOthersThanApproversIfSet"
+            and s["Fn::If"][1]["Sid"] == "PutBackTagsOnRulesChangedByOthersThanApproversIfSet"
         ]
         assert found[0] == switch
         assert found[1]["Condition"] == {
@@ -703,9 +667,7 @@ def test_tag_changes_on_rules_reach_the_function_only_when_approvers_are_set(
     assert variables["MAX_EXCEPTION_HOURS"] == {"Ref": "MaxExceptionHours"}
     # the sweep is what ends exceptions: no approvers without it
     (needs,) = TEMPLATE["Rules"]["ExceptionsNeedTheSweep"]["Assertions"]
-    assert needs["Assert"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "SweepMinutes"}, "0"]}]
-    }
+    assert needs["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SweepMinutes"}, "0"]}]}
     hours = TEMPLATE["Parameters"]["MaxExceptionHours"]
     assert (hours["MinValue"], hours["MaxValue"]) == (
         1,

@@ -145,9 +145,7 @@ def edit_with_odd_value(ec2, group_id, odd):
     [{"IpProtocol": "a-protocol-from-the-future"}, {"FromPort": "twenty-two"}],
     ids=["protocol", "port"],
 )
-def test_an_edit_whose_new_value_cannot_be_read_is_revoked_by_its_id(
-    ec2, group_id, odd
-):
+def test_an_edit_whose_new_value_cannot_be_read_is_revoked_by_its_id(ec2, group_id, odd):
     event, rule_id = edit_with_odd_value(ec2, group_id, odd)
     result = run(event)
     assert result["decision"] == "reverted"
@@ -190,9 +188,7 @@ def test_an_edit_whose_new_value_cannot_be_read_is_undone_though_its_old_value_i
     request["SecurityGroupRule"]["SecurityGroupRule"]["IpProtocol"] = "a-new-protocol"
     history.add_response("lookup_events", lookup([created]))  # the old value
     history.add_response("lookup_events", lookup([event]))  # the edit, by its event ID
-    history.add_response(
-        "lookup_events", lookup([created])
-    )  # decided anew on AWS's record
+    history.add_response("lookup_events", lookup([created]))  # decided anew on AWS's record
     result = run(event)
     assert result["decision"] == "reverted"
     assert (False, "tcp", 5432, 5432, "0.0.0.0/0") not in rule_set(ec2, group_id)
@@ -214,9 +210,7 @@ def test_an_edit_the_handler_cannot_finish_does_not_stop_the_sweep(
     missed = authorize(ec2, group_id, [SSH])
     for event in (edit, missed):
         sent_by_lambda(sqs, url, {"requestPayload": eventbridge(event)})
-    trail = EventHistory(
-        [created, edit, missed]
-    )  # the edit's old value, and its record
+    trail = EventHistory([created, edit, missed])  # the edit's old value, and its record
     trail.serve(lambda_function.client("cloudtrail", "us-east-1"))
     result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
     assert "error" not in result["decisions"]  # the edit is finished, then the rest
@@ -495,16 +489,12 @@ def test_an_entry_re_described_as_written_with_host_bits_is_still_the_same_entry
 @pytest.mark.parametrize("version", ["v1", "1.0"])
 def test_an_odd_current_version_is_no_version(ec2, office, version):
     event = add_entries(ec2, office, ["0.0.0.0/0"])
-    event["requestParameters"]["ModifyManagedPrefixListRequest"]["CurrentVersion"] = (
-        version
-    )
+    event["requestParameters"]["ModifyManagedPrefixListRequest"]["CurrentVersion"] = version
     assert run(event)["decision"] == "reverted"
     assert entries_of(ec2, office) == [OFFICE]
 
 
-@pytest.mark.parametrize(
-    ("length", "decision"), [(255, "reverted"), (256, "unreadable")]
-)
+@pytest.mark.parametrize(("length", "decision"), [(255, "reverted"), (256, "unreadable")])
 def test_a_group_name_is_at_most_255_characters(ec2, calls, length, decision):
     name = "n" * length
     params = {"groupName": name, "ipPermissions": camel([SSH])}
@@ -524,9 +514,7 @@ def test_a_group_name_is_at_most_255_characters(ec2, calls, length, decision):
         assert calls == []
 
 
-def test_a_referenced_group_with_an_empty_name_is_reported_and_the_rest_revoked(
-    ec2, group_id
-):
+def test_a_referenced_group_with_an_empty_name_is_reported_and_the_rest_revoked(ec2, group_id):
     before = rule_set(ec2, group_id)
     event = authorize(ec2, group_id, [SSH], modern=False)
     (permission,) = event["requestParameters"]["ipPermissions"]["items"]
@@ -555,9 +543,7 @@ def test_a_rule_set_naming_only_another_groups_rule_is_reported_as_just_that(
     assert calls == []
 
 
-def test_an_edit_that_cannot_be_identified_is_named_by_its_place_in_the_call(
-    ec2, group_id
-):
+def test_an_edit_that_cannot_be_identified_is_named_by_its_place_in_the_call(ec2, group_id):
     bastion_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     (https,) = [r for r in rules_of(ec2, group_id) if r.get("FromPort") == 443]
     wide_https = {**WIDENED, "FromPort": 443, "ToPort": 443}
@@ -609,9 +595,7 @@ def test_the_groups_other_events_in_history_are_passed_over(ec2, group_id, histo
     assert now_by_id(ec2, group_id)[rule_id]["CidrIpv4"] == "10.70.0.0/16"
 
 
-@pytest.mark.parametrize(
-    "entry", [{"cidr": "192.0.2.77/24"}, {"cidrWithin": "192.0.2.77/16"}]
-)
+@pytest.mark.parametrize("entry", [{"cidr": "192.0.2.77/24"}, {"cidrWithin": "192.0.2.77/16"}])
 def test_an_allowed_cidr_written_with_host_bits_is_its_network(
     ec2, group_id, conditions, entry
 ):
@@ -626,12 +610,8 @@ def test_an_allowed_cidr_written_with_host_bits_is_its_network(
     assert OPEN not in rule_set(ec2, group_id)
 
 
-@pytest.mark.parametrize(
-    ("length", "decision"), [(255, "reverted"), (256, "unreadable")]
-)
-def test_a_referenced_group_name_is_at_most_255_characters(
-    ec2, calls, length, decision
-):
+@pytest.mark.parametrize(("length", "decision"), [(255, "reverted"), (256, "unreadable")])
+def test_a_referenced_group_name_is_at_most_255_characters(ec2, calls, length, decision):
     name = "n" * length
     app = ec2.create_security_group(GroupName="app", Description="app")["GroupId"]
     by_name = {**PORT_5432, "UserIdGroupPairs": [{"GroupName": name}]}
@@ -751,9 +731,7 @@ def test_should_revert_sees_the_entries_added_as_the_record_has_them(
         entry["Description"] = description
     else:
         del entry["Description"]
-    seen = [
-        {"cidr": "0.0.0.0/0", **({"description": description} if description else {})}
-    ]
+    seen = [{"cidr": "0.0.0.0/0", **({"description": description} if description else {})}]
     conditions(should_revert=lambda change: change["prefixList"]["added"] != seen)
     assert run(event)["decision"] == "kept"
     assert "0.0.0.0/0" in entries_of(ec2, office)
@@ -870,9 +848,7 @@ def test_a_rule_set_item_without_a_readable_group_id_is_of_the_requests_group(
     assert rule_set(ec2, group_id) == before
 
 
-def test_a_late_rule_without_ports_in_its_record_is_the_rule_of_no_ports_now(
-    ec2, group_id
-):
+def test_a_late_rule_without_ports_in_its_record_is_the_rule_of_no_ports_now(ec2, group_id):
     """AWS describes a rule of protocol 47 with ports -1; the record may carry none."""
     before = rule_set(ec2, group_id)
     gre = {**ALL_TRAFFIC, "IpProtocol": "47", "FromPort": -1, "ToPort": -1}
@@ -970,9 +946,7 @@ def test_a_config_item_without_its_empty_lists_still_gives_the_old_value(
     with Stubber(lambda_function.client("config", "us-east-1")) as stub:
         stub.add_response("get_resource_config_history", {"configurationItems": [item]})
         result = run(event)
-    assert result["rules"] == [
-        "tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"
-    ]
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"]
     assert bastion_of(ec2, group_id)["SecurityGroupRuleId"] == rule_id
 
 
@@ -986,9 +960,7 @@ def test_a_record_without_its_region_is_read_in_the_envelopes(ec2, group_id):
     assert rule_set(ec2, group_id) == before
 
 
-def test_an_egress_rule_named_by_group_name_alone_is_unreadable_never_looked_up(
-    ec2, calls
-):
+def test_an_egress_rule_named_by_group_name_alone_is_unreadable_never_looked_up(ec2, calls):
     """Egress rules exist in VPCs only, where a group is named by its ID: a record that names
     an egress call's group by name alone is odd, reported, and no group of that name (here
     the default VPC's "default") is looked up or touched."""

@@ -91,9 +91,7 @@ def test_off_by_default_a_tagged_rule_is_reverted_in_one_call(ec2, group_id, cal
     assert calls == ["RevokeSecurityGroupIngress"]
 
 
-def test_with_approvers_an_untagged_rule_still_costs_one_call(
-    ec2, group_id, approvers, calls
-):
+def test_with_approvers_an_untagged_rule_still_costs_one_call(ec2, group_id, approvers, calls):
     found = authorize(ec2, group_id, [VENDOR], identity=CAROL)
     assert lambda_handler(eventbridge(found), CONTEXT)["decision"] == "reverted"
     assert calls == ["RevokeSecurityGroupIngress"]
@@ -212,14 +210,10 @@ def test_a_time_unreadable_past_or_too_far_keeps_nothing_and_is_told(
     assert says in told["Message"]
 
 
-def test_the_most_hours_count_from_the_grants_time_not_from_now(
-    ec2, group_id, approvers
-):
+def test_the_most_hours_count_from_the_grants_time_not_from_now(ec2, group_id, approvers):
     """A grant made 20 hours ago (its event retried, or replayed) for 23 hours from now is 43
     hours after the grant: no exception, although it is within 24 hours of now."""
-    found = aged(
-        authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(hours=23)), 20
-    )
+    found = aged(authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(hours=23)), 20)
     result = lambda_handler(eventbridge(found), CONTEXT)
     assert result["decision"] == "reverted"
     assert "more than MAX_EXCEPTION_HOURS" in result["exception"]
@@ -250,9 +244,7 @@ def test_an_exempt_principal_stays_as_it_is(ec2, group_id, approvers, conditions
     assert result["reason"] == f"exempt principal {ALICE['arn']}"
 
 
-def test_a_dry_run_keeps_nothing_it_has_not_confirmed(
-    ec2, group_id, approvers, monkeypatch
-):
+def test_a_dry_run_keeps_nothing_it_has_not_confirmed(ec2, group_id, approvers, monkeypatch):
     monkeypatch.setenv("DRY_RUN", "true")
     found = authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant())
     result = lambda_handler(eventbridge(found), CONTEXT)
@@ -264,9 +256,7 @@ def test_a_dry_run_keeps_nothing_it_has_not_confirmed(
 # ---- expiry: the sweep -----------------------------------------------------------------------
 
 
-def test_the_sweep_revokes_an_expired_exception_and_tells(
-    ec2, group_id, approvers, inbox
-):
+def test_the_sweep_revokes_an_expired_exception_and_tells(ec2, group_id, approvers, inbox):
     before = {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
     found = authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(hours=-1))
     aged(found, 3)  # granted 3 hours ago for 2 hours
@@ -345,9 +335,7 @@ def test_the_functions_own_put_back_in_event_history_still_ties_the_exception(
     """Alice moved the time, the function put Carol's back (its own CreateTags, in event
     history too, by the function's role): the tag is still Carol's word, and the sweep
     revokes the rule when it expires."""
-    carol = aged(
-        authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(hours=-1)), 3
-    )
+    carol = aged(authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=grant(hours=-1)), 3)
     (rule,) = vendor_rule(ec2, group_id)
     rule_id = rule["SecurityGroupRuleId"]
     approved = rule_tags(ec2, rule_id)[EXPIRES_KEY]
@@ -400,9 +388,7 @@ def test_a_tag_changed_again_since_is_left_to_that_change(ec2, group_id, approve
     assert rule_tags(ec2, rule_id)[EXPIRES_KEY] == approved
 
 
-def test_a_tag_change_on_rules_is_undone_only_on_event_historys_word(
-    ec2, group_id, approvers
-):
+def test_a_tag_change_on_rules_is_undone_only_on_event_historys_word(ec2, group_id, approvers):
     bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     granted = grant()
     tag(ec2, "CreateTags", bastion, granted, identity=CAROL)
@@ -411,9 +397,7 @@ def test_a_tag_change_on_rules_is_undone_only_on_event_historys_word(
     HISTORY.remove(found)
     with pytest.raises(lambda_function.Unconfirmed):
         lambda_handler(eventbridge(found), CONTEXT)
-    assert (
-        rule_tags(ec2, bastion)[EXPIRES_KEY] == extended
-    )  # nothing on a message's word
+    assert rule_tags(ec2, bastion)[EXPIRES_KEY] == extended  # nothing on a message's word
     HISTORY.append(found)
     assert lambda_handler(eventbridge(found), CONTEXT)["decision"] == "reverted"
     assert rule_tags(ec2, bastion)[EXPIRES_KEY] == granted[EXPIRES_KEY]
@@ -432,15 +416,11 @@ def test_an_approver_tagging_a_rule_afterwards_grants_an_exception_and_tells(
     assert bastion_of(ec2, group_id)  # not yet
 
 
-def test_the_sweep_ends_an_exception_an_approver_tagged_afterwards(
-    ec2, group_id, approvers
-):
+def test_the_sweep_ends_an_exception_an_approver_tagged_afterwards(ec2, group_id, approvers):
     bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     aged(tag(ec2, "CreateTags", bastion, grant(hours=-1), identity=CAROL), 3)
     sweep()
-    assert [
-        r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] == bastion
-    ] == []
+    assert [r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] == bastion] == []
 
 
 def test_the_sweep_never_revokes_for_an_exception_in_a_locked_group(
@@ -542,9 +522,7 @@ def test_max_exception_hours_is_checked_at_load(conditions, hours):
 
 
 def test_good_approvers_pass(conditions):
-    conditions(
-        APPROVERS=[APPROVER_ROLE, "arn:aws:sts::123456789012:assumed-role/Sec/carol-*"]
-    )
+    conditions(APPROVERS=[APPROVER_ROLE, "arn:aws:sts::123456789012:assumed-role/Sec/carol-*"])
     lambda_function.check_conditions()
 
 

@@ -61,9 +61,7 @@ def expired_grant_in(member, member_ec2, group, conditions):
     found["recipientAccountId"] = member
     aged(found, 3)  # granted 3 hours ago, for 2 hours
     EventHistory([]).serve(lambda_function.client("cloudtrail", "us-east-1"))
-    EventHistory(HISTORY).serve(
-        lambda_function.client("cloudtrail", "us-east-1", member)
-    )
+    EventHistory(HISTORY).serve(lambda_function.client("cloudtrail", "us-east-1", member))
 
 
 def test_control_a_listed_member_accounts_expired_exception_is_revoked(
@@ -182,9 +180,7 @@ def long_held_rules(ec2, vpc_id, count):
             IpPermissions=[{**SSH, "IpRanges": [{"CidrIp": f"10.1.{n}.0/24"}]}],
         )
         held += [
-            r["SecurityGroupRuleId"]
-            for r in rules_of(ec2, g["GroupId"])
-            if not r["IsEgress"]
+            r["SecurityGroupRuleId"] for r in rules_of(ec2, g["GroupId"]) if not r["IsEgress"]
         ]
     return held
 
@@ -341,9 +337,7 @@ def test_the_sweep_uses_only_filters_describe_security_group_rules_takes(
 # DeleteTags. Without its sg-guardrail:expires the rule is never found by the sweep again.
 
 
-def test_the_201st_rule_of_a_tag_call_is_never_put_back(
-    ec2, vpc_id, group_id, approvers
-):
+def test_the_201st_rule_of_a_tag_call_is_never_put_back(ec2, vpc_id, group_id, approvers):
     tags = grant(2, "vendor window")
     soon = tags[EXPIRES_KEY]
     granted = authorize(ec2, group_id, [VENDOR], identity=CAROL, tags=tags)
@@ -368,9 +362,7 @@ def test_the_201st_rule_of_a_tag_call_is_never_put_back(
             ],
         )
         others += [
-            r["SecurityGroupRuleId"]
-            for r in rules_of(ec2, sg["GroupId"])
-            if not r["IsEgress"]
+            r["SecurityGroupRuleId"] for r in rules_of(ec2, sg["GroupId"]) if not r["IsEgress"]
         ]
     named = others[:200] + [exception]
     # Alice: DeleteTags of the expiry on 201 rules, the exception last
@@ -464,9 +456,7 @@ def test_an_exempt_tag_bot_cannot_make_the_sweep_revoke_a_long_held_rule(
         {EXPIRES_KEY: utc(-(2.9) * HOURS), REASON_KEY: "x"},
         identity=bot,
     )
-    tagged["eventTime"] = utc(
-        -(3) * HOURS
-    )  # the time lies a few minutes after the call
+    tagged["eventTime"] = utc(-(3) * HOURS)  # the time lies a few minutes after the call
     live = lambda_handler(eventbridge(tagged), CONTEXT)
     assert live["decision"] == "kept"  # exempt: the tags stay, as documented
     result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
@@ -528,9 +518,7 @@ def test_one_tag_call_on_many_rules_kills_the_sweep_before_anything_is_told(
         result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
     except Killed as killed:
         result = {"killed": str(killed), "at_s": clock.now}
-    still = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    still = [r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "203.0.113.7/32"]
     told = [m["Subject"] for m in inbox()]
     # Before: killed at 30 s inside retag_rules (rule_history of the ~30th rule): the
     # expired exception is open and nothing reached the topic (no blind spot, no result)
@@ -585,9 +573,7 @@ def test_junk_expiry_tags_keep_an_expired_exception_open_sweep_after_sweep(
             lambda_function.client("cloudtrail", "us-east-1")
         )
         results.append(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
-    still = [
-        r for r in rules_of(ec2, vendor_group) if r.get("CidrIpv4") == "203.0.113.7/32"
-    ]
+    still = [r for r in rules_of(ec2, vendor_group) if r.get("CidrIpv4") == "203.0.113.7/32"]
     # Before: after three sweeps (and every one after) the exception that expired an hour
     # ago is open; each sweep says only "the exceptions ... could not be checked"
     assert still == [], results

@@ -32,18 +32,14 @@ def answer(status: int, code: str) -> AWSResponse:
         f"<Response><Errors><Error><Code>{code}</Code><Message>injected</Message></Error>"
         f"</Errors><RequestID>fault</RequestID></Response>"
     )
-    return AWSResponse(
-        "https://ec2.us-east-1.amazonaws.com/", status, {}, Body(xml.encode())
-    )
+    return AWSResponse("https://ec2.us-east-1.amazonaws.com/", status, {}, Body(xml.encode()))
 
 
 @pytest.fixture
 def faults(monkeypatch):
     """inject(operation, status, code, times): the next `times` sends of it fail so."""
     sleeps = []
-    monkeypatch.setattr(
-        "botocore.endpoint.time.sleep", sleeps.append
-    )  # no real backoff
+    monkeypatch.setattr("botocore.endpoint.time.sleep", sleeps.append)  # no real backoff
     attempts = []
 
     def inject(operation, status, code, times=100):
@@ -163,18 +159,14 @@ def test_an_answer_that_is_not_retried_is_handled_however_little_time_is_left(
 def test_with_time_to_spare_the_same_fault_is_retried(ec2, group_id, faults):
     event = authorize(ec2, group_id, [SSH])
     faults("RevokeSecurityGroupIngress", 503, "Unavailable", times=3)
-    assert (
-        lambda_handler(event, context_with(seconds_left=60))["decision"] == "reverted"
-    )
+    assert lambda_handler(event, context_with(seconds_left=60))["decision"] == "reverted"
     assert len(faults.attempts) == 4
 
 
 def test_a_failure_halfway_through_an_edit_of_ingress_and_egress_is_finished_on_retry(
     ec2, group_id, faults
 ):
-    ingress = next(
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    )
+    ingress = next(r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24")
     egress = next(r for r in rules_of(ec2, group_id) if r["IsEgress"])
     event = modify(
         ec2,

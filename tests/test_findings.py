@@ -108,9 +108,9 @@ def test_a_change_left_open_is_an_active_finding_its_severity_from_exposure(
     ec2, group_id, hub, monkeypatch, permission, label
 ):
     monkeypatch.setenv("DRY_RUN", "true")  # left open: the dry run changes nothing
-    assert lambda_handler(authorize(ec2, group_id, [permission]), CONTEXT)[
-        "decision"
-    ] == ("dry-run")
+    assert lambda_handler(authorize(ec2, group_id, [permission]), CONTEXT)["decision"] == (
+        "dry-run"
+    )
     (finding,) = hub()
     assert finding["Severity"] == {"Label": label}
     assert finding["Workflow"] == {"Status": "NEW"}
@@ -146,9 +146,7 @@ def test_a_retry_updates_the_finding_instead_of_adding_one(ec2, group_id, hub):
     assert again["UpdatedAt"] >= first["UpdatedAt"]
 
 
-def test_the_finding_comes_after_the_undo_and_after_the_sns_message(
-    ec2, group_id, hub, inbox
-):
+def test_the_finding_comes_after_the_undo_and_after_the_sns_message(ec2, group_id, hub, inbox):
     made = []
     for service in ("ec2", "sns", "securityhub"):
         lambda_function.client(service, "us-east-1").meta.events.register(
@@ -182,9 +180,7 @@ def test_a_refused_finding_never_blocks_the_undo_and_is_logged_and_counted(
     assert line["finding"] == result["finding"]
 
 
-def test_a_finding_security_hub_answers_as_failed_is_counted_as_failed(
-    ec2, group_id, hub
-):
+def test_a_finding_security_hub_answers_as_failed_is_counted_as_failed(ec2, group_id, hub):
     event = authorize(ec2, group_id, [SSH])
     # BatchImportFindings' answer as the Security Hub API reference documents it:
     # FailedCount, SuccessCount, FailedFindings [{Id, ErrorCode, ErrorMessage}].
@@ -213,9 +209,7 @@ def test_off_by_default_the_common_path_stays_one_call(ec2, group_id, calls, inb
 
 def test_kept_changes_file_no_finding(ec2, group_id, hub, conditions):
     conditions(ALLOWED_RULES=[{"cidr": "0.0.0.0/0"}])
-    assert (
-        lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)["decision"] == "kept"
-    )
+    assert lambda_handler(authorize(ec2, group_id, [SSH]), CONTEXT)["decision"] == "kept"
     assert hub() == []
 
 
@@ -313,12 +307,9 @@ def test_with_chat_on_one_publish_carries_the_chat_rendering_and_the_same_text(
     assert "`tcp 22 from 0.0.0.0/0`" in content["description"]
     # The description is the changer's text: inside a code span, never a live link.
     assert (
-        '• `tcp 22 from 0.0.0.0/0: "see [docs](https://x.example)"`'
-        in content["description"]
+        '• `tcp 22 from 0.0.0.0/0: "see [docs](https://x.example)"`' in content["description"]
     )
-    assert any(
-        f"#SecurityGroup:groupId={group_id}" in step for step in content["nextSteps"]
-    )
+    assert any(f"#SecurityGroup:groupId={group_id}" in step for step in content["nextSteps"])
     assert chat["metadata"]["eventType"] == "reverted"
 
 
@@ -327,9 +318,7 @@ def test_a_backtick_in_a_description_cannot_close_the_code_span(
 ):
     monkeypatch.setenv("CHAT_NOTIFICATIONS", "true")
     lambda_handler(
-        authorize(
-            ec2, group_id, [described(22, "0.0.0.0/0", "x` @here [a](https://b)")]
-        ),
+        authorize(ec2, group_id, [described(22, "0.0.0.0/0", "x` @here [a](https://b)")]),
         CONTEXT,
     )
     chat = json.loads(json.loads(published[0]["Message"])["https"])
@@ -347,8 +336,7 @@ def test_a_forged_actor_cannot_put_a_link_in_the_chat_title(
     chat = json.loads(json.loads(published[0]["Message"])["https"])
     assert not set("[]<>@") & set(chat["content"]["title"])
     assert (
-        "Who: `arn:aws:iam::1:user/[x](https://b) <@U1>`\n"
-        in chat["content"]["description"]
+        "Who: `arn:aws:iam::1:user/[x](https://b) <@U1>`\n" in chat["content"]["description"]
     )
 
 
@@ -420,9 +408,7 @@ def test_an_iam_paths_link_reaches_the_chat_only_in_a_code_span(
         "userName": "bob",
     }
     bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
-    found = tag(
-        ec2, "CreateTags", bastion, {EXPIRES_KEY: "2030-01-01T00:00Z"}, identity=bob
-    )
+    found = tag(ec2, "CreateTags", bastion, {EXPIRES_KEY: "2030-01-01T00:00Z"}, identity=bob)
     lambda_handler(eventbridge(found), CONTEXT)
     (sent,) = [p for p in published if p.get("MessageStructure") == "json"]
     chat = json.loads(json.loads(sent["Message"])["https"])

@@ -52,17 +52,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
 )
-settings.register_profile(
-    "thorough", parent=settings.get_profile("ci"), derandomize=False
-)
+settings.register_profile("thorough", parent=settings.get_profile("ci"), derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 1
 # make test runs half the examples of the two largest tests (it must stay under five minutes
 # on two cores, #20); the thorough profile runs them all.
 CI_SHARE = 2 if SCALE == 1 else 1
-OUTCOMES: Counter = (
-    Counter()
-)  # what the examples did, for the README's reliability figures
+OUTCOMES: Counter = Counter()  # what the examples did, for the README's reliability figures
 
 # Generated changes cover the whole domain the EC2 API accepts: every protocol name and
 # number, ports at their edges, ICMP type and code from -1 to 255 in either order. A generated
@@ -74,16 +70,12 @@ ports = st.one_of(
 port_pair = st.tuples(ports, ports).map(sorted)
 icmp_value = st.one_of(st.sampled_from([-1, 0, 8, 255]), st.integers(-1, 255))
 ipv4 = st.builds(
-    lambda address, prefix: str(
-        ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    ),
+    lambda address, prefix: str(ipaddress.ip_network(f"{address}/{prefix}", strict=False)),
     st.ip_addresses(v=4),
     st.integers(0, 32),
 )
 ipv6 = st.builds(
-    lambda address, prefix: str(
-        ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    ),
+    lambda address, prefix: str(ipaddress.ip_network(f"{address}/{prefix}", strict=False)),
     st.ip_addresses(v=6),
     st.integers(0, 128),
 )
@@ -127,8 +119,7 @@ shape = st.one_of(
     ),
     st.builds(
         lambda pair: (
-            {"IpProtocol": "-1"}
-            | ({"FromPort": pair[0], "ToPort": pair[1]} if pair else {})
+            {"IpProtocol": "-1"} | ({"FromPort": pair[0], "ToPort": pair[1]} if pair else {})
         ),
         st.none() | st.just((-1, -1)) | st.just((0, 65535)),
     ),
@@ -259,9 +250,7 @@ def test_generated_and_mutated_events_never_remove_what_they_did_not_add(
     try:
         check_one_example(ec2, group, neighbour, data)
     finally:
-        ec2.delete_security_group(
-            GroupId=group
-        )  # keeps moto's state, and each example, small
+        ec2.delete_security_group(GroupId=group)  # keeps moto's state, and each example, small
 
 
 def check_one_example(ec2, group, neighbour, data):
@@ -392,15 +381,9 @@ def response_item(group, permission):
         if "Ipv6Ranges" in permission
         else {"prefixListId": permission["PrefixListIds"][0]["PrefixListId"]}
         if "PrefixListIds" in permission
-        else {
-            "referencedGroupInfo": {
-                "groupId": permission["UserIdGroupPairs"][0]["GroupId"]
-            }
-        }
+        else {"referencedGroupInfo": {"groupId": permission["UserIdGroupPairs"][0]["GroupId"]}}
     )
-    ports = {
-        k[0].lower() + k[1:]: v for k, v in permission.items() if k.endswith("Port")
-    }
+    ports = {k[0].lower() + k[1:]: v for k, v in permission.items() if k.endswith("Port")}
     return {
         "groupId": group,
         "securityGroupRuleId": f"sgr-{next(NAMES):017x}",
@@ -484,9 +467,7 @@ def test_any_entries_added_to_a_guarded_list_are_all_taken_out(ec2, vpc_id, cidr
     )["PrefixList"]["PrefixListId"]
     ec2.authorize_security_group_ingress(
         GroupId=group,
-        IpPermissions=[
-            {"IpProtocol": "-1", "PrefixListIds": [{"PrefixListId": listed}]}
-        ],
+        IpPermissions=[{"IpProtocol": "-1", "PrefixListIds": [{"PrefixListId": listed}]}],
     )
     serve_associations(ec2)
     try:

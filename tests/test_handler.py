@@ -155,9 +155,7 @@ def test_bad_input_is_ignored_with_one_line_and_no_exception(aws, event, capsys)
 
 
 @pytest.mark.parametrize("event", UNREADABLE_EVENTS)
-def test_a_successful_change_too_odd_to_undo_is_unreadable_not_ignored(
-    aws, event, capsys
-):
+def test_a_successful_change_too_odd_to_undo_is_unreadable_not_ignored(aws, event, capsys):
     result = lambda_handler(event, CONTEXT)
     assert result["decision"] == "unreadable"
     assert result["unreadable"]
@@ -202,12 +200,10 @@ def ssh_record():
 
 
 def test_without_a_context_it_still_runs(ec2, group_id):
-    assert (
-        lambda_handler(authorize(ec2, group_id, [SSH]), None)["decision"] == "reverted"
+    assert lambda_handler(authorize(ec2, group_id, [SSH]), None)["decision"] == "reverted"
+    assert lambda_handler(authorize(ec2, group_id, [SSH]), SimpleNamespace())["decision"] == (
+        "reverted"
     )
-    assert lambda_handler(authorize(ec2, group_id, [SSH]), SimpleNamespace())[
-        "decision"
-    ] == ("reverted")
 
 
 def test_log_lines_hold_no_credentials_and_no_raw_event(ec2, group_id, capsys):
@@ -220,9 +216,7 @@ def test_log_lines_hold_no_credentials_and_no_raw_event(ec2, group_id, capsys):
     assert "sourceIPAddress" not in out
 
 
-def test_a_debug_switch_logs_the_raw_event_under_its_id(
-    ec2, group_id, capsys, monkeypatch
-):
+def test_a_debug_switch_logs_the_raw_event_under_its_id(ec2, group_id, capsys, monkeypatch):
     monkeypatch.setenv("LOG_RAW_EVENT", "true")
     event = authorize(ec2, group_id, [SSH])
     capsys.readouterr()

@@ -128,9 +128,7 @@ def test_a_half_bad_log_handles_the_good_records_and_reports_the_bad(
     err = capsys.readouterr().err
     assert "summary: 3 events: 1 ignored, 1 reverted, 1 unreadable" in err
     assert f"left open, unreadable or failed: {bad['eventID']}" in err
-    assert (
-        failed["eventID"] not in err
-    )  # a failed call is a normal record, not a bad one
+    assert failed["eventID"] not in err  # a failed call is a normal record, not a bad one
 
 
 @pytest.mark.parametrize(
@@ -142,9 +140,7 @@ def test_a_half_bad_log_handles_the_good_records_and_reports_the_bad(
         (gzip.compress(b"\x00\x01"), "is not JSON"),
     ],
 )
-def test_unreadable_input_gives_one_error_line_and_exit_2(
-    tmp_path, capsys, content, message
-):
+def test_unreadable_input_gives_one_error_line_and_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "input.json"
     if content is not None:
         path.write_bytes(content)
@@ -166,9 +162,7 @@ def test_the_command_line_reaches_a_moto_server_through_aws_endpoint_url(tmp_pat
         endpoint = f"http://{host}:{port}"
         ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)[
-            "GroupId"
-        ]
+        group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
         event = write(tmp_path / "event.json", authorize(ec2, group, [SSH]))
         env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
         done = subprocess.run(
@@ -220,12 +214,8 @@ def test_audit_handles_every_change_in_recent_history(ec2, group_id, capsys):
     )
     cloudtrail = boto3.client("cloudtrail", region_name="us-east-1")
     with Stubber(cloudtrail) as stub:
-        expect_lookup(
-            stub, "AuthorizeSecurityGroupIngress", lookup_page([first], "page-2")
-        )
-        expect_lookup(
-            stub, "AuthorizeSecurityGroupIngress", lookup_page([second]), "page-2"
-        )
+        expect_lookup(stub, "AuthorizeSecurityGroupIngress", lookup_page([first], "page-2"))
+        expect_lookup(stub, "AuthorizeSecurityGroupIngress", lookup_page([second]), "page-2")
         expect_lookup(stub, "AuthorizeSecurityGroupEgress", lookup_page([]))
         expect_lookup(stub, "ModifySecurityGroupRules", lookup_page([]))
         for name in CHANGE_EVENTS[3:]:
@@ -256,9 +246,7 @@ def test_audit_looks_back_as_far_as_asked():
     assert window == timedelta(minutes=90)
 
 
-@pytest.mark.parametrize(
-    "since", ["24", "1w", "h24", "1.5h", "", "0h", "91d", "9999999d"]
-)
+@pytest.mark.parametrize("since", ["24", "1w", "h24", "1.5h", "", "0h", "91d", "9999999d"])
 def test_audit_answers_a_window_it_cannot_read_with_the_usage_line(since, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--since", since])
@@ -281,9 +269,7 @@ def test_nothing_to_handle_is_answered_the_same_way_whatever_its_shape(
     assert main([path]) == 0
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == (
-        f"note: {path} holds no security-group changes\nsummary: 0 events: none\n"
-    )
+    assert err == (f"note: {path} holds no security-group changes\nsummary: 0 events: none\n")
 
 
 def test_several_files_are_replayed_in_order(ec2, group_id, tmp_path, capsys):

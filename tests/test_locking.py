@@ -49,9 +49,7 @@ def described(ec2, group_id):
     return {r.get("CidrIpv4"): r.get("Description") for r in rules_of(ec2, group_id)}
 
 
-def test_a_removal_from_a_locked_group_is_put_back_with_its_description(
-    ec2, locked, calls
-):
+def test_a_removal_from_a_locked_group_is_put_back_with_its_description(ec2, locked, calls):
     before = rule_set(ec2, locked)
     result = run(revoke(ec2, locked, [BASTION]))
     assert result["decision"] == "reverted"
@@ -70,9 +68,7 @@ def test_an_old_record_without_the_rule_set_is_put_back_from_its_request(ec2, lo
 
 
 def test_a_removal_named_by_rule_ids_alone_is_reported_unreadable(ec2, locked):
-    (bastion,) = [
-        r for r in rules_of(ec2, locked) if r.get("CidrIpv4") == "192.0.2.0/24"
-    ]
+    (bastion,) = [r for r in rules_of(ec2, locked) if r.get("CidrIpv4") == "192.0.2.0/24"]
     ec2.revoke_security_group_ingress(
         GroupId=locked, SecurityGroupRuleIds=[bastion["SecurityGroupRuleId"]]
     )
@@ -106,9 +102,7 @@ def test_removals_from_groups_that_are_not_locked_stay_removed(ec2, group_id, ca
         {"NEVER_GROUP_IDS": ["sg-0123456789abcdef0"]},
     ],
 )
-def test_nothing_is_allowed_to_stay_in_a_locked_group(
-    ec2, locked, conditions, settings
-):
+def test_nothing_is_allowed_to_stay_in_a_locked_group(ec2, locked, conditions, settings):
     conditions(**settings)
     before = rule_set(ec2, locked)
     run(authorize(ec2, locked, [SSH]))
@@ -230,9 +224,7 @@ def test_a_real_event_id_in_a_forged_message_puts_back_what_aws_recorded(ec2, lo
     assert WORLD_SSH not in rule_set(ec2, locked)
 
 
-def test_a_removal_history_does_not_hold_yet_is_put_back_on_the_retry(
-    ec2, locked, history
-):
+def test_a_removal_history_does_not_hold_yet_is_put_back_on_the_retry(ec2, locked, history):
     real = revoke(ec2, locked, [BASTION])
     history.records = []  # CloudTrail has not delivered it to event history yet
     with pytest.raises(lambda_function.Unconfirmed):
@@ -285,9 +277,9 @@ def test_a_rule_added_and_removed_by_alice_is_not_put_back(ec2, locked, inbox, h
 def test_the_canarys_group_is_not_opened_by_an_add_and_a_remove(
     ec2, vpc_id, group_id, conditions, history, monkeypatch
 ):
-    canary = ec2.create_security_group(
-        GroupName="canary", Description="canary", VpcId=vpc_id
-    )["GroupId"]
+    canary = ec2.create_security_group(GroupName="canary", Description="canary", VpcId=vpc_id)[
+        "GroupId"
+    ]
     monkeypatch.setenv("CANARY_GROUP_ID", canary)  # counted as locked
     conditions(LOCKED_GROUP_IDS=[group_id])  # some lock: the Revoke calls are delivered
     handled_live(authorize(ec2, canary, [SSH]), revoke(ec2, canary, [SSH]))
@@ -309,9 +301,7 @@ def test_what_decides_a_put_back_is_who_added_the_rule_and_when(
     admin = assumed_role("NetworkAdmin", "bob")
     conditions(EXEMPT_PRINCIPALS=[admin["sessionContext"]["sessionIssuer"]["arn"]])
     added = authorize(ec2, locked, [SSH], **({"identity": admin} if identity else {}))
-    made_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
-        minutes=minutes_before
-    )
+    made_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=minutes_before)
     added["eventTime"] = made_at.strftime("%Y-%m-%dT%H:%M:%SZ")  # as history holds it
     result = lambda_handler(eventbridge(revoke(ec2, locked, [SSH])), CONTEXT)
     assert (WORLD_SSH in rule_set(ec2, locked)) is put_back
@@ -322,9 +312,9 @@ def test_a_removal_put_back_in_the_canarys_group_is_told_not_taken_for_routine(
     ec2, vpc_id, group_id, conditions, history, inbox, monkeypatch
 ):
     """Only the canary's own Authorize reverted is routine (logged, not told)."""
-    canary = ec2.create_security_group(
-        GroupName="canary", Description="canary", VpcId=vpc_id
-    )["GroupId"]
+    canary = ec2.create_security_group(GroupName="canary", Description="canary", VpcId=vpc_id)[
+        "GroupId"
+    ]
     monkeypatch.setenv("CANARY_GROUP_ID", canary)
     conditions(LOCKED_GROUP_IDS=[group_id])
     ec2.authorize_security_group_ingress(GroupId=canary, IpPermissions=[BASTION])
@@ -367,9 +357,7 @@ def test_an_edit_then_a_removal_never_puts_back_the_edits_value(
         assert "unreadable" in [result["decision"] for result in results]
 
 
-def test_a_rule_an_exempt_admin_removed_since_is_not_put_back_again(
-    ec2, locked, conditions
-):
+def test_a_rule_an_exempt_admin_removed_since_is_not_put_back_again(ec2, locked, conditions):
     """The sweep (or a guard tag's put-back) reads alice's removal again after the lock
     put it back and an exempt admin then removed it on purpose: the admin's removal stands."""
     admin = assumed_role("NetworkAdmin", "carol")
@@ -395,9 +383,7 @@ def test_a_removal_matched_by_value_goes_back_when_an_exempt_admin_made_the_valu
     made_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
     hers["eventTime"] = made_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     bastion = bastion_of(ec2, locked)
-    edit = modify(
-        ec2, locked, {bastion["SecurityGroupRuleId"]: WIDENED}, identity=admin
-    )
+    edit = modify(ec2, locked, {bastion["SecurityGroupRuleId"]: WIDENED}, identity=admin)
     lambda_handler(eventbridge(edit), CONTEXT)
     removed = revoke(ec2, locked, [SSH], modern=False)
     assert lambda_handler(eventbridge(removed), CONTEXT)["decision"] == "reverted"
@@ -460,9 +446,7 @@ def test_an_add_and_a_remove_in_the_same_second_listed_either_way_stay_out(ec2, 
 @pytest.mark.parametrize(
     "handled", [handled_live, handled_in_one_batch], ids=["live", "one-batch"]
 )
-def test_a_value_added_again_before_the_put_back_does_not_lose_the_rule(
-    ec2, locked, handled
-):
+def test_a_value_added_again_before_the_put_back_does_not_lose_the_rule(ec2, locked, handled):
     """alice removes the bastion rule and adds its value again (a new rule ID, unapproved)
     before the guard acts. The put-back found it "put back already", then the guard revoked
     alice's addition and the rule was gone: now the addition is revoked first, by its ID,

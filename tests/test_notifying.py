@@ -22,9 +22,7 @@ def test_a_revert_sends_one_message_a_person_can_act_on(
     result = lambda_handler(event, CONTEXT)
     assert result["notification"] == "sent"
     (message,) = inbox()
-    assert (
-        message["Subject"] == f"Reverted: tcp 22 from 0.0.0.0/0 on {group_id} by alice"
-    )
+    assert message["Subject"] == f"Reverted: tcp 22 from 0.0.0.0/0 on {group_id} by alice"
     body = message["Message"]
     for fact in (
         f"arn:aws:iam::{ACCOUNT}:user/alice",
@@ -112,16 +110,12 @@ def test_an_unreadable_change_is_told_as_not_reverted(ec2, group_id, inbox):
     result = lambda_handler(event, CONTEXT)
     assert result["decision"] == "unreadable"
     (message,) = inbox()
-    assert message["Subject"].startswith(
-        "NOT reverted (unreadable): ipPermissions item 1"
-    )
+    assert message["Subject"].startswith("NOT reverted (unreadable): ipPermissions item 1")
     assert "Left open, not readable (undo by hand):" in message["Message"]
     assert message["MessageAttributes"]["decision"]["Value"] == "unreadable"
 
 
-def test_a_rule_changed_since_a_late_event_is_told_with_both_values(
-    ec2, group_id, inbox
-):
+def test_a_rule_changed_since_a_late_event_is_told_with_both_values(ec2, group_id, inbox):
     event = authorize(ec2, group_id, [SSH])
     (rule,) = event["responseElements"]["securityGroupRuleSet"]["items"]
     ec2.modify_security_group_rules(
@@ -155,9 +149,7 @@ def test_an_error_is_told_before_it_is_raised_for_retry(ec2, group_id, inbox):
         with pytest.raises(ClientError):
             lambda_handler(event, CONTEXT)
     (message,) = inbox()
-    assert message["Subject"].startswith(
-        "NOT reverted yet (error): tcp 22 from 0.0.0.0/0"
-    )
+    assert message["Subject"].startswith("NOT reverted yet (error): tcp 22 from 0.0.0.0/0")
     assert "the role needs ec2:RevokeSecurityGroupIngress" in message["Message"]
 
 

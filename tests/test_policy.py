@@ -59,9 +59,7 @@ def test_no_wildcard_actions_and_revokes_are_scoped_to_security_groups():
         )
         assert not any("*" in action for action in actions)
         if any(action.startswith("ec2:Revoke") for action in actions):
-            assert all(
-                ":security-group" in resource for resource in statement["Resource"]
-            )
+            assert all(":security-group" in resource for resource in statement["Resource"])
         if statement["Resource"] == "*":  # only reads that have no resource-level scope
             assert set(actions) <= {
                 "ec2:DescribeSecurityGroups",
@@ -87,14 +85,9 @@ def test_iam_policy_matches_the_calls_the_suite_saw_the_function_make(request):
         "the function called something the policy does not grant"
     )
     modules = {item.module.__name__ for item in request.session.items}
-    if (
-        not {"test_reverting", "test_faults", "test_notifying", "test_accounts"}
-        <= modules
-    ):
+    if not {"test_reverting", "test_faults", "test_notifying", "test_accounts"} <= modules:
         pytest.skip("needs the whole suite to have run")
-    assert called == function_actions, (
-        "the policy grants something the function never calls"
-    )
+    assert called == function_actions, "the policy grants something the function never calls"
 
 
 def test_parliament_finds_nothing_in_the_policy_and_would_notice_a_flaw():

@@ -55,9 +55,7 @@ def associations(ec2):
 def reference(ec2, group_id, prefix_list_id, egress=False, port=5432):
     """A reviewed rule: tcp 5432 from (or to) the list."""
     call = (
-        ec2.authorize_security_group_egress
-        if egress
-        else ec2.authorize_security_group_ingress
+        ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
     )
     call(
         GroupId=group_id,
@@ -79,25 +77,19 @@ def used(ec2, group_id, office, associations):
     return office
 
 
-def test_the_world_added_to_a_list_a_guarded_rule_uses_is_taken_out(
-    ec2, group_id, used
-):
+def test_the_world_added_to_a_list_a_guarded_rule_uses_is_taken_out(ec2, group_id, used):
     """On the old code the event was not handled at all: every group using the list stayed
     open to the world."""
     result = lambda_handler(eventbridge(add_entries(ec2, used, ["0.0.0.0/0"])), CONTEXT)
     assert result["decision"] == "reverted"
     assert result["prefixListId"] == used
-    assert result["rules"] == [
-        f"entry 0.0.0.0/0 taken out of {used} (used by {group_id})"
-    ]
+    assert result["rules"] == [f"entry 0.0.0.0/0 taken out of {used} (used by {group_id})"]
     assert entries_of(ec2, used) == [OFFICE]
     (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
     assert any(p["PrefixListIds"] for p in group["IpPermissions"])  # the rule stays
 
 
-def test_only_the_added_entries_go_and_entries_allowed_as_a_source_stay(
-    ec2, used, conditions
-):
+def test_only_the_added_entries_go_and_entries_allowed_as_a_source_stay(ec2, used, conditions):
     conditions(ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}])
     added = ["10.1.0.0/16", "0.0.0.0/0", "203.0.113.0/24"]
     result = lambda_handler(add_entries(ec2, used, added), CONTEXT)
@@ -110,9 +102,7 @@ def test_an_entry_stays_only_if_every_guarded_rule_may_have_it(
     ec2, vpc_id, group_id, used, conditions
 ):
     """Allowed on 5432 but not on the other group's SSH rule that uses the same list."""
-    conditions(
-        ALLOWED_RULES=[{"ipProtocol": "tcp", "fromPort": 5432, "cidr": "0.0.0.0/0"}]
-    )
+    conditions(ALLOWED_RULES=[{"ipProtocol": "tcp", "fromPort": 5432, "cidr": "0.0.0.0/0"}])
     lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"]), CONTEXT)
     assert "0.0.0.0/0" in entries_of(ec2, used)  # only 5432 uses it so far
     other = ec2.create_security_group(GroupName="admin", Description="a", VpcId=vpc_id)
@@ -147,9 +137,7 @@ def test_lists_no_guarded_rule_uses_are_left_alone(
     assert entries_of(ec2, office) == ["0.0.0.0/0", OFFICE]
 
 
-def test_a_locked_group_lets_no_entry_in_even_an_allowed_one(
-    ec2, group_id, used, conditions
-):
+def test_a_locked_group_lets_no_entry_in_even_an_allowed_one(ec2, group_id, used, conditions):
     conditions(
         LOCKED_GROUP_IDS=[group_id],
         ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}],
@@ -161,9 +149,7 @@ def test_a_locked_group_lets_no_entry_in_even_an_allowed_one(
 def test_an_exempt_principal_may_widen_a_list(ec2, used, conditions):
     admin = assumed_role("NetworkAdmin", "bob")
     conditions(EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"])
-    result = lambda_handler(
-        add_entries(ec2, used, ["0.0.0.0/0"], identity=admin), CONTEXT
-    )
+    result = lambda_handler(add_entries(ec2, used, ["0.0.0.0/0"], identity=admin), CONTEXT)
     assert result["decision"] == "kept"
     assert result["keptRules"] == [f"entry 0.0.0.0/0 added to {used}"]
     assert entries_of(ec2, used) == ["0.0.0.0/0", OFFICE]
@@ -292,9 +278,7 @@ def test_reading_prefix_list_changes(body, added, unreadable):
 
 
 def test_a_change_that_adds_nothing_is_kept_and_calls_nothing(calls):
-    body = {
-        "ModifyManagedPrefixListRequest": {"PrefixListName": "x", "PrefixListId": PL}
-    }
+    body = {"ModifyManagedPrefixListRequest": {"PrefixListName": "x", "PrefixListId": PL}}
     result = lambda_handler(request(body), CONTEXT)
     assert (result["decision"], calls) == ("kept", [])
 
@@ -388,9 +372,7 @@ def test_a_list_allowed_rules_name_is_guarded_while_no_group_uses_it(
     list), authorize tcp 5432 from pl-office again (kept: allowed). Port 5432 was open to
     the world and nobody was told."""
     conditions(ALLOWED_RULES=[{"prefixListId": office}])
-    result = lambda_handler(
-        eventbridge(add_entries(ec2, office, ["0.0.0.0/0"])), CONTEXT
-    )
+    result = lambda_handler(eventbridge(add_entries(ec2, office, ["0.0.0.0/0"])), CONTEXT)
     assert result["decision"] == "reverted"
     assert result["rules"] == [
         f"entry 0.0.0.0/0 taken out of {office} (used by rules ALLOWED_RULES keeps)"

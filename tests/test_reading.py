@@ -15,9 +15,7 @@ OTHER = "sg-0fedcba9876543210"
 
 def ingress(permissions, response=None, **request):
     params = {"groupId": GROUP, "ipPermissions": camel(permissions), **request}
-    return record(
-        "AuthorizeSecurityGroupIngress", params, response or {"_return": True}
-    )
+    return record("AuthorizeSecurityGroupIngress", params, response or {"_return": True})
 
 
 def rules_in(event):
@@ -172,9 +170,7 @@ def test_legacy_source_group_name_grants_tcp_udp_and_icmp():
         "sourceSecurityGroupName": "lb",
         "sourceSecurityGroupOwnerId": ACCOUNT,
     }
-    change = read_change(
-        record("AuthorizeSecurityGroupIngress", params, {"_return": True})
-    )
+    change = read_change(record("AuthorizeSecurityGroupIngress", params, {"_return": True}))
     assert change["groupId"] is None
     assert change["groupName"] == "web"
     assert [describe(r) for r in change["rules"]] == [
@@ -203,9 +199,7 @@ def test_response_rule_ids_are_preferred_over_the_request():
         ),
     }
     change = read_change(ingress([SSH_ANYWHERE], response))
-    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
-        "sgr-0123456789abcdef0"
-    ]
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == ["sgr-0123456789abcdef0"]
 
 
 def test_group_id_comes_from_the_rule_set_when_the_request_names_the_group():
@@ -232,9 +226,7 @@ def test_group_id_comes_from_the_rule_set_when_the_request_names_the_group():
 
 def test_egress_is_marked_as_egress():
     params = {"groupId": GROUP, "ipPermissions": camel([{**SSH_ANYWHERE}])}
-    change = read_change(
-        record("AuthorizeSecurityGroupEgress", params, {"_return": True})
-    )
+    change = read_change(record("AuthorizeSecurityGroupEgress", params, {"_return": True}))
     assert change["isEgress"] is True
     assert rules_in(record("AuthorizeSecurityGroupEgress", params, None)) == [
         "tcp 22 to 0.0.0.0/0"
@@ -304,9 +296,7 @@ def test_lower_cased_identity_keys_are_read():
     event["userIdentity"] = {
         "type": "AssumedRole",
         "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/Admin/bob",
-        "sessioncontext": {
-            "sessionissuer": {"arn": f"arn:aws:iam::{ACCOUNT}:role/Admin"}
-        },
+        "sessioncontext": {"sessionissuer": {"arn": f"arn:aws:iam::{ACCOUNT}:role/Admin"}},
     }
     assert read_change(event)["principals"][1] == f"arn:aws:iam::{ACCOUNT}:role/Admin"
 
@@ -437,35 +427,23 @@ def test_a_response_rule_with_odd_values_is_still_undone_by_its_id(values, reaso
 @pytest.mark.parametrize("rule_id", [None, "sgr-XYZ", "sgr-0123456789abcdef0;x", 7])
 def test_a_malformed_rule_id_is_never_used_and_is_reported(rule_id):
     items = [response_item(rule_id), response_item("sgr-0123456789abcdef1")]
-    change = read_change(
-        ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": items}})
-    )
-    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
-        "sgr-0123456789abcdef1"
-    ]
+    change = read_change(ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": items}}))
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == ["sgr-0123456789abcdef1"]
     assert "securityGroupRuleId is missing or malformed" in change["unreadable"][0]
 
 
 def test_the_response_names_the_group_when_the_requests_group_id_is_odd():
-    event = ingress(
-        [SSH_ANYWHERE], {"securityGroupRuleSet": {"items": [response_item()]}}
-    )
+    event = ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": [response_item()]}})
     event["requestParameters"]["groupId"] = "sg-?"
     change = read_change(event)
     assert change["groupId"] == GROUP
-    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
-        "sgr-0123456789abcdef0"
-    ]
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == ["sgr-0123456789abcdef0"]
 
 
 def test_a_rule_of_another_group_in_the_response_is_reported_not_revoked():
     items = [response_item(), response_item("sgr-0123456789abcdef1", groupId=OTHER)]
-    change = read_change(
-        ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": items}})
-    )
-    assert [r["securityGroupRuleId"] for r in change["rules"]] == [
-        "sgr-0123456789abcdef0"
-    ]
+    change = read_change(ingress([SSH_ANYWHERE], {"securityGroupRuleSet": {"items": items}}))
+    assert [r["securityGroupRuleId"] for r in change["rules"]] == ["sgr-0123456789abcdef0"]
     assert change["unreadable"] == ["tcp 22 from 0.0.0.0/0 of another group"]
 
 

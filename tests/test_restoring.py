@@ -98,9 +98,7 @@ def lookup(records):
     }
 
 
-def test_a_widened_rule_is_put_back_from_config_with_its_id(
-    ec2, group_id, config, calls
-):
+def test_a_widened_rule_is_put_back_from_config_with_its_id(ec2, group_id, config, calls):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     config.add_response(
@@ -115,9 +113,7 @@ def test_a_widened_rule_is_put_back_from_config_with_its_id(
     )
     result = lambda_handler(eventbridge(event), CONTEXT)
     assert result["decision"] == "reverted"
-    assert result["rules"] == [
-        "tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"
-    ]
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0, restored to tcp 22 from 192.0.2.0/24"]
     back = bastion_of(ec2, group_id)
     assert back["SecurityGroupRuleId"] == rule_id
     assert back["Description"] == "bastion"
@@ -146,9 +142,7 @@ def test_a_config_item_that_gives_two_candidates_is_not_used(ec2, group_id, conf
     "code",
     ["ResourceNotDiscoveredException", "NoAvailableConfigurationRecorderException"],
 )
-def test_without_config_history_the_edit_is_revoked_fail_closed(
-    ec2, group_id, config, code
-):
+def test_without_config_history_the_edit_is_revoked_fail_closed(ec2, group_id, config, code):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
     config.add_client_error("get_resource_config_history", service_error_code=code)
@@ -158,9 +152,7 @@ def test_without_config_history_the_edit_is_revoked_fail_closed(
     assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
 
 
-def test_the_authorize_call_that_made_the_rule_gives_its_old_value(
-    ec2, group_id, history
-):
+def test_the_authorize_call_that_made_the_rule_gives_its_old_value(ec2, group_id, history):
     created = authorize(
         ec2,
         group_id,
@@ -180,9 +172,7 @@ def test_the_authorize_call_that_made_the_rule_gives_its_old_value(
         "lookup_events",
         lookup([created]),
         {
-            "LookupAttributes": [
-                {"AttributeKey": "ResourceName", "AttributeValue": group_id}
-            ],
+            "LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": group_id}],
             "StartTime": ANY,
             "EndTime": ANY,
             "MaxResults": 50,
@@ -200,9 +190,7 @@ def test_the_authorize_call_that_made_the_rule_gives_its_old_value(
     assert (back["CidrIpv4"], back.get("Description")) == ("10.20.0.0/16", "app")
 
 
-def test_the_latest_earlier_edit_wins_over_the_call_that_made_the_rule(
-    ec2, group_id, history
-):
+def test_the_latest_earlier_edit_wins_over_the_call_that_made_the_rule(ec2, group_id, history):
     created = authorize(
         ec2,
         group_id,
@@ -298,9 +286,7 @@ def test_an_edit_changed_again_since_is_not_written_back(
 
 
 def bastion_of_id(ec2, group_id, rule_id):
-    (found,) = [
-        r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] == rule_id
-    ]
+    (found,) = [r for r in rules_of(ec2, group_id) if r["SecurityGroupRuleId"] == rule_id]
     return found
 
 
@@ -322,9 +308,7 @@ def test_ingress_and_egress_edits_in_one_call_are_each_restored(
         egress=True,
     )
     (out,) = created["responseElements"]["securityGroupRuleSet"]["items"]
-    (into,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    ]
+    (into,) = [r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"]
     earlier = modify(  # an admin's edit: a value the guard approves as it stands
         ec2,
         group_id,
@@ -351,9 +335,7 @@ def test_ingress_and_egress_edits_in_one_call_are_each_restored(
     assert not {r for r in after if r[4] == "0.0.0.0/0" and r[1] == "tcp"}
 
 
-def test_an_edit_left_open_never_becomes_the_old_value_of_the_next(
-    ec2, group_id, history
-):
+def test_an_edit_left_open_never_becomes_the_old_value_of_the_next(ec2, group_id, history):
     """Attack: widen a rule, and widen it again a little less before the guard gets to the
     first edit. The first edit finds what it opened gone (already-gone: the second is an
     event of its own); the second must not be measured against the first (it would "widen
@@ -367,9 +349,7 @@ def test_an_edit_left_open_never_becomes_the_old_value_of_the_next(
     rule_id = item["securityGroupRuleId"]
     wide = {**WIDENED, "FromPort": 9000, "ToPort": 9000}
     first = modify(ec2, group_id, {rule_id: wide}, identity=BOB)
-    second = modify(
-        ec2, group_id, {rule_id: {**wide, "CidrIpv4": "0.0.0.0/1"}}, identity=BOB
-    )
+    second = modify(ec2, group_id, {rule_id: {**wide, "CidrIpv4": "0.0.0.0/1"}}, identity=BOB)
     assert lambda_handler(eventbridge(first), CONTEXT)["decision"] == "already-gone"
     history.add_response("lookup_events", lookup([second, first, created]))
     result = lambda_handler(eventbridge(second), CONTEXT)
@@ -379,9 +359,7 @@ def test_an_edit_left_open_never_becomes_the_old_value_of_the_next(
     assert (False, "tcp", 9000, 9000, "10.50.0.0/16") in rule_set(ec2, group_id)
 
 
-def test_an_unapproved_edit_with_nothing_before_it_gives_no_old_value(
-    ec2, group_id, history
-):
+def test_an_unapproved_edit_with_nothing_before_it_gives_no_old_value(ec2, group_id, history):
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     narrowed = {**WIDENED, "CidrIpv4": "192.0.2.0/25"}
     earlier = modify(ec2, group_id, {rule_id: narrowed})  # no creation record before it
@@ -500,9 +478,7 @@ def test_its_own_restore_is_left_alone(ec2, group_id, as_the_function):
     assert bastion_of(ec2, group_id)["SecurityGroupRuleId"] == rule_id
 
 
-def test_a_session_merely_named_like_the_function_is_not_it(
-    ec2, group_id, as_the_function
-):
+def test_a_session_merely_named_like_the_function_is_not_it(ec2, group_id, as_the_function):
     impostor = assumed_role("Attacker", "sg-guardrail")
     event = authorize(ec2, group_id, [WIDE_PERMISSION], identity=impostor)
     result = lambda_handler(eventbridge(event), CONTEXT)

@@ -74,9 +74,7 @@ def every_kind(other_group):
 
 @pytest.fixture
 def other_group(ec2, vpc_id):
-    return ec2.create_security_group(GroupName="lb", Description="lb", VpcId=vpc_id)[
-        "GroupId"
-    ]
+    return ec2.create_security_group(GroupName="lb", Description="lb", VpcId=vpc_id)["GroupId"]
 
 
 @pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
@@ -169,9 +167,7 @@ def test_same_event_twice_is_harmless(ec2, group_id, modern):
 
 
 @pytest.mark.parametrize("modern", [True, False], ids=["rule-ids", "old-response"])
-def test_rules_someone_already_removed_are_skipped_and_the_rest_revoked(
-    ec2, group_id, modern
-):
+def test_rules_someone_already_removed_are_skipped_and_the_rest_revoked(ec2, group_id, modern):
     before = rule_set(ec2, group_id)
     web = {
         "IpProtocol": "tcp",
@@ -210,9 +206,7 @@ def test_a_failed_call_changes_nothing_and_calls_nothing(ec2, group_id, calls):
 
 
 def bastion_rule_id(ec2, group_id):
-    (rule,) = [
-        r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"
-    ]
+    (rule,) = [r for r in rules_of(ec2, group_id) if r.get("CidrIpv4") == "192.0.2.0/24"]
     return rule["SecurityGroupRuleId"]
 
 
@@ -254,9 +248,7 @@ def test_an_egress_rule_edited_in_place_is_revoked_as_egress(ec2, group_id):
     ],
     ids=["edits-left-alone", "edit-to-an-allowed-value"],
 )
-def test_an_edit_the_conditions_allow_stays(
-    ec2, group_id, conditions, setting, new_value
-):
+def test_an_edit_the_conditions_allow_stays(ec2, group_id, conditions, setting, new_value):
     conditions(**setting)
     rule_id = bastion_rule_id(ec2, group_id)
     value = {"IpProtocol": "tcp", "FromPort": 22, **new_value}
@@ -265,9 +257,7 @@ def test_an_edit_the_conditions_allow_stays(
 
 
 def test_a_group_named_only_in_the_default_vpc_is_resolved_and_reverted(ec2, calls):
-    default = ec2.create_security_group(GroupName="legacy-web", Description="web")[
-        "GroupId"
-    ]
+    default = ec2.create_security_group(GroupName="legacy-web", Description="web")["GroupId"]
     before = rule_set(ec2, default)
     ec2.authorize_security_group_ingress(GroupName="legacy-web", IpPermissions=[SSH])
     params = {"groupName": "legacy-web", "ipPermissions": camel([SSH])}
@@ -324,9 +314,7 @@ def test_allowed_rules_stay_and_the_rest_of_the_change_goes(ec2, group_id, condi
 def test_it_acts_in_the_events_region(aws):
     eu = boto3.client("ec2", region_name="eu-west-1")
     vpc = eu.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
-    group = eu.create_security_group(GroupName="eu", Description="eu", VpcId=vpc)[
-        "GroupId"
-    ]
+    group = eu.create_security_group(GroupName="eu", Description="eu", VpcId=vpc)["GroupId"]
     before = rule_set(eu, group)
     event = authorize(eu, group, [SSH])
     assert event["awsRegion"] == "eu-west-1"
@@ -376,9 +364,7 @@ def test_a_response_rule_with_odd_values_is_revoked_by_its_id(ec2, group_id, odd
     assert rule_set(ec2, group_id) == before
 
 
-def test_a_malformed_rule_id_is_never_sent_and_the_rest_is_revoked(
-    ec2, group_id, calls
-):
+def test_a_malformed_rule_id_is_never_sent_and_the_rest_is_revoked(ec2, group_id, calls):
     event = authorize(ec2, group_id, [SSH, SMTP])
     items = event["responseElements"]["securityGroupRuleSet"]["items"]
     items[0]["securityGroupRuleId"] = "sgr-../../etc"
@@ -441,11 +427,9 @@ def test_a_late_event_leaves_a_rule_an_admin_changed_since_and_says_so(
     }
     admin = assumed_role("NetworkAdmin", "carol")
     assert (
-        run(
-            modify(
-                ec2, group_id, {rule["securityGroupRuleId"]: narrowed}, identity=admin
-            )
-        )["decision"]
+        run(modify(ec2, group_id, {rule["securityGroupRuleId"]: narrowed}, identity=admin))[
+            "decision"
+        ]
         == "kept"
     )
     result = run(late(alice))
@@ -527,9 +511,7 @@ OUTSIDE_GROUP = "sg-0cccccccccccccccc"
 
 
 def association(group_id, vpc_id, identity=None):
-    request = {
-        "AssociateSecurityGroupVpcRequest": {"GroupId": group_id, "VpcId": vpc_id}
-    }
+    request = {"AssociateSecurityGroupVpcRequest": {"GroupId": group_id, "VpcId": vpc_id}}
     response = {"AssociateSecurityGroupVpcResponse": {"state": "associating"}}
     return record("AssociateSecurityGroupVpc", request, response, identity=identity)
 

@@ -170,9 +170,7 @@ def refs(value, found):
             elif key == "Fn::Sub":
                 text = inner if isinstance(inner, str) else inner[0]
                 found.update(
-                    name
-                    for name in re.findall(r"\$\{([\w:]+)", text)
-                    if "::" not in name
+                    name for name in re.findall(r"\$\{([\w:]+)", text) if "::" not in name
                 )
                 if not isinstance(inner, str):
                     refs(inner[1], found)

@@ -46,9 +46,7 @@ UNREADABLE = {
 
 @pytest.mark.parametrize("prefix", sorted(EXPECTED))
 def test_real_records_read_as_the_rules_they_added(prefix):
-    assert [describe(r) for r in read_change(sample(prefix))["rules"]] == EXPECTED[
-        prefix
-    ]
+    assert [describe(r) for r in read_change(sample(prefix))["rules"]] == EXPECTED[prefix]
 
 
 @pytest.mark.parametrize("prefix", sorted(IGNORED))

@@ -57,9 +57,7 @@ class Guardrail(threading.Thread):
             "IpProtocol": rule["IpProtocol"],
             "FromPort": rule["FromPort"],
             "ToPort": rule["ToPort"],
-            "IpRanges": [
-                {"CidrIp": rule["CidrIpv4"], "Description": rule["Description"]}
-            ],
+            "IpRanges": [{"CidrIp": rule["CidrIpv4"], "Description": rule["Description"]}],
         }
         response = {
             "_return": True,
@@ -124,9 +122,7 @@ def test_the_smoke_test_times_the_revert_and_reads_the_log_line(
     assert smoke_groups_left(ec2) == []
 
 
-def test_the_smoke_test_says_the_notification_went_out(
-    ec2, vpc_id, guardrail, inbox, capsys
-):
+def test_the_smoke_test_says_the_notification_went_out(ec2, vpc_id, guardrail, inbox, capsys):
     assert main(["--smoke", vpc_id, "--region", "us-east-1", "--timeout", "30"]) == 0
     assert "notification: sent" in capsys.readouterr().out
     (told,) = inbox()
@@ -136,25 +132,19 @@ def test_the_smoke_test_says_the_notification_went_out(
 def test_a_dry_run_deployment_is_reported_as_such_not_as_a_failure(
     ec2, vpc_id, guardrail, monkeypatch, capsys
 ):
-    monkeypatch.setenv(
-        "DRY_RUN", "true"
-    )  # the played function's, as DryRun=true sets it
+    monkeypatch.setenv("DRY_RUN", "true")  # the played function's, as DryRun=true sets it
     assert main(["--smoke", vpc_id, "--region", "us-east-1", "--timeout", "30"]) == 0
     out = capsys.readouterr().out
     assert "the rule was still in place" in out
     assert "decision: dry-run" in out
     assert "OK: the guardrail is in dry run" in out
-    assert (
-        smoke_groups_left(ec2) == []
-    )  # the rule stayed; its group is gone all the same
+    assert smoke_groups_left(ec2) == []  # the rule stayed; its group is gone all the same
 
 
 def test_no_guardrail_fails_by_the_deadline_and_still_deletes_the_group(
     ec2, vpc_id, aws, capsys
 ):
-    boto3.client("logs", region_name="us-east-1").create_log_group(
-        logGroupName=LOG_GROUP
-    )
+    boto3.client("logs", region_name="us-east-1").create_log_group(logGroupName=LOG_GROUP)
     started = time.monotonic()
     assert main(["--smoke", vpc_id, "--region", "us-east-1", "--timeout", "3"]) == 1
     assert time.monotonic() - started < 10
@@ -189,17 +179,13 @@ def test_the_function_is_found_from_its_stack():
         ],
     }
     with Stubber(cloudformation) as stub:
-        stub.add_response(
-            "describe_stacks", {"Stacks": [stack]}, {"StackName": "guard"}
-        )
+        stub.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": "guard"})
         assert lambda_function.function_of_stack(cloudformation, "guard") == "guard-x"
         member = {
             **stack,
             "Outputs": [{"OutputKey": "MemberRoleArn", "OutputValue": "x"}],
         }
-        stub.add_response(
-            "describe_stacks", {"Stacks": [member]}, {"StackName": "guard"}
-        )
+        stub.add_response("describe_stacks", {"Stacks": [member]}, {"StackName": "guard"})
         with pytest.raises(LookupError, match="no FunctionArn output"):
             lambda_function.function_of_stack(cloudformation, "guard")
 
@@ -251,9 +237,7 @@ def test_make_smoke_runs_the_smoke_option_with_the_names_given():
         check=True,
     )
     command = " ".join(done.stdout.replace("\\\n", " ").split())
-    assert (
-        "/python lambda_function.py --smoke vpc-0123abcd --region eu-west-1" in command
-    )
+    assert "/python lambda_function.py --smoke vpc-0123abcd --region eu-west-1" in command
     assert command.endswith("--stack guard")
     default = subprocess.run(
         ["make", "--no-print-directory", "-n", "smoke", "VPC=vpc-0123abcd"],
@@ -268,9 +252,7 @@ def test_make_smoke_runs_the_smoke_option_with_the_names_given():
 def test_a_group_in_another_region_is_timed_and_the_log_read_in_the_functions(
     ec2, vpc_id, aws, capsys
 ):
-    played = Guardrail(
-        home="eu-west-1"
-    )  # one function, home eu-west-1, guards us-east-1
+    played = Guardrail(home="eu-west-1")  # one function, home eu-west-1, guards us-east-1
     played.start()
     try:
         argv = [

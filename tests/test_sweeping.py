@@ -116,9 +116,7 @@ def test_one_sweep_closes_what_the_live_path_missed_and_a_second_changes_nothing
     assert rule_set(ec2, group_id) == before | {(False, "tcp", 8443, 8443, "0.0.0.0/0")}
 
 
-def test_a_queued_event_that_fails_again_stays_in_the_queue(
-    ec2, group_id, failure_queue
-):
+def test_a_queued_event_that_fails_again_stays_in_the_queue(ec2, group_id, failure_queue):
     sqs, url = failure_queue
     event = authorize(ec2, group_id, [SSH])
     sent_by_lambda(sqs, url, {"requestPayload": event})
@@ -184,28 +182,20 @@ def trail_record(name, params):
             {
                 "trailName": "main",
                 "advancedEventSelectors": [
-                    {
-                        "fieldSelectors": [
-                            {"field": "eventCategory", "equals": ["Management"]}
-                        ]
-                    }
+                    {"fieldSelectors": [{"field": "eventCategory", "equals": ["Management"]}]}
                 ],
             },
             False,
         ),
     ],
 )
-def test_a_trail_change_that_may_blind_the_live_path_is_told(
-    inbox, name, params, blind
-):
+def test_a_trail_change_that_may_blind_the_live_path_is_told(inbox, name, params, blind):
     result = sweep_with_history([trail_record(name, params)])
     told = inbox()
     assert bool(result.get("blindSpots")) is blind
     assert len(told) == (1 if blind else 0)
     if blind:
-        assert told[0]["Subject"].startswith(
-            f"Guardrail blind spot: {name} on trail main"
-        )
+        assert told[0]["Subject"].startswith(f"Guardrail blind spot: {name} on trail main")
 
 
 def test_after_a_burst_the_sweep_checks_what_is_still_open_in_one_call_per_200_rules(
@@ -215,9 +205,7 @@ def test_after_a_burst_the_sweep_checks_what_is_still_open_in_one_call_per_200_r
     window with a call of its own, and ran out of time before the failure queue."""
     changes = []
     for port in range(1000, 1250):
-        changes.append(
-            authorize(ec2, group_id, [{**SSH, "FromPort": port, "ToPort": port}])
-        )
+        changes.append(authorize(ec2, group_id, [{**SSH, "FromPort": port, "ToPort": port}]))
         if port < 1249:  # the live path reverted all but the last
             lambda_handler(changes[-1], CONTEXT)
     calls.clear()
@@ -294,9 +282,7 @@ def test_a_flood_of_failed_calls_does_not_keep_the_sweep_from_a_missed_change(
     assert "newest part of event history was not read" in spot
 
 
-def test_a_canary_rule_found_in_event_history_is_a_blind_spot(
-    ec2, vpc_id, monkeypatch, inbox
-):
+def test_a_canary_rule_found_in_event_history_is_a_blind_spot(ec2, vpc_id, monkeypatch, inbox):
     """Before, the history pass reverted the canary quietly, and a blind live path was
     never told."""
     group = ec2.create_security_group(
@@ -340,9 +326,9 @@ def test_a_message_in_the_failure_queue_from_anyone_but_lambda_is_refused(
     sqs, url = failure_queue
     (bastion,) = [r for r in rules_of(ec2, group_id) if r.get("FromPort") == 22]
     forged = authorize(ec2, group_id, [RDP])
-    forged["responseElements"]["securityGroupRuleSet"]["items"][0][
-        "securityGroupRuleId"
-    ] = bastion["SecurityGroupRuleId"]
+    forged["responseElements"]["securityGroupRuleSet"]["items"][0]["securityGroupRuleId"] = (
+        bastion["SecurityGroupRuleId"]
+    )
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"requestPayload": forged}))
     result = sweep_with_history([])
     assert result["decisions"] == {"refused": 1}

@@ -37,9 +37,7 @@ def tags_of(ec2, group_id):
 
 
 def tag_record(name, group_id, tags, identity=None):
-    items = [
-        {"key": k, **({"value": v} if v is not None else {})} for k, v in tags.items()
-    ]
+    items = [{"key": k, **({"value": v} if v is not None else {})} for k, v in tags.items()]
     params = {
         "resourcesSet": {"items": [{"resourceId": group_id}]},
         "tagSet": {"items": items},
@@ -98,17 +96,13 @@ def test_an_exempt_principal_may_change_the_guard_tags(ec2, guarded, conditions)
 
 
 def test_without_tag_conditions_tag_changes_do_nothing(ec2, group_id, calls):
-    result = lambda_handler(
-        tag_record("DeleteTags", group_id, {"guardrail": None}), CONTEXT
-    )
+    result = lambda_handler(tag_record("DeleteTags", group_id, {"guardrail": None}), CONTEXT)
     assert result["decision"] == "kept"
     assert calls == []
     assert rule_set(ec2, group_id)
 
 
-def test_delete_tags_without_a_tag_list_is_undone_with_the_values_the_group_had(
-    ec2, guarded
-):
+def test_delete_tags_without_a_tag_list_is_undone_with_the_values_the_group_had(ec2, guarded):
     """DeleteTags with no tag list deletes every user tag (EC2 API reference, DeleteTags):
     no key is named. On the old code the guard tag stayed gone and the next rule was kept."""
     tag(ec2, "CreateTags", guarded, {"team": "web"})
@@ -147,9 +141,7 @@ def test_a_tag_whose_earlier_value_history_does_not_hold_is_told_not_guessed(
     ec2, group_id, conditions, history, inbox
 ):
     conditions(LOCKED_TAGGED={"lock": None})
-    ec2.create_tags(
-        Resources=[group_id], Tags=[{"Key": "lock", "Value": "on"}]
-    )  # long ago
+    ec2.create_tags(Resources=[group_id], Tags=[{"Key": "lock", "Value": "on"}])  # long ago
     result = lambda_handler(tag(ec2, "DeleteTags", group_id, {"lock": None}), CONTEXT)
     assert result["decision"] == "unreadable"
     assert "lock" not in tags_of(ec2, group_id)
@@ -183,13 +175,9 @@ def test_a_lock_tag_the_group_was_created_with_is_put_back_from_its_creation(
 # ("tags of sg-… (the group is gone)"), and SSH opened there next is kept.
 
 
-def test_the_201st_group_of_a_tag_call_keeps_its_guard_tag(
-    ec2, vpc_id, conditions, history
-):
+def test_the_201st_group_of_a_tag_call_keeps_its_guard_tag(ec2, vpc_id, conditions, history):
     conditions(ONLY_TAGGED={"guardrail": "on"})
-    groups = [
-        create_group(ec2, vpc_id, f"g{n}", {"guardrail": "on"})[0] for n in range(201)
-    ]
+    groups = [create_group(ec2, vpc_id, f"g{n}", {"guardrail": "on"})[0] for n in range(201)]
     target = groups[-1]
     ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
     deleted = made(
@@ -246,9 +234,7 @@ def test_a_removal_from_a_group_whose_lock_tag_was_off_is_put_back_with_the_tag(
     ec2, group_id, conditions, history
 ):
     conditions(LOCKED_TAGGED={"locked": None})
-    tag(
-        ec2, "CreateTags", group_id, {"locked": "yes"}
-    )  # the group holds the bastion rule
+    tag(ec2, "CreateTags", group_id, {"locked": "yes"})  # the group holds the bastion rule
     untagged = tag(ec2, "DeleteTags", group_id, {"locked": None})
     removed = revoke(ec2, group_id, [BASTION])
     history.records = HISTORY[:-2]
@@ -303,9 +289,7 @@ def test_one_key_for_guarded_and_for_locked_is_put_back_as_either(
     """guardrail=on guards, guardrail=locked locks: a deleted guardrail=on comes back."""
     conditions(ONLY_TAGGED={"guardrail": "on"}, LOCKED_TAGGED={"guardrail": "locked"})
     tag(ec2, "CreateTags", group_id, {"guardrail": "on"})
-    lambda_handler(
-        eventbridge(tag(ec2, "DeleteTags", group_id, {"guardrail": None})), CONTEXT
-    )
+    lambda_handler(eventbridge(tag(ec2, "DeleteTags", group_id, {"guardrail": None})), CONTEXT)
     assert tags_of(ec2, group_id)["guardrail"] == "on"
     lambda_handler(eventbridge(authorize(ec2, group_id, [SSH])), CONTEXT)
     assert OPEN not in rule_set(ec2, group_id)
@@ -337,9 +321,7 @@ def test_a_removal_just_before_the_lock_tag_was_deleted_is_put_back_with_the_tag
     ec2, group_id, conditions, history
 ):
     conditions(LOCKED_TAGGED={"locked": None})
-    tag(
-        ec2, "CreateTags", group_id, {"locked": "yes"}
-    )  # the group holds the bastion rule
+    tag(ec2, "CreateTags", group_id, {"locked": "yes"})  # the group holds the bastion rule
     removed = earlier(revoke(ec2, group_id, [BASTION]), 3)
     untagged = tag(ec2, "DeleteTags", group_id, {"locked": None})
     kept = lambda_handler(eventbridge(removed), CONTEXT)
