@@ -812,44 +812,23 @@ def handle(change: Change, dry_run: bool, context: Any) -> Done:
 def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
     """Undo the change: what was revoked, restored or authorized again (or would be), kept,
     already gone, changed since, and what could not be read, with the reason."""
-    done: Done = {
-        "reason": "",
-        "revoked": [],
-        "restored": [],
-        "reauthorized": [],
-        "kept": [],
-        "gone": [],
-        "changedSince": [],
-        "unreadable": list(change["unreadable"]),
-    }
+    done: Done = {"reason": "", "revoked": [], "restored": [], "reauthorized": [], "kept": []}
+    done |= {"gone": [], "changedSince": [], "unreadable": list(change["unreadable"])}
     # Never react to itself (or lock mode would loop), nor to an exempt principal.
     reason = "made by this guardrail itself" if is_own(change, account) else None
     reason = reason or principal_exemption(change)
     if reason:  # kept whole, whatever could or could not be read of it
-        kept = change["rules"] + change["unreadable"] + tags_changed(change)
-        kept += entries_changed(change) + associated(change)
-        return {**done, "reason": reason, "kept": kept, "unreadable": []}
+        return {**done, "reason": reason, "kept": kept_whole(change), "unreadable": []}
     if FEATURE_KEYS & change.keys():  # tags, prefix lists, VPCs: each in its own section
         return handle_feature(change, done, dry_run, account)
     if not change["rules"]:
         return {**done, "reason": "the record does not say which rules to undo"}
-    facts_first = needs_group_facts(change) and "tags" not in change
-    reason = None if facts_first else unlocked_exemption(change)
+    if needs_group_facts(change) and "tags" not in change:
+        return with_group_facts(change, done, dry_run, account)
+    reason = unlocked_exemption(change)
     if reason:
         return {**done, "reason": reason, "kept": change["rules"]}
     ec2 = client("ec2", change["region"], account)
-    if facts_first:
-        facts = group_facts(ec2, change)
-        if facts is None:
-            return {
-                **done,
-                "reason": "the group no longer exists",
-                "gone": change["rules"],
-            }
-        change.update(facts)
-        reason = unlocked_exemption(change)
-        if reason:
-            return {**done, "reason": reason, "kept": change["rules"]}
     if change["removal"]:
         return put_back(ec2, change, done, dry_run, account)
     return undo(ec2, change, done, dry_run, account)
@@ -1219,27 +1198,18 @@ def revoke(ec2: Any, change: Change, rules: list[dict[str, Any]]) -> list[dict[s
 def revoke_one_direction(
     ec2: Any, change: Change, rules: list[dict], is_egress: bool
 ) -> list[dict]:
+    """One revoke call; returns the rules that were already gone."""
     # IAM: ec2:RevokeSecurityGroupEgress / ec2:RevokeSecurityGroupIngress
     call = ec2.revoke_security_group_egress if is_egress else ec2.revoke_security_group_ingress
-    arguments = revoke_arguments(rules)
     try:
-        answer = call(GroupId=change["groupId"], **arguments)
+        answer = call(GroupId=change["groupId"], **revoke_arguments(rules))
     except ClientError as error:
         if error_code(error) in GONE:
             return rules
         if error_code(error) not in RULE_GONE:
             raise
-    else:
-        return not_revoked(answer, rules, is_egress, call.__name__)
-    # Someone removed some of the rules already: the call fails whole, so revoke the rest.
-    existing = rules_now(ec2, group_id=[change["groupId"]])
-    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
-    if left:
-        call(
-            GroupId=change["groupId"],
-            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
-        )
-    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
+        return revoke_the_rest(ec2, change, rules, call)  # some were removed already
+    return not_revoked(answer, rules, is_egress, call.__name__)
 
 
 def revoke_arguments(rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1308,14 +1278,7 @@ BLIND_SPOT = "blind-spot"
 
 
 # What a Done lists as undone: revoked (the default path) and the optional features' words.
-UNDONE = (
-    "revoked",
-    "restored",
-    "reauthorized",
-    "retagged",
-    "unwidened",
-    "disassociated",
-)
+UNDONE = ("revoked", "restored", "reauthorized", "retagged", "unwidened", "disassociated")
 
 
 def decision_of(done: Done, dry_run: bool) -> str:
@@ -1394,16 +1357,13 @@ def outcome(summary: dict, decision: str, done: Done) -> Outcome:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
     result["rules"] = in_words(done.get("revoked", []))
-    result["rules"] += [  # an edit put back (Late events and edits)
-        f"{describe(rule)}, restored to {describe(rule['previous'])}"
-        for rule in done.get("restored", [])
-    ]
-    result["rules"] += [  # a removal from a locked group (Locked groups)
-        f"{describe(rule)}, authorized again" for rule in done.get("reauthorized", [])
-    ]
-    for key in ("retagged", "unwidened", "disassociated"):  # the features' own words
-        result["rules"] += done.get(key, [])
-    for key, name in (("kept", "keptRules"), ("gone", "alreadyGone")):
+    if any(done.get(key) for key in UNDONE[1:]):  # what the optional features undid
+        result["rules"] += undone_by_features(done)
+    for key, name in (
+        ("kept", "keptRules"),
+        ("gone", "alreadyGone"),
+        ("leftOpen", "leftOpen"),
+    ):
         if done.get(key):
             result[name] = in_words(done[key])
     if done.get("changedSince"):
@@ -1411,8 +1371,6 @@ def outcome(summary: dict, decision: str, done: Done) -> Outcome:
             {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
             for pair in done["changedSince"]
         ]
-    if done.get("leftOpen"):
-        result["leftOpen"] = in_words(done["leftOpen"])
     for key in ("unreadable", "exception"):  # exception: Exceptions that expire
         if done.get(key):
             result[key] = done[key]
@@ -1446,37 +1404,11 @@ def log(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
-
-
 def notify(result: dict[str, Any], change: Change) -> None:
-    """Publish the change; a failure is noted in the result and never undoes the revert."""
+    """Publish the change on NOTIFY_TOPIC_ARN, when one is set (publish, in "Notifying")."""
     topic = os.environ.get("NOTIFY_TOPIC_ARN", "").strip()
-    if not topic:
-        return
-    told = result["decision"] in LEFT_OPEN or (
-        result["decision"] in ("reverted", "dry-run") and result["rules"]
-    )
-    # Exceptions that expire: kept, refused, ended (one already undone is nothing to tell)
-    told = told or ("exception" in result and result["decision"] != "already-gone")
-    routine = (  # the canary's rule reverted, as every few hours: logged, not told
-        result.get("groupId") == canary_group_id()
-        and str(result.get("eventName")).startswith("Authorize")
-        and result["decision"] in ("reverted", "already-gone")
-    )
-    if not told or routine:
-        return
-    found = TOPIC_ARN.fullmatch(topic)
-    if not found:
-        result["notification"] = "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
-        return
-    try:
-        # IAM: sns:Publish
-        sent = chat_form(message(result, change), result, change)
-        client("sns", found[1]).publish(TopicArn=topic, **sent)
-        result["notification"] = "sent"
-    except (ClientError, BotoCoreError) as error:
-        result["notification"] = f"failed: {error}"
+    if topic:
+        publish(topic, result, change)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1517,19 +1449,8 @@ def client(service: str, region: str, account: str | None = None) -> Any:
     account=None is the function's own account; another account is reached through its
     MEMBER_ROLE_NAME role, with credentials renewed shortly before they expire.
     """
-    if account is not None and not fresh(_credentials.get(account)):
-        _credentials[account] = assume_member_role(account)
-        for key in [key for key in _clients if key[2] == account]:
-            del _clients[key]
+    keys = member_keys(account) if account is not None else {}  # Many accounts
     if (service, region, account) not in _clients:
-        keys = {}
-        if account is not None:
-            found = _credentials[account]
-            keys = {
-                "aws_access_key_id": found["AccessKeyId"],
-                "aws_secret_access_key": found["SecretAccessKey"],
-                "aws_session_token": found["SessionToken"],
-            }
         made = new_client(service, region, **keys)
         made.meta.events.register_first(f"needs-retry.{service}", stop_retrying_near_deadline)
         _clients[service, region, account] = made
@@ -1606,6 +1527,56 @@ def stop_if_unsupported(response: Any = None, operation: Any = None, **_: Any) -
     not_aws = http.status_code == 500 and code == "500"  # no AWS error in the body
     if code in UNSUPPORTED or http.status_code == 501 or (emulated and not_aws):
         raise ClientError(parsed, operation.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The default path's other turns: what one plain change does not run, but others do (a
+# revoke that finds some rules gone, a group known by its name alone, the VPC and tag
+# conditions, an error told before it is raised)
+# ---------------------------------------------------------------------------------------------
+
+
+def revoke_the_rest(ec2: Any, change: Change, rules: list[dict], call: Any) -> list[dict]:
+    """Someone removed some of the rules already: the call fails whole, so the rest is
+    revoked by the IDs AWS holds for them now. Returns those that were gone."""
+    existing = rules_now(ec2, group_id=[change["groupId"]])
+    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
+    if left:
+        call(
+            GroupId=change["groupId"],
+            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
+        )
+    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
+
+
+def undone_by_features(done: Done) -> list[str]:
+    """What the optional features undid, in words: an edit put back (Late events and
+    edits), a removal authorized again (Locked groups), and their own words."""
+    words = [
+        f"{describe(rule)}, restored to {describe(rule['previous'])}"
+        for rule in done.get("restored", [])
+    ]
+    words += [f"{describe(rule)}, authorized again" for rule in done.get("reauthorized", [])]
+    for key in ("retagged", "unwidened", "disassociated"):
+        words += done.get(key, [])
+    return words
+
+
+def kept_whole(change: Change) -> list[Rule | str]:
+    """All that a kept change did: its rules, what could not be read, the features' words."""
+    kept = change["rules"] + change["unreadable"] + tags_changed(change)
+    return kept + entries_changed(change) + associated(change)
+
+
+def with_group_facts(change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
+    """The VPC and tag conditions, or a group known by its name alone: the group's ID, VPC
+    and tags are looked up first (one DescribeSecurityGroups), then the change is decided
+    with them."""
+    facts = group_facts(client("ec2", change["region"], account), change)
+    if facts is None:
+        return {**done, "reason": "the group no longer exists", "gone": change["rules"]}
+    change.update(facts)  # the report names the group's ID, VPC and tags too
+    return handle_as_read(change, dry_run, account)
 
 
 # =============================================================================================
@@ -3240,6 +3211,21 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
 # =============================================================================================
 
 
+def member_keys(account: str) -> dict[str, str]:
+    """The member role's keys in that account, renewed shortly before they expire (and the
+    account's clients with them)."""
+    if not fresh(_credentials.get(account)):
+        _credentials[account] = assume_member_role(account)
+        for key in [key for key in _clients if key[2] == account]:
+            del _clients[key]
+    found = _credentials[account]
+    return {
+        "aws_access_key_id": found["AccessKeyId"],
+        "aws_secret_access_key": found["SecretAccessKey"],
+        "aws_session_token": found["SessionToken"],
+    }
+
+
 def fresh(credentials: dict[str, Any] | None) -> bool:
     if credentials is None:
         return False
@@ -3811,9 +3797,43 @@ def listed_accounts(listed: Any, blind_spots: list[str]) -> Any:
 
 
 # =============================================================================================
-# Notifying: the words of the SNS message (NOTIFY_TOPIC_ARN; notify() is on the default
-# path)
+# Notifying: what is told on the topic, and the words of the SNS message
+#
+# Switch: NOTIFY_TOPIC_ARN (notify(), on the default path, calls publish() when it is set).
+# Events: every change left open, reverted or under an exception. IAM actions: sns:Publish on
+# that topic. Template: NotificationTopicArn.
 # =============================================================================================
+
+TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[\w-]{1,256}")
+
+
+def publish(topic: str, result: dict[str, Any], change: Change) -> None:
+    """Publish what is worth telling; a failure is noted in the result and never undoes
+    the revert."""
+    told = result["decision"] in LEFT_OPEN or (
+        result["decision"] in ("reverted", "dry-run") and result["rules"]
+    )
+    # Exceptions that expire: kept, refused, ended (one already undone is nothing to tell)
+    told = told or ("exception" in result and result["decision"] != "already-gone")
+    routine = (  # the canary's rule reverted, as every few hours: logged, not told
+        result.get("groupId") == canary_group_id()
+        and str(result.get("eventName")).startswith("Authorize")
+        and result["decision"] in ("reverted", "already-gone")
+    )
+    if not told or routine:
+        return
+    found = TOPIC_ARN.fullmatch(topic)
+    if not found:
+        result["notification"] = "failed: NOTIFY_TOPIC_ARN is not an SNS topic ARN"
+        return
+    try:
+        # IAM: sns:Publish
+        sent = chat_form(message(result, change), result, change)
+        client("sns", found[1]).publish(TopicArn=topic, **sent)
+        result["notification"] = "sent"
+    except (ClientError, BotoCoreError) as error:
+        result["notification"] = f"failed: {error}"
+
 
 VERBS = {
     "reverted": "Reverted",
