@@ -351,36 +351,6 @@ def handle_event(event: Any, context: Any, from_history: bool = False) -> Outcom
     return report_done(summary, change, done, dry_run)
 
 
-def report_error(summary: dict, change: Change, reason: str) -> None:
-    """An error is logged and notified before it is raised for Lambda to retry."""
-    report(summary, change, "error", left_open(change, reason))
-
-
-def error_reason(error: Exception) -> str:
-    if isinstance(error, Unconfirmed):
-        return (
-            f"waiting for CloudTrail event history to confirm the change ({error}): "
-            "nothing is added on a message's word; Lambda retries (about 1 and 3 "
-            "minutes later), then the sweep"
-        )
-    if not isinstance(error, ClientError):  # no connection, no time left, no revoke
-        return f"{type(error).__name__}: {error}"
-    code = error_code(error)
-    if code in DENIED:
-        service = "sts" if error.operation_name == "AssumeRole" else "ec2"
-        return f"{code}: the role needs {service}:{error.operation_name} ({error})"
-    return f"{code}: {error}"
-
-
-def left_open(change: Change, reason: str) -> dict[str, Any]:
-    """What is reported when the change could not be undone at all."""
-    return {
-        "reason": reason,
-        "leftOpen": change.get("rules", []),
-        "unreadable": change.get("unreadable", []),
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading the event: CloudTrail record -> change (pure)
 #
@@ -487,35 +457,33 @@ def read_change(event: Any) -> Change:
         "eventName": name,
         "eventTime": optional_text(record.get("eventTime"), 64),
         **read_actor(record.get("userIdentity")),
-        "region": None,
-        "account": None,
-        "groupId": None,
-        "groupName": None,
-        "isEgress": None
-        if name.startswith(("Modify", "Restore", "Associate"))
-        else name.endswith("Egress"),
+        **dict.fromkeys(("region", "account", "groupId", "groupName")),  # None until read
+        "isEgress": None if name.startswith(UNDIRECTED) else name.endswith("Egress"),
         "removal": name in REMOVAL_EVENTS,
         "rules": [],
         "unreadable": [],
     }
     region = record.get("awsRegion") or envelope.get("region")
-    steps = [
-        ("region", lambda: checked(region, REGION, "awsRegion")),
-        ("account", lambda: read_account(record, envelope)),
-        (None, lambda: read_rules(record, change)),
-    ]
-    for key, step in steps:
-        try:
-            found = step()
-            if key:
-                change[key] = found
-        except Unreadable as problem:
-            change["unreadable"].append(str(problem))
+    change["region"] = readable(change, checked, region, REGION, "awsRegion")
+    change["account"] = readable(change, read_account, record, envelope)
+    readable(change, read_rules, record, change)
     if change["rules"] and not (change["region"] and change["account"]):
         # Known rules, but not where they are: nothing can be undone.
         change["unreadable"] += [describe(rule) for rule in change["rules"]]
         change["rules"] = []
     return change
+
+
+UNDIRECTED = ("Modify", "Restore", "Associate")  # calls whose record says no direction
+
+
+def readable(change: Change, read: Any, *args: Any) -> Any:
+    """read(*args), or None with what could not be read of the change listed to report."""
+    try:
+        return read(*args)
+    except Unreadable as problem:
+        change["unreadable"].append(str(problem))
+        return None
 
 
 def optional_text(value: Any, limit: int) -> str | None:
@@ -595,22 +563,11 @@ def field(d: Any, key: str) -> Any:
 def read_rules(record: dict, change: Change) -> None:
     """Fill in the change's group and rules from the request and the response."""
     params = as_dict(record.get("requestParameters"), "requestParameters")
-    if change["eventName"] == "ModifySecurityGroupRules":
-        read_modification(params, change)
-    elif change["eventName"] in TAG_EVENTS:
-        read_tagging(params, change)
-    elif change["eventName"] == "ModifyManagedPrefixList":
-        read_prefix_list_change(params, change)
-    elif change["eventName"] == "RestoreManagedPrefixListVersion":
-        read_prefix_list_restore(params, change)
-    elif change["eventName"] == "AssociateSecurityGroupVpc":
-        read_association(params, change)
-    elif change["removal"]:
-        read_removal(params, record.get("responseElements"), change)
+    response = record.get("responseElements")
+    if change["eventName"] in FEATURE_READERS:  # each read in its feature's section
+        FEATURE_READERS[change["eventName"]](params, response, change)
     else:
-        response = record.get("responseElements")
-        response = response if isinstance(response, dict) else {}
-        read_authorization(params, response, change)
+        read_authorization(params, response if isinstance(response, dict) else {}, change)
 
 
 def read_authorization(params: dict, response: dict, change: Change) -> None:
@@ -622,13 +579,8 @@ def read_authorization(params: dict, response: dict, change: Change) -> None:
     if rules is None:  # records before mid-2021, or a rule set that is no list
         rules = read_request_rules(params, is_egress, change["unreadable"])
     change["groupId"] = read_group_id(params.get("groupId"), rules)
-    if change["groupId"] is None:
-        name = params.get("groupName")
-        if is_egress or not isinstance(name, str) or not 0 < len(name) <= 255:
-            change["unreadable"].append("no readable groupId or groupName")
-            change["unreadable"] += [describe(rule) for rule in rules]
-            return
-        change["groupName"] = name  # by name: the default VPC's group (looked up later)
+    if change["groupId"] is None and not read_group_name(params, change, rules):
+        return
     for rule in rules:
         if rule.setdefault("groupId", change["groupId"]) != change["groupId"]:
             change["unreadable"].append(f"{describe(rule)} of another group")
@@ -1036,55 +988,6 @@ def is_allowed(rule: Rule) -> bool:
     return any(matches(rule, entry) for entry in SETTINGS.ALLOWED_RULES)
 
 
-def matches(rule: Rule, entry: dict[str, Any]) -> bool:
-    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree.
-
-    Ports: the rule's range must lie inside the entry's. ICMP: fromPort/toPort are the type
-    and code, matched exactly; -1 in the entry means any type (or code), in the rule it
-    means every type, which only an entry's -1 allows.
-    """
-    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
-    network = ipaddress.ip_network(cidr, strict=False) if cidr else None
-    icmp = rule["ipProtocol"] in ICMP
-    low, high = port_range(rule)
-    checks = {
-        "isEgress": lambda want: rule["isEgress"] is want,
-        "ipProtocol": lambda want: rule["ipProtocol"] == allowed_protocol(want),
-        "fromPort": lambda want: (
-            want == -1 or rule.get("fromPort", -1) == want
-            if icmp
-            else low >= port_range({"fromPort": want})[0]
-        ),
-        "toPort": lambda want: (
-            want == -1 or rule.get("toPort", -1) == want
-            if icmp
-            else high <= port_range({"toPort": want})[1]
-        ),
-        "cidr": lambda want: network == ipaddress.ip_network(want, strict=False),
-        "cidrWithin": lambda want: (
-            network is not None
-            and network.version == ipaddress.ip_network(want, strict=False).version
-            and network.subnet_of(ipaddress.ip_network(want, strict=False))
-        ),
-        "prefixListId": lambda want: rule.get("prefixListId") == want,
-        "referencedGroupId": lambda want: (
-            rule.get("referencedGroupInfo", {}).get("groupId") == want
-        ),
-    }
-    return all(key in checks and checks[key](want) for key, want in entry.items())
-
-
-def port_range(rule: Rule) -> tuple[int, int]:
-    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent,
-    and for any protocol but tcp and udp (ICMP's type and code are matched apart): AWS
-    opens every port of such a protocol whatever range is given (API reference,
-    IpPermission.IpProtocol), so an SCTP rule "for 443" opens every SCTP port."""
-    if opens_every_port(rule.get("ipProtocol")):
-        return (0, 65535)
-    low, high = rule.get("fromPort", -1), rule.get("toPort", -1)
-    return (0 if low == -1 else low, 65535 if high == -1 else high)
-
-
 def opens_every_port(protocol: Any) -> bool:
     """-1 and every protocol but tcp, udp and ICMP: ports given for them mean nothing."""
     return protocol is not None and protocol not in ("tcp", "udp", *ICMP)
@@ -1238,33 +1141,6 @@ def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
-def filter_chunks(values: list[str]) -> Iterator[list[str]]:
-    """The values 200 at a time: an EC2 filter takes 200 values, and a call (a tag call,
-    a burst) may name more; what is past the 200th must not be taken for gone."""
-    for start in range(0, len(values), 200):
-        yield values[start : start + 200]
-
-
-def group_facts(ec2: Any, change: Change) -> dict[str, Any] | None:
-    """groupId, vpcId and tags of the change's group; None when the group is gone."""
-    if change["groupId"]:
-        query = {"GroupIds": [change["groupId"]]}
-    else:  # only a name: calls by name reach the default VPC, where names are unique
-        query = {"GroupNames": [change["groupName"]]}
-    try:
-        # IAM: ec2:DescribeSecurityGroups
-        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
-    except ClientError as error:
-        if error_code(error) in GONE:
-            return None
-        raise
-    if not groups:
-        return None
-    group = groups[0]
-    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
-
-
 # ---------------------------------------------------------------------------------------------
 # Reporting: the decision, its words, the log line and the notification
 # ---------------------------------------------------------------------------------------------
@@ -1303,13 +1179,8 @@ def reason_of(change: Change, done: Done, dry_run: bool) -> str:
         return "reverted what could be read; the rest of the record could not be"
     if done["changedSince"]:
         return "some rules were changed since the event and were left as they are now"
-    if done["revoked"] and change["eventName"] == "ModifySecurityGroupRules":
-        return (
-            "edited in place, and no source gave the old value: the edited rule was "
-            "revoked; put its old value back by hand"
-        )
     if change["eventName"] == "ModifySecurityGroupRules":
-        return "edited in place: the old value was put back, rule ID kept"
+        return edit_reason(done)  # Late events and edits
     return "not approved by the conditions"
 
 
@@ -1384,21 +1255,16 @@ def in_words(items: list[Rule | str]) -> list[str]:
 
 METRICS_NAMESPACE = "sg-guardrail"
 
+# The metric in each log line: Events, counted by decision.
+EVENTS_METRIC = {"Namespace": METRICS_NAMESPACE, "Dimensions": [["decision"]]}
+EVENTS_METRIC["Metrics"] = [{"Name": "Events", "Unit": "Count"}]
+
 
 def log(result: dict[str, Any]) -> dict[str, Any]:
     """One JSON line per event: it names the event, never holds credentials or the raw event,
     and carries the count of its decision as a CloudWatch metric (Embedded Metric Format),
     so that alarms need no API call."""
-    metrics = {
-        "Timestamp": int(time.time() * 1000),
-        "CloudWatchMetrics": [
-            {
-                "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["decision"]],
-                "Metrics": [{"Name": "Events", "Unit": "Count"}],
-            }
-        ],
-    }
+    metrics = {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [EVENTS_METRIC]}
     line = {**result, "version": __version__, "Events": 1, "_aws": metrics}
     print(json.dumps(line, default=str))
     return result
@@ -1577,6 +1443,124 @@ def with_group_facts(change: Change, done: Done, dry_run: bool, account: str | N
         return {**done, "reason": "the group no longer exists", "gone": change["rules"]}
     change.update(facts)  # the report names the group's ID, VPC and tags too
     return handle_as_read(change, dry_run, account)
+
+
+def report_error(summary: dict, change: Change, reason: str) -> None:
+    """An error is logged and notified before it is raised for Lambda to retry."""
+    report(summary, change, "error", left_open(change, reason))
+
+
+def error_reason(error: Exception) -> str:
+    if isinstance(error, Unconfirmed):
+        return (
+            f"waiting for CloudTrail event history to confirm the change ({error}): "
+            "nothing is added on a message's word; Lambda retries (about 1 and 3 "
+            "minutes later), then the sweep"
+        )
+    if not isinstance(error, ClientError):  # no connection, no time left, no revoke
+        return f"{type(error).__name__}: {error}"
+    code = error_code(error)
+    if code in DENIED:
+        service = "sts" if error.operation_name == "AssumeRole" else "ec2"
+        return f"{code}: the role needs {service}:{error.operation_name} ({error})"
+    return f"{code}: {error}"
+
+
+def left_open(change: Change, reason: str) -> dict[str, Any]:
+    """What is reported when the change could not be undone at all."""
+    return {
+        "reason": reason,
+        "leftOpen": change.get("rules", []),
+        "unreadable": change.get("unreadable", []),
+    }
+
+
+def matches(rule: Rule, entry: dict[str, Any]) -> bool:
+    """Does the rule fit one ALLOWED_RULES entry? Every key the entry names must agree.
+
+    Ports: the rule's range must lie inside the entry's. ICMP: fromPort/toPort are the type
+    and code, matched exactly; -1 in the entry means any type (or code), in the rule it
+    means every type, which only an entry's -1 allows.
+    """
+    cidr = rule.get("cidrIpv4") or rule.get("cidrIpv6")
+    network = ipaddress.ip_network(cidr, strict=False) if cidr else None
+    icmp = rule["ipProtocol"] in ICMP
+    low, high = port_range(rule)
+    checks = {
+        "isEgress": lambda want: rule["isEgress"] is want,
+        "ipProtocol": lambda want: rule["ipProtocol"] == allowed_protocol(want),
+        "fromPort": lambda want: (
+            want == -1 or rule.get("fromPort", -1) == want
+            if icmp
+            else low >= port_range({"fromPort": want})[0]
+        ),
+        "toPort": lambda want: (
+            want == -1 or rule.get("toPort", -1) == want
+            if icmp
+            else high <= port_range({"toPort": want})[1]
+        ),
+        "cidr": lambda want: network == ipaddress.ip_network(want, strict=False),
+        "cidrWithin": lambda want: (
+            network is not None
+            and network.version == ipaddress.ip_network(want, strict=False).version
+            and network.subnet_of(ipaddress.ip_network(want, strict=False))
+        ),
+        "prefixListId": lambda want: rule.get("prefixListId") == want,
+        "referencedGroupId": lambda want: (
+            rule.get("referencedGroupInfo", {}).get("groupId") == want
+        ),
+    }
+    return all(key in checks and checks[key](want) for key, want in entry.items())
+
+
+def port_range(rule: Rule) -> tuple[int, int]:
+    """The ports a rule opens; all of them for protocol -1 or where a port is -1 or absent,
+    and for any protocol but tcp and udp (ICMP's type and code are matched apart): AWS
+    opens every port of such a protocol whatever range is given (API reference,
+    IpPermission.IpProtocol), so an SCTP rule "for 443" opens every SCTP port."""
+    if opens_every_port(rule.get("ipProtocol")):
+        return (0, 65535)
+    low, high = rule.get("fromPort", -1), rule.get("toPort", -1)
+    return (0 if low == -1 else low, 65535 if high == -1 else high)
+
+
+def filter_chunks(values: list[str]) -> Iterator[list[str]]:
+    """The values 200 at a time: an EC2 filter takes 200 values, and a call (a tag call,
+    a burst) may name more; what is past the 200th must not be taken for gone."""
+    for start in range(0, len(values), 200):
+        yield values[start : start + 200]
+
+
+def group_facts(ec2: Any, change: Change) -> dict[str, Any] | None:
+    """groupId, vpcId and tags of the change's group; None when the group is gone."""
+    if change["groupId"]:
+        query = {"GroupIds": [change["groupId"]]}
+    else:  # only a name: calls by name reach the default VPC, where names are unique
+        query = {"GroupNames": [change["groupName"]]}
+    try:
+        # IAM: ec2:DescribeSecurityGroups
+        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
+    except ClientError as error:
+        if error_code(error) in GONE:
+            return None
+        raise
+    if not groups:
+        return None
+    group = groups[0]
+    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
+
+
+def read_group_name(params: dict, change: Change, rules: list[Rule]) -> bool:
+    """A call by group name (ingress to the default VPC's groups): the name is kept, for the
+    group to be looked up; without one either, the rules are unreadable (False)."""
+    name = params.get("groupName")
+    if change["isEgress"] or not isinstance(name, str) or not 0 < len(name) <= 255:
+        change["unreadable"].append("no readable groupId or groupName")
+        change["unreadable"] += [describe(rule) for rule in rules]
+        return False
+    change["groupName"] = name
+    return True
 
 
 # =============================================================================================
@@ -1837,7 +1821,7 @@ def group_source(group_id: Any, user_id: Any, group_name: Any) -> dict[str, Any]
 # =============================================================================================
 
 
-def read_modification(params: dict, change: Change) -> None:
+def read_modification(params: dict, _response: Any, change: Change) -> None:
     """ModifySecurityGroupRules: the edited rules with their new values; direction unknown."""
     request = as_dict(
         params.get("ModifySecurityGroupRulesRequest"), "ModifySecurityGroupRulesRequest"
@@ -1964,6 +1948,16 @@ def plan_edits(
         else:
             narrowed.append({**rule, "previous": old})
     return revoking, restoring, narrowed
+
+
+def edit_reason(done: Done) -> str:
+    """What was done with an edit, once done: its old value put back, or the rule revoked."""
+    if done["revoked"]:
+        return (
+            "edited in place, and no source gave the old value: the edited rule was "
+            "revoked; put its old value back by hand"
+        )
+    return "edited in place: the old value was put back, rule ID kept"
 
 
 def reason_kept(kept: list[dict], narrowed: list[dict]) -> str:
@@ -2509,7 +2503,7 @@ def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[di
 # =============================================================================================
 
 
-def read_tagging(params: dict, change: Change) -> None:
+def read_tagging(params: dict, _response: Any, change: Change) -> None:
     """CreateTags/DeleteTags: the security groups it tagged (other resources are not ours)
     and the tags, a value of None where DeleteTags named a key alone."""
     groups = [
@@ -2783,7 +2777,7 @@ def tag_history(change: Change, group_id: str, account: str | None) -> list[Any]
 # =============================================================================================
 
 
-def read_prefix_list_change(params: dict, change: Change) -> None:
+def read_prefix_list_change(params: dict, _response: Any, change: Change) -> None:
     """ModifyManagedPrefixList: the list and the entries it added (removals narrow, a new
     name or size opens nothing). Recorded as {"ModifyManagedPrefixListRequest": {"PrefixListId",
     "AddEntry": {"Cidr", "Description"}}}, one entry a dict, several probably a list."""
@@ -2830,7 +2824,7 @@ def read_prefix_list_change(params: dict, change: Change) -> None:
         raise Unreadable(f"entries {entries} added to an unreadable PrefixListId")
 
 
-def read_prefix_list_restore(params: dict, change: Change) -> None:
+def read_prefix_list_restore(params: dict, _response: Any, change: Change) -> None:
     """RestoreManagedPrefixListVersion: the list, and the version its entries came back from
     (PreviousVersion) over the one they replaced (CurrentVersion); which entries that added
     is asked of AWS. Layout assumed like ModifyManagedPrefixList's (unverified)."""
@@ -3127,7 +3121,7 @@ def remove_entries(
 # =============================================================================================
 
 
-def read_association(params: dict, change: Change) -> None:
+def read_association(params: dict, _response: Any, change: Change) -> None:
     """AssociateSecurityGroupVpc: the group and the VPC it may now be used in. Layout assumed
     like ModifySecurityGroupRules' ({"AssociateSecurityGroupVpcRequest": {"GroupId",
     "VpcId"}}) or flat camelCase; unverified by a real record."""
@@ -3201,6 +3195,20 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
         else f"{change['vpcId']} is not guarded, {target} is: the association was undone"
     )
     return done
+
+
+# The optional features' events and their readers, above: read_rules (on the default path)
+# looks an event up here, which can be written only once every reader is defined.
+FEATURE_READERS = {
+    "ModifySecurityGroupRules": read_modification,  # Late events and edits
+    "RevokeSecurityGroupIngress": read_removal,  # Locked groups
+    "RevokeSecurityGroupEgress": read_removal,
+    "CreateTags": read_tagging,  # Guard tags
+    "DeleteTags": read_tagging,
+    "ModifyManagedPrefixList": read_prefix_list_change,  # Prefix lists
+    "RestoreManagedPrefixListVersion": read_prefix_list_restore,
+    "AssociateSecurityGroupVpc": read_association,  # VPC associations
+}
 
 
 # =============================================================================================
