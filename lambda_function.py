@@ -792,17 +792,9 @@ FEATURE_KEYS = {"tagging", "prefixList", "association"}
 
 def may_undo(change: Change) -> bool:
     """Might the change need undoing, and so an account to act in?"""
-    if "tagging" in change:
-        return any(tags_at_stake(change["tagging"], change["eventName"])) or (
-            rule_tags_at_stake(change)  # Exceptions that expire
-        )
-    listed = change.get("prefixList", {})
-    return bool(
-        change["rules"]
-        or listed.get("added")
-        or listed.get("restored")
-        or "association" in change
-    )
+    if FEATURE_KEYS & change.keys():  # tags, prefix lists, VPCs
+        return feature_may_undo(change)
+    return bool(change["rules"])
 
 
 def member_account(change: Change, context: Any) -> str | None:
@@ -1037,12 +1029,8 @@ def plan_undo(
     if SETTINGS.APPROVERS:  # Exceptions that expire
         revoking = keep_under_exception(ec2, change, revoking, done, dry_run)
     restoring, narrowed = [], []
-    if change["eventName"] == "ModifySecurityGroupRules" and revoking:
-        revoking, restoring, narrowed = plan_edits(
-            revoking,
-            previous_values(ec2, change, revoking, account),
-            is_locked(change),
-        )
+    if change["eventName"] == "ModifySecurityGroupRules" and revoking:  # Late events and edits
+        revoking, restoring, narrowed = plan_edit_undo(ec2, change, revoking, account)
         done["kept"] += narrowed
     if not revoking and not restoring:
         done["reason"] = done.get("exception") or reason_kept(done["kept"], narrowed)
@@ -1396,53 +1384,11 @@ def stop_if_unsupported(response: Any = None, operation: Any = None, **_: Any) -
 
 
 # ---------------------------------------------------------------------------------------------
-# The default path's other turns: what one plain change does not run, but others do (a
-# revoke that finds some rules gone, a group known by its name alone, the VPC and tag
-# conditions, an error told before it is raised)
+# The default path's other turns: what one plain change does not run, but others do, in the
+# order of the stages above: an error told before it is raised; a call by group name; the
+# VPC and tag conditions, and how a rule matches an ALLOWED_RULES entry; a revoke that finds
+# some rules gone; what the optional features undid, in words
 # ---------------------------------------------------------------------------------------------
-
-
-def revoke_the_rest(ec2: Any, change: Change, rules: list[dict], call: Any) -> list[dict]:
-    """Someone removed some of the rules already: the call fails whole, so the rest is
-    revoked by the IDs AWS holds for them now. Returns those that were gone."""
-    existing = rules_now(ec2, group_id=[change["groupId"]])
-    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
-    if left:
-        call(
-            GroupId=change["groupId"],
-            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
-        )
-    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
-
-
-def undone_by_features(done: Done) -> list[str]:
-    """What the optional features undid, in words: an edit put back (Late events and
-    edits), a removal authorized again (Locked groups), and their own words."""
-    words = [
-        f"{describe(rule)}, restored to {describe(rule['previous'])}"
-        for rule in done.get("restored", [])
-    ]
-    words += [f"{describe(rule)}, authorized again" for rule in done.get("reauthorized", [])]
-    for key in ("retagged", "unwidened", "disassociated"):
-        words += done.get(key, [])
-    return words
-
-
-def kept_whole(change: Change) -> list[Rule | str]:
-    """All that a kept change did: its rules, what could not be read, the features' words."""
-    kept = change["rules"] + change["unreadable"] + tags_changed(change)
-    return kept + entries_changed(change) + associated(change)
-
-
-def with_group_facts(change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
-    """The VPC and tag conditions, or a group known by its name alone: the group's ID, VPC
-    and tags are looked up first (one DescribeSecurityGroups), then the change is decided
-    with them."""
-    facts = group_facts(client("ec2", change["region"], account), change)
-    if facts is None:
-        return {**done, "reason": "the group no longer exists", "gone": change["rules"]}
-    change.update(facts)  # the report names the group's ID, VPC and tags too
-    return handle_as_read(change, dry_run, account)
 
 
 def report_error(summary: dict, change: Change, reason: str) -> None:
@@ -1473,6 +1419,55 @@ def left_open(change: Change, reason: str) -> dict[str, Any]:
         "leftOpen": change.get("rules", []),
         "unreadable": change.get("unreadable", []),
     }
+
+
+def read_group_name(params: dict, change: Change, rules: list[Rule]) -> bool:
+    """A call by group name (ingress to the default VPC's groups): the name is kept, for the
+    group to be looked up; without one either, the rules are unreadable (False)."""
+    name = params.get("groupName")
+    if change["isEgress"] or not isinstance(name, str) or not 0 < len(name) <= 255:
+        change["unreadable"].append("no readable groupId or groupName")
+        change["unreadable"] += [describe(rule) for rule in rules]
+        return False
+    change["groupName"] = name
+    return True
+
+
+def kept_whole(change: Change) -> list[Rule | str]:
+    """All that a kept change did: its rules, what could not be read, the features' words."""
+    kept = change["rules"] + change["unreadable"] + tags_changed(change)
+    return kept + entries_changed(change) + associated(change)
+
+
+def with_group_facts(change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
+    """The VPC and tag conditions, or a group known by its name alone: the group's ID, VPC
+    and tags are looked up first (one DescribeSecurityGroups), then the change is decided
+    with them."""
+    facts = group_facts(client("ec2", change["region"], account), change)
+    if facts is None:
+        return {**done, "reason": "the group no longer exists", "gone": change["rules"]}
+    change.update(facts)  # the report names the group's ID, VPC and tags too
+    return handle_as_read(change, dry_run, account)
+
+
+def group_facts(ec2: Any, change: Change) -> dict[str, Any] | None:
+    """groupId, vpcId and tags of the change's group; None when the group is gone."""
+    if change["groupId"]:
+        query = {"GroupIds": [change["groupId"]]}
+    else:  # only a name: calls by name reach the default VPC, where names are unique
+        query = {"GroupNames": [change["groupName"]]}
+    try:
+        # IAM: ec2:DescribeSecurityGroups
+        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
+    except ClientError as error:
+        if error_code(error) in GONE:
+            return None
+        raise
+    if not groups:
+        return None
+    group = groups[0]
+    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
+    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
 
 
 def matches(rule: Rule, entry: dict[str, Any]) -> bool:
@@ -1524,6 +1519,19 @@ def port_range(rule: Rule) -> tuple[int, int]:
     return (0 if low == -1 else low, 65535 if high == -1 else high)
 
 
+def revoke_the_rest(ec2: Any, change: Change, rules: list[dict], call: Any) -> list[dict]:
+    """Someone removed some of the rules already: the call fails whole, so the rest is
+    revoked by the IDs AWS holds for them now. Returns those that were gone."""
+    existing = rules_now(ec2, group_id=[change["groupId"]])
+    left = [e for e in existing if any(same_rule(rule, e) for rule in rules)]
+    if left:
+        call(
+            GroupId=change["groupId"],
+            SecurityGroupRuleIds=[e["securityGroupRuleId"] for e in left],
+        )
+    return [rule for rule in rules if not any(same_rule(rule, e) for e in left)]
+
+
 def filter_chunks(values: list[str]) -> Iterator[list[str]]:
     """The values 200 at a time: an EC2 filter takes 200 values, and a call (a tag call,
     a burst) may name more; what is past the 200th must not be taken for gone."""
@@ -1531,36 +1539,17 @@ def filter_chunks(values: list[str]) -> Iterator[list[str]]:
         yield values[start : start + 200]
 
 
-def group_facts(ec2: Any, change: Change) -> dict[str, Any] | None:
-    """groupId, vpcId and tags of the change's group; None when the group is gone."""
-    if change["groupId"]:
-        query = {"GroupIds": [change["groupId"]]}
-    else:  # only a name: calls by name reach the default VPC, where names are unique
-        query = {"GroupNames": [change["groupName"]]}
-    try:
-        # IAM: ec2:DescribeSecurityGroups
-        groups = ec2.describe_security_groups(**query)["SecurityGroups"]
-    except ClientError as error:
-        if error_code(error) in GONE:
-            return None
-        raise
-    if not groups:
-        return None
-    group = groups[0]
-    tags = {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
-    return {"groupId": group["GroupId"], "vpcId": group.get("VpcId"), "tags": tags}
-
-
-def read_group_name(params: dict, change: Change, rules: list[Rule]) -> bool:
-    """A call by group name (ingress to the default VPC's groups): the name is kept, for the
-    group to be looked up; without one either, the rules are unreadable (False)."""
-    name = params.get("groupName")
-    if change["isEgress"] or not isinstance(name, str) or not 0 < len(name) <= 255:
-        change["unreadable"].append("no readable groupId or groupName")
-        change["unreadable"] += [describe(rule) for rule in rules]
-        return False
-    change["groupName"] = name
-    return True
+def undone_by_features(done: Done) -> list[str]:
+    """What the optional features undid, in words: an edit put back (Late events and
+    edits), a removal authorized again (Locked groups), and their own words."""
+    words = [
+        f"{describe(rule)}, restored to {describe(rule['previous'])}"
+        for rule in done.get("restored", [])
+    ]
+    words += [f"{describe(rule)}, authorized again" for rule in done.get("reauthorized", [])]
+    for key in ("retagged", "unwidened", "disassociated"):
+        words += done.get(key, [])
+    return words
 
 
 # =============================================================================================
@@ -1578,6 +1567,21 @@ def handle_feature(change: Change, done: Done, dry_run: bool, account: str | Non
     if "prefixList" in change:  # Prefix lists
         return unwiden(change, done, dry_run, account)
     return disassociate(change, done, dry_run, account)  # VPC associations
+
+
+def feature_may_undo(change: Change) -> bool:
+    """Might a tag call, a prefix list's change or a VPC association need undoing?"""
+    if "tagging" in change:
+        return any(tags_at_stake(change["tagging"], change["eventName"])) or (
+            rule_tags_at_stake(change)  # Exceptions that expire
+        )
+    listed = change.get("prefixList", {})
+    return bool(
+        change["rules"]
+        or listed.get("added")
+        or listed.get("restored")
+        or "association" in change
+    )
 
 
 # =============================================================================================
@@ -1929,6 +1933,14 @@ def source_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
         )
         return network.version == old_network.version and network.subnet_of(old_network)
     return network_key(new)[2] == network_key(old)[2]
+
+
+def plan_edit_undo(
+    ec2: Any, change: Change, rules: list[dict], account: str | None
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(revoke, restore, keep) for the edited rules, from their old values (plan_edits)."""
+    previous = previous_values(ec2, change, rules, account)
+    return plan_edits(rules, previous, is_locked(change))
 
 
 def plan_edits(
@@ -5995,17 +6007,13 @@ def delete_smoke_group(ec2: Any, group_id: str) -> None:
                 time.sleep(2)
 
 
-USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run | --offline]
-       python lambda_function.py --since 24h [--region REGION] [--dry-run]
-       python lambda_function.py --smoke VPC_ID [--region REGION] [--stack STACK]"""
-
-
 # =============================================================================================
 # Local use: replay saved events or a CloudTrail log, or audit the recent past
 # =============================================================================================
 
-USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run]
+USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run | --offline]
        python lambda_function.py --since 24h [--region REGION] [--dry-run]
+       python lambda_function.py --smoke VPC_ID [--region REGION] [--stack STACK]
        python lambda_function.py --audit | --suggest ... (--audit --help)"""
 
 DESCRIPTION = """Run the guardrail on this machine, as the deployed function would.
