@@ -406,10 +406,12 @@ REMOVAL_EVENTS = (  # added to the pattern where a lock is set
     "RevokeSecurityGroupEgress",
 )
 
-# Tag calls on security groups: a rule of their own (GuardTags in template.yaml).
+# Tag calls on security groups, and a group created with tags: a rule of their own (GuardTags
+# in template.yaml).
 TAG_EVENTS = ("CreateTags", "DeleteTags")
+CREATION_EVENTS = ("CreateSecurityGroup",)
 
-HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS + TAG_EVENTS
+HANDLED_EVENTS = CHANGE_EVENTS + REMOVAL_EVENTS + TAG_EVENTS + CREATION_EVENTS
 
 PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 
@@ -780,10 +782,11 @@ def handle_as_read(change: Change, dry_run: bool, account: str | None) -> Done:
     reason = unlocked_exemption(change)
     if reason:
         return {**done, "reason": reason, "kept": change["rules"]}
-    ec2 = client("ec2", change["region"], account)
-    if change["removal"]:
-        return put_back(ec2, change, done, dry_run, account)
-    return undo(ec2, change, done, dry_run, account)
+    if change["removal"]:  # Locked groups
+        return put_back(
+            client("ec2", change["region"], account), change, done, dry_run, account
+        )
+    return undo(change, done, dry_run, account)
 
 
 # A change read by an optional feature's reader carries its key (Change, above).
@@ -1003,9 +1006,10 @@ def verdict_of_should_revert(change: Change) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def undo(ec2: Any, change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
+def undo(change: Change, done: Done, dry_run: bool, account: str | None) -> Done:
     """An addition or an edit: plan what to revoke and put back, then (not in a dry run)
     do it. Its words are the caller's, once it is done (reason_of)."""
+    ec2 = client("ec2", change["region"], account)
     done = plan_undo(ec2, change, done, dry_run, account)
     if not dry_run:
         act(ec2, change, done)
@@ -2510,7 +2514,8 @@ def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[di
 # With the tags back, the group's rule changes made since the tag change (kept live on the
 # tags they found) are decided again, from event history, and undone where due.
 # Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED. Events: CreateTags, DeleteTags on
-# security groups. IAM actions: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
+# security groups, and CreateSecurityGroup with tags (a NEVER_TAGGED tag given at creation).
+# IAM actions: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
 # cloudtrail:LookupEvents. Template: GuardTags.
 # =============================================================================================
 
@@ -2539,6 +2544,26 @@ def read_tagging(params: dict, _response: Any, change: Change) -> None:
     change["groupId"] = (change["tagging"]["groupIds"] or [None])[0]
 
 
+def read_creation(params: dict, response: Any, change: Change) -> None:
+    """CreateSecurityGroup: the tags the new group was given (TagSpecifications), read as a
+    CreateTags on it. A NEVER_TAGGED tag given at creation switches the guard off as surely
+    as one added later, and makes no CreateTags call."""
+    tags = created_with(params)
+    if not tags and params.get("tagSpecificationSet") in (None, {}, []):
+        raise BadEvent("a group created without tags: no rule and no guard tag changed")
+    if not tags:
+        raise Unreadable("the tags the group was created with (tagSpecificationSet)")
+    group_id = response.get("groupId") if isinstance(response, dict) else None
+    known = isinstance(group_id, str) and GROUP_ID.fullmatch(group_id) is not None
+    change["tagging"] = {"groupIds": [group_id] if known else [], "ruleIds": [], "tags": tags}
+    change["tagging"]["allTags"] = False
+    change["groupId"] = group_id if known else None
+    if not known:
+        raise Unreadable(
+            f"the created group's ID is missing or malformed: {str(group_id)[:80]!r}"
+        )
+
+
 def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]:
     """(ONLY_TAGGED or LOCKED_TAGGED keys the change may have taken away, NEVER_TAGGED tags
     it added): the request says only which keys to look at. Whether a key was really taken
@@ -2550,6 +2575,7 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
         keys = wanted if tagging["allTags"] else [k for k in tags if k in wanted]
         return list(dict.fromkeys(keys)), {}
     lost = [k for k, v in tags.items() if k in wanted and not meets_guard(k, v)]
+    lost = lost if event_name == "CreateTags" else []  # a new group had no tag to lose
     added = {
         k: v
         for k, v in tags.items()
@@ -2638,7 +2664,8 @@ def tags_changed(change: Change) -> list[str]:
             for key, value in change["tagging"]["tags"].items()
         )
     )
-    return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}"]
+    at = " (given at its creation)" if change["eventName"] in CREATION_EVENTS else ""
+    return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}{at}"]
 
 
 def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dict:
@@ -3217,6 +3244,7 @@ FEATURE_READERS = {
     "RevokeSecurityGroupEgress": read_removal,
     "CreateTags": read_tagging,  # Guard tags
     "DeleteTags": read_tagging,
+    "CreateSecurityGroup": read_creation,  # its tags, read as a CreateTags (Guard tags)
     "ModifyManagedPrefixList": read_prefix_list_change,  # Prefix lists
     "RestoreManagedPrefixListVersion": read_prefix_list_restore,
     "AssociateSecurityGroupVpc": read_association,  # VPC associations
@@ -5776,10 +5804,11 @@ def go_offline() -> None:
     """Decide on the records alone: nothing read, nothing changed. A saved event is judged
     as if it had just happened (the late check reads AWS); a decision that needs AWS (a
     group named only, VPC or tag conditions, an edit, a prefix list) ends in `error`."""
-    global _offline, SETTINGS
+    global _offline, SETTINGS, DRY_RUN_REASON
     _offline = True
     SETTINGS = SETTINGS._replace(LATE_AFTER_SECONDS=10**12)
     os.environ["DRY_RUN"] = "true"
+    DRY_RUN_REASON = "--offline: decided on the record alone; nothing changed"
 
 
 NO_CREDENTIALS = (
@@ -6086,6 +6115,7 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
         elif os.environ.get("AWS_ENDPOINT_URL"):
             hint = " (a moto server does not implement it: replay saved events instead)"
         first_line = str(error).strip().splitlines()[0][:300]
+        first_line = first_line.split(": <", 1)[0]  # an emulator's HTML page says nothing
         print(
             f"error: cloudtrail:LookupEvents failed{hint}: {first_line}",
             file=sys.stderr,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import sys
@@ -129,7 +130,10 @@ def trace_one_authorize() -> dict[str, Any]:
             "GroupId"
         ]
         event = eventbridge(authorize(ec2, group, [SSH]))
-        result, ran, calls = run_traced(lambda: lambda_function.lambda_handler(event, context))
+        with contextlib.redirect_stdout(sys.stderr):  # the handler's log line: not ours
+            result, ran, calls = run_traced(
+                lambda: lambda_function.lambda_handler(event, context)
+            )
     return {"result": result, "ran": ran, "calls": calls}
 
 

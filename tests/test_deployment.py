@@ -376,14 +376,32 @@ def test_tag_changes_reach_the_function_only_for_security_groups_and_only_when_a
     rule, condition
 ):
     """From the function's own region, and forwarded from other regions and accounts."""
+    from moto.events.models import EventPattern
+
     rule = RESOURCES[rule]
     assert rule["Condition"] == condition
     pattern = rule["Properties"]["EventPattern"]
-    assert pattern["detail"]["eventName"] == list(lambda_function.TAG_EVENTS)
-    assert pattern["detail"]["requestParameters"] == {
+    tag_calls, creations = pattern["detail"]["$or"]
+    assert tag_calls["eventName"] == list(lambda_function.TAG_EVENTS)
+    assert tag_calls["requestParameters"] == {
         "resourcesSet": {"items": {"resourceId": [{"prefix": "sg-"}]}}
     }
+    assert creations["eventName"] == list(lambda_function.CREATION_EVENTS)
     assert pattern["detail"]["errorCode"] == [{"exists": False}]
+    assert creations["requestParameters"] == {
+        "tagSpecificationSet": {"items": {"resourceType": ["security-group"]}}
+    }
+    # moto's matcher does not descend into arrays of objects (the items above: EventBridge
+    # matches a pattern against each element of an array, its user guide says), so it
+    # proves the $or and the errorCode with the eventName alone.
+    shallow = json.loads(json.dumps(pattern))
+    for branch in shallow["detail"]["$or"]:
+        del branch["requestParameters"]
+    matcher = EventPattern.load(json.dumps(shallow))
+    for name in ("CreateTags", "DeleteTags", "CreateSecurityGroup"):
+        assert matcher.matches_event(call("ec2.amazonaws.com", name, {}))
+        assert not matcher.matches_event(call("ec2.amazonaws.com", name, {}, error="Denied"))
+    assert not matcher.matches_event(call("ec2.amazonaws.com", "DeleteSecurityGroup", {}))
     for permission, source in [
         ("TagPermission", "TagRule"),
         ("ForwardedTagPermission", "ForwardedTagRule"),

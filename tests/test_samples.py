@@ -34,7 +34,7 @@ EXPECTED = {
 IGNORED = {
     "04": "not an EC2 event",  # redacted envelope
     "05": "not an EC2 event",
-    "09": "not a security-group change",  # CreateSecurityGroup
+    "09": "a group created without tags",  # CreateSecurityGroup, no TagSpecifications
     "12": "the call failed",
 }
 # Successful changes whose records their sources anonymized past undoing: reported, not ignored.

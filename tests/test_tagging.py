@@ -329,3 +329,81 @@ def test_a_removal_just_before_the_lock_tag_was_deleted_is_put_back_with_the_tag
     lambda_handler(eventbridge(untagged), CONTEXT)
     assert tags_of(ec2, group_id)["locked"] == "yes"
     assert (False, "tcp", 22, 22, "192.0.2.0/24") in rule_set(ec2, group_id)
+
+
+# ---- A group created with a tag that switches the guard off --------------------------------
+# (an attacker's review: CreateSecurityGroup's TagSpecifications make no CreateTags call, so a
+# NEVER_TAGGED tag given at creation took the group out of the guard, and what was opened on
+# it was kept, untold. The record's tagSpecificationSet is in CloudTrail's item layout, from
+# the API's TagSpecifications: cloudtrail.create_group, unverified by a real record.)
+
+
+@pytest.fixture
+def born_exempt(ec2, vpc_id, conditions, history):
+    conditions(NEVER_TAGGED={"team": None})  # the block's own example: any value
+    return create_group(ec2, vpc_id, "sneaky", tags={"team": "x", "app": "web"})
+
+
+def test_a_never_tagged_tag_given_at_creation_is_taken_off_and_what_it_let_open_goes(
+    ec2, born_exempt, inbox
+):
+    group, created = born_exempt
+    opened = lambda_handler(eventbridge(authorize(ec2, group, [SSH])), CONTEXT)
+    assert (opened["decision"], OPEN in rule_set(ec2, group)) == ("kept", True)  # live
+    result = lambda_handler(eventbridge(created), CONTEXT)
+    assert tags_of(ec2, group) == {"app": "web"}  # only the tag that exempted it
+    assert OPEN not in rule_set(ec2, group)
+    assert result["decision"] == "reverted"
+    assert result["rules"] == ["tcp 22 from 0.0.0.0/0", f"tag team taken off {group}"]
+    assert any(f"tag team taken off {group}" in m["Message"] for m in inbox())
+    again = lambda_handler(eventbridge(authorize(ec2, group, [SSH])), CONTEXT)
+    assert again["decision"] == "reverted"  # the group is guarded from now on
+
+
+def test_an_exempt_principal_may_create_a_group_with_a_never_tagged_tag(
+    ec2, born_exempt, conditions
+):
+    group, created = born_exempt
+    conditions(EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"])
+    created["userIdentity"] = assumed_role("NetworkAdmin", "carol")  # in history too
+    assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == "kept"
+    assert tags_of(ec2, group)["team"] == "x"
+
+
+def test_a_group_created_with_other_tags_keeps_them(ec2, vpc_id, conditions, history, calls):
+    conditions(NEVER_TAGGED={"guardrail-off": None}, ONLY_TAGGED={"guardrail": "on"})
+    group, created = create_group(ec2, vpc_id, "plain", tags={"app": "web"})
+    result = lambda_handler(eventbridge(created), CONTEXT)
+    assert (result["decision"], result["reason"]) == (
+        "kept",
+        "the tag change does not switch the guard off",
+    )
+    assert tags_of(ec2, group) == {"app": "web"}
+    assert calls == []  # a new group lost no ONLY_TAGGED tag: nothing to look up
+
+
+def test_a_forged_creation_writes_nothing(ec2, born_exempt, history):
+    group, created = born_exempt
+    history.records = [r for r in HISTORY if r is not created]  # AWS never recorded it
+    with pytest.raises(lambda_function.Unconfirmed):
+        lambda_handler(eventbridge(created), CONTEXT)
+    assert tags_of(ec2, group)["team"] == "x"
+
+
+@pytest.mark.parametrize(
+    "specs, decision",
+    [
+        (None, "ignored"),  # no tags: nothing the guard decides changed
+        ({"items": [{"resourceType": "security-group", "tags": "team=x"}]}, "unreadable"),
+        ({"items": "team=x"}, "unreadable"),
+        ([{"resourceType": "security-group"}], "unreadable"),
+    ],
+)
+def test_a_creation_whose_tags_cannot_be_read_is_told_not_ignored(
+    ec2, vpc_id, conditions, history, specs, decision
+):
+    conditions(NEVER_TAGGED={"team": None})
+    _, created = create_group(ec2, vpc_id, "odd")
+    if specs is not None:
+        created["requestParameters"]["tagSpecificationSet"] = specs
+    assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == decision
