@@ -2531,8 +2531,12 @@ def read_tagging(params: dict, _response: Any, change: Change) -> None:
     tags = {}
     for item in items(params.get("tagSet"), "tagSet"):
         key, value = field(item, "key"), field(item, "value")
-        if isinstance(key, str):
-            tags[key] = value if isinstance(value, str) else None
+        if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+            change["unreadable"].append(f"a tag that cannot be read: {str(item)[:80]}")
+        elif change["eventName"] == "CreateTags":
+            tags[key] = value or ""  # CreateTags without a value sets an empty one
+        else:
+            tags[key] = value  # DeleteTags: a key alone (None) deletes whatever its value
     change["tagging"] = {
         "groupIds": [g for g in groups if isinstance(g, str) and GROUP_ID.fullmatch(g)],
         "ruleIds": [r for r in groups if isinstance(r, str) and RULE_ID.fullmatch(r)],
@@ -2547,18 +2551,14 @@ def read_tagging(params: dict, _response: Any, change: Change) -> None:
 def read_creation(params: dict, response: Any, change: Change) -> None:
     """CreateSecurityGroup: the tags the new group was given (TagSpecifications), read as a
     CreateTags on it. A NEVER_TAGGED tag given at creation switches the guard off as surely
-    as one added later, and makes no CreateTags call."""
-    tags = created_with(params)
-    if not tags and params.get("tagSpecificationSet") in (None, {}, []):
-        raise BadEvent("a group created without tags: no rule and no guard tag changed")
-    if not tags:
-        raise Unreadable("the tags the group was created with (tagSpecificationSet)")
+    as one added later, and makes no CreateTags call. A tag that cannot be read is told."""
+    tags = created_with(params, change["unreadable"])
     group_id = response.get("groupId") if isinstance(response, dict) else None
     known = isinstance(group_id, str) and GROUP_ID.fullmatch(group_id) is not None
     change["tagging"] = {"groupIds": [group_id] if known else [], "ruleIds": [], "tags": tags}
     change["tagging"]["allTags"] = False
     change["groupId"] = group_id if known else None
-    if not known:
+    if not known and (tags or change["unreadable"]):
         raise Unreadable(
             f"the created group's ID is missing or malformed: {str(group_id)[:80]!r}"
         )
@@ -2637,18 +2637,37 @@ def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str |
     return False, None
 
 
-def created_with(params: dict[str, Any]) -> dict[str, str]:
-    """The tags a CreateSecurityGroup request gave the group (tagSpecificationSet)."""
-    found = {}
+def created_with(params: dict[str, Any], problems: list[str] | None = None) -> dict[str, str]:
+    """The tags a CreateSecurityGroup request gave the group (tagSpecificationSet). With a
+    list for problems, what cannot be read is listed there (a tag's value that is no string
+    is left out, not taken for an empty one); without, it is passed over (history)."""
+    found: dict[str, str] = {}
+    odd = [] if problems is None else problems
     specs = params.get("tagSpecificationSet") if isinstance(params, dict) else None
-    for spec in items(specs, "tagSpecificationSet") if isinstance(specs, dict) else []:
-        if isinstance(spec, dict) and spec.get("resourceType") == "security-group":
-            tags = spec.get("tags")
-            tags = tags.get("items", []) if isinstance(tags, dict) else tags or []
-            for tag in tags if isinstance(tags, list) else []:
-                key, value = field(tag, "key"), field(tag, "value")
-                if isinstance(key, str):
-                    found[key] = value if isinstance(value, str) else ""
+    if specs in (None, {}, []):
+        return found
+    spec_list = specs.get("items") if isinstance(specs, dict) else None
+    if not isinstance(spec_list, list):
+        odd.append("tagSpecificationSet is not a CloudTrail item list")
+        return found
+    for spec in spec_list:
+        if not isinstance(spec, dict) or spec.get("resourceType") != "security-group":
+            if not isinstance(spec, dict) or not isinstance(spec.get("resourceType"), str):
+                odd.append("a tag specification without a resourceType")
+            continue
+        tags = spec.get("tags")
+        tags = tags.get("items") if isinstance(tags, dict) else tags
+        if not isinstance(tags, list):
+            odd.append("a security-group tag specification whose tags are not a list")
+            continue
+        for tag in tags:
+            key, value = field(tag, "key"), field(tag, "value")
+            if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+                odd.append(f"a tag given at creation that cannot be read: {str(tag)[:80]}")
+                if problems is None and isinstance(key, str):
+                    found[key] = ""  # history: as before
+                continue
+            found[key] = value or ""  # no value: AWS sets an empty one
     return found
 
 
@@ -2665,6 +2684,7 @@ def tags_changed(change: Change) -> list[str]:
         )
     )
     at = " (given at its creation)" if change["eventName"] in CREATION_EVENTS else ""
+    tags = tags or "none"
     return [f"tags {tags} on {', '.join(change['tagging']['groupIds']) or '?'}{at}"]
 
 
@@ -2688,8 +2708,15 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
         if now is None:
             done["gone"].append(f"tags of {group_id} (the group is gone)")
             continue
-        put_back = tags_to_put_back(change, group_id, lost, now, done, account)
-        take_off = {k: v for k, v in added.items() if k in now and now[k] == v}
+        missing = [key for key in lost if not meets_guard(key, now.get(key))]
+        present = [key for key, value in added.items() if now.get(key) == value]
+        settled = set_since_by_exempt(change, group_id, missing + present, account)
+        done["kept"] += [
+            f"tag {key} of {group_id}, set since by an exempt call" for key in settled
+        ]
+        missing = [key for key in missing if key not in settled]
+        put_back = tags_to_put_back(change, group_id, missing, now, done, account)
+        take_off = {key: added[key] for key in present if key not in settled}
         if put_back:
             # IAM: ec2:CreateTags
             ec2.create_tags(
@@ -2715,8 +2742,38 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
     if done["revoked"] or done["restored"] or done["reauthorized"]:
         done["reason"] += "; and the rule changes made while it was off"
     if done["unreadable"]:
-        done["reason"] = "the tags' values before the change are not all known"
+        done["reason"] = "some tags, or their values before the change, are not known"
     return done
+
+
+def set_since_by_exempt(
+    change: Change, group_id: str, keys: list[str], account: str | None
+) -> set[str]:
+    """The keys a tag call by an exempt principal set or removed on the group at or after
+    the change (event history, up to now): that call decides them, not this one, so an
+    admin's exemption given since stands. Other later calls do not count: each is undone on
+    its own. What history does not reach in time counts for nothing (the tag is undone)."""
+    if not keys:
+        return set()
+    since = time_of(change) or datetime.datetime.now(datetime.UTC)
+    found: set[str] = set()
+    for record in group_records(
+        {**change, "groupId": group_id, "eventTime": None}, account, since
+    ):
+        if record is CUT_SHORT:
+            break
+        if not isinstance(record, dict) or record.get("eventID") == change["eventId"]:
+            continue
+        try:
+            later = read_change(record)
+        except BadEvent:
+            continue
+        tagging = later.get("tagging") or {}
+        if later["eventName"] not in TAG_EVENTS or group_id not in tagging.get("groupIds", []):
+            continue
+        if principal_exemption(later):
+            found |= set(keys) if tagging["allTags"] else set(keys) & set(tagging["tags"])
+    return found
 
 
 # A rule change made shortly before the tag change may be delivered after it, and decided on

@@ -324,7 +324,7 @@ PERMISSION = ("requestParameters", "ipPermissions", "items", 0)
     [
         (_set(("errorCode",), "Client.InvalidPermission.Duplicate"), "the call failed"),
         (_set(("eventName",), "DescribeSecurityGroups"), "not a security-group change"),
-        (_set(("eventName",), "CreateSecurityGroup"), "a group created without tags"),
+        (_set(("eventName",), "DeleteSecurityGroup"), "not a security-group change"),
         (_set(("eventSource",), "s3.amazonaws.com"), "not a security-group change"),
     ],
 )

@@ -34,7 +34,6 @@ EXPECTED = {
 IGNORED = {
     "04": "not an EC2 event",  # redacted envelope
     "05": "not an EC2 event",
-    "09": "a group created without tags",  # CreateSecurityGroup, no TagSpecifications
     "12": "the call failed",
 }
 # Successful changes whose records their sources anonymized past undoing: reported, not ignored.
@@ -63,9 +62,22 @@ def test_real_records_too_anonymized_to_undo_are_reported_unreadable(prefix, aws
     assert any(UNREADABLE[prefix] in problem for problem in result["unreadable"])
 
 
+def test_a_real_creation_without_tags_is_read_as_giving_none(aws):
+    """09, CreateSecurityGroup without TagSpecifications: read as a tag call that gave the
+    new group no tag (Guard tags), and kept."""
+    change = read_change(sample("09"))
+    assert change["tagging"] == {
+        "groupIds": ["sg-04d018d184a18f647"],
+        "ruleIds": [],
+        "tags": {},
+        "allTags": False,
+    }
+    assert lambda_handler(sample("09"), CONTEXT)["decision"] == "kept"
+
+
 def test_every_sample_is_covered():
     prefixes = {path.name[:2] for path in SAMPLES.glob("*.json")}
-    assert prefixes == set(EXPECTED) | set(IGNORED) | set(UNREADABLE)
+    assert prefixes == set(EXPECTED) | set(IGNORED) | set(UNREADABLE) | {"09"}
 
 
 def test_lower_cased_identity_of_a_real_record_is_read():

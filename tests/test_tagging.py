@@ -7,6 +7,7 @@ as event history records it, and the value the group had before as its earlier t
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 from cloudtrail import (
@@ -28,7 +29,7 @@ from cloudtrail import (
 from conftest import CONTEXT, WIDENED
 
 import lambda_function
-from lambda_function import lambda_handler
+from lambda_function import lambda_handler, main
 
 
 def tags_of(ec2, group_id):
@@ -393,7 +394,7 @@ def test_a_forged_creation_writes_nothing(ec2, born_exempt, history):
 @pytest.mark.parametrize(
     "specs, decision",
     [
-        (None, "ignored"),  # no tags: nothing the guard decides changed
+        (None, "kept"),  # no tags: nothing the guard decides changed
         ({"items": [{"resourceType": "security-group", "tags": "team=x"}]}, "unreadable"),
         ({"items": "team=x"}, "unreadable"),
         ([{"resourceType": "security-group"}], "unreadable"),
@@ -407,3 +408,111 @@ def test_a_creation_whose_tags_cannot_be_read_is_told_not_ignored(
     if specs is not None:
         created["requestParameters"]["tagSpecificationSet"] = specs
     assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == decision
+
+
+ADMIN = assumed_role("NetworkAdmin", "carol")
+
+
+@pytest.fixture
+def exempt_admin(conditions, history):
+    conditions(
+        NEVER_TAGGED={"team": None},
+        EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"],
+    )
+
+
+# ---- A tag call handled late, after an exempt admin set the same tag -----------------------
+# (a second attacker's review, of the creation's reader: the tag on the group now is the
+# admin's, which no unapproved call added; the later, exempt call decides it.)
+# The creation's own tag is gone (the admin deleted it), the admin then set team=x herself:
+# the tag on the group now is the admin's, which no unapproved event added. The creation is
+# always handled late (confirm_first waits for event history: Lambda retries, the failure
+# queue, the sweep), so the window is minutes, not a race.
+
+
+def test_a_late_creation_leaves_the_tag_an_exempt_admin_set_since(ec2, vpc_id, exempt_admin):
+    group, created = create_group(ec2, vpc_id, "born", tags={"team": "x"})  # alice
+    tag(ec2, "DeleteTags", group, {"team": None}, identity=ADMIN)
+    tag(ec2, "CreateTags", group, {"team": "x"}, identity=ADMIN)  # approved exemption
+    authorize(ec2, group, [SSH])  # alice, under the admin's exemption: kept live
+    result = lambda_handler(eventbridge(created), CONTEXT)  # the retry, history now has it
+    assert tags_of(ec2, group).get("team") == "x", result["rules"]
+    assert OPEN in rule_set(ec2, group), result["rules"]
+
+
+def test_a_late_create_tags_leaves_the_tag_an_exempt_admin_set_since(
+    ec2, vpc_id, exempt_admin
+):
+    """The same for a CreateTags (the creation's reader copied it from there)."""
+    group, _ = create_group(ec2, vpc_id, "plain")
+    added = tag(ec2, "CreateTags", group, {"team": "x"})  # alice
+    tag(ec2, "DeleteTags", group, {"team": None}, identity=ADMIN)
+    tag(ec2, "CreateTags", group, {"team": "x"}, identity=ADMIN)
+    authorize(ec2, group, [SSH])
+    result = lambda_handler(eventbridge(added), CONTEXT)
+    assert tags_of(ec2, group).get("team") == "x", result["rules"]
+    assert OPEN in rule_set(ec2, group), result["rules"]
+
+
+# ---- A tag that cannot be read, beside one that can: told, not dropped ---------------------
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        # a second spec whose tags are one item, not a list
+        [
+            {"resourceType": "security-group", "tags": [{"key": "app", "value": "web"}]},
+            {"resourceType": "security-group", "tags": {"key": "team", "value": "x"}},
+        ],
+        # one tag item in a shape the reader skips (a value that is no string)
+        [
+            {
+                "resourceType": "security-group",
+                "tags": [{"key": "app", "value": "web"}, {"key": "team", "value": {"x": 1}}],
+            }
+        ],
+    ],
+    ids=["second-spec-one-item", "odd-value"],
+)
+def test_a_never_tagged_tag_beside_a_readable_one_is_not_dropped_silently(
+    ec2, vpc_id, conditions, history, specs
+):
+    conditions(NEVER_TAGGED={"team": None})
+    group, created = create_group(ec2, vpc_id, "odd", tags={"app": "web", "team": "x"})
+    created["requestParameters"]["tagSpecificationSet"] = {"items": specs}  # history too
+    result = lambda_handler(eventbridge(created), CONTEXT)
+    assert "team" not in tags_of(ec2, group) or result["decision"] == "unreadable", result
+
+
+# ---- A CloudTrail log's untagged creations are no problem to a replay ----------------------
+
+
+def test_an_untagged_creation_in_a_log_is_no_problem(ec2, vpc_id, tmp_path, capsys):
+    _, created = create_group(ec2, vpc_id, "plain")
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps({"Records": [created]}))
+    status = main([str(path)])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert created["eventID"] not in err
+
+
+# ---- A tag call's own odd tags -------------------------------------------------------------
+
+
+def test_a_never_tagged_key_added_without_a_value_is_taken_off(ec2, guarded):
+    """CreateTags without a value sets an empty one (EC2 API reference, Tag.Value); a
+    NEVER_TAGGED key of any value is exempting with it, so it goes."""
+    added = tag(ec2, "CreateTags", guarded, {"guardrail-off": None})  # no value recorded
+    result = lambda_handler(eventbridge(added), CONTEXT)
+    assert result["rules"] == [f"tag guardrail-off taken off {guarded}"]
+    assert "guardrail-off" not in tags_of(ec2, guarded)
+
+
+def test_a_tag_call_whose_tags_cannot_be_read_is_told(ec2, guarded):
+    event = tag_record("CreateTags", guarded, {"app": "web"})
+    event["requestParameters"]["tagSet"]["items"].append({"key": "guardrail-off", "value": 1})
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "unreadable"
+    assert any("guardrail-off" in problem for problem in result["unreadable"])
