@@ -2708,15 +2708,8 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
         if now is None:
             done["gone"].append(f"tags of {group_id} (the group is gone)")
             continue
-        missing = [key for key in lost if not meets_guard(key, now.get(key))]
-        present = [key for key, value in added.items() if now.get(key) == value]
-        settled = set_since_by_exempt(change, group_id, missing + present, account)
-        done["kept"] += [
-            f"tag {key} of {group_id}, set since by an exempt call" for key in settled
-        ]
-        missing = [key for key in missing if key not in settled]
-        put_back = tags_to_put_back(change, group_id, missing, now, done, account)
-        take_off = {key: added[key] for key in present if key not in settled}
+        put_back = tags_to_put_back(change, group_id, lost, now, done, account)
+        take_off = {k: v for k, v in added.items() if k in now and now[k] == v}
         if put_back:
             # IAM: ec2:CreateTags
             ec2.create_tags(
@@ -2744,36 +2737,6 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
     if done["unreadable"]:
         done["reason"] = "some tags, or their values before the change, are not known"
     return done
-
-
-def set_since_by_exempt(
-    change: Change, group_id: str, keys: list[str], account: str | None
-) -> set[str]:
-    """The keys a tag call by an exempt principal set or removed on the group at or after
-    the change (event history, up to now): that call decides them, not this one, so an
-    admin's exemption given since stands. Other later calls do not count: each is undone on
-    its own. What history does not reach in time counts for nothing (the tag is undone)."""
-    if not keys:
-        return set()
-    since = time_of(change) or datetime.datetime.now(datetime.UTC)
-    found: set[str] = set()
-    for record in group_records(
-        {**change, "groupId": group_id, "eventTime": None}, account, since
-    ):
-        if record is CUT_SHORT:
-            break
-        if not isinstance(record, dict) or record.get("eventID") == change["eventId"]:
-            continue
-        try:
-            later = read_change(record)
-        except BadEvent:
-            continue
-        tagging = later.get("tagging") or {}
-        if later["eventName"] not in TAG_EVENTS or group_id not in tagging.get("groupIds", []):
-            continue
-        if principal_exemption(later):
-            found |= set(keys) if tagging["allTags"] else set(keys) & set(tagging["tags"])
-    return found
 
 
 # A rule change made shortly before the tag change may be delivered after it, and decided on
