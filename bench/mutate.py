@@ -4,7 +4,7 @@ Small plausible mutations (a comparison flipped, < for <=, and for or, a `not` o
 dropped, a constant off by one, True for False, in for not in, any for all, the branches of
 a conditional swapped, a return value swapped or lost, += for =) are drawn at random, with a
 seed it prints, from the parts of lambda_function.py that read and decide (SECTIONS below:
-the default path's reading and deciding, and the sections of older records, late events and
+the default path's reading, deciding and other turns, and the sections of older records, late events and
 edits, guard tags and prefix lists, found by their "# ====" or "# ----" headers). Each mutant is written into a copy of
 the project in a temporary directory (the working file is never touched), and the fast part
 of the suite runs against it (pytest -x), two at a time, each with a time limit. A mutant
@@ -41,6 +41,7 @@ TARGET = "lambda_function.py"
 SECTIONS = (
     "Reading the event",
     "Deciding",
+    "The default path's other turns",  # ALLOWED_RULES' matching, the group's facts
     "Older and odder records",
     "Late events and edits",
     "Guard tags",

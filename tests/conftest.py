@@ -247,3 +247,11 @@ def inbox(aws, monkeypatch):
         return [json.loads(m["Body"]) for m in found.get("Messages", [])]
 
     return received
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the fuzz examples did (test_fuzz.OUTCOMES), after the run's last line of dots
+    rather than among them."""
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is not None and fuzz.OUTCOMES:
+        terminalreporter.write_line(f"fuzz outcomes: {dict(sorted(fuzz.OUTCOMES.items()))}")

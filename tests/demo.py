@@ -100,9 +100,9 @@ def show_rules(title, ec2, group_id):
         print(rule_line(rule))
 
 
-def show_conditions():
+def show_conditions(scripted: bool) -> None:
     """The conditions the function runs with: the user's block, marked where it differs
-    from the shipped one."""
+    from the shipped one, and what the demo adds (the scripted rows' own, only for them)."""
     print("Conditions: your CONDITIONS block, as lambda_function.py has it now")
     for name, shipped in SHIPPED_CONDITIONS.items():
         value = getattr(lambda_function, name)
@@ -114,6 +114,8 @@ def show_conditions():
         edited = True
     print(f"  should_revert: {'yours' if edited else 'returns True (shipped)'}")
     print(f"  and the demo's own exemption of its NetworkAdmin role: {DEMO_EXEMPTION}")
+    if not scripted:  # make try, make audit: the rows below are make demo's
+        return
     print(
         "  and, for the scripted changes, RESTORE_FROM_CLOUDTRAIL on, answered by the "
         "demo's own event history (moto has no LookupEvents), and its db group locked"
@@ -516,7 +518,7 @@ def main(argv: list[str]) -> int:
         host, port = server.get_host_and_port()
         os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
         print(f"Embedded AWS: moto server on {os.environ['AWS_ENDPOINT_URL']}")
-        show_conditions()
+        show_conditions(scripted=args.audit is None and not args.events)
         exempt = [*lambda_function.SETTINGS.EXEMPT_PRINCIPALS, DEMO_EXEMPTION]
         lambda_function.SETTINGS = lambda_function.SETTINGS._replace(EXEMPT_PRINCIPALS=exempt)
         if args.audit is not None:

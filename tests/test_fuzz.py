@@ -394,12 +394,6 @@ def response_item(group, permission):
     }
 
 
-def test_zz_report_fuzz_outcomes(capsys):
-    """Prints what the examples did (run with -s); the README's figures come from here."""
-    with capsys.disabled():
-        print("\nfuzz outcomes:", dict(sorted(OUTCOMES.items())))
-
-
 # ModifyManagedPrefixList: any entry AWS accepts (IPv4 and IPv6, /0 to the host), in any of
 # the layouts a record may use, mixed with entries that are no CIDR at all.
 def any_cidr():
