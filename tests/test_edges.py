@@ -1031,3 +1031,66 @@ def test_a_late_event_with_201_rules_is_read_200_ids_a_call_and_revoked_whole(
     assert len(result["rules"]) == 201
     assert asked == [200, 1]
     assert rule_set(ec2, group_id) == before
+
+
+# ---- Survivors of run 8 (docs/mutation.md) --------------------------------------------------
+
+
+@pytest.mark.parametrize("account", [None, 42, "12345"], ids=["missing", "number", "short"])
+def test_a_record_whose_account_cannot_be_read_is_told_by_name_not_raised(
+    ec2, group_id, conditions, account
+):
+    """No account: nothing can be undone (nowhere to act), and the exemptions are still
+    asked, with the pattern that names {account} matching nothing."""
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::{account}:role/NetworkAdmin"])
+    event = authorize(ec2, group_id, [SSH])
+    event["recipientAccountId"] = account
+    result = lambda_handler(event, CONTEXT)  # a bare record: no envelope's account
+    assert result["decision"] == "unreadable"
+    assert any("account" in problem for problem in result["unreadable"])
+
+
+@pytest.mark.parametrize(
+    "pattern, kept",
+    [
+        ("arn:aws:iam::{account}:role/NetworkAdmin", True),  # that account's role
+        ("arn:aws:iam::123456789012:role/NetworkAdmin", True),  # named outright
+        ("arn:aws:iam::210987654321:role/NetworkAdmin", False),  # another account's
+    ],
+)
+def test_an_exemption_matches_in_the_changes_own_account(
+    ec2, group_id, conditions, pattern, kept
+):
+    conditions(EXEMPT_PRINCIPALS=[pattern])
+    event = authorize(ec2, group_id, [SSH], identity=assumed_role("NetworkAdmin", "carol"))
+    result = run(event)
+    assert (result["decision"] == "kept") is kept
+    assert (OPEN in rule_set(ec2, group_id)) is kept
+
+
+def test_an_edit_aws_config_has_no_item_for_gives_no_old_value(ec2, group_id, conditions):
+    """GetResourceConfigHistory may answer with no item (the group not recorded): no old
+    value, so the edited rule is revoked (fail closed), never an error."""
+    conditions(RESTORE_FROM_CONFIG=True)
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: dict(WIDENED)}, identity=BOB)
+    with Stubber(lambda_function.client("config", "us-east-1")) as stub:
+        stub.add_response("get_resource_config_history", {"configurationItems": []})
+        result = run(event)
+    assert result["decision"] == "reverted"
+    assert "no source gave the old value" in result["reason"]
+    assert rule_id not in [r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)]
+
+
+def test_a_kept_tag_change_is_told_in_its_own_words(ec2, group_id, conditions):
+    """keptRules names what the tag call did: its tags, or "all" for a DeleteTags that
+    named none (it deletes every user tag)."""
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    resources = {"resourcesSet": {"items": [{"resourceId": group_id}]}}
+    some = {**resources, "tagSet": {"items": [{"key": "team", "value": "web"}]}}
+    result = run(record("CreateTags", some, {"_return": True}))
+    assert result["keptRules"] == [f"tags team=web on {group_id}"]
+    conditions(EXEMPT_PRINCIPALS=["arn:aws:iam::123456789012:role/NetworkAdmin"])
+    every = record("DeleteTags", resources, {"_return": True})
+    every["userIdentity"] = assumed_role("NetworkAdmin", "carol")
+    assert run(every)["keptRules"] == [f"tags all on {group_id}"]
