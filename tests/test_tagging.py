@@ -176,21 +176,21 @@ def test_a_lock_tag_the_group_was_created_with_is_put_back_from_its_creation(
 # ("tags of sg-… (the group is gone)"), and SSH opened there next is kept.
 
 
+def untagged(ec2, vpc_id, count):
+    """`count` groups tagged guardrail=on, and one DeleteTags of that tag on all of them."""
+    groups = [create_group(ec2, vpc_id, f"g{n}", {"guardrail": "on"})[0] for n in range(count)]
+    ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
+    params = {
+        "resourcesSet": {"items": [{"resourceId": g} for g in groups]},
+        "tagSet": {"items": [{"key": "guardrail"}]},
+    }
+    return groups, made(record("DeleteTags", params, {"_return": True}))
+
+
 def test_the_201st_group_of_a_tag_call_keeps_its_guard_tag(ec2, vpc_id, conditions, history):
     conditions(ONLY_TAGGED={"guardrail": "on"})
-    groups = [create_group(ec2, vpc_id, f"g{n}", {"guardrail": "on"})[0] for n in range(201)]
+    groups, deleted = untagged(ec2, vpc_id, 201)
     target = groups[-1]
-    ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
-    deleted = made(
-        record(
-            "DeleteTags",
-            {
-                "resourcesSet": {"items": [{"resourceId": g} for g in groups]},
-                "tagSet": {"items": [{"key": "guardrail"}]},
-            },
-            {"_return": True},
-        )
-    )
     live = lambda_handler(eventbridge(deleted), CONTEXT)
     opened = lambda_handler(eventbridge(authorize(ec2, target, [SSH])), CONTEXT)
     # Before: alreadyGone [..., "tags of sg-… (the group is gone)"]; then SSH "kept":
@@ -557,18 +557,7 @@ def test_one_tag_call_on_ten_groups_reads_history_at_most_twice_a_group(
     """LookupEvents takes 2 requests a second: one to confirm the call, then per group its
     earlier tags and its rule changes since."""
     conditions(ONLY_TAGGED={"guardrail": "on"})
-    groups = [create_group(ec2, vpc_id, f"g{n}", {"guardrail": "on"})[0] for n in range(10)]
-    ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
-    deleted = made(
-        record(
-            "DeleteTags",
-            {
-                "resourcesSet": {"items": [{"resourceId": g} for g in groups]},
-                "tagSet": {"items": [{"key": "guardrail"}]},
-            },
-            {"_return": True},
-        )
-    )
+    groups, deleted = untagged(ec2, vpc_id, 10)
     history.lookups.clear()
     lambda_handler(eventbridge(deleted), CONTEXT)
-    assert len(history.lookups) <= 1 + 2 * len(groups)  # what it was before fix 1
+    assert len(history.lookups) <= 1 + 2 * len(groups)
