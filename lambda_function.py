@@ -311,6 +311,12 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
 
 DRY_RUN_REASON = "DRY_RUN is set; nothing changed"
+OFFLINE_REASON = "--offline: decided on the record alone; nothing changed"
+
+
+def dry_run_reason() -> str:
+    """Why nothing changed: DRY_RUN, or an offline replay (--offline sets DRY_RUN too)."""
+    return OFFLINE_REASON if _offline else DRY_RUN_REASON
 
 
 def is_dry_run() -> bool:
@@ -1164,7 +1170,7 @@ def decision_of(done: Done, dry_run: bool) -> str:
 
 def reason_of(change: Change, done: Done, dry_run: bool) -> str:
     if dry_run:
-        return DRY_RUN_REASON
+        return dry_run_reason()
     if not done["revoked"] and not done["restored"]:
         return "the rules were already gone"
     if done["unreadable"]:
@@ -2331,7 +2337,7 @@ def put_back(ec2: Any, change: Change, done: Done, dry_run: bool, account: str |
         why = "not the guard's to put back" if left_out or cannot else "put back already"
         done["reason"] = done["reason"] or f"the removed rules were {why}"
     elif dry_run:
-        done["reason"] = done["reason"] or DRY_RUN_REASON
+        done["reason"] = done["reason"] or dry_run_reason()
     else:
         done["reason"] = done["reason"] or (
             "the group is locked: the removed rules were authorized again (new rule IDs)"
@@ -2700,7 +2706,7 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
     if dry_run:  # what a live run would check against AWS, and perhaps undo
         done["retagged"] = [f"tag {k} put back on {groups} if it had it" for k in lost]
         done["retagged"] += [f"tag {k} taken off {groups}" for k in added]
-        return {**done, "reason": DRY_RUN_REASON}
+        return {**done, "reason": dry_run_reason()}
     confirm_first(change, dry_run)
     ec2 = client("ec2", change["region"], account)
     done["retagged"], done["kept"] = [], tags_changed(change)
@@ -2956,7 +2962,7 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
     ]
     done["gone"] = entries_changed({"prefixList": {**listed, "added": gone}})
     done["reason"] = done["reason"] or (
-        DRY_RUN_REASON
+        dry_run_reason()
         if dry_run
         else "the prefix list is a source of guarded rules: the entries they would not "
         "be allowed with were taken out"
@@ -3249,7 +3255,7 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
             return {**done, "reason": "the association could not be undone"}
     done["disassociated"] = [f"{words[0]}, disassociated again"]
     done["reason"] = done["reason"] or (
-        DRY_RUN_REASON
+        dry_run_reason()
         if dry_run
         else f"{change['vpcId']} is not guarded, {target} is: the association was undone"
     )
@@ -5127,7 +5133,7 @@ def retag_rules(change: dict, done: dict, dry_run: bool, account: str | None) ->
         return done
     if dry_run:
         done["retagged"] = [f"tags {', '.join(keys)} of {rules} put back"]
-        return {**done, "reason": DRY_RUN_REASON}
+        return {**done, "reason": dry_run_reason()}
     # A tag written or taken off decides what the sweep revokes: on AWS's record only.
     confirm_first(change, dry_run)
     ec2 = client("ec2", change["region"], account)
@@ -5824,11 +5830,10 @@ def go_offline() -> None:
     """Decide on the records alone: nothing read, nothing changed. A saved event is judged
     as if it had just happened (the late check reads AWS); a decision that needs AWS (a
     group named only, VPC or tag conditions, an edit, a prefix list) ends in `error`."""
-    global _offline, SETTINGS, DRY_RUN_REASON
+    global _offline, SETTINGS
     _offline = True
     SETTINGS = SETTINGS._replace(LATE_AFTER_SECONDS=10**12)
     os.environ["DRY_RUN"] = "true"
-    DRY_RUN_REASON = "--offline: decided on the record alone; nothing changed"
 
 
 NO_CREDENTIALS = (
