@@ -224,7 +224,7 @@ class Done(TypedDict, total=False):
     reauthorized: list[Rule]  # removals from a locked group put back
     kept: list[Rule | str]  # rules, or a feature's words for what stays
     gone: list[Rule | str]  # already gone: success
-    changedSince: list[dict[str, Rule]]  # {"recorded", "now"}: left, reported
+    changedSince: list[dict[str, Rule | str]]  # {"recorded", "now"}: left, reported
     unreadable: list[str]
     leftOpen: list[Rule]  # could not be undone at all
     retagged: list[str]  # the features' own words for what they undid
@@ -1237,7 +1237,7 @@ def outcome(summary: dict, decision: str, done: Done) -> Outcome:
             result[name] = in_words(done[key])
     if done.get("changedSince"):
         result["changedSince"] = [
-            {"recorded": describe(pair["recorded"]), "now": describe(pair["now"])}
+            {"recorded": in_words([pair["recorded"]])[0], "now": in_words([pair["now"]])[0]}
             for pair in done["changedSince"]
         ]
     for key in ("unreadable", "exception"):  # exception: Exceptions that expire
@@ -2951,14 +2951,24 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
     approved, done["reason"] = verdict_of_should_revert({**change, "rules": guarded})
     if not approved:
         return {**done, "kept": entries_changed(change)}
-    gone = [] if dry_run else remove_entries(ec2, listed["prefixListId"], removing)
+    gone, again = [], []
+    if not dry_run:
+        made = version_made(listed)
+        gone, again = remove_entries(ec2, listed["prefixListId"], removing, made)
     used = ", ".join(
         sorted({rule["groupId"] or "rules ALLOWED_RULES keeps" for rule in guarded})
     )
     done["unwidened"] = [
         f"entry {entry['cidr']} taken out of {listed['prefixListId']} (used by {used})"
         for entry in removing
-        if entry not in gone
+        if entry not in gone and entry not in again
+    ]
+    done["changedSince"] += [
+        {
+            "recorded": f"entry {entry['cidr']} added to {listed['prefixListId']}",
+            "now": f"entry {entry['cidr']}, taken out and added again since: left as it is",
+        }
+        for entry in again
     ]
     done["gone"] = entries_changed({"prefixList": {**listed, "added": gone}})
     done["reason"] = done["reason"] or (
@@ -3146,28 +3156,48 @@ def entries_at(ec2: Any, prefix_list_id: str, version: int) -> dict[str, dict]:
     return {entry["Cidr"]: entry for page in pages for entry in page.get("Entries", [])}
 
 
+def version_made(listed: dict[str, Any]) -> int | None:
+    """The version of the list the change made: the one after the version it changed."""
+    if "restored" in listed:
+        return listed["restored"]["over"] + 1
+    return listed["currentVersion"] + 1 if "currentVersion" in listed else None
+
+
+# Later versions of a list read at most, to find an entry taken out and added again since
+# the change; past them the entries are taken out as before (a flood of edits keeps nothing).
+PREFIX_LIST_VERSIONS = 10
+
+
 def remove_entries(
-    ec2: Any, prefix_list_id: str, entries: list[dict[str, str]]
-) -> list[dict[str, str]]:
-    """Take the entries out of the list, at the version they were read from; the ones no
-    longer in it (or the list gone) are returned as already gone. A version changed in
-    between fails the call, and Lambda's retry reads it again."""
+    ec2: Any, prefix_list_id: str, entries: list[dict[str, str]], made: int | None = None
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Take the entries out of the list, at the version they were read from. Returns (those
+    no longer in it, or the list gone: already gone; those a version after `made`, the one
+    the change made, lacked: taken out and added again since, by a later call that decides
+    them, so left). A version changed in between fails the call; Lambda retries."""
     try:
         # IAM: ec2:DescribeManagedPrefixLists
         lists = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])
         if not lists["PrefixLists"]:
-            return entries
+            return entries, []
         version = lists["PrefixLists"][0]["Version"]
         present = {
             ipaddress.ip_network(cidr, strict=False): cidr
             for cidr in entries_at(ec2, prefix_list_id, version)
         }
+        again = added_again(
+            ec2, prefix_list_id, entries, range((made or version) + 1, version)
+        )
     except ClientError as error:
         if error_code(error) in PREFIX_LIST_GONE:
-            return entries
+            return entries, []
         raise
     networks = [ipaddress.ip_network(entry["cidr"], strict=False) for entry in entries]
-    removing = [present[network] for network in networks if network in present]
+    removing = [
+        present[network]
+        for entry, network in zip(entries, networks)
+        if network in present and entry not in again
+    ]
     if removing:
         # IAM: ec2:ModifyManagedPrefixList
         ec2.modify_managed_prefix_list(
@@ -3175,7 +3205,28 @@ def remove_entries(
             CurrentVersion=version,
             RemoveEntries=[{"Cidr": cidr} for cidr in removing],
         )
-    return [e for e, network in zip(entries, networks) if network not in present]
+    return [e for e, network in zip(entries, networks) if network not in present], again
+
+
+def added_again(
+    ec2: Any, prefix_list_id: str, entries: list[dict[str, str]], versions: range
+) -> list[dict[str, str]]:
+    """The entries one of these versions (AWS keeps each, unchanged) did not hold."""
+    if not versions or len(versions) > PREFIX_LIST_VERSIONS:
+        return []
+    again = []
+    for version in versions:
+        held = {
+            ipaddress.ip_network(c, strict=False)
+            for c in entries_at(ec2, prefix_list_id, version)
+        }
+        again += [
+            entry
+            for entry in entries
+            if entry not in again
+            and ipaddress.ip_network(entry["cidr"], strict=False) not in held
+        ]
+    return again
 
 
 # =============================================================================================

@@ -378,3 +378,38 @@ def test_a_list_allowed_rules_name_is_guarded_while_no_group_uses_it(
         f"entry 0.0.0.0/0 taken out of {office} (used by rules ALLOWED_RULES keeps)"
     ]
     assert entries_of(ec2, office) == [OFFICE]
+
+
+# ---- A late event: an entry taken out and added again since is not the event's --------------
+# (an attacker's review: entries have no ID, so a retry, a redrive or the sweep reading the
+# first addition again took out the same CIDR an exempt admin had added since, told as
+# reverted. AWS keeps every version of a list: one that lacked the entry after the event's
+# own says a later call added it again, and that call decides it.)
+
+PARTNER = "203.0.113.0/24"
+
+
+def test_a_late_event_leaves_an_entry_an_exempt_admin_added_again_since(ec2, used, conditions):
+    conditions(EXEMPT_PRINCIPALS=[f"arn:aws:iam::{ACCOUNT}:role/NetworkAdmin"])
+    alices = add_entries(ec2, used, [PARTNER])
+    assert lambda_handler(alices, CONTEXT)["decision"] == "reverted"
+    admin = assumed_role("NetworkAdmin", "bob")
+    admins = add_entries(ec2, used, [PARTNER], identity=admin)
+    assert lambda_handler(admins, CONTEXT)["decision"] == "kept"
+    again = lambda_handler(alices, CONTEXT)  # Lambda's retry, a redrive, the sweep
+    assert entries_of(ec2, used) == [OFFICE, PARTNER]
+    assert again["decision"] == "changed-since"
+    assert again["changedSince"] == [
+        {
+            "recorded": f"entry {PARTNER} added to {used}",
+            "now": f"entry {PARTNER}, taken out and added again since: left as it is",
+        }
+    ]
+
+
+def test_an_entry_the_list_held_in_every_version_since_is_still_taken_out(ec2, used):
+    """Later versions that kept the entry (another entry added beside it) change nothing."""
+    added = add_entries(ec2, used, [PARTNER])
+    add_entries(ec2, used, ["192.0.2.0/24"])  # a later call, not yet handled
+    assert lambda_handler(added, CONTEXT)["decision"] == "reverted"
+    assert PARTNER not in entries_of(ec2, used)
