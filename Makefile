@@ -58,8 +58,9 @@ lint: $(BIN)/activate
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
 
+# Two workers (pytest-xdist): the suite takes about half the time on two cores.
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 # The edit-test loop: the pure reading and deciding tests (no moto server, no fuzz, no
 # subprocess suites), stopping at the first failure.
@@ -85,12 +86,14 @@ format: $(BIN)/activate
 # The deployment zip holds lambda_function.py alone; fixed time stamp and mode make the same
 # source give the same bytes. Its name carries __version__ (lambda_function.py, CHANGELOG.md).
 VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)".*/\1/p' lambda_function.py)
-ZIP := dist/sg-guardrail-$(VERSION).zip
+# DIST: where the zip and the parameter files are written (the tests give a folder of their own).
+DIST ?= dist
+ZIP := $(DIST)/sg-guardrail-$(VERSION).zip
 $(if $(VERSION),,$(error lambda_function.py has no __version__ = "..." line))
 package: $(ZIP)
 
 $(ZIP): lambda_function.py
-	mkdir -p dist
+	mkdir -p $(DIST)
 	$(PYTHON) -c 'import sys, zipfile; \
 	entry = zipfile.ZipInfo("lambda_function.py", date_time=(1980, 1, 1, 0, 0, 0)); \
 	entry.external_attr = 0o644 << 16; entry.compress_type = zipfile.ZIP_DEFLATED; \
@@ -108,12 +111,12 @@ deploy: $(ZIP)
 	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMETERS=file.json] [PARAMS=...]"; exit 2; }
 	key=sg-guardrail/$(VERSION)-$$(sha256sum $(ZIP) | cut -c1-16).zip && \
 	$(PYTHON) deploy/parameters.py $(MODE) $(if $(PARAMETERS),--file $(PARAMETERS)) \
-	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > dist/central-parameters.json && \
+	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > $(DIST)/central-parameters.json && \
 	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \
 	  --s3-bucket $(BUCKET) --s3-prefix sg-guardrail/templates \
 	  --capabilities CAPABILITY_NAMED_IAM \
-	  --parameter-overrides file://dist/central-parameters.json
+	  --parameter-overrides file://$(DIST)/central-parameters.json
 
 # make stackset PARAMETERS=guardrail.json OUS="ou-ab12-11111111 ou-ab12-22222222" REGIONS="eu-west-1 us-east-1"
 #   [CENTRAL_ACCOUNT=111122223333] [STACKSET=sg-guardrail-members] [CALL_AS=SELF|DELEGATED_ADMIN]
@@ -127,14 +130,14 @@ CENTRAL_ACCOUNT ?=
 TEMPLATE_KEY = sg-guardrail/templates/template-$(VERSION)-$(shell sha256sum template.yaml | cut -c1-16).yaml
 stackset:
 	@test -n "$(PARAMETERS)" -a -n "$(OUS)" -a -n "$(REGIONS)" -a -n "$(BUCKET)" || { echo 'usage: make stackset BUCKET=<S3 bucket> PARAMETERS=file.json OUS="ou-..." REGIONS="eu-west-1 ..." [CENTRAL_ACCOUNT=...]'; exit 2; }
-	mkdir -p dist
+	mkdir -p $(DIST)
 	$(PYTHON) deploy/parameters.py member --file $(PARAMETERS) \
-	  $(if $(CENTRAL_ACCOUNT),CentralAccountId=$(CENTRAL_ACCOUNT)) > dist/member-parameters.json
+	  $(if $(CENTRAL_ACCOUNT),CentralAccountId=$(CENTRAL_ACCOUNT)) > $(DIST)/member-parameters.json
 	# The template is over the 51,200 bytes a template body may hold: it goes by S3.
 	aws s3 cp template.yaml s3://$(BUCKET)/$(TEMPLATE_KEY)
 	if aws cloudformation describe-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) >/dev/null 2>&1; then \
 	  aws cloudformation update-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
-	    --template-url https://$(BUCKET).s3.amazonaws.com/$(TEMPLATE_KEY) --parameters file://dist/member-parameters.json \
+	    --template-url https://$(BUCKET).s3.amazonaws.com/$(TEMPLATE_KEY) --parameters file://$(DIST)/member-parameters.json \
 	    --capabilities CAPABILITY_NAMED_IAM \
 	    --deployment-targets OrganizationalUnitIds=$(subst $(eval) ,$(comma),$(strip $(OUS))) \
 	    --regions $(REGIONS) \
@@ -142,7 +145,7 @@ stackset:
 	else \
 	  aws cloudformation create-stack-set --stack-set-name $(STACKSET) --call-as $(CALL_AS) \
 	    --description "sg-guardrail member stacks: forwarding rules and the member role" \
-	    --template-url https://$(BUCKET).s3.amazonaws.com/$(TEMPLATE_KEY) --parameters file://dist/member-parameters.json \
+	    --template-url https://$(BUCKET).s3.amazonaws.com/$(TEMPLATE_KEY) --parameters file://$(DIST)/member-parameters.json \
 	    --capabilities CAPABILITY_NAMED_IAM --permission-model SERVICE_MANAGED \
 	    --auto-deployment Enabled=true,RetainStacksOnAccountRemoval=false && \
 	  aws cloudformation create-stack-instances --stack-set-name $(STACKSET) --call-as $(CALL_AS) \

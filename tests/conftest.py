@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -249,9 +250,46 @@ def inbox(aws, monkeypatch):
     return received
 
 
+# make test runs the suite on two pytest-xdist workers, and each sees only its own tests' calls
+# and fuzz examples: each hands them to the controller, which checks the calls against
+# iam_policy.json once both are done (test_policy.policy_mismatch) and fails the run if they
+# differ. A plain `pytest tests` runs that check as a test instead.
+FROM_WORKERS: dict = {"called": set(), "modules": set(), "fuzz": Counter()}
+MISMATCH: list[str] = []
+
+
+def pytest_sessionfinish(session):
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # an xdist worker
+        fuzz = sys.modules.get("test_fuzz")
+        output["called"] = sorted(CALLED_BY_THE_FUNCTION)
+        output["modules"] = sorted({item.module.__name__ for item in session.items})
+        output["fuzz"] = dict(fuzz.OUTCOMES) if fuzz is not None else {}
+    elif FROM_WORKERS["modules"]:  # the controller, after its workers are down
+        from test_policy import policy_mismatch
+
+        MISMATCH.extend(policy_mismatch(FROM_WORKERS["called"], FROM_WORKERS["modules"]))
+        if MISMATCH:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for key, seen in getattr(node, "workeroutput", {}).items():
+        if key in FROM_WORKERS:
+            FROM_WORKERS[key].update(seen)
+
+
 def pytest_terminal_summary(terminalreporter):
     """What the fuzz examples did (test_fuzz.OUTCOMES), after the run's last line of dots
-    rather than among them."""
+    rather than among them; under xdist, the IAM check across workers."""
     fuzz = sys.modules.get("test_fuzz")
-    if fuzz is not None and fuzz.OUTCOMES:
-        terminalreporter.write_line(f"fuzz outcomes: {dict(sorted(fuzz.OUTCOMES.items()))}")
+    outcomes = FROM_WORKERS["fuzz"] or (fuzz.OUTCOMES if fuzz is not None else {})
+    if outcomes:
+        terminalreporter.write_line(f"fuzz outcomes: {dict(sorted(outcomes.items()))}")
+    if FROM_WORKERS["modules"]:
+        called = len(FROM_WORKERS["called"])
+        for line in MISMATCH or [
+            f"iam_policy.json grants the {called} actions both workers saw"
+        ]:
+            terminalreporter.write_line(("FAILED: " if MISMATCH else "") + line)

@@ -23,12 +23,17 @@ POLICY = json.loads((ROOT / "iam_policy.json").read_text())
 PATTERN = json.loads((ROOT / "event_pattern.json").read_text())
 
 
-def test_package_is_the_one_file_and_reproducible():
-    built = ROOT / "dist" / f"sg-guardrail-{lambda_function.__version__}.zip"
+def test_package_is_the_one_file_and_reproducible(tmp_path):
+    built = tmp_path / f"sg-guardrail-{lambda_function.__version__}.zip"
     digests = []
     for _ in range(2):
         built.unlink(missing_ok=True)
-        subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            ["make", "-s", "package", f"DIST={tmp_path}"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         digests.append(hashlib.sha256(built.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     with zipfile.ZipFile(built) as archive:

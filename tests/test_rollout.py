@@ -48,6 +48,7 @@ def aws_cli(tmp_path):
     calls = tmp_path / "calls.jsonl"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env["AWS_CALLS"] = str(calls)
+    env["DIST"] = str(tmp_path / "dist")  # not the clone's dist/
 
     def run(*target, **more_env):
         done = subprocess.run(
@@ -76,7 +77,8 @@ def test_make_deploy_uploads_the_versioned_zip_and_deploys_with_the_file(aws_cli
         "deploy", "BUCKET=my-artifacts", f"PARAMETERS={EXAMPLE}", "PARAMS=DryRun=false"
     )
     version = lambda_function.__version__
-    assert upload["args"][:3] == ["s3", "cp", f"dist/sg-guardrail-{version}.zip"]
+    assert upload["args"][:2] == ["s3", "cp"]
+    assert upload["args"][2].endswith(f"/dist/sg-guardrail-{version}.zip")
     key = upload["args"][3].removeprefix("s3://my-artifacts/")
     assert key.startswith(f"sg-guardrail/{version}-") and key.endswith(".zip")
     assert deploy["args"][:2] == ["cloudformation", "deploy"]
