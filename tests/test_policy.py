@@ -77,19 +77,17 @@ def test_pattern_selects_the_handled_calls_and_no_failed_ones():
     assert PATTERN["detail"]["errorCode"] == [{"exists": False}]
 
 
+# The modules that, run together, reach every call the policy grants.
+WHOLE_SUITE = {"test_reverting", "test_faults", "test_notifying", "test_accounts"}
+
+
 def policy_mismatch(called: set[str], modules: set[str]) -> list[str]:
     """What is wrong between the calls the suite saw and iam_policy.json (empty: nothing)."""
     function_actions = granted("") - USED_BY_LAMBDA
     wrong = []
     if called - function_actions:
         wrong.append(f"called, not granted: {sorted(called - function_actions)}")
-    whole_suite = {
-        "test_reverting",
-        "test_faults",
-        "test_notifying",
-        "test_accounts",
-    } <= modules
-    if whole_suite and function_actions - called:
+    if WHOLE_SUITE <= modules and function_actions - called:
         wrong.append(f"granted, never called: {sorted(function_actions - called)}")
     return wrong
 
@@ -104,7 +102,7 @@ def test_iam_policy_matches_the_calls_the_suite_saw_the_function_make(request):
     granted_actions = granted("") - USED_BY_LAMBDA
     assert policy_mismatch(
         granted_actions - {"ec2:DescribeSecurityGroupRules"},
-        {"test_reverting", "test_faults", "test_notifying", "test_accounts"},
+        WHOLE_SUITE,
     ) == ["granted, never called: ['ec2:DescribeSecurityGroupRules']"]
     assert policy_mismatch(granted_actions | {"ec2:DeleteSecurityGroup"}, set()) == [
         "called, not granted: ['ec2:DeleteSecurityGroup']"
