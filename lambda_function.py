@@ -3233,7 +3233,8 @@ def added_again(
 # VPC associations: a group associated with a guarded VPC is disassociated
 #
 # Switch: always on; ONLY_VPC_IDS and NEVER_VPC_IDS say which VPCs are guarded (every one,
-# unset). Events: AssociateSecurityGroupVpc. IAM actions: ec2:DisassociateSecurityGroupVpc.
+# unset). Events: AssociateSecurityGroupVpc. IAM actions: ec2:DisassociateSecurityGroupVpc;
+# for a late event, cloudtrail:LookupEvents (granted with the sweep, which brings them).
 # =============================================================================================
 
 
@@ -3290,6 +3291,10 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
     approved, done["reason"] = verdict_of_should_revert(change)
     if not approved:
         return {**done, "kept": words}
+    now = datetime.datetime.now(datetime.UTC)
+    ended = ended_since(change, account) if is_late(change, now) else None
+    if ended:  # an association there now is a later call's, judged as its own event
+        return {**done, "reason": f"{ended}; it is not this event's to undo", "gone": words}
     if not dry_run:
         try:
             # IAM: ec2:DisassociateSecurityGroupVpc
@@ -3311,6 +3316,64 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
         else f"{change['vpcId']} is not guarded, {target} is: the association was undone"
     )
     return done
+
+
+def ended_since(change: Change, account: str | None) -> str | None:
+    """A late association (a retry, a redrive, the sweep): a later DisassociateSecurityGroupVpc
+    or AssociateSecurityGroupVpc of the same group and VPC in event history, in words; it
+    ended this one, so undoing it now would take out an association made since (an exempt
+    admin's, say). Only calls a whole second later count: within one second CloudTrail's
+    times cannot order them, and the undo goes ahead. None when history holds none, or may
+    not be read (the undo goes ahead, as it did before history was asked)."""
+    made = time_of(change)
+    if made is None:
+        return None
+    trail = client("cloudtrail", change["region"], account)
+    pair = (change["groupId"], change["association"]["vpcId"])
+    for name in ("DisassociateSecurityGroupVpc", "AssociateSecurityGroupVpc"):
+        try:
+            # IAM: cloudtrail:LookupEvents
+            pages = trail.get_paginator("lookup_events").paginate(
+                LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
+                StartTime=made + datetime.timedelta(seconds=1),
+                EndTime=datetime.datetime.now(datetime.UTC),
+                PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
+            )
+            for page in pages:
+                for event in page.get("Events") or []:
+                    record = json_or_none(event.get("CloudTrailEvent"))
+                    if association_pair(record, name) == pair and record_after(record, made):
+                        return f"{name} at {record['eventTime']} ended it since"
+        except ClientError as error:
+            if error_code(error) not in DENIED:
+                raise
+            return None
+    return None
+
+
+def association_pair(record: Any, name: str) -> tuple[Any, Any] | None:
+    """(GroupId, VpcId) of a successful call named name, in either layout read_association
+    reads; None for a failed call (it changed nothing) or another."""
+    if not isinstance(record, dict) or record.get("eventName") != name:
+        return None
+    if record.get("errorCode") or record.get("errorMessage"):
+        return None
+    params = record.get("requestParameters")
+    request = field(params, f"{name}Request")
+    request = request if isinstance(request, dict) else params
+    return field(request, "GroupId"), field(request, "VpcId")
+
+
+def json_or_none(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def record_after(record: dict, made: datetime.datetime) -> bool:
+    later = time_of({"eventTime": record.get("eventTime")})
+    return later is not None and later > made
 
 
 # The optional features' events and their readers, above: read_rules (on the default path)

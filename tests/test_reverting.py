@@ -10,6 +10,7 @@ from botocore.stub import Stubber
 from cloudtrail import (
     ACCOUNT,
     SSH,
+    EventHistory,
     assumed_role,
     authorize,
     camel,
@@ -550,3 +551,92 @@ def test_a_group_from_an_unguarded_vpc_associated_with_a_guarded_one_is_taken_ou
         assert result["rules"] == [
             f"{OUTSIDE_GROUP} associated with {into}, disassociated again"
         ]
+
+
+def at(event, seconds_after, made):
+    """The record, made `seconds_after` seconds after `made` (CloudTrail's whole seconds)."""
+    when = made + datetime.timedelta(seconds=seconds_after)
+    return {**event, "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def disassociation(group_id, vpc_id, error_code=None):
+    request = {"DisassociateSecurityGroupVpcRequest": {"GroupId": group_id, "VpcId": vpc_id}}
+    response = None if error_code else {"DisassociateSecurityGroupVpcResponse": {}}
+    return record("DisassociateSecurityGroupVpc", request, response, error_code=error_code)
+
+
+# A late copy of an association (Lambda's retry, a redrive, the sweep) must not take out an
+# association made since: event history (cloudtrail.EventHistory, LookupEvents' documented
+# shape, looked up by EventName) is read for a later call on the same group and VPC.
+ADMIN = assumed_role("NetworkAdmin", "carol")
+LATER_CALLS = {
+    "taken out and associated again since, by an admin": (
+        [(disassociation, 60, None), (association, 120, ADMIN)],
+        False,
+    ),
+    "associated again since, its disassociation not in history yet": (
+        [(association, 120, ADMIN)],
+        False,
+    ),
+    "nothing since": ([], True),
+    "a failed disassociation since (it changed nothing)": (
+        [(disassociation, 60, "InvalidGroupId.NotFound")],
+        True,
+    ),
+    "in the same second: cannot be ordered, so the undo goes ahead": (
+        [(disassociation, 0, None), (association, 0, ADMIN)],
+        True,
+    ),
+    "another VPC's association since": ([(association, 60, "other-vpc")], True),
+    "event history may not be read": (None, True),
+}
+
+
+@pytest.mark.parametrize(("later", "undone"), LATER_CALLS.values(), ids=list(LATER_CALLS))
+def test_a_late_association_is_undone_only_if_no_later_call_ended_it(
+    aws, conditions, later, undone
+):
+    conditions(ONLY_VPC_IDS=[GUARDED_VPC])
+    made = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
+    event = at(association(OUTSIDE_GROUP, GUARDED_VPC), 0, made)
+    trail = lambda_function.client("cloudtrail", "us-east-1")
+    if later is None:
+        denied = Stubber(trail)
+        denied.add_client_error("lookup_events", "AccessDeniedException", http_status_code=400)
+        denied.activate()
+    else:
+        calls = []
+        for make, seconds, how in later:
+            if make is disassociation:
+                calls.append(
+                    at(disassociation(OUTSIDE_GROUP, GUARDED_VPC, how), seconds, made)
+                )
+            elif how == "other-vpc":
+                calls.append(
+                    at(association(OUTSIDE_GROUP, "vpc-0eeeeeeeeeeeeeee5"), seconds, made)
+                )
+            else:
+                calls.append(at(association(OUTSIDE_GROUP, GUARDED_VPC, how), seconds, made))
+        EventHistory([event, *calls]).serve(trail)
+    with Stubber(lambda_function.client("ec2", "us-east-1")) as ec2:
+        ec2.add_response(
+            "describe_security_groups",
+            {"SecurityGroups": [{"GroupId": OUTSIDE_GROUP, "VpcId": OPEN_VPC}]},
+            {"GroupIds": [OUTSIDE_GROUP]},
+        )
+        if undone:
+            ec2.add_response(
+                "disassociate_security_group_vpc",
+                {"State": "disassociating"},
+                {"GroupId": OUTSIDE_GROUP, "VpcId": GUARDED_VPC},
+            )
+        result = lambda_handler(eventbridge(event), CONTEXT)
+        ec2.assert_no_pending_responses()
+    words = f"{OUTSIDE_GROUP} associated with {GUARDED_VPC}"
+    if undone:
+        assert result["decision"] == "reverted", result
+        assert result["rules"] == [f"{words}, disassociated again"]
+    else:
+        assert result["decision"] == "already-gone", result
+        assert result["alreadyGone"] == [words]
+        assert "ended it since" in result["reason"]
