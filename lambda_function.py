@@ -1152,7 +1152,8 @@ BLIND_SPOT = "blind-spot"
 
 
 # What a Done lists as undone: revoked (the default path) and the optional features' words.
-UNDONE = ("revoked", "restored", "reauthorized", "retagged", "unwidened", "disassociated")
+UNDONE_BY_FEATURES = ("restored", "reauthorized", "retagged", "unwidened", "disassociated")
+UNDONE = ("revoked", *UNDONE_BY_FEATURES)
 
 
 def decision_of(done: Done, dry_run: bool) -> str:
@@ -1226,7 +1227,7 @@ def outcome(summary: dict, decision: str, done: Done) -> Outcome:
     """The summary of one event: the log line and the handler's result."""
     result = {**summary, "decision": decision, "reason": done["reason"]}
     result["rules"] = in_words(done.get("revoked", []))
-    if any(done.get(key) for key in UNDONE[1:]):  # what the optional features undid
+    if any(done.get(key) for key in UNDONE_BY_FEATURES):
         result["rules"] += undone_by_features(done)
     for key, name in (
         ("kept", "keptRules"),
