@@ -2520,10 +2520,11 @@ def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[di
 #
 # With the tags back, the group's rule changes made since the tag change (kept live on the
 # tags they found) are decided again, from event history, and undone where due.
-# Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED. Events: CreateTags, DeleteTags on
-# security groups, and CreateSecurityGroup with tags (a NEVER_TAGGED tag given at creation).
-# IAM actions: ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups,
-# cloudtrail:LookupEvents. Template: GuardTags.
+# Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED; the sweep reads the tag calls too with
+# GUARD_TAGS=true. Events: CreateTags, DeleteTags on security groups, and CreateSecurityGroup
+# with tags (a NEVER_TAGGED tag given at creation). IAM actions: ec2:CreateTags,
+# ec2:DeleteTags, ec2:DescribeSecurityGroups, cloudtrail:LookupEvents. Template: GuardTags
+# (which sets GUARD_TAGS).
 # =============================================================================================
 
 
@@ -2784,6 +2785,84 @@ def undo_while_off(change: Change, group_id: str, done: Done, account: str | Non
             "unreadable",
         ):
             done[key] += again.get(key, [])
+
+
+def sweep_guard_tags(
+    since: datetime.timedelta,
+    region: str,
+    account: str | None,
+    counts: dict[str, int],
+    context: Any,
+) -> list[str]:
+    """The sweep's pass over the guard's tag calls (GUARD_TAGS=true; template: GuardTags),
+    after its history pass: a tag call or a creation that switched the guard off and whose
+    delivery was lost would leave the group unguarded for good. CreateTags is recorded for
+    every kind of EC2 resource, so this pass comes after the rule calls, which a flood of
+    other resources' tags cannot crowd out. Each one at stake that the guard has not
+    answered goes through the same path; what the deadline leaves is told."""
+    if not switched_on("GUARD_TAGS"):
+        return []
+    trail = client("cloudtrail", region, account)
+    records, whole = read_history(since, trail, TAG_EVENTS + CREATION_EVENTS)
+    for record in records:
+        if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
+            whole = False
+            break
+        if unanswered_tag_change(record, account):
+            tally(counts, handle_quietly(record, context, from_history=True))
+    if whole:
+        return []
+    where = f"account {account}" if account else "this account"
+    why = "were read and handled before the deadline; the next sweep reads them again"
+    return [f"not all tag calls on the security groups of {where} in {region} {why}"]
+
+
+def unanswered_tag_change(record: Any, account: str | None) -> bool:
+    """Would the tag call switch the guard off, and has the guard not answered it? Its own
+    tag call on one of those keys of the group, a whole second later or more, is the live
+    path's answer (or a sweep's): the call is not handled again, so that a tag an exempt
+    admin has set since is not taken off. A call it answered on only some of its groups,
+    or history read short, is handled again: each group is read as it is now."""
+    try:
+        change = read_change(record)
+    except BadEvent:
+        return False
+    tagging = change.get("tagging")
+    if not tagging or not tagging["groupIds"] or is_own(change, account):
+        return False
+    lost, added = tags_at_stake(tagging, change["eventName"])
+    keys = {*lost, *added}
+    if not keys:
+        return False
+    made = time_of(change)
+    return made is None or not all(
+        answered(change, group_id, keys, made, account) for group_id in tagging["groupIds"]
+    )
+
+
+def answered(
+    change: Change, group_id: str, keys: set[str], made: datetime.datetime, account: Any
+) -> bool:
+    """Did the guard itself call CreateTags or DeleteTags on these keys of the group after
+    the change (event history, the group's records since)?"""
+    window = {**change, "groupId": group_id, "eventTime": None}  # up to now
+    for found in group_records(window, account, since=made + datetime.timedelta(seconds=1)):
+        if found is CUT_SHORT:
+            return False
+        try:
+            later = read_change(found)
+        except BadEvent:
+            continue
+        tagging = later.get("tagging") or {}
+        touched = keys if tagging.get("allTags") else keys & set(tagging.get("tags", {}))
+        if (
+            group_id in tagging.get("groupIds", [])
+            and touched
+            and record_after(found, made)
+            and is_own(later, account)
+        ):
+            return True
+    return False
 
 
 def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
@@ -3651,6 +3730,7 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
         for region in regions:
             try:
                 blind_spots += sweep_history(since, period, region, account, counts, context)
+                blind_spots += sweep_guard_tags(since, region, account, counts, context)
             except RETRY_LATER as error:
                 where = f"account {account}" if account else "this account"
                 blind_spots.append(f"{where} in {region} could not be swept fully: {error}")

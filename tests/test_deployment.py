@@ -643,6 +643,7 @@ def test_security_hub_is_granted_only_when_switched_on_and_only_its_own_product(
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
     assert variables["SECURITY_HUB_FINDINGS"] == {"Ref": "SecurityHubFindings"}
     assert variables["CHAT_NOTIFICATIONS"] == {"Ref": "ChatNotifications"}
+    assert variables["GUARD_TAGS"] == {"Ref": "GuardTags"}  # the sweep's tag pass
 
 
 @pytest.mark.parametrize(

@@ -561,3 +561,90 @@ def test_one_tag_call_on_ten_groups_reads_history_at_most_twice_a_group(
     history.lookups.clear()
     lambda_handler(eventbridge(deleted), CONTEXT)
     assert len(history.lookups) <= 1 + 2 * len(groups)
+
+
+# ---- the sweep reads the guard's tag calls (GUARD_TAGS=true, template: GuardTags) -----------
+# Event history is cloudtrail.EventHistory (LookupEvents' documented shape): every record the
+# helpers made, delivered or not. A record "lost" here is one never handed to the function.
+
+
+def sweep():
+    return lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+
+
+@pytest.mark.parametrize("guard_tags", ["true", ""], ids=["GuardTags", "not-switched-on"])
+def test_a_lost_tag_call_that_switched_the_guard_off_is_undone_by_the_sweep(
+    ec2, guarded, monkeypatch, guard_tags
+):
+    monkeypatch.setenv("GUARD_TAGS", guard_tags)
+    earlier(tag(ec2, "CreateTags", guarded, {"guardrail-off": "yes"}), 120)  # never delivered
+    opened = lambda_handler(eventbridge(earlier(authorize(ec2, guarded, [SSH]), 60)), CONTEXT)
+    assert (opened["decision"], OPEN in rule_set(ec2, guarded)) == ("kept", True)  # live
+    result = sweep()
+    if guard_tags:
+        assert "guardrail-off" not in tags_of(ec2, guarded)
+        assert OPEN not in rule_set(ec2, guarded)
+        assert result["decisions"].get("reverted", 0) >= 1
+        assert "blindSpots" not in result
+    else:  # without the switch the sweep leaves tag calls to the live path, as before
+        assert tags_of(ec2, guarded)["guardrail-off"] == "yes"
+        assert OPEN in rule_set(ec2, guarded)
+
+
+def test_a_lost_creation_with_a_never_tagged_tag_is_undone_by_the_sweep(
+    ec2, born_exempt, monkeypatch
+):
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    group, created = born_exempt
+    earlier(created, 120)  # never delivered
+    sweep()
+    assert tags_of(ec2, group) == {"app": "web"}
+
+
+@pytest.mark.parametrize(
+    ("answered_after", "left"),
+    [(30, True), (0, False)],
+    ids=["answered-a-second-later-or-more", "answered-in-the-same-second"],
+)
+def test_a_tag_call_the_guard_answered_is_not_handled_again_over_an_admins_tag(
+    ec2, guarded, monkeypatch, as_the_function, answered_after, left
+):
+    """The live path took the tag off; an exempt admin set it again since: the sweep, which
+    still finds the first call in its window, must not take the admin's tag off. Within one
+    second CloudTrail's times cannot order the guard's answer after the call, so the call is
+    handled again (the tag goes, and is told): toward the guard being on."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+        EXEMPT_PRINCIPALS=["arn:aws:iam::*:role/NetworkAdmin"]
+    )
+    call = earlier(tag(ec2, "CreateTags", guarded, {"guardrail-off": "yes"}), 120)
+    answer = tag(
+        ec2, "DeleteTags", guarded, {"guardrail-off": "yes"}, identity=as_the_function
+    )
+    earlier(answer, 120 - answered_after)
+    admin = assumed_role("NetworkAdmin", "carol")
+    earlier(tag(ec2, "CreateTags", guarded, {"guardrail-off": "yes"}, identity=admin), 30)
+    assert call["eventTime"] <= answer["eventTime"]
+    sweep()
+    assert ("guardrail-off" in tags_of(ec2, guarded)) is left
+
+
+def test_the_sweeps_tag_pass_hands_on_only_tag_calls_at_stake_on_security_groups(
+    ec2, guarded, monkeypatch, as_the_function
+):
+    """CreateTags is recorded for every EC2 resource: an instance's tags, a security group's
+    harmless ones, and a call the guard answered on another key only, are not the guard's
+    business; the one at stake is, once."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    params = {
+        "resourcesSet": {"items": [{"resourceId": "i-0123456789abcdef0"}]},
+        "tagSet": {"items": [{"key": "guardrail-off", "value": "yes"}]},
+    }
+    made(earlier(record("CreateTags", params, {"_return": True}), 100))  # an instance
+    earlier(tag(ec2, "CreateTags", guarded, {"team": "web"}), 90)  # harmless
+    earlier(tag(ec2, "CreateTags", guarded, {"guardrail-off": "yes"}), 80)  # at stake
+    other_key = tag(ec2, "DeleteTags", guarded, {"team": None}, identity=as_the_function)
+    earlier(other_key, 40)  # the guard's own call on another key is no answer to it
+    result = sweep()
+    assert "guardrail-off" not in tags_of(ec2, guarded)
+    assert result["decisions"] == {"reverted": 1}
