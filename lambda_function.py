@@ -2843,8 +2843,10 @@ def unanswered_tag_change(record: Any, account: str | None) -> bool:
 def answered(
     change: Change, group_id: str, keys: set[str], made: datetime.datetime, account: Any
 ) -> bool:
-    """Did the guard itself call CreateTags or DeleteTags on these keys of the group after
-    the change (event history, the group's records since)?"""
+    """Did the guard itself call CreateTags or DeleteTags on each of these keys of the group
+    after the change (event history, the group's records since)? An answer on some keys
+    only leaves the others to be handled."""
+    unanswered = set(keys)
     window = {**change, "groupId": group_id, "eventTime": None}  # up to now
     for found in group_records(window, account, since=made + datetime.timedelta(seconds=1)):
         if found is CUT_SHORT:
@@ -2854,14 +2856,14 @@ def answered(
         except BadEvent:
             continue
         tagging = later.get("tagging") or {}
-        touched = keys if tagging.get("allTags") else keys & set(tagging.get("tags", {}))
         if (
             group_id in tagging.get("groupIds", [])
-            and touched
             and record_after(found, made)
             and is_own(later, account)
         ):
-            return True
+            unanswered -= keys if tagging["allTags"] else set(tagging["tags"])
+            if not unanswered:
+                return True
     return False
 
 

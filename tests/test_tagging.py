@@ -648,3 +648,18 @@ def test_the_sweeps_tag_pass_hands_on_only_tag_calls_at_stake_on_security_groups
     result = sweep()
     assert "guardrail-off" not in tags_of(ec2, guarded)
     assert result["decisions"] == {"reverted": 1}
+
+
+def test_a_tag_call_the_guard_answered_on_one_of_its_keys_only_is_handled_for_the_other(
+    ec2, guarded, monkeypatch, as_the_function, conditions
+):
+    """Two NEVER_TAGGED tags in one lost call; a later call of one of them was delivered, and
+    the guard took that one off: the other is still the guard's business."""
+    conditions(NEVER_TAGGED={"guardrail-off": None, "legacy": None}, ONLY_TAGGED={})
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    both = {"guardrail-off": "yes", "legacy": "yes"}
+    earlier(tag(ec2, "CreateTags", guarded, both), 120)  # never delivered
+    one = tag(ec2, "DeleteTags", guarded, {"guardrail-off": "yes"}, identity=as_the_function)
+    earlier(one, 60)  # the guard's answer to a later, delivered call of that one tag
+    sweep()
+    assert "legacy" not in tags_of(ec2, guarded)
