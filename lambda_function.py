@@ -3374,9 +3374,17 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
     if not approved:
         return {**done, "kept": words}
     now = datetime.datetime.now(datetime.UTC)
-    ended = ended_since(change, account) if is_late(change, now) else None
-    if ended:  # an association there now is a later call's, judged as its own event
-        return {**done, "reason": f"{ended}; it is not this event's to undo", "gone": words}
+    again, whole = associated_again(change, account) if is_late(change, now) else (None, True)
+    if again:  # what is there now is the later call's, judged as its own event
+        done["changedSince"] = [{"recorded": words[0], "now": again}]
+        reason = f"{again}: left as it is, that call is judged as its own event"
+        return {**done, "reason": reason}
+    if not whole:
+        cut_short = (
+            "event history since the association could not be read whole (a flood of "
+            "calls, or no time left): an association made again since may be undone too"
+        )
+        done["reason"] = "; ".join(filter(None, [done["reason"], cut_short]))
     if not dry_run:
         try:
             # IAM: ec2:DisassociateSecurityGroupVpc
@@ -3400,37 +3408,44 @@ def disassociate(change: Change, done: Done, dry_run: bool, account: str | None)
     return done
 
 
-def ended_since(change: Change, account: str | None) -> str | None:
-    """A late association (a retry, a redrive, the sweep): a later DisassociateSecurityGroupVpc
-    or AssociateSecurityGroupVpc of the same group and VPC in event history, in words; it
-    ended this one, so undoing it now would take out an association made since (an exempt
-    admin's, say). Only calls a whole second later count: within one second CloudTrail's
-    times cannot order them, and the undo goes ahead. None when history holds none, or may
-    not be read (the undo goes ahead, as it did before history was asked)."""
+def associated_again(change: Change, account: str | None) -> tuple[str | None, bool]:
+    """A late association (a retry, a redrive, the sweep): (a later successful
+    AssociateSecurityGroupVpc of the same group and VPC in event history, in words; whether
+    history was read whole). A later association can succeed only once this one has ended, so
+    undoing now would take out an association made since (an exempt admin's, say); it is left
+    and told as changed-since. A later disassociation alone proves nothing: it may fail after
+    its record (it is asynchronous), and the undo goes ahead, where AWS says if it is gone.
+    Only calls a whole second later count (within one second CloudTrail's times cannot order
+    them). History that may not be read is no answer: the undo goes ahead, as before."""
     made = time_of(change)
-    if made is None:
-        return None
+    if made is None:  # no time to search from: the undo goes ahead
+        return None, True
     trail = client("cloudtrail", change["region"], account)
     pair = (change["groupId"], change["association"]["vpcId"])
-    for name in ("DisassociateSecurityGroupVpc", "AssociateSecurityGroupVpc"):
-        try:
-            # IAM: cloudtrail:LookupEvents
-            pages = trail.get_paginator("lookup_events").paginate(
-                LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
-                StartTime=made + datetime.timedelta(seconds=1),
-                EndTime=datetime.datetime.now(datetime.UTC),
-                PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
-            )
-            for page in pages:
-                for event in page.get("Events") or []:
-                    record = json_or_none(event.get("CloudTrailEvent"))
-                    if association_pair(record, name) == pair and record_after(record, made):
-                        return f"{name} at {record['eventTime']} ended it since"
-        except ClientError as error:
-            if error_code(error) not in DENIED:
-                raise
-            return None
-    return None
+    name = "AssociateSecurityGroupVpc"
+    try:
+        # IAM: cloudtrail:LookupEvents
+        pages = trail.get_paginator("lookup_events").paginate(
+            LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
+            StartTime=made + datetime.timedelta(seconds=1),
+            EndTime=datetime.datetime.now(datetime.UTC),
+            PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
+        )
+        for number, page in enumerate(pages):
+            if number:  # LookupEvents takes 2 requests a second
+                time.sleep(PAGE_INTERVAL_S)
+            for event in page.get("Events") or []:
+                record = json_or_none(event.get("CloudTrailEvent"))
+                if association_pair(record, name) == pair and record_after(record, made):
+                    by = read_actor(record.get("userIdentity"))["actor"]
+                    return f"associated again at {record['eventTime']} by {by}", True
+            if time.monotonic() + 5 > _retry_until:
+                return None, False
+        return None, not pages.resume_token
+    except ClientError as error:
+        if error_code(error) not in DENIED:
+            raise
+        return None, True
 
 
 def association_pair(record: Any, name: str) -> tuple[Any, Any] | None:

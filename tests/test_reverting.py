@@ -567,7 +567,8 @@ def disassociation(group_id, vpc_id, error_code=None):
 
 # A late copy of an association (Lambda's retry, a redrive, the sweep) must not take out an
 # association made since: event history (cloudtrail.EventHistory, LookupEvents' documented
-# shape, looked up by EventName) is read for a later call on the same group and VPC.
+# shape, looked up by EventName) is read for a later association of the same group and VPC.
+# A disassociation alone proves nothing: it is asynchronous and may fail after its record.
 ADMIN = assumed_role("NetworkAdmin", "carol")
 LATER_CALLS = {
     "taken out and associated again since, by an admin": (
@@ -579,8 +580,12 @@ LATER_CALLS = {
         False,
     ),
     "nothing since": ([], True),
-    "a failed disassociation since (it changed nothing)": (
-        [(disassociation, 60, "InvalidGroupId.NotFound")],
+    "a disassociation alone since (it may have failed after its record)": (
+        [(disassociation, 60, None)],
+        True,
+    ),
+    "a failed association since (it changed nothing)": (
+        [(association, 60, "failed")],
         True,
     ),
     "in the same second: cannot be ordered, so the undo goes ahead": (
@@ -592,32 +597,29 @@ LATER_CALLS = {
 }
 
 
-@pytest.mark.parametrize(("later", "undone"), LATER_CALLS.values(), ids=list(LATER_CALLS))
-def test_a_late_association_is_undone_only_if_no_later_call_ended_it(
-    aws, conditions, later, undone
-):
-    conditions(ONLY_VPC_IDS=[GUARDED_VPC])
-    made = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
-    event = at(association(OUTSIDE_GROUP, GUARDED_VPC), 0, made)
-    trail = lambda_function.client("cloudtrail", "us-east-1")
-    if later is None:
-        denied = Stubber(trail)
-        denied.add_client_error("lookup_events", "AccessDeniedException", http_status_code=400)
-        denied.activate()
+def later_call(make, seconds, how, made):
+    if make is disassociation:
+        found = disassociation(OUTSIDE_GROUP, GUARDED_VPC, how)
+    elif how == "other-vpc":
+        found = association(OUTSIDE_GROUP, "vpc-0eeeeeeeeeeeeeee5")
+    elif how == "failed":
+        found = association(OUTSIDE_GROUP, GUARDED_VPC)
+        found |= {"errorCode": "Client.UnauthorizedOperation", "responseElements": None}
     else:
-        calls = []
-        for make, seconds, how in later:
-            if make is disassociation:
-                calls.append(
-                    at(disassociation(OUTSIDE_GROUP, GUARDED_VPC, how), seconds, made)
-                )
-            elif how == "other-vpc":
-                calls.append(
-                    at(association(OUTSIDE_GROUP, "vpc-0eeeeeeeeeeeeeee5"), seconds, made)
-                )
-            else:
-                calls.append(at(association(OUTSIDE_GROUP, GUARDED_VPC, how), seconds, made))
-        EventHistory([event, *calls]).serve(trail)
+        found = association(OUTSIDE_GROUP, GUARDED_VPC, how)
+    return at(found, seconds, made)
+
+
+def run_late_association(event, history, undone, denied=False):
+    trail = lambda_function.client("cloudtrail", "us-east-1")
+    if denied:
+        stubbed = Stubber(trail)
+        stubbed.add_client_error(
+            "lookup_events", "AccessDeniedException", http_status_code=400
+        )
+        stubbed.activate()
+    else:
+        EventHistory([event, *history]).serve(trail)
     with Stubber(lambda_function.client("ec2", "us-east-1")) as ec2:
         ec2.add_response(
             "describe_security_groups",
@@ -632,11 +634,40 @@ def test_a_late_association_is_undone_only_if_no_later_call_ended_it(
             )
         result = lambda_handler(eventbridge(event), CONTEXT)
         ec2.assert_no_pending_responses()
+    return result
+
+
+@pytest.mark.parametrize(("later", "undone"), LATER_CALLS.values(), ids=list(LATER_CALLS))
+def test_a_late_association_is_undone_unless_the_group_was_associated_again_since(
+    aws, conditions, inbox, later, undone
+):
+    conditions(ONLY_VPC_IDS=[GUARDED_VPC])
+    made = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
+    event = at(association(OUTSIDE_GROUP, GUARDED_VPC), 0, made)
+    history = [later_call(*call, made) for call in later or []]
+    result = run_late_association(event, history, undone, denied=later is None)
     words = f"{OUTSIDE_GROUP} associated with {GUARDED_VPC}"
     if undone:
         assert result["decision"] == "reverted", result
         assert result["rules"] == [f"{words}, disassociated again"]
-    else:
-        assert result["decision"] == "already-gone", result
-        assert result["alreadyGone"] == [words]
-        assert "ended it since" in result["reason"]
+    else:  # left, and told: what is there now is the later call's
+        assert result["decision"] == "changed-since", result
+        assert result["changedSince"][0]["recorded"] == words
+        assert "associated again at" in result["reason"]
+        assert any(words in m["Message"] for m in inbox())
+
+
+def test_a_late_associations_history_flooded_past_what_is_read_is_undone_and_says_so(
+    aws, conditions, monkeypatch
+):
+    """More than 500 failed calls since (they need no permission) push an admin's later
+    association out of what is read: the undo goes ahead, toward the guard, and says so."""
+    conditions(ONLY_VPC_IDS=[GUARDED_VPC])
+    monkeypatch.setattr(lambda_function, "PAGE_INTERVAL_S", 0)  # 2 a second on AWS
+    made = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=30)
+    event = at(association(OUTSIDE_GROUP, GUARDED_VPC), 0, made)
+    history = [later_call(association, 60, ADMIN, made)]
+    history += [later_call(association, 120 + n, "failed", made) for n in range(501)]
+    result = run_late_association(event, history, undone=True)
+    assert result["decision"] == "reverted"
+    assert "could not be read whole" in result["reason"]
