@@ -252,10 +252,18 @@ def inbox(aws, monkeypatch):
 
 # make test runs the suite on two pytest-xdist workers, and each sees only its own tests' calls
 # and fuzz examples: each hands them to the controller, which checks the calls against
-# iam_policy.json once both are done (test_policy.policy_mismatch) and fails the run if they
-# differ. A plain `pytest tests` runs that check as a test instead.
+# iam_policy.json once all are done (test_policy.policy_mismatch) and fails the run if they
+# differ, or if a worker ended without handing them over. A plain `pytest tests` runs that
+# check as a test instead.
 FROM_WORKERS: dict = {"called": set(), "modules": set(), "fuzz": Counter()}
+WORKERS: list[str] = []  # those that handed their share over
 MISMATCH: list[str] = []
+RAN_IN_THIS_WORKER: set[str] = set()  # the modules of the tests that ran here
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        RAN_IN_THIS_WORKER.add(Path(report.nodeid.split("::")[0]).stem)
 
 
 def pytest_sessionfinish(session):
@@ -263,9 +271,9 @@ def pytest_sessionfinish(session):
     if output is not None:  # an xdist worker
         fuzz = sys.modules.get("test_fuzz")
         output["called"] = sorted(CALLED_BY_THE_FUNCTION)
-        output["modules"] = sorted({item.module.__name__ for item in session.items})
+        output["modules"] = sorted(RAN_IN_THIS_WORKER)
         output["fuzz"] = dict(fuzz.OUTCOMES) if fuzz is not None else {}
-    elif FROM_WORKERS["modules"]:  # the controller, after its workers are down
+    elif WORKERS or MISMATCH:  # the controller, after its workers are down
         from test_policy import policy_mismatch
 
         MISMATCH.extend(policy_mismatch(FROM_WORKERS["called"], FROM_WORKERS["modules"]))
@@ -275,9 +283,13 @@ def pytest_sessionfinish(session):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
-    for key, seen in getattr(node, "workeroutput", {}).items():
-        if key in FROM_WORKERS:
-            FROM_WORKERS[key].update(seen)
+    output = getattr(node, "workeroutput", None) or {}
+    if error or "called" not in output:
+        MISMATCH.append(f"a worker ended without handing over the calls it saw ({error})")
+        return
+    WORKERS.append(node.gateway.id)
+    for key, gathered in FROM_WORKERS.items():
+        gathered.update(output.get(key, ()))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -287,11 +299,13 @@ def pytest_terminal_summary(terminalreporter):
     outcomes = FROM_WORKERS["fuzz"] or (fuzz.OUTCOMES if fuzz is not None else {})
     if outcomes:
         terminalreporter.write_line(f"fuzz outcomes: {dict(sorted(outcomes.items()))}")
-    if FROM_WORKERS["modules"]:
+    if WORKERS or MISMATCH:
         from test_policy import WHOLE_SUITE
 
         called = len(FROM_WORKERS["called"])
-        agreed = f"iam_policy.json grants the {called} actions both workers saw called"
+        agreed = (
+            f"iam_policy.json grants the {called} actions {len(WORKERS)} workers saw called"
+        )
         if WHOLE_SUITE <= FROM_WORKERS["modules"]:
             agreed += ", and nothing else"
         for line in MISMATCH or [agreed]:
