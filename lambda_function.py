@@ -2520,11 +2520,11 @@ def authorize_one_by_one(call: Any, group_id: str, rules: list[dict]) -> list[di
 #
 # With the tags back, the group's rule changes made since the tag change (kept live on the
 # tags they found) are decided again, from event history, and undone where due.
-# Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED; the sweep reads the tag calls too with
-# GUARD_TAGS=true. Events: CreateTags, DeleteTags on security groups, and CreateSecurityGroup
-# with tags (a NEVER_TAGGED tag given at creation). IAM actions: ec2:CreateTags,
-# ec2:DeleteTags, ec2:DescribeSecurityGroups, cloudtrail:LookupEvents. Template: GuardTags
-# (which sets GUARD_TAGS).
+# Switch: ONLY_TAGGED, NEVER_TAGGED, LOCKED_TAGGED; with GUARD_TAGS=true the sweep tells a
+# group a lost tag call left off. Events: CreateTags, DeleteTags on security groups, and
+# CreateSecurityGroup with tags (a NEVER_TAGGED tag given at creation). IAM actions:
+# ec2:CreateTags, ec2:DeleteTags, ec2:DescribeSecurityGroups, cloudtrail:LookupEvents.
+# Template: GuardTags (which sets GUARD_TAGS).
 # =============================================================================================
 
 
@@ -2590,6 +2590,11 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
         if k in SETTINGS.NEVER_TAGGED and satisfies(SETTINGS.NEVER_TAGGED[k], v)
     }
     return lost, added
+
+
+def guard_tag_keys() -> set[str]:
+    """The keys the guard needs on a group: ONLY_TAGGED's and LOCKED_TAGGED's."""
+    return {*SETTINGS.ONLY_TAGGED, *SETTINGS.LOCKED_TAGGED}
 
 
 def meets_guard(key: str, value: str | None) -> bool:
@@ -2716,8 +2721,14 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
         if now is None:
             done["gone"].append(f"tags of {group_id} (the group is gone)")
             continue
-        put_back = tags_to_put_back(change, group_id, lost, now, done, account)
         take_off = {k: v for k, v in added.items() if k in now and now[k] == v}
+        # A NEVER_TAGGED value written over a guard key (team=sandbox over team=web) is
+        # taken off and the key's earlier value put back: taking it off alone would leave
+        # the group without the key the guard needs. CreateTags overwrites the value.
+        guard_keys = [k for k in take_off if k in guard_tag_keys() and k not in lost]
+        after = {k: v for k, v in now.items() if k not in take_off}
+        put_back = tags_to_put_back(change, group_id, lost + guard_keys, after, done, account)
+        take_off = {k: v for k, v in take_off.items() if k not in put_back}
         if put_back:
             # IAM: ec2:CreateTags
             ec2.create_tags(
@@ -2787,84 +2798,102 @@ def undo_while_off(change: Change, group_id: str, done: Done, account: str | Non
             done[key] += again.get(key, [])
 
 
-def sweep_guard_tags(
-    since: datetime.timedelta,
-    region: str,
-    account: str | None,
-    counts: dict[str, int],
-    context: Any,
-) -> list[str]:
-    """The sweep's pass over the guard's tag calls (GUARD_TAGS=true; template: GuardTags),
-    after its history pass: a tag call or a creation that switched the guard off and whose
-    delivery was lost would leave the group unguarded for good. CreateTags is recorded for
-    every kind of EC2 resource, so this pass comes after the rule calls, which a flood of
-    other resources' tags cannot crowd out. Each one at stake that the guard has not
-    answered goes through the same path; what the deadline leaves is told."""
-    if not switched_on("GUARD_TAGS"):
+def sweep_guard_tags(settings: dict[str, Any], regions: list[str], context: Any) -> list[str]:
+    """The sweep's look at the guard's tag calls (GUARD_TAGS=true; template: GuardTags),
+    after every account's and region's history pass, in words: a tag call or a creation that
+    switched the guard off on a security group, by someone not exempt, where the group is
+    still off now. Its delivery was lost, or its undo failed: it is told as a blind spot, never
+    undone here. A replay cannot tell the guard's own answers from an exempt admin's later
+    choice key by key (an attacker's review of an undoing pass showed both ways to go wrong),
+    so a person looks."""
+    if not switched_on("GUARD_TAGS") or is_dry_run():  # a dry run leaves the guard off
         return []
+    minutes = settings.get("minutes")
+    minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
+    since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
+    spots = []
+    for account in [None, *other_accounts(settings.get("accounts"), context)]:
+        if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
+            continue  # sweep() tells it already
+        for region in regions:
+            where = f"account {account}" if account else "this account"
+            try:
+                spots += guard_left_off(since, region, account, where)
+            except RETRY_LATER as error:
+                spots.append(
+                    f"the tag calls of {where} in {region} could not be checked: "
+                    f"{error_reason(error)}"
+                )
+    return spots
+
+
+# The rarer calls first: a flood of CreateTags (recorded for every kind of EC2 resource, and
+# failed ones need no permission) must not keep a DeleteTags from being read.
+GUARD_TAG_CALLS = ("DeleteTags", "CreateSecurityGroup", "CreateTags")
+
+
+def guard_left_off(since: datetime.timedelta, region: str, account: Any, where: str) -> list:
+    """One region's tag calls at stake whose groups are still off now, in words."""
     trail = client("cloudtrail", region, account)
-    records, whole = read_history(since, trail, TAG_EVENTS + CREATION_EVENTS)
+    records, whole = read_history(since, trail, GUARD_TAG_CALLS)
+    at_stake = []
     for record in records:
-        if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
-            whole = False
-            break
-        if unanswered_tag_change(record, account):
-            tally(counts, handle_quietly(record, context, from_history=True))
-    if whole:
-        return []
-    where = f"account {account}" if account else "this account"
-    why = "were read and handled before the deadline; the next sweep reads them again"
-    return [f"not all tag calls on the security groups of {where} in {region} {why}"]
-
-
-def unanswered_tag_change(record: Any, account: str | None) -> bool:
-    """Would the tag call switch the guard off, and has the guard not answered it? Its own
-    tag call on one of those keys of the group, a whole second later or more, is the live
-    path's answer (or a sweep's): the call is not handled again, so that a tag an exempt
-    admin has set since is not taken off. A call it answered on only some of its groups,
-    or history read short, is handled again: each group is read as it is now."""
-    try:
-        change = read_change(record)
-    except BadEvent:
-        return False
-    tagging = change.get("tagging")
-    if not tagging or not tagging["groupIds"] or is_own(change, account):
-        return False
-    lost, added = tags_at_stake(tagging, change["eventName"])
-    keys = {*lost, *added}
-    if not keys:
-        return False
-    made = time_of(change)
-    return made is None or not all(
-        answered(change, group_id, keys, made, account) for group_id in tagging["groupIds"]
-    )
-
-
-def answered(
-    change: Change, group_id: str, keys: set[str], made: datetime.datetime, account: Any
-) -> bool:
-    """Did the guard itself call CreateTags or DeleteTags on each of these keys of the group
-    after the change (event history, the group's records since)? An answer on some keys
-    only leaves the others to be handled."""
-    unanswered = set(keys)
-    window = {**change, "groupId": group_id, "eventTime": None}  # up to now
-    for found in group_records(window, account, since=made + datetime.timedelta(seconds=1)):
-        if found is CUT_SHORT:
-            return False
         try:
-            later = read_change(found)
-        except BadEvent:
+            change = read_change(record)
+        except BadEvent:  # a failed call, another service's
             continue
-        tagging = later.get("tagging") or {}
-        if (
-            group_id in tagging.get("groupIds", [])
-            and record_after(found, made)
-            and is_own(later, account)
-        ):
-            unanswered -= keys if tagging["allTags"] else set(tagging["tags"])
-            if not unanswered:
-                return True
-    return False
+        tagging = change.get("tagging")
+        if not tagging or not tagging["groupIds"] or principal_exemption(change):
+            continue
+        if is_own(change, account):
+            continue
+        lost, added = tags_at_stake(tagging, change["eventName"])
+        if lost or added:
+            at_stake.append((change, lost, added))
+    spots = []
+    if at_stake:
+        groups = sorted(
+            {g for change, _, _ in at_stake for g in change["tagging"]["groupIds"]}
+        )
+        now = tags_now(client("ec2", region, account), groups)
+        for change, lost, added in at_stake:
+            for group_id in change["tagging"]["groupIds"]:
+                tags = now.get(group_id)
+                if tags is None:  # the group is gone
+                    continue
+                off = still_off(change, group_id, tags, lost, added, account)
+                if off and not group_id_exemption(group_id):
+                    spots.append(
+                        f"{change['actor']}'s {change['eventName']} at {change['eventTime']} "
+                        f"switched the guard off on {group_id} ({where}, {region}), and it is "
+                        f"still off ({', '.join(off)}): the call was not undone live (its "
+                        "delivery lost, or its undo failed); set the tags by hand"
+                    )
+    if not whole:
+        spots.append(
+            f"not all tag calls of {where} in {region} could be read before the deadline: "
+            "the oldest of them may leave event history's window unread"
+        )
+    return spots
+
+
+def still_off(
+    change: Change, group_id: str, tags: dict, lost: list, added: dict, account: Any
+) -> list[str]:
+    """The keys at stake that switch the guard off on the group as it is now, in words. A
+    guard key missing now counts only if the group had it, as wanted, before the call (its
+    earlier records in event history, as the live path reads them): a DeleteTags of every
+    tag takes no lock from a group that never had one."""
+    off = [f"{key}={tags[key]}" for key, value in added.items() if tags.get(key) == value]
+    missing = [key for key in lost if not meets_guard(key, tags.get(key))]
+    earlier = tag_history(change, group_id, account) if missing else []
+    for key in missing:
+        known, before = tag_before(earlier, group_id, key)
+        if not known:
+            off.append(f"{key} not as the guard wants; whether the group had it is not known")
+        elif meets_guard(key, before):
+            off.append(f"{key}={before} taken away")
+    return off
 
 
 def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]:
@@ -3747,10 +3776,10 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
         for region in regions:
             try:
                 blind_spots += sweep_history(since, period, region, account, counts, context)
-                blind_spots += sweep_guard_tags(since, region, account, counts, context)
             except RETRY_LATER as error:
                 where = f"account {account}" if account else "this account"
                 blind_spots.append(f"{where} in {region} could not be swept fully: {error}")
+    blind_spots += sweep_guard_tags(with_listed, regions, context)  # Guard tags
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {
