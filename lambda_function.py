@@ -5870,10 +5870,9 @@ def check_conditions() -> Settings:
 
 def condition_problems(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:
     """(setting, value, what is wrong) for every setting that is not right."""
-    missing = missing_settings(settings)
-    if missing:  # the checks below read every setting
-        return missing
-    found = []
+    found = missing_settings(settings)
+    if found:  # the checks below read every setting: a missing one stands in by its example
+        settings = {**settings, **{name: stand_in(name) for name, _, _ in found}}
     principals = settings["EXEMPT_PRINCIPALS"]
     if not is_list_of(principals, str):
         found.append(("EXEMPT_PRINCIPALS", principals, "must be a list of strings"))
@@ -6024,6 +6023,15 @@ def warn(text: str) -> None:
 # Conditions, continued: a setting missing from the block, exemptions in the change's own
 # account, the role of the actor
 # =============================================================================================
+
+
+def stand_in(name: str) -> Any:
+    """A missing setting's example, for the check of the others (it is told apart)."""
+    import ast  # only for a broken block
+
+    return (
+        (lambda change: True) if name == "should_revert" else ast.literal_eval(EXAMPLES[name])
+    )
 
 
 def missing_settings(settings: dict[str, Any]) -> list[tuple[str, Any, str]]:

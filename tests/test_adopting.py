@@ -68,6 +68,22 @@ def test_a_misspelled_setting_is_named_in_one_line_not_a_key_error(tmp_path):
     )
 
 
+def test_a_misspelled_setting_hides_no_other_problem(tmp_path):
+    """A new user's finding: four typos at once came out one at a time, the misspelled name
+    alone first."""
+    code, lines = load_edited(
+        tmp_path,
+        "RESTORE_FROM_CLOUDTRAIL = ",
+        "RESTORE_FROM_CLOUDTRIAL = ",
+        more=[("REVERT_EGRESS = True  #", 'REVERT_EGRESS = "no"  #')],
+    )
+    assert code == 1
+    assert lines[-2].startswith(
+        "lambda_function.ConditionsError: CONDITIONS: RESTORE_FROM_CLOUDTRAIL = (missing)"
+    )
+    assert lines[-1].startswith("CONDITIONS: REVERT_EGRESS = 'no': must be True or False")
+
+
 @pytest.mark.parametrize(
     "name",
     ["EXEMPT_PRINCIPALS", "LOCKED_GROUP_IDS", "LOCKED_TAGGED", "MEMBER_ROLE_NAME"],
