@@ -469,10 +469,27 @@ def replayed(paths: list[str]) -> list[str]:
     return failures
 
 
+# The calls reenact() can make again on moto.
+REENACTED = (
+    "AuthorizeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupIngress",
+    "RevokeSecurityGroupEgress",
+    "ModifySecurityGroupRules",
+)
+
+
 def replay_one(path, event, log):
     found = event.get("detail", event) if isinstance(event, dict) else {}
     if found.get("eventName") not in lambda_function.HANDLED_EVENTS:
         print(f"\n{path}: {found.get('eventName')}: not a security-group change, skipped")
+        return []
+    if found.get("eventName") not in REENACTED:  # a new user's finding: a raw error here
+        print(
+            f"\n{path}: {found.get('eventName')}: make try makes rule calls again (Authorize, "
+            "Revoke, ModifySecurityGroupRules), not this one, skipped; decide it on the "
+            f"record alone: python lambda_function.py --offline {path}"
+        )
         return []
     ec2 = boto3.client("ec2", region_name=found.get("awsRegion") or REGION)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]

@@ -60,6 +60,25 @@ def test_make_try_replays_saved_events_on_groups_made_to_match():
     assert decisions.count("ignored") == 2  # the failed calls
 
 
+def test_make_try_skips_a_call_it_cannot_make_again_and_names_the_offline_command(tmp_path):
+    """A new user's finding: a saved DeleteTags ended in a raw ParamValidationError."""
+    params = {
+        "resourcesSet": {"items": [{"resourceId": "sg-0123456789abcdef0"}]},
+        "tagSet": {"items": [{"key": "guardrail"}]},
+    }
+    saved = tmp_path / "tags.json"
+    saved.write_text(json.dumps(record("DeleteTags", params, {"_return": True})))
+    code = f"import demo; sys.exit(demo.main(['--try', {str(saved)!r}]))"
+    done = subprocess.run(
+        with_shipped_conditions(code), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"skipped; decide it on the record alone: python lambda_function.py --offline {saved}"
+        in (done.stdout)
+    )
+
+
 def write(path, content):
     path.write_text(json.dumps(content))
     return str(path)
