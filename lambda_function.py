@@ -2611,14 +2611,18 @@ def satisfies(wanted: str | None, value: str | None) -> bool:
     return value is not None and wanted in (None, value)
 
 
-def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str | None]:
+def tag_before(
+    records: list[Any], group_id: str, key: str, made: Any = None
+) -> tuple[bool, str | None]:
     """(known, value) of a group's tag just before a change, from the earlier records of
     the group in event history, newest first: the last CreateTags that set it, a DeleteTags
     that removed it, or the group's creation with its tags. Not known when history does
     not reach back that far."""
     deleted_if = []  # later DeleteTags naming a value: they removed it only if it matched
+    tied = []  # values set in the change's own second: not known to be before it
     for record in records:
         name = record.get("eventName")
+        same = made is not None and time_of({"eventTime": record.get("eventTime")}) == made
         params = record.get("requestParameters") or {}
         if name in TAG_EVENTS:
             try:
@@ -2628,13 +2632,17 @@ def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str |
             tagging = change.get("tagging") or {}
             if group_id not in tagging.get("groupIds", []):
                 continue
+            if same:
+                if name == "CreateTags" and key in tagging["tags"]:
+                    tied.append(tagging["tags"][key] or "")
+                continue
             if name == "DeleteTags" and tagging["allTags"]:
-                return True, None
+                return guard_value(tied, key, None)
             if key not in tagging["tags"]:
                 continue
             value = tagging["tags"][key]
             if name == "DeleteTags" and value is None:
-                return True, None
+                return guard_value(tied, key, None)
             if name == "DeleteTags":
                 deleted_if.append(value)
                 continue
@@ -2646,8 +2654,24 @@ def tag_before(records: list[Any], group_id: str, key: str) -> tuple[bool, str |
             value = created_with(params).get(key)
         else:
             continue
-        return True, None if value in deleted_if else value
-    return False, None
+        return guard_value(tied, key, None if value in deleted_if else value)
+    return (
+        (True, next(v for v in tied if usable(key, v)))
+        if any(usable(key, v) for v in tied)
+        else (False, None)
+    )
+
+
+def usable(key: str, value: Any) -> bool:
+    """A value the guard may put back: it meets the guard, and is no NEVER_TAGGED value."""
+    return meets_guard(key, value) and not (
+        key in SETTINGS.NEVER_TAGGED and satisfies(SETTINGS.NEVER_TAGGED[key], value)
+    )
+
+
+def guard_value(tied: list, key: str, value: Any) -> tuple[bool, Any]:
+    """In one second CloudTrail cannot order calls: a tied value the guard accepts wins."""
+    return True, next((v for v in tied if usable(key, v)), value)
 
 
 def created_with(params: dict[str, Any], problems: list[str] | None = None) -> dict[str, str]:
@@ -2850,25 +2874,43 @@ def guard_left_off(since: datetime.timedelta, region: str, account: Any, where: 
         lost, added = tags_at_stake(tagging, change["eventName"])
         if lost or added:
             at_stake.append((change, lost, added))
-    spots = []
+    spots, unlooked = [], 0
+    now = {}
     if at_stake:
         groups = sorted(
             {g for change, _, _ in at_stake for g in change["tagging"]["groupIds"]}
         )
         now = tags_now(client("ec2", region, account), groups)
-        for change, lost, added in at_stake:
-            for group_id in change["tagging"]["groupIds"]:
-                tags = now.get(group_id)
-                if tags is None:  # the group is gone
-                    continue
-                off = still_off(change, group_id, tags, lost, added, account)
-                if off and not group_id_exemption(group_id):
-                    spots.append(
-                        f"{change['actor']}'s {change['eventName']} at {change['eventTime']} "
-                        f"switched the guard off on {group_id} ({where}, {region}), and it is "
-                        f"still off ({', '.join(off)}): the call was not undone live (its "
-                        "delivery lost, or its undo failed); set the tags by hand"
-                    )
+    for change, lost, added in at_stake:
+        off = {}  # group -> its keys still off, in words
+        for group_id in change["tagging"]["groupIds"]:
+            if now.get(group_id) is None or group_id_exemption(group_id):
+                continue  # gone, or not guarded by its ID
+            if time.monotonic() + SWEEP_RESERVE_S > _retry_until:
+                unlooked += 1
+                continue
+            try:
+                found = still_off(change, group_id, now[group_id], lost, added, account)
+            except RETRY_LATER:  # throttled, say: what was found is still told
+                unlooked += 1
+                continue
+            if found:
+                off[group_id] = found
+        if off:  # one line per call, however many groups it names
+            named = [f"{g} ({', '.join(keys)})" for g, keys in list(off.items())[:5]]
+            more = f" and {len(off) - 5} more" if len(off) > 5 else ""
+            spots.append(
+                f"{change['actor']}'s {change['eventName']} at {change['eventTime']} switched "
+                f"the guard off on {len(off)} group(s) of {where} in {region} that are still "
+                f"off: {'; '.join(named)}{more}. The call was not undone live (its delivery "
+                "lost, or its undo failed): set the tags by hand"
+            )
+    if unlooked:
+        spots.append(
+            f"{unlooked} group(s) that tag calls of {where} in {region} may have switched off "
+            "could not be looked at (the deadline, or event history's rate); the next sweep "
+            "looks again"
+        )
     if not whole:
         spots.append(
             f"not all tag calls of {where} in {region} could be read before the deadline: "
@@ -2886,9 +2928,11 @@ def still_off(
     tag takes no lock from a group that never had one."""
     off = [f"{key}={tags[key]}" for key, value in added.items() if tags.get(key) == value]
     missing = [key for key in lost if not meets_guard(key, tags.get(key))]
+    if missing:
+        time.sleep(PAGE_INTERVAL_S)  # LookupEvents takes 2 requests a second
     earlier = tag_history(change, group_id, account) if missing else []
     for key in missing:
-        known, before = tag_before(earlier, group_id, key)
+        known, before = tag_before(earlier, group_id, key, time_of(change))
         if not known:
             off.append(f"{key} not as the guard wants; whether the group had it is not known")
         elif meets_guard(key, before):
@@ -2923,13 +2967,13 @@ def tags_to_put_back(
     earlier = tag_history(change, group_id, account)
     put_back = {}
     for key in missing:
-        known, value = tag_before(earlier, group_id, key)
+        known, value = tag_before(earlier, group_id, key, time_of(change))
         if not known:
             done["unreadable"].append(
                 f"tag {key} of {group_id}: event history does not say whether the group "
                 "had it before the change; put it back by hand if it did"
             )
-        elif meets_guard(key, value) and value != now.get(key):
+        elif usable(key, value) and value != now.get(key):
             put_back[key] = value
     return put_back
 

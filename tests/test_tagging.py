@@ -640,6 +640,8 @@ def test_a_lost_removal_of_the_guard_tag_is_told_even_after_the_guard_answered_a
         ("on an instance", False),
         ("a lock the group never had, in a DeleteTags of every tag", False),
         ("a creation with a NEVER_TAGGED tag", True),
+        ("in a dry run (nothing was undone live either)", False),
+        ("on a group NEVER_GROUP_IDS leaves alone", False),
     ],
 )
 def test_the_sweep_tells_only_a_group_still_off_by_a_call_at_stake(
@@ -665,6 +667,14 @@ def test_the_sweep_tells_only_a_group_still_off_by_a_call_at_stake(
             "tagSet": {"items": [{"key": "guardrail-off", "value": "yes"}]},
         }
         made(earlier(record("CreateTags", params, {"_return": True}), 100))
+    elif how.startswith("in a dry run"):
+        monkeypatch.setenv("DRY_RUN", "true")
+        earlier(tag(ec2, "CreateTags", guarded_before, {"guardrail-off": "yes"}), 120)
+    elif how.startswith("on a group NEVER"):
+        lambda_function.SETTINGS = lambda_function.SETTINGS._replace(
+            NEVER_GROUP_IDS=[guarded_before]
+        )
+        earlier(tag(ec2, "CreateTags", guarded_before, {"guardrail-off": "yes"}), 120)
     elif how.startswith("a lock"):  # its creation in history: it never had the lock
         group, created = create_group(ec2, vpc_id, "never-locked", tags={"guardrail": "on"})
         earlier(created, 300)
@@ -693,3 +703,131 @@ def test_a_never_tagged_value_written_over_a_guard_key_is_set_back_to_the_earlie
     assert result["rules"] == [f"tag team=web put back on {group_id}"]
     opened = lambda_handler(eventbridge(authorize(ec2, group_id, [SSH])), CONTEXT)
     assert opened["decision"] == "reverted"
+
+
+# ---- a third attacker's review: one second's calls, a NEVER_TAGGED value put back, the
+# sweep's look at tags and its deadline, one line per call --------------------------------
+
+
+# ---- A: two tag calls in one second each read the other as "the value before" -------------
+
+
+def test_two_calls_in_one_second_take_the_guard_tag_away_and_the_live_path_keeps_it(
+    ec2, group_id, conditions, history, inbox
+):
+    """DeleteTags guardrail and CreateTags guardrail=x in the same second: tag_before() of
+    each finds the other (EndTime inclusive), neither finds guardrail=on, nothing is put back."""
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    earlier(tag(ec2, "CreateTags", group_id, {"guardrail": "on"}), 600)
+    first = tag(ec2, "DeleteTags", group_id, {"guardrail": None})
+    second = same_second(tag(ec2, "CreateTags", group_id, {"guardrail": "x"}), first)
+    results = [lambda_handler(eventbridge(e), CONTEXT) for e in (first, second)]
+    opened = lambda_handler(eventbridge(authorize(ec2, group_id, [SSH])), CONTEXT)
+    assert tags_of(ec2, group_id).get("guardrail") == "on", (
+        [(r["decision"], r["reason"]) for r in results + [opened]],
+        f"messages told: {len(inbox())}",
+    )
+    assert OPEN not in rule_set(ec2, group_id), opened["reason"]
+
+
+def test_the_sweep_tells_a_guard_tag_taken_away_by_two_lost_calls_in_one_second(
+    ec2, group_id, conditions, history, monkeypatch
+):
+    """The same pair, never delivered: still_off() reads each call's 'before' through the
+    same tag_before(), so the sweep's new net tells nothing either."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    earlier(tag(ec2, "CreateTags", group_id, {"guardrail": "on"}), 900)
+    first = earlier(tag(ec2, "DeleteTags", group_id, {"guardrail": None}), 120)
+    same_second(tag(ec2, "CreateTags", group_id, {"guardrail": "x"}), first)
+    result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    assert tags_of(ec2, group_id) == {"guardrail": "x"}  # unguarded now
+    assert told(result), result.get("blindSpots")
+
+
+# ---- B: retag's new put-back writes a NEVER_TAGGED value -----------------------------------
+
+
+def test_retag_never_puts_back_a_never_tagged_value(ec2, group_id, conditions, history):
+    """The commit's own configuration. team=sandbox twice in one second over team=web: the
+    'earlier value' of each is the other's sandbox, which meets ONLY_TAGGED (any value), so
+    retag writes team=sandbox back and says it set the guard tag back."""
+    conditions(ONLY_TAGGED={"team": None}, NEVER_TAGGED={"team": "sandbox"})
+    earlier(tag(ec2, "CreateTags", group_id, {"team": "web"}), 600)
+    first = tag(ec2, "CreateTags", group_id, {"team": "sandbox"})
+    second = same_second(tag(ec2, "CreateTags", group_id, {"team": "sandbox"}), first)
+    result = lambda_handler(eventbridge(second), CONTEXT)
+    assert not any("team=sandbox put back" in r for r in result.get("rules", [])), result
+    assert tags_of(ec2, group_id) != {"team": "sandbox"}, result["rules"]
+    opened = lambda_handler(eventbridge(authorize(ec2, group_id, [SSH])), CONTEXT)
+    assert opened["decision"] == "reverted", opened["reason"]
+
+
+# ---- C: the sweep's tag look has no deadline check after read_history --------------------
+
+
+def test_the_guard_tag_look_stops_at_the_deadline(
+    ec2, vpc_id, conditions, history, monkeypatch
+):
+    """One DeleteTags naming many unguarded groups: a history read per (call, group) in
+    still_off(), with no look at the clock; past the deadline the Lambda is killed before
+    tell_blind_spot() runs, and every blind spot of the sweep is lost."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    groups = [
+        ec2.create_security_group(GroupName=f"g{n}", Description="g", VpcId=vpc_id)["GroupId"]
+        for n in range(80)
+    ]
+    earlier(tag_many(ec2, groups), 120)
+    clock = {"now": 0.0}
+    monkeypatch.setattr(lambda_function.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(lambda_function.time, "sleep", lambda s: None)
+    calls_after = []
+
+    def tick():
+        clock["now"] += 1.0  # each LookupEvents takes a second
+        if clock["now"] > deadline:
+            calls_after.append(clock["now"])
+
+    history.on_call = tick
+    deadline = 60.0
+
+    class Ctx:
+        invoked_function_arn = CONTEXT.invoked_function_arn
+
+        def get_remaining_time_in_millis(self):
+            return deadline * 1000
+
+    result = lambda_handler({"sweep": {"minutes": 15}}, Ctx())
+    assert result["sweep"]  # it returned: on Lambda it would have been killed first
+    assert calls_after == [], f"{len(calls_after)} LookupEvents after the Lambda's deadline"
+
+
+def tag_many(ec2, groups):
+    ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
+    params = {
+        "resourcesSet": {"items": [{"resourceId": g} for g in groups]},
+        "tagSet": {"items": [{"key": "guardrail"}]},
+    }
+    return made(record("DeleteTags", params, {"_return": True}))
+
+
+# ---- D: spurious blind spots, one SNS message per (call, group) ----------------------------
+
+
+def test_a_delete_tags_on_groups_of_unknown_past_is_one_blind_spot_not_one_per_group(
+    ec2, vpc_id, conditions, history, monkeypatch, inbox
+):
+    """Groups whose creation is not in event history (older than 90 days): one DeleteTags of
+    every tag on 20 of them makes 20 blind spots, each its own SNS message, every sweep
+    while it is in the window, whether or not any group ever had a guard tag."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    groups = [
+        ec2.create_security_group(GroupName=f"o{n}", Description="o", VpcId=vpc_id)["GroupId"]
+        for n in range(20)
+    ]
+    params = {"resourcesSet": {"items": [{"resourceId": g} for g in groups]}}
+    earlier(made(record("DeleteTags", params, {"_return": True})), 120)
+    spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
+    assert len(spots) <= 1, f"{len(spots)} blind spots from one call"
