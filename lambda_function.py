@@ -2897,12 +2897,11 @@ def guard_left_off(since: datetime.timedelta, region: str, account: Any, where: 
             if found:
                 off[group_id] = found
         if off:  # one line per call, however many groups it names
-            named = [f"{g} ({', '.join(keys)})" for g, keys in list(off.items())[:5]]
-            more = f" and {len(off) - 5} more" if len(off) > 5 else ""
+            named = [f"{g} ({', '.join(keys)})" for g, keys in off.items()]  # every one
             spots.append(
                 f"{change['actor']}'s {change['eventName']} at {change['eventTime']} switched "
                 f"the guard off on {len(off)} group(s) of {where} in {region} that are still "
-                f"off: {'; '.join(named)}{more}. The call was not undone live (its delivery "
+                f"off: {'; '.join(named)}. The call was not undone live (its delivery "
                 "lost, or its undo failed): set the tags by hand"
             )
     if unlooked:
@@ -2935,7 +2934,7 @@ def still_off(
         known, before = tag_before(earlier, group_id, key, time_of(change))
         if not known:
             off.append(f"{key} not as the guard wants; whether the group had it is not known")
-        elif meets_guard(key, before):
+        elif usable(key, before):  # a NEVER_TAGGED value is never asked back
             off.append(f"{key}={before} taken away")
     return off
 
@@ -2967,6 +2966,12 @@ def tags_to_put_back(
     earlier = tag_history(change, group_id, account)
     put_back = {}
     for key in missing:
+        if now.get(key) in exempt_values_in_its_second(earlier, group_id, key, change):
+            done["kept"].append(
+                f"tag {key}={now[key]} on {group_id}, set by an exempt principal in the "
+                "change's own second (CloudTrail cannot order the two): left as it is"
+            )
+            continue
         known, value = tag_before(earlier, group_id, key, time_of(change))
         if not known:
             done["unreadable"].append(
@@ -2976,6 +2981,30 @@ def tags_to_put_back(
         elif usable(key, value) and value != now.get(key):
             put_back[key] = value
     return put_back
+
+
+def exempt_values_in_its_second(
+    records: list[Any], group_id: str, key: str, change: Change
+) -> set[str]:
+    """The values an exempt principal gave the key with CreateTags in the change's own
+    second: one the group holds now is that admin's last word, not to be written over."""
+    made, found = time_of(change), set()
+    for record in records:
+        if made is None or time_of({"eventTime": record.get("eventTime")}) != made:
+            continue
+        try:
+            other = read_change(record)
+        except BadEvent:
+            continue
+        tagging = other.get("tagging") or {}
+        if (
+            other["eventName"] == "CreateTags"
+            and group_id in tagging.get("groupIds", [])
+            and key in tagging.get("tags", {})
+            and principal_exemption(other)
+        ):
+            found.add(tagging["tags"][key] or "")
+    return found
 
 
 def tag_history(change: Change, group_id: str, account: str | None) -> list[Any]:

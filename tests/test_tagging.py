@@ -831,3 +831,65 @@ def test_a_delete_tags_on_groups_of_unknown_past_is_one_blind_spot_not_one_per_g
     earlier(made(record("DeleteTags", params, {"_return": True})), 120)
     spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
     assert len(spots) <= 1, f"{len(spots)} blind spots from one call"
+
+
+# ---- a fourth review (of the one-second rule): an exempt admin's same-second choice, a
+# NEVER_TAGGED value never asked back, every group named ------------------------------------
+
+
+# ---- 1: an exempt admin's deliberate guardrail=off, in the second of alice's DeleteTags ----
+def test_an_exempt_admins_same_second_switch_off_is_not_overwritten(
+    ec2, group_id, conditions, history
+):
+    """carol (exempt) sets guardrail=off on purpose; alice's DeleteTags guardrail lands in
+    the same second (AWS applied alice's first: the group holds carol's guardrail=off). The
+    guard now skips carol's record as 'tied', reads guardrail=on from 10 minutes ago and
+    writes it over carol's choice (before a05c6c7 her value was read first: nothing written)."""
+    conditions(ONLY_TAGGED={"guardrail": "on"}, EXEMPT_PRINCIPALS=[ADMIN_ROLE])
+    earlier(tag(ec2, "CreateTags", group_id, {"guardrail": "on"}), 600)
+    alice = tag(ec2, "DeleteTags", group_id, {"guardrail": None})
+    same_second(tag(ec2, "CreateTags", group_id, {"guardrail": "off"}, identity=ADMIN), alice)
+    assert tags_of(ec2, group_id) == {"guardrail": "off"}  # carol's value is the last word
+    result = lambda_handler(eventbridge(alice), CONTEXT)
+    assert tags_of(ec2, group_id) == {"guardrail": "off"}, result["rules"]
+
+
+# ---- 2: the sweep still uses meets_guard() where the live path now uses usable() ----------
+def test_the_sweep_does_not_ask_for_a_never_tagged_value_to_be_put_back(
+    ec2, group_id, conditions, history, monkeypatch
+):
+    """ONLY_TAGGED team=any, NEVER_TAGGED team=sandbox. The group was team=sandbox (never
+    guarded). A lost DeleteTags team: the live path would put nothing back (usable), but
+    still_off() tells 'team=sandbox taken away ... set the tags by hand': an operator who
+    follows it writes the exempting value back."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    conditions(ONLY_TAGGED={"team": None}, NEVER_TAGGED={"team": "sandbox"})
+    earlier(tag(ec2, "CreateTags", group_id, {"team": "sandbox"}), 900)
+    earlier(tag(ec2, "DeleteTags", group_id, {"team": None}), 120)  # never delivered
+    spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
+    assert spots == [], spots
+
+
+# ---- 3: one line per call names five groups; the rest are never named ---------------------
+def test_every_group_left_off_by_one_lost_call_is_named(
+    ec2, vpc_id, conditions, history, monkeypatch
+):
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    conditions(ONLY_TAGGED={"guardrail": "on"})
+    groups = [
+        ec2.create_security_group(GroupName=f"s{n}", Description="s", VpcId=vpc_id)["GroupId"]
+        for n in range(7)
+    ]
+    ec2.create_tags(Resources=groups, Tags=[{"Key": "guardrail", "Value": "on"}])
+    items = {"items": [{"resourceId": g} for g in groups]}
+    params = {
+        "resourcesSet": items,
+        "tagSet": {"items": [{"key": "guardrail", "value": "on"}]},
+    }
+    HISTORY.append(earlier(record("CreateTags", params, {"_return": True}), 900))
+    ec2.delete_tags(Resources=groups, Tags=[{"Key": "guardrail"}])
+    params = {"resourcesSet": items, "tagSet": {"items": [{"key": "guardrail"}]}}
+    HISTORY.append(earlier(record("DeleteTags", params, {"_return": True}), 120))  # lost
+    spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
+    unnamed = [g for g in groups if not any(g in s for s in spots)]
+    assert unnamed == [], spots
