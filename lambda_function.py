@@ -2931,6 +2931,8 @@ def still_off(
         time.sleep(PAGE_INTERVAL_S)  # LookupEvents takes 2 requests a second
     earlier = tag_history(change, group_id, account) if missing else []
     for key in missing:
+        if exempt_choice(earlier, group_id, key, change, tags.get(key)):
+            continue  # left live too: an exempt admin's choice in the same second
         known, before = tag_before(earlier, group_id, key, time_of(change))
         if not known:
             off.append(f"{key} not as the guard wants; whether the group had it is not known")
@@ -2966,7 +2968,7 @@ def tags_to_put_back(
     earlier = tag_history(change, group_id, account)
     put_back = {}
     for key in missing:
-        if now.get(key) in exempt_values_in_its_second(earlier, group_id, key, change):
+        if exempt_choice(earlier, group_id, key, change, now.get(key)):
             done["kept"].append(
                 f"tag {key}={now[key]} on {group_id}, set by an exempt principal in the "
                 "change's own second (CloudTrail cannot order the two): left as it is"
@@ -2983,11 +2985,22 @@ def tags_to_put_back(
     return put_back
 
 
+def exempt_choice(
+    records: list[Any], group_id: str, key: str, change: Change, held: str | None
+) -> bool:
+    """Is the value the group holds now an exempt principal's choice, made in the change's
+    own second, that nothing else in that second could be? Only when none of that admin's
+    values there meets the guard: an unlock and relock in one second leaves the relock as
+    the admin's last word, whoever copied the unlock's value."""
+    values = exempt_values_in_its_second(records, group_id, key, change)
+    return held in values and not any(usable(key, value) for value in values)
+
+
 def exempt_values_in_its_second(
     records: list[Any], group_id: str, key: str, change: Change
 ) -> set[str]:
     """The values an exempt principal gave the key with CreateTags in the change's own
-    second: one the group holds now is that admin's last word, not to be written over."""
+    second."""
     made, found = time_of(change), set()
     for record in records:
         if made is None or time_of({"eventTime": record.get("eventTime")}) != made:

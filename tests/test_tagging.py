@@ -893,3 +893,42 @@ def test_every_group_left_off_by_one_lost_call_is_named(
     spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
     unnamed = [g for g in groups if not any(g in s for s in spots)]
     assert unnamed == [], spots
+
+
+# ---- a fifth review: an exempt admin's same-second values, live and in the sweep ----------
+
+
+def test_an_unlock_and_relock_in_one_second_leaves_the_relock_the_admins_last_word(
+    ec2, group_id, conditions, history
+):
+    """A fifth review: carol's automation (exempt) sets guardrail=maintenance then
+    guardrail=on in one second; mallory (not exempt) writes guardrail=maintenance in that
+    second, last. Her value equals one carol set: it is not carol's last word, and on goes
+    back."""
+    conditions(ONLY_TAGGED={"guardrail": "on"}, EXEMPT_PRINCIPALS=[ADMIN_ROLE])
+    earlier(tag(ec2, "CreateTags", group_id, {"guardrail": "on"}), 600)
+    unlock = tag(ec2, "CreateTags", group_id, {"guardrail": "maintenance"}, identity=ADMIN)
+    relock = same_second(
+        tag(ec2, "CreateTags", group_id, {"guardrail": "on"}, identity=ADMIN), unlock
+    )
+    mallory = same_second(
+        tag(ec2, "CreateTags", group_id, {"guardrail": "maintenance"}), relock
+    )
+    assert tags_of(ec2, group_id) == {"guardrail": "maintenance"}
+    result = lambda_handler(eventbridge(mallory), CONTEXT)
+    assert tags_of(ec2, group_id) == {"guardrail": "on"}, result
+
+
+def test_the_sweep_leaves_the_admins_same_second_choice_the_live_path_leaves(
+    ec2, group_id, conditions, history, monkeypatch
+):
+    """The diff's own scenario (carol's guardrail=off in the second of alice's DeleteTags)
+    with alice's delivery lost: the live path would keep carol's value, but still_off() has
+    no such rule and tells the operator to set guardrail=on back by hand over carol's."""
+    monkeypatch.setenv("GUARD_TAGS", "true")
+    conditions(ONLY_TAGGED={"guardrail": "on"}, EXEMPT_PRINCIPALS=[ADMIN_ROLE])
+    earlier(tag(ec2, "CreateTags", group_id, {"guardrail": "on"}), 900)
+    alice = earlier(tag(ec2, "DeleteTags", group_id, {"guardrail": None}), 120)  # lost
+    same_second(tag(ec2, "CreateTags", group_id, {"guardrail": "off"}, identity=ADMIN), alice)
+    spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
+    assert spots == [], spots
