@@ -2577,7 +2577,7 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
     it added): the request says only which keys to look at. Whether a key was really taken
     away, and the value it had, is learned from AWS (tag_before), never from the request:
     a DeleteTags that removed nothing must not make the function write the value it names."""
-    wanted = [*SETTINGS.ONLY_TAGGED, *SETTINGS.LOCKED_TAGGED]
+    wanted = guard_tag_keys()
     tags = tagging["tags"]
     if event_name == "DeleteTags":
         keys = wanted if tagging["allTags"] else [k for k in tags if k in wanted]
@@ -2592,9 +2592,9 @@ def tags_at_stake(tagging: dict[str, Any], event_name: str) -> tuple[list, dict]
     return lost, added
 
 
-def guard_tag_keys() -> set[str]:
+def guard_tag_keys() -> list[str]:
     """The keys the guard needs on a group: ONLY_TAGGED's and LOCKED_TAGGED's."""
-    return {*SETTINGS.ONLY_TAGGED, *SETTINGS.LOCKED_TAGGED}
+    return [*SETTINGS.ONLY_TAGGED, *SETTINGS.LOCKED_TAGGED]
 
 
 def meets_guard(key: str, value: str | None) -> bool:
@@ -2622,7 +2622,7 @@ def tag_before(
     tied = []  # values set in the change's own second: not known to be before it
     for record in records:
         name = record.get("eventName")
-        same = made is not None and time_of({"eventTime": record.get("eventTime")}) == made
+        same = made is not None and time_of_record(record) == made
         params = record.get("requestParameters") or {}
         if name in TAG_EVENTS:
             try:
@@ -2655,11 +2655,7 @@ def tag_before(
         else:
             continue
         return guard_value(tied, key, None if value in deleted_if else value)
-    return (
-        (True, next(v for v in tied if usable(key, v)))
-        if any(usable(key, v) for v in tied)
-        else (False, None)
-    )
+    return guard_value(tied, key, None) if any(usable(key, v) for v in tied) else (False, None)
 
 
 def usable(key: str, value: Any) -> bool:
@@ -2741,6 +2737,7 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
     confirm_first(change, dry_run)
     ec2 = client("ec2", change["region"], account)
     done["retagged"], done["kept"] = [], tags_changed(change)
+    guarded = guard_tag_keys()
     for group_id, now in tags_now(ec2, tagging["groupIds"]).items():
         if now is None:
             done["gone"].append(f"tags of {group_id} (the group is gone)")
@@ -2749,7 +2746,7 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
         # A NEVER_TAGGED value written over a guard key (team=sandbox over team=web) is
         # taken off and the key's earlier value put back: taking it off alone would leave
         # the group without the key the guard needs. CreateTags overwrites the value.
-        guard_keys = [k for k in take_off if k in guard_tag_keys() and k not in lost]
+        guard_keys = [k for k in take_off if k in guarded and k not in lost]
         after = {k: v for k, v in now.items() if k not in take_off}
         put_back = tags_to_put_back(change, group_id, lost + guard_keys, after, done, account)
         take_off = {k: v for k, v in take_off.items() if k not in put_back}
@@ -3003,7 +3000,7 @@ def exempt_values_in_its_second(
     second."""
     made, found = time_of(change), set()
     for record in records:
-        if made is None or time_of({"eventTime": record.get("eventTime")}) != made:
+        if made is None or time_of_record(record) != made:
             continue
         try:
             other = read_change(record)
@@ -3584,7 +3581,7 @@ def json_or_none(text: Any) -> Any:
 
 
 def record_after(record: dict, made: datetime.datetime) -> bool:
-    later = time_of({"eventTime": record.get("eventTime")})
+    later = time_of_record(record)
     return later is not None and later > made
 
 
