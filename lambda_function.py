@@ -2140,14 +2140,25 @@ def group_records(
     """The group's records in event history up to the change's time (since a time, or as
     far back as history goes), newest first: at most HISTORY_PAGES pages, and none once the
     deadline is near (what was read is used)."""
-    cloudtrail = client("cloudtrail", change["region"], account)
     end = event_time(change)
+    return history_records(
+        client("cloudtrail", change["region"], account),
+        {"AttributeKey": "ResourceName", "AttributeValue": change["groupId"]},
+        since or end - datetime.timedelta(days=HISTORY_DAYS),
+        end,
+    )
+
+
+def history_records(
+    cloudtrail: Any, attribute: dict, start: datetime.datetime, end: datetime.datetime
+) -> Iterator[Any]:
+    """The records of one lookup attribute between two times, newest first, at LookupEvents'
+    two requests a second: at most HISTORY_PAGES pages, then CUT_SHORT if history holds more
+    or the deadline is near (what was read is used). A record that is no JSON is passed."""
     # IAM: cloudtrail:LookupEvents
     pages = cloudtrail.get_paginator("lookup_events").paginate(
-        LookupAttributes=[
-            {"AttributeKey": "ResourceName", "AttributeValue": change["groupId"]}
-        ],
-        StartTime=since or end - datetime.timedelta(days=HISTORY_DAYS),
+        LookupAttributes=[attribute],
+        StartTime=start,
         EndTime=end,
         PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
     )
@@ -2157,7 +2168,7 @@ def group_records(
         for event in page["Events"]:
             try:
                 yield json.loads(event.get("CloudTrailEvent") or "null")
-            except ValueError:
+            except (TypeError, ValueError):
                 continue
         if time.monotonic() + 5 > _retry_until:
             yield CUT_SHORT  # the time ran out before the end of history
@@ -2166,7 +2177,7 @@ def group_records(
         yield CUT_SHORT
 
 
-# What group_records yields last when it stopped before the end of what history holds.
+# What history_records yields last when it stopped before the end of what history holds.
 CUT_SHORT = object()
 
 
@@ -3535,25 +3546,20 @@ def associated_again(change: Change, account: str | None) -> tuple[str | None, b
     trail = client("cloudtrail", change["region"], account)
     pair = (change["groupId"], change["association"]["vpcId"])
     name = "AssociateSecurityGroupVpc"
+    later = made + datetime.timedelta(seconds=1)
     try:
-        # IAM: cloudtrail:LookupEvents
-        pages = trail.get_paginator("lookup_events").paginate(
-            LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
-            StartTime=made + datetime.timedelta(seconds=1),
-            EndTime=datetime.datetime.now(datetime.UTC),
-            PaginationConfig={"MaxItems": HISTORY_PAGES * 50, "PageSize": 50},
-        )
-        for number, page in enumerate(pages):
-            if number:  # LookupEvents takes 2 requests a second
-                time.sleep(PAGE_INTERVAL_S)
-            for event in page.get("Events") or []:
-                record = json_or_none(event.get("CloudTrailEvent"))
-                if association_pair(record, name) == pair and record_after(record, made):
-                    by = read_actor(record.get("userIdentity"))["actor"]
-                    return f"associated again at {record['eventTime']} by {by}", True
-            if time.monotonic() + 5 > _retry_until:
+        for record in history_records(
+            trail,
+            {"AttributeKey": "EventName", "AttributeValue": name},
+            later,
+            datetime.datetime.now(datetime.UTC),
+        ):
+            if record is CUT_SHORT:
                 return None, False
-        return None, not pages.resume_token
+            if association_pair(record, name) == pair and record_after(record, made):
+                by = read_actor(record.get("userIdentity"))["actor"]
+                return f"associated again at {record['eventTime']} by {by}", True
+        return None, True
     except ClientError as error:
         if error_code(error) not in DENIED:
             raise
@@ -3571,13 +3577,6 @@ def association_pair(record: Any, name: str) -> tuple[Any, Any] | None:
     request = field(params, f"{name}Request")
     request = request if isinstance(request, dict) else params
     return field(request, "GroupId"), field(request, "VpcId")
-
-
-def json_or_none(text: Any) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def record_after(record: dict, made: datetime.datetime) -> bool:
