@@ -2830,7 +2830,9 @@ def undo_while_off(change: Change, group_id: str, done: Done, account: str | Non
             done[key] += again.get(key, [])
 
 
-def sweep_guard_tags(settings: dict[str, Any], regions: list[str], context: Any) -> list[str]:
+def sweep_guard_tags(
+    since: datetime.timedelta, listed: Any, regions: list[str], context: Any
+) -> list[str]:
     """The sweep's look at the guard's tag calls (GUARD_TAGS=true; template: GuardTags),
     after every account's and region's history pass, in words: a tag call or a creation that
     switched the guard off on a security group, by someone not exempt, where the group is
@@ -2840,11 +2842,8 @@ def sweep_guard_tags(settings: dict[str, Any], regions: list[str], context: Any)
     so a person looks."""
     if not switched_on("GUARD_TAGS") or is_dry_run():  # a dry run leaves the guard off
         return []
-    minutes = settings.get("minutes")
-    minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
-    since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
     spots = []
-    for account in [None, *other_accounts(settings.get("accounts"), context)]:
+    for account in [None, *other_accounts(listed, context)]:
         if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
             continue  # sweep() tells it already
         for region in regions:
@@ -3861,7 +3860,7 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
             except RETRY_LATER as error:
                 where = f"account {account}" if account else "this account"
                 blind_spots.append(f"{where} in {region} could not be swept fully: {error}")
-    blind_spots += sweep_guard_tags(with_listed, regions, context)  # Guard tags
+    blind_spots += sweep_guard_tags(since, listed, regions, context)  # Guard tags
     for spot in blind_spots:
         tell_blind_spot(spot)
     result = {
