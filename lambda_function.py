@@ -2154,7 +2154,8 @@ def history_records(
 ) -> Iterator[Any]:
     """The records of one lookup attribute between two times, newest first, at LookupEvents'
     two requests a second: at most HISTORY_PAGES pages, then CUT_SHORT if history holds more
-    or the deadline is near (what was read is used). A record that is no JSON is passed."""
+    or the deadline is near (what was read is used). A record that cannot be read ends the
+    reading there, CUT_SHORT too: passing over it would let an older value stand for it."""
     # IAM: cloudtrail:LookupEvents
     pages = cloudtrail.get_paginator("lookup_events").paginate(
         LookupAttributes=[attribute],
@@ -2167,9 +2168,11 @@ def history_records(
             time.sleep(PAGE_INTERVAL_S)
         for event in page["Events"]:
             try:
-                yield json.loads(event.get("CloudTrailEvent") or "null")
+                record = json.loads(event.get("CloudTrailEvent") or "null")
             except (TypeError, ValueError):
-                continue
+                yield CUT_SHORT  # what history holds past it is not known
+                return
+            yield record
         if time.monotonic() + 5 > _retry_until:
             yield CUT_SHORT  # the time ran out before the end of history
             return
@@ -2758,9 +2761,10 @@ def retag(change: Change, done: Done, dry_run: bool, account: str | None) -> dic
         # taken off and the key's earlier value put back: taking it off alone would leave
         # the group without the key the guard needs. CreateTags overwrites the value.
         guard_keys = [k for k in take_off if k in guarded and k not in lost]
-        after = {k: v for k, v in now.items() if k not in take_off}
-        put_back = tags_to_put_back(change, group_id, lost + guard_keys, after, done, account)
-        take_off = {k: v for k, v in take_off.items() if k not in put_back}
+        put_back, left = tags_to_put_back(
+            change, group_id, lost + guard_keys, now, done, account, taking=take_off
+        )
+        take_off = {k: v for k, v in take_off.items() if k not in put_back and k not in left}
         if put_back:
             # IAM: ec2:CreateTags
             ec2.create_tags(
@@ -2964,22 +2968,32 @@ def tags_now(ec2: Any, group_ids: list[str]) -> dict[str, dict[str, str] | None]
 
 
 def tags_to_put_back(
-    change: Change, group_id: str, lost: list[str], now: dict, done: Done, account: Any
-) -> dict[str, str]:
-    """The guard's tags the change took from the group, each with the value it had before:
-    a tag the group holds now as the condition wants stays; one whose earlier value event
-    history does not reach is reported, never guessed."""
-    missing = [key for key in lost if not meets_guard(key, now.get(key))]
+    change: Change,
+    group_id: str,
+    lost: list[str],
+    now: dict,
+    done: Done,
+    account: Any,
+    taking: dict | None = None,
+) -> tuple[dict[str, str], set[str]]:
+    """(the guard's tags the change took from the group, each with the value it had before;
+    the keys left as an exempt principal set them in the change's own second). A tag the
+    group holds now as the condition wants stays; one whose earlier value event history
+    does not reach is reported, never guessed. taking: the tags about to be taken off, which
+    the group holds now but will not."""
+    after = {k: v for k, v in now.items() if k not in (taking or {})}
+    missing = [key for key in lost if not meets_guard(key, after.get(key))]
     if not missing:
-        return {}
+        return {}, set()
     earlier = tag_history(change, group_id, account)
-    put_back = {}
+    put_back, left = {}, set()
     for key in missing:
         if exempt_choice(earlier, group_id, key, change, now.get(key)):
             done["kept"].append(
                 f"tag {key}={now[key]} on {group_id}, set by an exempt principal in the "
                 "change's own second (CloudTrail cannot order the two): left as it is"
             )
+            left.add(key)
             continue
         known, value = tag_before(earlier, group_id, key, time_of(change))
         if not known:
@@ -2987,9 +3001,9 @@ def tags_to_put_back(
                 f"tag {key} of {group_id}: event history does not say whether the group "
                 "had it before the change; put it back by hand if it did"
             )
-        elif usable(key, value) and value != now.get(key):
+        elif usable(key, value) and value != after.get(key):
             put_back[key] = value
-    return put_back
+    return put_back, left
 
 
 def exempt_choice(

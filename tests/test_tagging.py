@@ -932,3 +932,53 @@ def test_the_sweep_leaves_the_admins_same_second_choice_the_live_path_leaves(
     same_second(tag(ec2, "CreateTags", group_id, {"guardrail": "off"}, identity=ADMIN), alice)
     spots = told(lambda_handler({"sweep": {"minutes": 15}}, CONTEXT))
     assert spots == [], spots
+
+
+# ---- a sixth review: an exempt admin's same-second value over a guard key; a record event
+# history returns that cannot be read ------------------------------------------------------
+
+
+def test_an_exempt_admins_same_second_never_tagged_value_over_a_guard_key_is_not_overwritten(
+    ec2, group_id, conditions, history
+):
+    """The lost-key path leaves an exempt admin's same-second value (exempt_choice), but the
+    new guard_keys path (a NEVER_TAGGED value written over a guard key) calls exempt_choice
+    with `after`, the tags with that very key removed: held is None, never in the admin's
+    values, so carol's team=sandbox is overwritten with team=web on alice's word."""
+    conditions(
+        ONLY_TAGGED={"team": None},
+        NEVER_TAGGED={"team": "sandbox"},
+        EXEMPT_PRINCIPALS=[ADMIN_ROLE],
+    )
+    earlier(tag(ec2, "CreateTags", group_id, {"team": "web"}), 600)
+    alice = tag(ec2, "CreateTags", group_id, {"team": "sandbox"})
+    same_second(tag(ec2, "CreateTags", group_id, {"team": "sandbox"}, identity=ADMIN), alice)
+    result = lambda_handler(eventbridge(alice), CONTEXT)
+    assert tags_of(ec2, group_id) == {"team": "sandbox"}, result["rules"]
+
+
+def test_a_history_record_passed_over_is_told_not_read_past(
+    ec2, group_id, conditions, history
+):
+    """A record event history returns that cannot be read (a CloudTrailEvent that is no
+    string here; one that is no JSON was passed over silently before too) must not be read
+    past: tag_before would put back the older team=web over carol's newer team=db. It ends
+    the reading (CUT_SHORT), and the value is not known, told."""
+    conditions(ONLY_TAGGED={"team": None}, EXEMPT_PRINCIPALS=[ADMIN_ROLE])
+    earlier(tag(ec2, "CreateTags", group_id, {"team": "web"}), 600)
+    carol = earlier(tag(ec2, "CreateTags", group_id, {"team": "db"}, identity=ADMIN), 300)
+    alice = tag(ec2, "DeleteTags", group_id, {"team": None})
+    answer = history.answer
+
+    def odd(params, **kwargs):
+        response, found = answer(params, **kwargs)
+        for event in found["Events"]:
+            if event["EventId"] == carol["eventID"]:
+                event["CloudTrailEvent"] = json.loads(event["CloudTrailEvent"])  # no string
+        return response, found
+
+    history.answer = odd
+    history.serve(lambda_function.client("cloudtrail", "us-east-1"))
+    result = lambda_handler(eventbridge(alice), CONTEXT)
+    assert tags_of(ec2, group_id) != {"team": "web"}, (result["reason"], result["rules"])
+    assert result["decision"] == "unreadable"  # told: the earlier value is not known
