@@ -94,3 +94,4 @@ def test_the_code_one_plain_authorize_runs_is_all_in_the_default_path_section(ec
     assert found["outside"] == []
     assert found["jumps"] <= 4  # calls to a function more than 300 lines away
     assert found["functionLines"] <= 760  # the functions' own lines (make trace: 749)
+    assert found["span"][2] <= 1270  # first to last line of them (make trace: 1,262)
