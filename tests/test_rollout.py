@@ -236,6 +236,13 @@ def test_the_example_file_names_only_template_parameters():
     assert set(json.loads(EXAMPLE.read_text())) <= set(TEMPLATE["Parameters"])
 
 
+def test_the_example_files_exemptions_pin_their_accounts():
+    """The file users copy is the safe one: a `*` or `{account}` in an exemption's account
+    field exempts whoever may create that role name in a member account (many-accounts.md)."""
+    exempt = json.loads(EXAMPLE.read_text())["ExemptPrincipals"].split(",")
+    assert exempt and all(re.fullmatch(r"arn:aws:(iam|sts)::\d{12}:.+", p) for p in exempt)
+
+
 def test_make_deploy_mode_member_deploys_a_member_stack_from_the_same_file(aws_cli):
     _, deploy = aws_cli(
         "deploy", "BUCKET=b", f"PARAMETERS={EXAMPLE}", "MODE=member", "STACK=members"
