@@ -2847,18 +2847,14 @@ def sweep_guard_tags(
     if not switched_on("GUARD_TAGS") or is_dry_run():  # a dry run leaves the guard off
         return []
     spots = []
-    for account in [None, *other_accounts(listed, context)]:
-        if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
-            continue  # sweep() tells it already
-        for region in regions:
-            where = f"account {account}" if account else "this account"
-            try:
-                spots += guard_left_off(since, region, account, where)
-            except RETRY_LATER as error:
-                spots.append(
-                    f"the tag calls of {where} in {region} could not be checked: "
-                    f"{error_reason(error)}"
-                )
+    for account, region, where in sweep_places(listed, regions, context):
+        try:
+            spots += guard_left_off(since, region, account, where)
+        except RETRY_LATER as error:
+            spots.append(
+                f"the tag calls of {where} in {region} could not be checked: "
+                f"{error_reason(error)}"
+            )
     return spots
 
 
@@ -3857,23 +3853,23 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
                 ReceiptHandle=message["ReceiptHandle"],
             )
     listed = listed_accounts(settings.get("accounts"), blind_spots)
-    # The same accounts for the exceptions (SweepAccounts=organization listed).
-    with_listed = {**settings, "accounts": listed}
-    blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=False)
+    # The same accounts and window for the exceptions (SweepAccounts=organization listed).
+    places = (since, listed, regions)
+    blind_spots += sweep_exceptions(*places, counts, context, expire=False)
     # Expiries before the history pass too: an exception is told as expired, not as its
     # grant read again (still in the window) and found past its time.
-    blind_spots += sweep_exceptions(with_listed, regions, counts, context, expire=True)
+    blind_spots += sweep_exceptions(*places, counts, context, expire=True)
     period = datetime.timedelta(minutes=minutes)
-    for account in [None, *other_accounts(listed, context)]:
-        if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
-            blind_spots.append(f"account {account}: no MEMBER_ROLE_NAME to sweep it")
-            continue
-        for region in regions:
-            try:
-                blind_spots += sweep_history(since, period, region, account, counts, context)
-            except RETRY_LATER as error:
-                where = f"account {account}" if account else "this account"
-                blind_spots.append(f"{where} in {region} could not be swept fully: {error}")
+    if not SETTINGS.MEMBER_ROLE_NAME:  # each pass below skips these accounts
+        blind_spots += [
+            f"account {account}: no MEMBER_ROLE_NAME to sweep it"
+            for account in other_accounts(listed, context)
+        ]
+    for account, region, where in sweep_places(listed, regions, context):
+        try:
+            blind_spots += sweep_history(since, period, region, account, counts, context)
+        except RETRY_LATER as error:
+            blind_spots.append(f"{where} in {region} could not be swept fully: {error}")
     blind_spots += sweep_guard_tags(since, listed, regions, context)  # Guard tags
     for spot in blind_spots:
         tell_blind_spot(spot)
@@ -3987,6 +3983,18 @@ def other_accounts(listed: Any, context: Any) -> list[str]:
         for account in dict.fromkeys(listed)
         if isinstance(account, str) and ACCOUNT_ID.fullmatch(account) and account != own
     ]
+
+
+def sweep_places(
+    listed: Any, regions: list[str], context: Any
+) -> Iterator[tuple[str | None, str, str]]:
+    """(account, region, where in words) for each place a sweep pass reads: this account
+    (None) first, then the listed ones through MEMBER_ROLE_NAME; without that role they are
+    skipped, and sweep() tells each as a blind spot."""
+    for account in [None, *other_accounts(listed, context)]:
+        if account is None or SETTINGS.MEMBER_ROLE_NAME:
+            for region in regions:
+                yield account, region, f"account {account}" if account else "this account"
 
 
 TRAIL_EVENTS = ("StopLogging", "DeleteTrail", "PutEventSelectors")
@@ -5586,7 +5594,8 @@ def exception_records(
 
 
 def sweep_exceptions(
-    settings: dict[str, Any],
+    since: datetime.timedelta,
+    listed: Any,
     regions: list[str],
     counts: dict[str, int],
     context: Any,
@@ -5602,34 +5611,27 @@ def sweep_exceptions(
     if not SETTINGS.APPROVERS:
         return []
     spots = []
-    for account in [None, *other_accounts(settings.get("accounts"), context)]:
-        if account is not None and not SETTINGS.MEMBER_ROLE_NAME:
-            continue  # sweep() tells it already
-        for region in regions:
-            try:
-                if expire:
-                    for result in expire_in(region, account):
-                        tally(counts, result["decision"])
-                    continue
-                for record in rule_tag_changes(settings, region, account):
-                    tally(counts, handle_quietly(record, context, from_history=True))
-            except RETRY_LATER as error:
-                where = f"account {account}" if account else "this account"
-                what = "exceptions" if expire else "tag changes on rules"
-                spots.append(
-                    f"the {what} of {where} in {region} could not be checked: "
-                    f"{error_reason(error)}"
-                )
+    for account, region, where in sweep_places(listed, regions, context):
+        try:
+            if expire:
+                for result in expire_in(region, account):
+                    tally(counts, result["decision"])
+                continue
+            for record in rule_tag_changes(since, region, account):
+                tally(counts, handle_quietly(record, context, from_history=True))
+        except RETRY_LATER as error:
+            what = "exceptions" if expire else "tag changes on rules"
+            spots.append(
+                f"the {what} of {where} in {region} could not be checked: "
+                f"{error_reason(error)}"
+            )
     return spots
 
 
-def rule_tag_changes(settings: dict[str, Any], region: str, account: str | None) -> list[Any]:
-    """The sweep period's CreateTags and DeleteTags of an exception's keys on rules, from
+def rule_tag_changes(since: datetime.timedelta, region: str, account: str | None) -> list[Any]:
+    """The sweep window's CreateTags and DeleteTags of an exception's keys on rules, from
     event history: a removal the live path missed would leave a rule without its time, where
     the expiry pass below cannot see it."""
-    minutes = settings.get("minutes")
-    minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
-    since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
     records, whole = read_history(since, client("cloudtrail", region, account), TAG_EVENTS)
     if not whole:  # told as a blind spot, like the history pass's own
         raise DeadlineNear()
