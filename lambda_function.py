@@ -6408,7 +6408,7 @@ def delete_smoke_group(ec2: Any, group_id: str) -> None:
 
 
 # =============================================================================================
-# Local use: replay saved events or a CloudTrail log, or audit the recent past
+# Local use: replay saved events or a CloudTrail log, or event history's recent past
 # =============================================================================================
 
 USAGE = """python lambda_function.py FILE [FILE ...] [--dry-run | --offline]
@@ -6457,7 +6457,9 @@ def main(argv: list[str], cloudtrail: Any = None) -> int:
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="events or logs")
     parser.add_argument(
-        "--since", type=history_window, help="audit event history: 30m, 24h, 7d"
+        "--since",
+        type=history_window,
+        help="handle event history's changes of the last 30m, 24h, 7d (as FILE does)",
     )
     parser.add_argument("--region", help="region of the event history (default: boto3's)")
     parser.add_argument(
