@@ -3146,8 +3146,13 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
         added = listed["restoredEntries"] = restored_entries(ec2, listed)
     elif re_described(listed):  # removed and added back: was it there before?
         added = listed["newEntries"] = new_entries(ec2, listed)
+    done["unreadable"] += locked_takeouts(ec2, change, listed)
     if not added:
         reason = "the prefix-list change added no entry"
+        if done["unreadable"]:
+            reason = (
+                "a locked group's rule lost entries of its prefix list: told, not put back"
+            )
         return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
     guarded = guarded_references(
         references(ec2, listed["prefixListId"], change["account"])
@@ -3192,6 +3197,36 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
         "be allowed with were taken out"
     )
     return done
+
+
+def locked_takeouts(ec2: Any, change: Change, listed: dict[str, Any]) -> list[str]:
+    """Entries the change took out of a list that a locked group's rules use, in words. A
+    lock says the group must not change, but putting an entry back would add access (to
+    every group using the list) on the record's word: it is told (unreadable: on the topic,
+    as a metric), for a person to put back. Read only where a lock is set."""
+    if not (SETTINGS.LOCKED_GROUP_IDS or SETTINGS.LOCKED_TAGGED):
+        return []
+    if "restored" in listed:  # what the replaced version held that the restored one lacks
+        versions = list_versions(ec2, listed) or {"from": {}, "over": {}}
+        taken = [cidr for cidr in versions["over"] if cidr not in versions["from"]]
+    else:  # a removal the same call adds back is a new description, nothing taken out
+        added = {entry["cidr"] for entry in listed["added"]}
+        taken = [cidr for cidr in listed.get("removed", []) if cidr not in added]
+    if not taken:
+        return []
+    locked = sorted(
+        {
+            rule["groupId"]
+            for rule in references(ec2, listed["prefixListId"], change["account"])
+            if is_locked(rule)
+        }
+    )
+    return [
+        f"entry {cidr} taken out of {listed['prefixListId']}, which locked "
+        f"{', '.join(locked)} uses: not put back (put it back by hand)"
+        for cidr in taken
+        if locked
+    ]
 
 
 def guarded_references(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -3318,16 +3353,9 @@ def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, An
 def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
     """The entries a restore brought back: in the version restored, not in the one it
     replaced. Versions do not change once made, so this holds however late the event is."""
-    versions = listed["restored"]
-    try:
-        found = {
-            key: entries_at(ec2, listed["prefixListId"], versions[key])
-            for key in ("from", "over")
-        }
-    except ClientError as error:
-        if error_code(error) in PREFIX_LIST_GONE:
-            return []  # the list is gone: nothing it opens
-        raise
+    found = list_versions(ec2, listed)
+    if found is None:
+        return []  # the list is gone: nothing it opens
     return [
         {
             "cidr": cidr,
@@ -3336,6 +3364,20 @@ def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
         for cidr, e in found["from"].items()
         if cidr not in found["over"]
     ]
+
+
+def list_versions(ec2: Any, listed: dict[str, Any]) -> dict[str, dict] | None:
+    """A restore's two versions of the list ("from": the one restored, "over": the one it
+    replaced), each its entries by CIDR; None when the list is gone."""
+    try:
+        return {
+            key: entries_at(ec2, listed["prefixListId"], listed["restored"][key])
+            for key in ("from", "over")
+        }
+    except ClientError as error:
+        if error_code(error) in PREFIX_LIST_GONE:
+            return None
+        raise
 
 
 PREFIX_LIST_GONE = {"InvalidPrefixListID.NotFound", "InvalidPrefixListId.NotFound"}

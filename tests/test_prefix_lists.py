@@ -413,3 +413,49 @@ def test_an_entry_the_list_held_in_every_version_since_is_still_taken_out(ec2, u
     add_entries(ec2, used, ["192.0.2.0/24"])  # a later call, not yet handled
     assert lambda_handler(added, CONTEXT)["decision"] == "reverted"
     assert PARTNER not in entries_of(ec2, used)
+
+
+def remove_entry(ec2, prefix_list_id, cidr):
+    """ModifyManagedPrefixList taking one entry out, on moto, and its record (the layout of
+    add_entries' real record, RemoveEntry for AddEntry: inferred, unverified)."""
+    (found,) = ec2.describe_managed_prefix_lists(PrefixListIds=[prefix_list_id])["PrefixLists"]
+    ec2.modify_managed_prefix_list(
+        PrefixListId=prefix_list_id,
+        CurrentVersion=found["Version"],
+        RemoveEntries=[{"Cidr": cidr}],
+    )
+    request = {
+        "ModifyManagedPrefixListRequest": {
+            "RemoveEntry": {"cidr": cidr, "tag": "1"},
+            "CurrentVersion": str(found["Version"]),
+            "PrefixListId": prefix_list_id,
+        }
+    }
+    return eventbridge(record("ModifyManagedPrefixList", request, None))
+
+
+@pytest.mark.parametrize("how", ["removed", "restored-over"])
+def test_an_entry_taken_out_of_a_list_a_locked_group_uses_is_told(
+    ec2, group_id, used, conditions, inbox, how
+):
+    """A locked group must not change at all; an entry taken out of the list its rule uses
+    changes it with no security-group call (an attacker's review found it kept, untold).
+    Putting the entry back would add access on the record's word: it is told instead."""
+    conditions(LOCKED_GROUP_IDS=[group_id])
+    if how == "removed":
+        event = remove_entry(ec2, used, OFFICE)
+    else:  # 10.9.0.0/16 added (version 2), then version 1 restored over it
+        add_entries(ec2, used, ["10.9.0.0/16"])
+        event = restore_version(ec2, used, previous=1)
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "unreadable"
+    assert any(group_id in line and "locked" in line for line in result["unreadable"])
+    (told,) = inbox()
+    assert "locked" in told["Message"] and "put it back by hand" in told["Message"]
+
+
+def test_an_entry_taken_out_of_a_list_no_locked_group_uses_is_kept_and_costs_nothing(
+    ec2, group_id, used, calls
+):
+    result = lambda_handler(remove_entry(ec2, used, OFFICE), CONTEXT)
+    assert (result["decision"], calls) == ("kept", [])
