@@ -3794,11 +3794,15 @@ def is_sqs_batch(event: Any) -> bool:
 
 
 def event_of(message: dict) -> Any:
-    """The EventBridge event in a message's body; what is no JSON stays as it is (ignored)."""
+    """The EventBridge event in a message's body; what is no JSON, or no string, stays as
+    it is (ignored)."""
+    body = message.get("body")
+    if not isinstance(body, str):
+        return body
     try:
-        return json.loads(message.get("body") or "null")
+        return json.loads(body)
     except ValueError:
-        return message.get("body")
+        return body
 
 
 def revokes_by_id(change: Change) -> bool:
@@ -3867,11 +3871,7 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     minutes = minutes if type(minutes) is int and 0 < minutes <= 1440 else 15
     since = datetime.timedelta(minutes=minutes + SWEEP_MARGIN_MINUTES)
     own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    regions = [
-        region
-        for region in settings.get("regions") or [own_region or "us-east-1"]
-        if isinstance(region, str) and REGION.fullmatch(region)
-    ]
+    regions = schedule_regions(settings, own_region)
     counts: dict[str, int] = {}
     # The canary first: its rule still in the group means the live path is blind, and the
     # history pass below must not take it out quietly before it is seen.
@@ -3922,6 +3922,16 @@ def sweep(settings: Any, context: Any) -> dict[str, Any]:
     }
     print(json.dumps({**result, "version": __version__}))
     return result
+
+
+def schedule_regions(settings: dict[str, Any], own_region: str | None) -> list[str]:
+    """The schedule's regions (a direct invoke may give anything): the well-formed names of
+    its list, or the function's own region when it gives no list."""
+    listed = settings.get("regions")
+    listed = listed if isinstance(listed, list) and listed else [own_region or "us-east-1"]
+    return [
+        region for region in listed if isinstance(region, str) and REGION.fullmatch(region)
+    ]
 
 
 SWEEP_RESERVE_S = 10  # time kept back to log, tell and return
@@ -5098,11 +5108,7 @@ def scheduled_audit(settings: Any, context: Any) -> dict[str, Any]:
     (never one per rule), and logged as one line. It changes nothing."""
     settings = settings if isinstance(settings, dict) else {}
     own_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    regions = [
-        region
-        for region in settings.get("regions") or [own_region or "us-east-1"]
-        if isinstance(region, str) and REGION.fullmatch(region)
-    ]
+    regions = schedule_regions(settings, own_region)
     not_listed: list[str] = []  # SweepAccounts=organization: listed as the sweep lists it
     listed = listed_accounts(settings.get("accounts"), not_listed)
     accounts = other_accounts(listed, context)

@@ -154,6 +154,29 @@ def test_bad_input_is_ignored_with_one_line_and_no_exception(aws, event, capsys)
     assert only_log_line(capsys)["reason"] == result["reason"]
 
 
+@pytest.mark.parametrize(
+    "payload, says",
+    [
+        ({"sweep": {"regions": 5}}, "sweep"),
+        ({"audit": {"regions": 5}}, "audit"),
+        ({"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": 5}]}, "batch"),
+    ],
+    ids=["sweep-regions", "audit-regions", "sqs-body"],
+)
+def test_a_direct_invokes_odd_payload_raises_nothing(aws, history, monkeypatch, payload, says):
+    """Whoever may invoke the function may hand it any JSON (an attacker's review found
+    these three ended in a TypeError): the schedule's regions fall back to the function's
+    own, and a message whose body is no string is one more ignored event."""
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", "")
+    result = lambda_handler(payload, CONTEXT)
+    if says == "sweep":
+        assert result["sweep"]["regions"] == ["us-east-1"]
+    elif says == "batch":
+        assert result == {"batchItemFailures": []}
+    else:
+        assert result["unreachable"] == [] and result["rules"] >= 0  # us-east-1, audited
+
+
 @pytest.mark.parametrize("event", UNREADABLE_EVENTS)
 def test_a_successful_change_too_odd_to_undo_is_unreadable_not_ignored(aws, event, capsys):
     result = lambda_handler(event, CONTEXT)
