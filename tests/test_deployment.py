@@ -94,6 +94,27 @@ def test_the_function_role_is_scoped_no_wider_than_iam_policy_json(sid):
         )
 
 
+def test_no_other_function_may_act_with_the_functions_role():
+    """Whoever may pass the role to a function of their own would otherwise act as the
+    guardrail: its changes kept as the guardrail's own, the member role assumed in every
+    account (an attacker's review). The Deny binds only calls that carry a function's ARN
+    (Lambda's permissions-source-function-arn page: its code's calls, and its log writes),
+    so Lambda's own calls for it (the on-failure send, the buffer's reads) go on."""
+    (policy,) = RESOURCES["FunctionRole"]["Properties"]["Policies"]
+    arn = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${FunctionName}"
+    zip_arn = "arn:aws:lambda:*:*:function:sg-guardrail"  # the name the README gives it
+    for found, own in (
+        (policy["PolicyDocument"]["Statement"], [{"Fn::Sub": arn}, {"Fn::Sub": arn + ":*"}]),
+        (POLICY["Statement"], [zip_arn, zip_arn + ":*"]),
+    ):
+        (deny,) = [s for s in found if s.get("Effect") == "Deny"]
+        assert (deny["Action"], deny["Resource"]) == ("*", "*")
+        assert deny["Condition"] == {
+            "Null": {"lambda:SourceFunctionArn": "false"},
+            "ArnNotLike": {"lambda:SourceFunctionArn": own},
+        }
+
+
 def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
     (policy,) = RESOURCES["MemberRole"]["Properties"]["Policies"]
     found = statements(policy["PolicyDocument"])
@@ -104,7 +125,7 @@ def test_the_member_role_may_only_undo_changes_and_read_what_that_needs():
         not in {"ActInMemberAccounts", "NotifyOwnTopic", "WriteOwnLogs"}
         | {"HandFailedEventsToTheQueue", "KnowItsOwnSessionSoAsNeverToReactToIt"}
         | {"SweepTheFailureQueue", "TakeBatchesFromTheBufferIfBuffered"}
-        | {"ListTheOrganizationsAccountsIfSweptSo"}
+        | {"ListTheOrganizationsAccountsIfSweptSo", "NoOtherFunctionActsWithThisRole"}
     }
     (trust,) = RESOURCES["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"]["AWS"] == {
@@ -487,6 +508,8 @@ def call(source, name, params, error=None):
 
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/sg-guardrail"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:sg-guardrail-alerts"
+FUNCTION_ROLE = "arn:aws:iam::123456789012:role/sg-guardrail-function"
 # Request parameters as CloudTrail writes them for each service (their API references'
 # request members, camelCase; Lambda's event names carry the API version).
 TAMPERING = [
@@ -544,6 +567,33 @@ TAMPERING = [
     ),
     ("cloudtrail.amazonaws.com", "StopLogging", {"name": "main"}),
     ("cloudtrail.amazonaws.com", "DeleteTrail", {"name": "main"}),
+    # Another function given the guardrail's role, and what makes it never silent (an
+    # attacker's review found these untold).
+    (
+        "lambda.amazonaws.com",
+        "CreateFunction20150331",
+        {"functionName": "helper", "role": FUNCTION_ROLE},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "UpdateFunctionConfiguration20150331v2",
+        {"functionName": "helper", "role": FUNCTION_ROLE},
+    ),
+    (
+        "monitoring.amazonaws.com",
+        "DisableAlarmActions",
+        {"alarmNames": ["sg-guardrail-left-open"]},
+    ),
+    ("monitoring.amazonaws.com", "DeleteAlarms", {"alarmNames": ["sg-guardrail-errors"]}),
+    ("monitoring.amazonaws.com", "PutMetricAlarm", {"alarmName": "sg-guardrail-errors"}),
+    ("logs.amazonaws.com", "DeleteLogGroup", {"logGroupName": "/aws/lambda/sg-guardrail"}),
+    ("sns.amazonaws.com", "Unsubscribe", {"subscriptionArn": TOPIC + ":0b6f4d2e"}),
+    ("sns.amazonaws.com", "SetSubscriptionAttributes", {"subscriptionArn": TOPIC + ":0b6f"}),
+    (
+        "sns.amazonaws.com",
+        "SetTopicAttributes",
+        {"topicArn": TOPIC, "attributeName": "Policy"},
+    ),
 ]
 NOT_TAMPERING = [
     (
@@ -558,6 +608,19 @@ NOT_TAMPERING = [
         {"queueUrl": QUEUE.replace("sg-guardrail", "orders")},
     ),
     ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app"}),
+    (  # the stack creating the guardrail's own function
+        "lambda.amazonaws.com",
+        "CreateFunction20150331",
+        {"functionName": "sg-guardrail", "role": FUNCTION_ROLE},
+    ),
+    (
+        "lambda.amazonaws.com",
+        "CreateFunction20150331",
+        {"functionName": "helper", "role": FUNCTION_ROLE.replace("sg-guardrail", "app")},
+    ),
+    ("monitoring.amazonaws.com", "DeleteAlarms", {"alarmNames": ["billing-high"]}),
+    ("logs.amazonaws.com", "DeleteLogGroup", {"logGroupName": "/aws/lambda/billing"}),
+    ("sns.amazonaws.com", "Unsubscribe", {"subscriptionArn": TOPIC + "-other:0b6f4d2e"}),
 ]
 
 
@@ -568,6 +631,7 @@ def tamper_pattern():
     parameters = {
         "FunctionName": "sg-guardrail",
         "MemberRoleName": "sg-guardrail-member",
+        "NotificationTopicArn": TOPIC,
     }
     assert rule["Targets"] == [{"Id": "topic", "Arn": {"Ref": "NotificationTopicArn"}}]
     return EventPattern.load(json.dumps(resolved(rule["EventPattern"], parameters)))
