@@ -2011,7 +2011,16 @@ def previous_values(
     """The old value of each edited rule, by rule ID, from the sources switched on."""
     found: dict[str, dict] = {}
     if SETTINGS.RESTORE_FROM_CONFIG:
-        found |= previous_from_config(ec2, change, rules, account)
+        # A Config item names no rule IDs and may be older than the group's latest changes
+        # (Config lags; daily recording): its "one rule no other holds now" can be a rule
+        # removed since. Its value is used only where it lets through nothing the edit's new
+        # value does not; a wider one is asked of event history, or the rule is revoked.
+        edited = {rule["securityGroupRuleId"]: rule for rule in rules}
+        found |= {
+            rule_id: old
+            for rule_id, old in previous_from_config(ec2, change, rules, account).items()
+            if "unreadable" not in edited[rule_id] and not widens(old, edited[rule_id])
+        }
     missing = [rule for rule in rules if rule["securityGroupRuleId"] not in found]
     if missing and SETTINGS.RESTORE_FROM_CLOUDTRAIL:
         found |= previous_from_cloudtrail(change, missing, account)
@@ -2382,6 +2391,9 @@ def put_back_plan(
     chains: list[list[tuple[Rule, bool, bool]]] = [[] for _ in rules]  # newest first
     created, removed_since, same_second, readded = set(), set(), set(), []
     cut_short, seen = False, False
+    # A group locked by a tag set only at or after the removal was not locked when it was
+    # made: the lock must not undo it (a later sweep or a redrive reads it again).
+    locked_since, locked_before = False, None
     window = {**change, "eventTime": None}  # up to now: what came after counts too
     for record in group_records(window, account):
         if record is CUT_SHORT:
@@ -2391,10 +2403,15 @@ def put_back_plan(
             other = read_change(record)
         except BadEvent:
             continue
+        made_at = time_of(other) or removed_at
+        lock = lock_tagging(other, change["groupId"])
+        if lock and not seen and made_at >= removed_at and not is_own(other, account):
+            locked_since = True  # not the guard's own put-back of a lock tag taken off
+        elif lock is not None and seen and locked_before is None:
+            locked_before = lock  # the newest before the removal: locked then, or not
         if other["groupId"] != change["groupId"]:
             continue  # another group's record, which names this one
         other |= {key: change[key] for key in ("vpcId", "tags") if key in change}
-        made_at = time_of(other) or removed_at
         if other["eventId"] == change["eventId"]:
             seen = True  # newest first: what came before this came after the removal
             continue
@@ -2431,9 +2448,18 @@ def put_back_plan(
         if len(created) == len(rules):
             break
     back, left_out, cannot = [], [], []
+    locked_later = (
+        locked_since
+        and not locked_before
+        and change["groupId"] not in SETTINGS.LOCKED_GROUP_IDS
+        and change["groupId"] != canary_group_id()
+    )
     for n, rule in enumerate(rules):
         chain = chains[n]
-        if n in removed_since:
+        if locked_later and n not in removed_since:
+            why = "its lock tag was set at or after the removal, and is not known before it"
+            cannot.append(f"{describe(rule)}: {why}; put it back by hand if it was locked")
+        elif n in removed_since:
             left_out.append(rule)
         elif n in same_second and n not in created:
             why = "made and removed in the same second: which came first is not known"
@@ -2456,6 +2482,21 @@ def put_back_plan(
                 why = "its value is one the guard reverts, and no earlier one is known"
                 cannot.append(f"{describe(rule)}: {why}; put it back by hand")
     return back, left_out, cannot, readded
+
+
+def lock_tagging(other: Change, group_id: str | None) -> bool | None:
+    """What a record did to the group's LOCKED_TAGGED keys: True, it set one to a value the
+    lock takes (a CreateTags, or the group's creation); False, it took one off or set one to
+    a value the lock does not take; None, it touched none."""
+    tagging = other.get("tagging") or {}
+    if group_id is None or group_id not in tagging.get("groupIds", []):
+        return None
+    keys = [key for key in tagging.get("tags", {}) if key in SETTINGS.LOCKED_TAGGED]
+    if other["eventName"] == "DeleteTags":
+        return False if keys or tagging.get("allTags") else None
+    if not keys:
+        return None
+    return any(satisfies(SETTINGS.LOCKED_TAGGED[k], tagging["tags"][k] or "") for k in keys)
 
 
 def made(removed: Rule, other: Change, by_value: bool = False) -> Rule | None:

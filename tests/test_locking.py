@@ -458,3 +458,39 @@ def test_a_value_added_again_before_the_put_back_does_not_lose_the_rule(ec2, loc
     (now,) = [r for r in rules_of(ec2, locked) if r.get("CidrIpv4") == "192.0.2.0/24"]
     (alices,) = readded["responseElements"]["securityGroupRuleSet"]["items"]
     assert now["SecurityGroupRuleId"] != alices["securityGroupRuleId"]
+
+
+SSH_FROM_ANYWHERE = {**BASTION, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+
+
+@pytest.mark.parametrize(
+    ("locked_before", "put_back"),
+    [(False, False), (True, True)],
+    ids=["lock-tag-set-only-after", "lock-tag-set-again-after"],
+)
+def test_a_removal_is_judged_by_the_lock_its_group_had_when_it_was_made(
+    ec2, group_id, conditions, history, locked_before, put_back
+):
+    """A remediation role closes an old `tcp 22 from 0.0.0.0/0` in a group not locked: the
+    removal stays. Someone then tags the group lock=on; the sweep reads the removal again
+    and found the group locked now, and opened SSH to the world again (an attacker's
+    review). A lock tag set only after the removal does not undo it: it is told. A group
+    tagged lock=on before the removal stays locked, whoever sets the tag again after."""
+    from cloudtrail import tag
+
+    conditions(LOCKED_TAGGED={"lock": "on"})
+    bob = assumed_role("Developer", "bob")
+    if locked_before:
+        tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=assumed_role("Admin", "a"))
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[SSH_FROM_ANYWHERE])
+    closed = revoke(
+        ec2, group_id, [SSH_FROM_ANYWHERE], identity=assumed_role("Remediation", "x")
+    )
+    if not locked_before:
+        live = lambda_handler(eventbridge(closed), CONTEXT)
+        assert live["reason"] == "removals are undone only in locked groups"
+    tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=bob)
+    result = lambda_handler({"sweep": {"minutes": 15}}, CONTEXT)
+    assert (WORLD_SSH in rule_set(ec2, group_id)) is put_back
+    if not put_back:
+        assert result["decisions"].get("unreadable") == 1  # told, on the topic and counted

@@ -17,6 +17,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from cloudtrail import (
     ACCOUNT,
+    EventHistory,
     assumed_role,
     authorize,
     eventbridge,
@@ -231,7 +232,6 @@ def test_nothing_in_history_means_revoke_and_say_so(ec2, group_id, history):
 @pytest.mark.parametrize(
     ("new", "why"),
     [
-        ({**WIDENED, "CidrIpv4": "192.0.2.0/25"}, "narrowed source"),
         (
             {**WIDENED, "CidrIpv4": "192.0.2.0/24", "Description": "bastion v2"},
             "description",
@@ -250,6 +250,23 @@ def test_an_edit_that_widens_nothing_stays(ec2, group_id, config, calls, new, wh
     assert "widens nothing" in result["reason"]
     assert "ModifySecurityGroupRules" not in calls
     assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+
+
+def test_config_alone_cannot_show_that_an_edit_narrowed(ec2, group_id, config):
+    """A Config item may be older than the group's latest changes (it names no rule IDs):
+    an old value wider than the new one is not taken from it, so a narrowing edit known
+    only from Config is revoked, fail closed and told (tests/test_attack_g.py)."""
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    narrowed = {**WIDENED, "CidrIpv4": "192.0.2.0/25"}
+    event = modify(ec2, group_id, {rule_id: narrowed}, identity=BOB)
+    config.add_response(
+        "get_resource_config_history",
+        {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+    )
+    result = lambda_handler(eventbridge(event), CONTEXT)
+    assert result["decision"] == "reverted"
+    assert "put its old value back by hand" in result["reason"]
+    assert rule_id not in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
 
 
 @pytest.mark.parametrize(
@@ -504,3 +521,62 @@ WIDE_PERMISSION = {
     "ToPort": 22,
     "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
 }
+
+
+# A Config item names no rule IDs, and Config lags (minutes; a day with daily recording): the
+# one rule of an item that no rule holds now may be one removed since (an attacker's review).
+STALE_WORLD_RDP = (False, "tcp", 3389, 3389, "0.0.0.0/0")
+
+
+def edit_under_a_stale_config_item(ec2, group_id, conditions, new_value):
+    """The group's last Config item is older than two changes: an admin closed
+    `tcp 3389 from 0.0.0.0/0`, and Bob added `tcp 5432 from 10.1.0.0/16` (allowed, kept).
+    Bob then edits his rule to `new_value`; the item's one rule no rule holds now is the
+    RDP rule the admin closed."""
+    conditions(
+        RESTORE_FROM_CONFIG=True,
+        ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}],
+    )
+    stale = config_item(
+        group_id,
+        [
+            tcp_permission(443, "10.0.0.0/8", "internal HTTPS"),
+            tcp_permission(22, "192.0.2.0/24", "bastion"),
+            tcp_permission(3389, "0.0.0.0/0", "legacy RDP, closed since by an admin"),
+        ],
+    )
+    ours = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
+    added = [{**ours, "IpRanges": [{"CidrIp": "10.1.0.0/16"}]}]
+    created = authorize(ec2, group_id, added, identity=BOB)
+    assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == "kept"
+    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    event = modify(ec2, group_id, {item["securityGroupRuleId"]: new_value}, identity=BOB)
+    # Event history holds the calls (a put-back that widens is confirmed there first).
+    EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
+    with Stubber(lambda_function.client("config", "us-east-1")) as stub:
+        for _ in range(2):  # read live, and again on event history's record of the edit
+            stub.add_response("get_resource_config_history", {"configurationItems": [stale]})
+        return lambda_handler(eventbridge(event), CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "CidrIpv4": "0.0.0.0/0"},
+        {"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389, "CidrIpv4": "0.0.0.0/1"},
+    ],
+    ids=["widened-to-the-world", "within-the-stale-rule"],
+)
+def test_a_stale_config_item_is_never_put_back_nor_keeps_an_edit(
+    ec2, group_id, conditions, new
+):
+    """Widened to the world, the rule was "restored" to RDP from the world: the guard itself
+    opened what no call just did. Edited to RDP from half the internet, the edit "widened
+    nothing" and was kept, untold. A Config value wider than the new one is not taken: the
+    edit is revoked and told, as with no old value at all."""
+    result = edit_under_a_stale_config_item(ec2, group_id, conditions, new)
+    held = rule_set(ec2, group_id)
+    assert STALE_WORLD_RDP not in held
+    assert (False, "tcp", new["FromPort"], new["ToPort"], new["CidrIpv4"]) not in held
+    assert result["decision"] == "reverted"
+    assert "put its old value back by hand" in result["reason"]
