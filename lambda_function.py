@@ -2405,8 +2405,11 @@ def put_back_plan(
             continue
         made_at = time_of(other) or removed_at
         lock = lock_tagging(other, change["groupId"])
-        if lock and not seen and made_at >= removed_at and not is_own(other, account):
-            locked_since = True  # not the guard's own put-back of a lock tag taken off
+        by_others = other["actor"] != change["actor"] and not is_own(other, account)
+        if lock and not seen and made_at >= removed_at and by_others:
+            # Not the guard's own put-back of a lock tag taken off, nor the remover's: a
+            # lock tag set again by whoever removed the rule must not make the removal stick.
+            locked_since = True
         elif lock is not None and seen and locked_before is None:
             locked_before = lock  # the newest before the removal: locked then, or not
         if other["groupId"] != change["groupId"]:
