@@ -2011,26 +2011,73 @@ def previous_values(
     """The old value of each edited rule, by rule ID, from the sources switched on."""
     found: dict[str, dict] = {}
     if SETTINGS.RESTORE_FROM_CONFIG:
-        # A Config item names no rule IDs and may be older than the group's latest changes
-        # (Config lags; daily recording): its "one rule no other holds now" can be a rule
-        # removed since. Its value is used only where it lets through nothing the edit's new
-        # value does not; a wider one is asked of event history, or the rule is revoked.
-        edited = {rule["securityGroupRuleId"]: rule for rule in rules}
-        found |= {
-            rule_id: old
-            for rule_id, old in previous_from_config(ec2, change, rules, account).items()
-            if "unreadable" not in edited[rule_id] and not widens(old, edited[rule_id])
-        }
+        found |= current_config_values(ec2, change, rules, account)
     missing = [rule for rule in rules if rule["securityGroupRuleId"] not in found]
     if missing and SETTINGS.RESTORE_FROM_CLOUDTRAIL:
         found |= previous_from_cloudtrail(change, missing, account)
     return found
 
 
-def previous_from_config(
+def current_config_values(
     ec2: Any, change: Change, rules: list[dict], account: str | None
 ) -> dict[str, dict]:
-    """From the group's latest configuration item at or before the edit."""
+    """Config's old values that can be trusted. A Config item names no rule IDs and may be
+    older than the group's latest changes (Config lags; daily recording): its "one rule no
+    other holds now" can be a rule removed since. So its values are used only where event
+    history shows no other change to the group's rules since the item was captured;
+    otherwise each rule is asked of event history's own values (RESTORE_FROM_CLOUDTRAIL), or
+    revoked. A value that lets through nothing the edit's new value does not is used at once
+    (putting it back only narrows the rule: history's last minutes may be missing); a wider
+    one would keep the edit or widen the rule, so it waits for event history to hold the
+    edit (ConfirmFirst) and everything before it."""
+    found, captured = previous_from_config(ec2, change, rules, account)
+    edited = {rule["securityGroupRuleId"]: rule for rule in rules}
+    wider = {
+        rule_id
+        for rule_id, old in found.items()
+        if "unreadable" in edited[rule_id] or widens(old, edited[rule_id])
+    }
+    if wider:
+        confirm_first(change, is_dry_run())
+    if found and not unchanged_since(change, captured, account):
+        return {}  # the group changed after the item was captured: not its old values
+    return found
+
+
+def unchanged_since(change: Change, captured: Any, account: str | None) -> bool:
+    """Does event history show no rule change to the group from the Config item's capture
+    to the change, but the change itself? A history cut short, or a capture time that cannot
+    be read, is not known to be unchanged."""
+    if not isinstance(captured, datetime.datetime):
+        return False
+    since = captured if captured.tzinfo else captured.replace(tzinfo=datetime.UTC)
+    for record in group_records(change, account, since=since):
+        if record is CUT_SHORT:
+            return False
+        try:
+            other = read_change(record)
+        except BadEvent:  # a failed call changed nothing
+            continue
+        if other["eventId"] == change["eventId"] or other["groupId"] != change["groupId"]:
+            continue
+        if other["eventName"] in RULE_CALLS:
+            return False
+    return True
+
+
+RULE_CALLS = (  # the calls that change a group's rules
+    "AuthorizeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "ModifySecurityGroupRules",
+    *REMOVAL_EVENTS,
+)
+
+
+def previous_from_config(
+    ec2: Any, change: Change, rules: list[dict], account: str | None
+) -> tuple[dict[str, dict], Any]:
+    """From the group's latest configuration item at or before the edit: the old values,
+    and when the item was captured."""
     config = client("config", change["region"], account)
     try:
         # IAM: config:GetResourceConfigHistory
@@ -2042,16 +2089,17 @@ def previous_from_config(
         )["configurationItems"]
     except ClientError as error:
         if error_code(error) in NO_CONFIG_HISTORY:
-            return {}
+            return {}, None
         raise
     if not items or items[0].get("configurationItemStatus") not in (None, "OK"):
-        return {}  # not recorded, or recorded as deleted
+        return {}, None  # not recorded, or recorded as deleted
     try:
         then = rules_of_config_item(items[0])
     except (Unreadable, ValueError, AttributeError, KeyError, TypeError):
-        return {}  # an item we cannot read gives no old value
+        return {}, None  # an item we cannot read gives no old value
     now = rules_now(ec2, group_id=[change["groupId"]])
-    return old_values_from_config(then, now, rules)
+    captured = items[0].get("configurationItemCaptureTime")
+    return old_values_from_config(then, now, rules), captured
 
 
 NO_CONFIG_HISTORY = {

@@ -943,6 +943,8 @@ def test_a_config_item_without_its_empty_lists_still_gives_the_old_value(
         "resourceId": group_id,
         "configuration": json.dumps(configuration),
     }
+    # Event history, read to see that the group did not change after the item was captured.
+    EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
     with Stubber(lambda_function.client("config", "us-east-1")) as stub:
         stub.add_response("get_resource_config_history", {"configurationItems": [item]})
         result = run(event)

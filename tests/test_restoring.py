@@ -73,7 +73,10 @@ BEFORE_THE_EDIT = [
 
 @pytest.fixture
 def config(conditions):
+    """Config's history stubbed, and event history (cloudtrail.py's records), which is read
+    to see that the group did not change after the item was captured."""
     conditions(RESTORE_FROM_CONFIG=True)
+    EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
     with Stubber(lambda_function.client("config", "us-east-1")) as stub:
         yield stub
 
@@ -252,21 +255,47 @@ def test_an_edit_that_widens_nothing_stays(ec2, group_id, config, calls, new, wh
     assert rule_id in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
 
 
-def test_config_alone_cannot_show_that_an_edit_narrowed(ec2, group_id, config):
-    """A Config item may be older than the group's latest changes (it names no rule IDs):
-    an old value wider than the new one is not taken from it, so a narrowing edit known
-    only from Config is revoked, fail closed and told (tests/test_attack_g.py)."""
+@pytest.mark.parametrize(
+    ("locked", "changed_since", "stays"),
+    [
+        (False, False, "narrowed"),  # the edit widens nothing: it stays
+        (True, False, "put back"),  # a locked group: the old value goes back
+        (False, True, "revoked"),  # the item is older than a change: its value is unknown
+        (True, True, "revoked"),
+    ],
+    ids=["narrowed", "narrowed-locked", "stale", "stale-locked"],
+)
+def test_a_config_value_wider_than_the_edit_waits_for_event_history_to_show_it_current(
+    ec2, group_id, config, conditions, locked, changed_since, stays
+):
+    """Config's value is wider than the edit's: it would keep the edit, or in a locked group
+    widen the rule again. A Config item may be older than the group's latest changes (it
+    names no rule IDs), so it is used only once event history holds the edit and shows no
+    other change to the group's rules since the item's capture; else the edited rule is
+    revoked, and told (two attackers' reviews: a stale item's value was used, and the first
+    fix revoked every narrowing edit, in locked groups too)."""
+    if locked:
+        conditions(LOCKED_GROUP_IDS=[group_id])
+    if changed_since:  # a rule added after the item was captured (2026-11-01)
+        ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+        authorize(ec2, group_id, [{**ssh, "IpRanges": [{"CidrIp": "10.9.0.0/16"}]}])
     rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
     narrowed = {**WIDENED, "CidrIpv4": "192.0.2.0/25"}
     event = modify(ec2, group_id, {rule_id: narrowed}, identity=BOB)
-    config.add_response(
-        "get_resource_config_history",
-        {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
-    )
+    EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
+    for _ in range(2):  # read live, then again on event history's record of the edit
+        config.add_response(
+            "get_resource_config_history",
+            {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+        )
     result = lambda_handler(eventbridge(event), CONTEXT)
-    assert result["decision"] == "reverted"
-    assert "put its old value back by hand" in result["reason"]
-    assert rule_id not in {r["SecurityGroupRuleId"] for r in rules_of(ec2, group_id)}
+    held = {r["SecurityGroupRuleId"]: r.get("CidrIpv4") for r in rules_of(ec2, group_id)}
+    assert {
+        "narrowed": held.get(rule_id) == "192.0.2.0/25" and result["decision"] == "kept",
+        "put back": held.get(rule_id) == "192.0.2.0/24" and result["decision"] == "reverted",
+        "revoked": rule_id not in held
+        and "put its old value back by hand" in result["reason"],
+    }[stays], result
 
 
 @pytest.mark.parametrize(
@@ -579,4 +608,41 @@ def test_a_stale_config_item_is_never_put_back_nor_keeps_an_edit(
     assert STALE_WORLD_RDP not in held
     assert (False, "tcp", new["FromPort"], new["ToPort"], new["CidrIpv4"]) not in held
     assert result["decision"] == "reverted"
+    assert "put its old value back by hand" in result["reason"]
+
+
+def test_a_stale_config_item_narrower_than_the_edit_reopens_no_closed_rule(
+    ec2, group_id, conditions
+):
+    """The item is older than two changes: an admin closed `tcp 22 from 203.0.113.7/32`
+    (Bob's host), and Bob added `tcp 5432 from 10.1.0.0/16` (allowed, kept). Bob edits his
+    rule to `tcp 22 from 0.0.0.0/0`: the item's one rule no rule holds now is the closed SSH
+    rule, within the new value, and the guard "restored" Bob's rule to it, reopening what the
+    admin closed (a third attacker's review). Event history shows Bob's addition after the
+    item's capture: the item is not taken for the group before the edit."""
+    conditions(
+        RESTORE_FROM_CONFIG=True,
+        ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}],
+    )
+    stale = config_item(
+        group_id,
+        [
+            tcp_permission(443, "10.0.0.0/8", "internal HTTPS"),
+            tcp_permission(22, "192.0.2.0/24", "bastion"),
+            tcp_permission(22, "203.0.113.7/32", "bob's host, closed since by an admin"),
+        ],
+    )
+    ours = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
+    added = [{**ours, "IpRanges": [{"CidrIp": "10.1.0.0/16"}]}]
+    created = authorize(ec2, group_id, added, identity=BOB)
+    assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == "kept"
+    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
+    event = modify(ec2, group_id, {item["securityGroupRuleId"]: WIDENED}, identity=BOB)
+    EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
+    with Stubber(lambda_function.client("config", "us-east-1")) as stub:
+        stub.add_response("get_resource_config_history", {"configurationItems": [stale]})
+        result = lambda_handler(eventbridge(event), CONTEXT)
+    held = rule_set(ec2, group_id)
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in held
+    assert (False, "tcp", 22, 22, "203.0.113.7/32") not in held, result
     assert "put its old value back by hand" in result["reason"]
