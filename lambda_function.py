@@ -6018,8 +6018,9 @@ def effective_settings(block: dict[str, Any], environ: Any) -> dict[str, Any]:
     """The block (the module's names) with what a deployment gives in the environment
     (template.yaml's parameters) added: EXEMPT_PRINCIPALS and LOCKED_GROUP_IDS
     (comma-separated), LOCKED_TAG_KEY (a tag key, any value), REVERT_EGRESS=false,
-    RESTORE_FROM_CONFIG=true, RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME, APPROVERS,
-    MAX_EXCEPTION_HOURS. A block's value of the wrong kind is left for the check to name.
+    RESTORE_FROM_CONFIG=true, RESTORE_FROM_CLOUDTRAIL=true, MEMBER_ROLE_NAME (in place of
+    the block's), APPROVERS, MAX_EXCEPTION_HOURS (the shorter of it and the block's). A
+    block's value of the wrong kind is left for the check to name.
     DRY_RUN, NOTIFY_TOPIC_ARN and LOG_RAW_EVENT are read at each event."""
     found = dict(block)
     for name in ("EXEMPT_PRINCIPALS", "LOCKED_GROUP_IDS", "APPROVERS"):
@@ -6042,7 +6043,13 @@ def effective_settings(block: dict[str, Any], environ: Any) -> dict[str, Any]:
         )
     hours = environ.get("MAX_EXCEPTION_HOURS", "").strip()
     if hours:  # a value that is no whole number is kept as text, for the check to refuse
-        found["MAX_EXCEPTION_HOURS"] = int(hours) if hours.isdigit() else hours
+        given = int(hours) if hours.isdigit() else hours
+        block_hours = found.get("MAX_EXCEPTION_HOURS")
+        if type(given) is int and type(block_hours) is int:
+            # Both are limits, and the template always sets one (24 by default): the
+            # shorter holds, so the block's tighter limit is never lengthened unseen.
+            given = min(given, block_hours)
+        found["MAX_EXCEPTION_HOURS"] = given
     return found
 
 

@@ -526,12 +526,15 @@ def test_good_approvers_pass(conditions):
     lambda_function.check_conditions()
 
 
-def test_the_environment_adds_approvers(monkeypatch):
+def test_the_environment_adds_approvers(monkeypatch, conditions):
     monkeypatch.setenv("APPROVERS", f" {APPROVER_ROLE} ,")
     monkeypatch.setenv("MAX_EXCEPTION_HOURS", "4")
     settings = lambda_function.check_conditions()
     assert settings.APPROVERS == [APPROVER_ROLE]
     assert settings.MAX_EXCEPTION_HOURS == 4
+    conditions(MAX_EXCEPTION_HOURS=2)  # the block's tighter limit is not lengthened
+    monkeypatch.setenv("MAX_EXCEPTION_HOURS", "24")
+    assert lambda_function.check_conditions().MAX_EXCEPTION_HOURS == 2
     monkeypatch.setenv("MAX_EXCEPTION_HOURS", "four")
     with pytest.raises(ConditionsError, match="MAX_EXCEPTION_HOURS = four"):
         lambda_function.check_conditions()
