@@ -1,16 +1,16 @@
 """Security-group guardrail: undo unapproved security-group changes seconds after they happen.
 
 An EventBridge rule (event_pattern.json) sends this function the CloudTrail record of every
-successful AuthorizeSecurityGroupIngress, AuthorizeSecurityGroupEgress and
-ModifySecurityGroupRules call. The function reads which rules the call added, checks them
-against the CONDITIONS block below, and revokes exactly those rules: by the rule IDs in the
-response when CloudTrail has them, otherwise by the permissions rebuilt from the request.
-An edited rule is put back to its old value, with its rule ID, when a source gives that value.
-Entries added to a prefix list (ModifyManagedPrefixList) that guarded rules reference are
-taken out again. It never touches a rule the call did not add, and a failed call (errorCode)
-is left alone. Where switched on (template.yaml): removals from locked groups are put back,
-tag changes that would switch the guard off are undone, a scheduled sweep handles what the
-live path missed (event history, the failure queue), and a canary proves the chain works.
+successful AuthorizeSecurityGroupIngress/Egress, ModifySecurityGroupRules, prefix-list change
+(ModifyManagedPrefixList, RestoreManagedPrefixListVersion) and AssociateSecurityGroupVpc. It
+reads what the call added, checks it against the CONDITIONS block below, and revokes exactly
+those rules: by the rule IDs in the response when CloudTrail has them, otherwise by the
+permissions rebuilt from the request. An edited rule gets its old value back, with its rule
+ID, when a source gives it; entries added to a list guarded rules use are taken out; a group
+associated into a guarded VPC is disassociated. It never touches a rule the call did not add;
+a failed call (errorCode) is left alone. Where switched on (template.yaml): removals from
+locked groups are put back, tag changes that would switch the guard off are undone, a sweep
+handles what the live path missed, and a canary proves the chain works.
 
 Deploy: zip this one file, create a Lambda function (runtime python3.13, handler
 lambda_function.lambda_handler) with a role holding iam_policy.json, and point an EventBridge

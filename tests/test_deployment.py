@@ -594,6 +594,8 @@ TAMPERING = [
         "SetTopicAttributes",
         {"topicArn": TOPIC, "attributeName": "Policy"},
     ),
+    # A data protection policy whose Deny blocks every publish (a third review)
+    ("sns.amazonaws.com", "PutDataProtectionPolicy", {"resourceArn": TOPIC}),
 ]
 NOT_TAMPERING = [
     (
