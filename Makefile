@@ -103,14 +103,17 @@ $(ZIP): lambda_function.py
 # make deploy BUCKET=my-code-bucket [STACK=sg-guardrail] [PARAMETERS=guardrail.json] [PARAMS="DryRun=false ..."]
 # PARAMETERS: one JSON file of the template's parameters, read by make deploy and make
 # stackset alike (deploy/parameters.example.json); PARAMS are added on top, for this stack only.
-# MODE=member deploys a member stack with the same file (where no StackSet reaches).
+# MODE=member deploys a member stack with the same file (where no StackSet reaches). The
+# central stack's CentralRegion is the region it is deployed to, unless the file or PARAMS say.
 STACK ?= sg-guardrail
 PARAMETERS ?=
 MODE ?= central
 deploy: $(ZIP)
 	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<S3 bucket for the code> [PARAMETERS=file.json] [PARAMS=...]"; exit 2; }
 	key=sg-guardrail/$(VERSION)-$$(sha256sum $(ZIP) | cut -c1-16).zip && \
-	$(PYTHON) deploy/parameters.py $(MODE) $(if $(PARAMETERS),--file $(PARAMETERS)) \
+	region=$${AWS_REGION:-$${AWS_DEFAULT_REGION:-$$(aws configure get region 2>/dev/null || true)}} && \
+	$(PYTHON) deploy/parameters.py $(MODE) $(if $(filter central,$(MODE)),--region "$$region") \
+	  $(if $(PARAMETERS),--file $(PARAMETERS)) \
 	  CodeBucket=$(BUCKET) CodeKey=$$key $(PARAMS) > $(DIST)/central-parameters.json && \
 	aws s3 cp $(ZIP) s3://$(BUCKET)/$$key && \
 	aws cloudformation deploy --template-file template.yaml --stack-name $(STACK) \

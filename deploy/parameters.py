@@ -1,6 +1,6 @@
 """One parameter file for the central stack and the member StackSet (standard library only).
 
-    python deploy/parameters.py central [--file F] [Key=Value ...]
+    python deploy/parameters.py central [--region R] [--file F] [Key=Value ...]
     python deploy/parameters.py member --file F [Key=Value ...]
 
 Each prints the template's parameters in CloudFormation's JSON form ([{"ParameterKey": ...,
@@ -10,7 +10,10 @@ The file is a JSON object of template parameters (deploy/parameters.example.json
 value is joined with commas. `central` is Mode=central with every parameter; `member` is
 Mode=member with the parameters a member stack reads (its role's statements follow the same
 locks, tags, restores and sweep as the central stack: set once, here), and needs
-CentralAccountId. A name the template does not have is refused, in one line.
+CentralAccountId. A name the template does not have is refused, in one line. --region
+(make deploy's: the region the stack goes to) is the central stack's CentralRegion where
+neither the file nor Key=Value names one: the template's default (us-east-1) deploys no
+function in any other region, only a forwarder to it.
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ def text_of(key: str, value: object) -> str:
     raise ParameterError(f"{key}: a string, number, true/false or list, not {value!r}")
 
 
-def parameters(mode: str, path: str | None, extra: list[str]) -> list[dict[str, str]]:
+def parameters(
+    mode: str, path: str | None, extra: list[str], region: str = ""
+) -> list[dict[str, str]]:
     values = read_file(path)
     for item in extra:
         key, equals, value = item.partition("=")
@@ -96,6 +101,8 @@ def parameters(mode: str, path: str | None, extra: list[str]) -> list[dict[str, 
                 "(in the file, or CENTRAL_ACCOUNT=111122223333)"
             )
         values = {key: values[key] for key in MEMBER_KEYS if key in values}
+    if mode == "central" and region and "CentralRegion" not in values:
+        values["CentralRegion"] = region
     chosen = {"Mode": mode, **values}
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in chosen.items()]
 
@@ -105,14 +112,19 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     mode, rest = argv[0], argv[1:]
-    path = None
+    path, region = None, ""
+    if rest[:1] == ["--region"]:
+        if len(rest) < 2:
+            print("error: --region wants a region (it may be empty)", file=sys.stderr)
+            return 2
+        region, rest = rest[1], rest[2:]
     if rest[:1] == ["--file"]:
         if len(rest) < 2:
             print("error: --file wants a file", file=sys.stderr)
             return 2
         path, rest = rest[1], rest[2:]
     try:
-        found = parameters(mode, path, rest)
+        found = parameters(mode, path, rest, region)
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

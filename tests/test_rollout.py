@@ -98,7 +98,25 @@ def test_make_deploy_uploads_the_versioned_zip_and_deploys_with_the_file(aws_cli
 def test_make_deploy_without_a_file_still_works(aws_cli):
     _, deploy = aws_cli("deploy", "BUCKET=b")
     (sent,) = deploy["files"].values()
-    assert set(values(sent)) == {"Mode", "CodeBucket", "CodeKey"}
+    assert set(values(sent)) == {"Mode", "CodeBucket", "CodeKey", "CentralRegion"}
+
+
+@pytest.mark.parametrize(
+    ("given", "central"),
+    [
+        ([], "ap-south-1"),  # the region deployed to
+        ([f"PARAMETERS={EXAMPLE}"], "eu-west-1"),  # the file's
+        (["PARAMS=CentralRegion=us-east-1"], "us-east-1"),  # a forwarder's stack, said so
+    ],
+    ids=["none-given", "from-the-file", "from-params"],
+)
+def test_make_deploy_puts_the_function_in_the_region_it_deploys_to(aws_cli, given, central):
+    """The template's CentralRegion defaults to us-east-1, where alone it deploys the
+    function: `make deploy BUCKET=...` in ap-south-1 made only a forwarder, to a function
+    that did not exist, with nothing to say so (a new user's finding)."""
+    _, deploy = aws_cli("deploy", "BUCKET=b", *given, AWS_REGION="ap-south-1")
+    (sent,) = deploy["files"].values()
+    assert values(sent)["CentralRegion"] == central
 
 
 def test_make_stackset_creates_a_service_managed_stackset_for_the_ous(aws_cli):
