@@ -147,7 +147,7 @@ def should_revert(change: dict[str, Any]) -> bool:
 
 # An event older than this (a retry, a redrive, a replay) has its rules checked against what
 # AWS holds now before anything is revoked: a rule changed since is left and reported.
-LATE_AFTER_SECONDS = 300
+LATE_AFTER_SECONDS = 300  # e.g. 900 (lower: more events read AWS first, one call each)
 
 
 # =============================================================================================
