@@ -128,6 +128,13 @@ def main(argv: list[str]) -> int:
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    central = {p["ParameterKey"]: p["ParameterValue"] for p in found}.get("CentralRegion")
+    if mode == "central" and region and central not in (None, region):
+        print(
+            f"note: CentralRegion is {central}, not {region}, the region deployed to: this "
+            f"stack holds no function, only a forwarder to {central}",
+            file=sys.stderr,
+        )
     print(json.dumps(found, indent=2))
     return 0
 

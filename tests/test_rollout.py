@@ -270,3 +270,13 @@ def test_make_deploy_mode_member_deploys_a_member_stack_from_the_same_file(aws_c
     (sent,) = deploy["files"].values()
     member = values(parameters.parameters("member", str(EXAMPLE), []))
     assert values(sent) == member  # the StackSet's parameters: no code, Mode=member
+
+
+def test_a_central_region_other_than_the_one_deployed_to_is_said(capsys):
+    """A stack holds the function only in CentralRegion: the example file's eu-west-1,
+    deployed elsewhere, makes a forwarder alone (a new user's reading)."""
+    assert parameters.main(["central", "--region", "us-east-1", "--file", str(EXAMPLE)]) == 0
+    err = capsys.readouterr().err
+    assert "holds no function, only a forwarder to eu-west-1" in err
+    assert parameters.main(["central", "--region", "eu-west-1", "--file", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().err == ""
