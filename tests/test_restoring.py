@@ -553,25 +553,42 @@ WIDE_PERMISSION = {
 
 
 # A Config item names no rule IDs, and Config lags (minutes; a day with daily recording): the
-# one rule of an item that no rule holds now may be one removed since (an attacker's review).
-STALE_WORLD_RDP = (False, "tcp", 3389, 3389, "0.0.0.0/0")
+# one rule of an item that no rule holds now may be one removed since (attackers' reviews).
+RDP_CLOSED = (3389, "0.0.0.0/0")
+BOBS_HOST_CLOSED = (22, "203.0.113.7/32")
 
 
-def edit_under_a_stale_config_item(ec2, group_id, conditions, new_value):
-    """The group's last Config item is older than two changes: an admin closed
-    `tcp 3389 from 0.0.0.0/0`, and Bob added `tcp 5432 from 10.1.0.0/16` (allowed, kept).
-    Bob then edits his rule to `new_value`; the item's one rule no rule holds now is the
-    RDP rule the admin closed."""
+@pytest.mark.parametrize(
+    ("closed", "new"),
+    [
+        (RDP_CLOSED, {**WIDENED, "FromPort": 5432, "ToPort": 5432}),
+        (RDP_CLOSED, {**WIDENED, "FromPort": 3389, "ToPort": 3389, "CidrIpv4": "0.0.0.0/1"}),
+        (BOBS_HOST_CLOSED, WIDENED),
+    ],
+    ids=["widened-to-the-world", "within-the-stale-rule", "stale-rule-within-the-edit"],
+)
+def test_a_stale_config_item_is_never_put_back_nor_keeps_an_edit(
+    ec2, group_id, conditions, closed, new
+):
+    """The group's last Config item is older than two changes: an admin closed a rule, and
+    Bob added `tcp 5432 from 10.1.0.0/16` (allowed, kept). Bob edits his rule to `new`: the
+    item's one rule no rule holds now is the closed one. Widened to the world, the rule was
+    "restored" to RDP from the world, which no call had just opened; edited to RDP from half
+    the internet, the edit "widened nothing" and was kept, untold; edited to SSH from the
+    world, it was "restored" to SSH from Bob's host, reopening what the admin closed. Event
+    history shows Bob's addition after the item's capture: the item is not taken for the
+    group before the edit, and the edited rule is revoked and told."""
     conditions(
         RESTORE_FROM_CONFIG=True,
         ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}],
     )
+    port, cidr = closed
     stale = config_item(
         group_id,
         [
             tcp_permission(443, "10.0.0.0/8", "internal HTTPS"),
             tcp_permission(22, "192.0.2.0/24", "bastion"),
-            tcp_permission(3389, "0.0.0.0/0", "legacy RDP, closed since by an admin"),
+            tcp_permission(port, cidr, "closed since by an admin"),
         ],
     )
     ours = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
@@ -579,70 +596,13 @@ def edit_under_a_stale_config_item(ec2, group_id, conditions, new_value):
     created = authorize(ec2, group_id, added, identity=BOB)
     assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == "kept"
     (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
-    event = modify(ec2, group_id, {item["securityGroupRuleId"]: new_value}, identity=BOB)
-    # Event history holds the calls (a put-back that widens is confirmed there first).
+    event = modify(ec2, group_id, {item["securityGroupRuleId"]: new}, identity=BOB)
     EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
     with Stubber(lambda_function.client("config", "us-east-1")) as stub:
         for _ in range(2):  # read live, and again on event history's record of the edit
             stub.add_response("get_resource_config_history", {"configurationItems": [stale]})
-        return lambda_handler(eventbridge(event), CONTEXT)
-
-
-@pytest.mark.parametrize(
-    "new",
-    [
-        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "CidrIpv4": "0.0.0.0/0"},
-        {"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389, "CidrIpv4": "0.0.0.0/1"},
-    ],
-    ids=["widened-to-the-world", "within-the-stale-rule"],
-)
-def test_a_stale_config_item_is_never_put_back_nor_keeps_an_edit(
-    ec2, group_id, conditions, new
-):
-    """Widened to the world, the rule was "restored" to RDP from the world: the guard itself
-    opened what no call just did. Edited to RDP from half the internet, the edit "widened
-    nothing" and was kept, untold. A Config value wider than the new one is not taken: the
-    edit is revoked and told, as with no old value at all."""
-    result = edit_under_a_stale_config_item(ec2, group_id, conditions, new)
-    held = rule_set(ec2, group_id)
-    assert STALE_WORLD_RDP not in held
-    assert (False, "tcp", new["FromPort"], new["ToPort"], new["CidrIpv4"]) not in held
-    assert result["decision"] == "reverted"
-    assert "put its old value back by hand" in result["reason"]
-
-
-def test_a_stale_config_item_narrower_than_the_edit_reopens_no_closed_rule(
-    ec2, group_id, conditions
-):
-    """The item is older than two changes: an admin closed `tcp 22 from 203.0.113.7/32`
-    (Bob's host), and Bob added `tcp 5432 from 10.1.0.0/16` (allowed, kept). Bob edits his
-    rule to `tcp 22 from 0.0.0.0/0`: the item's one rule no rule holds now is the closed SSH
-    rule, within the new value, and the guard "restored" Bob's rule to it, reopening what the
-    admin closed (a third attacker's review). Event history shows Bob's addition after the
-    item's capture: the item is not taken for the group before the edit."""
-    conditions(
-        RESTORE_FROM_CONFIG=True,
-        ALLOWED_RULES=[{"isEgress": False, "cidrWithin": "10.0.0.0/8"}],
-    )
-    stale = config_item(
-        group_id,
-        [
-            tcp_permission(443, "10.0.0.0/8", "internal HTTPS"),
-            tcp_permission(22, "192.0.2.0/24", "bastion"),
-            tcp_permission(22, "203.0.113.7/32", "bob's host, closed since by an admin"),
-        ],
-    )
-    ours = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
-    added = [{**ours, "IpRanges": [{"CidrIp": "10.1.0.0/16"}]}]
-    created = authorize(ec2, group_id, added, identity=BOB)
-    assert lambda_handler(eventbridge(created), CONTEXT)["decision"] == "kept"
-    (item,) = created["responseElements"]["securityGroupRuleSet"]["items"]
-    event = modify(ec2, group_id, {item["securityGroupRuleId"]: WIDENED}, identity=BOB)
-    EventHistory().serve(lambda_function.client("cloudtrail", "us-east-1"))
-    with Stubber(lambda_function.client("config", "us-east-1")) as stub:
-        stub.add_response("get_resource_config_history", {"configurationItems": [stale]})
         result = lambda_handler(eventbridge(event), CONTEXT)
     held = rule_set(ec2, group_id)
-    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in held
-    assert (False, "tcp", 22, 22, "203.0.113.7/32") not in held, result
+    assert (False, "tcp", port, port, cidr) not in held, result
+    assert (False, "tcp", new["FromPort"], new["ToPort"], new["CidrIpv4"]) not in held
     assert "put its old value back by hand" in result["reason"]
