@@ -1407,6 +1407,11 @@ def report_error(summary: dict, change: Change, reason: str) -> None:
     report(summary, change, "error", left_open(change, reason))
 
 
+# The calls of other services than EC2 that an event may make, for a denial's words.
+SERVICE_OF = {"AssumeRole": "sts", "LookupEvents": "cloudtrail", "Publish": "sns"}
+SERVICE_OF["GetResourceConfigHistory"] = "config"
+
+
 def error_reason(error: Exception) -> str:
     if isinstance(error, Unconfirmed):
         return (
@@ -1418,7 +1423,7 @@ def error_reason(error: Exception) -> str:
         return f"{type(error).__name__}: {error}"
     code = error_code(error)
     if code in DENIED:
-        service = "sts" if error.operation_name == "AssumeRole" else "ec2"
+        service = SERVICE_OF.get(error.operation_name, "ec2")
         return f"{code}: the role needs {service}:{error.operation_name} ({error})"
     return f"{code}: {error}"
 
@@ -2039,9 +2044,11 @@ def current_config_values(
     }
     if wider:
         confirm_first(change, is_dry_run())
-    if found and not unchanged_since(change, captured, account):
-        return {}  # the group changed after the item was captured: not its old values
-    return found
+    try:
+        current = not found or unchanged_since(change, captured, account)
+    except RETRY_LATER:  # history denied or throttled: not known unchanged, as if cut short
+        current = False
+    return found if current else {}  # the group changed since the item: not its old values
 
 
 def unchanged_since(change: Change, captured: Any, account: str | None) -> bool:
@@ -2453,7 +2460,7 @@ def put_back_plan(
             continue
         made_at = time_of(other) or removed_at
         lock = lock_tagging(other, change["groupId"])
-        by_others = other["actor"] != change["actor"] and not is_own(other, account)
+        by_others = who(other) != who(change) and not is_own(other, account)
         if lock and not seen and made_at >= removed_at and by_others:
             # Not the guard's own put-back of a lock tag taken off, nor the remover's: a
             # lock tag set again by whoever removed the rule must not make the removal stick.
@@ -2533,6 +2540,15 @@ def put_back_plan(
                 why = "its value is one the guard reverts, and no earlier one is known"
                 cannot.append(f"{describe(rule)}: {why}; put it back by hand")
     return back, left_out, cannot, readded
+
+
+def who(change: Change) -> str:
+    """The principal behind a change: a role session's role (sessionIssuer), whatever the
+    session's name (a second login is the same person), else the caller's ARN."""
+    principals = change.get("principals") or []
+    return (
+        principals[1] if change.get("actorRole") and len(principals) > 1 else change["actor"]
+    )
 
 
 def lock_tagging(other: Change, group_id: str | None) -> bool | None:

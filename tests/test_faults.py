@@ -224,3 +224,17 @@ def test_a_failure_while_finishing_a_partly_removed_change_is_finished_on_retry(
     result = lambda_handler(event, CONTEXT)
     assert (len(result["rules"]), len(result["alreadyGone"])) == (40, 10)
     assert rule_set(ec2, group_id) == before
+
+
+@pytest.mark.parametrize(
+    ("operation", "action"),
+    [
+        ("RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"),
+        ("AssumeRole", "sts:AssumeRole"),
+        ("LookupEvents", "cloudtrail:LookupEvents"),  # it said ec2:LookupEvents (a review)
+        ("GetResourceConfigHistory", "config:GetResourceConfigHistory"),
+    ],
+)
+def test_a_denial_names_the_action_the_role_needs(operation, action):
+    error = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, operation)
+    assert f"the role needs {action} " in lambda_function.error_reason(error)

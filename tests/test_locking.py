@@ -496,19 +496,26 @@ def test_a_removal_is_judged_by_the_lock_its_group_had_when_it_was_made(
         assert result["decisions"].get("unreadable") == 1  # told, on the topic and counted
 
 
+@pytest.mark.parametrize("session", ["bob", "bob-2"], ids=["same-session", "another-session"])
 def test_the_remover_setting_the_lock_tag_again_does_not_make_the_removal_stick(
-    ec2, group_id, conditions, history
+    ec2, group_id, conditions, history, session
 ):
     """The group has carried lock=on for longer than event history reaches (no record of
     it). Bob removes the bastion rule, then sets lock=on again, the same value: a lock tag
     set after the removal with none before it no longer unlocked the group for his own
-    removal (a third attacker's review). The remover's own tag call does not count."""
+    removal (a third attacker's review), nor from another session of his role (a fourth).
+    The remover's own tag call does not count."""
     from cloudtrail import tag
 
     conditions(LOCKED_TAGGED={"lock": "on"})
     ec2.create_tags(Resources=[group_id], Tags=[{"Key": "lock", "Value": "on"}])  # long ago
-    bob = assumed_role("Developer", "bob")
-    removed = revoke(ec2, group_id, [BASTION], identity=bob)
-    tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=bob)
+    removed = revoke(ec2, group_id, [BASTION], identity=assumed_role("Developer", "bob"))
+    tag(
+        ec2,
+        "CreateTags",
+        group_id,
+        {"lock": "on"},
+        identity=assumed_role("Developer", session),
+    )
     result = lambda_handler(eventbridge(removed), CONTEXT)
     assert BASTION_RULE in rule_set(ec2, group_id), result

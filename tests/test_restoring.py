@@ -606,3 +606,25 @@ def test_a_stale_config_item_is_never_put_back_nor_keeps_an_edit(
     assert (False, "tcp", port, port, cidr) not in held, result
     assert (False, "tcp", new["FromPort"], new["ToPort"], new["CidrIpv4"]) not in held
     assert "put its old value back by hand" in result["reason"]
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ThrottlingException"])
+def test_a_widening_edit_is_undone_when_event_history_cannot_be_read(
+    ec2, group_id, config, code
+):
+    """Event history is read to see that Config's item is current; denied (an SCP, a
+    boundary) or throttled (two requests a second, shared with anyone who may read it), the
+    widened rule was left open, an error for Lambda's retry that failed the same way (a
+    fourth attacker's review). Not known current, the item is not used: the rule is
+    revoked, and told."""
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(ec2, group_id, {rule_id: WIDENED}, identity=BOB)
+    config.add_response(
+        "get_resource_config_history",
+        {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+    )
+    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as trail:
+        trail.add_client_error("lookup_events", code)
+        result = lambda_handler(eventbridge(event), CONTEXT)
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
+    assert "put its old value back by hand" in result["reason"]
