@@ -1408,8 +1408,10 @@ def report_error(summary: dict, change: Change, reason: str) -> None:
 
 
 # The calls of other services than EC2 that an event may make, for a denial's words.
-SERVICE_OF = {"AssumeRole": "sts", "LookupEvents": "cloudtrail", "Publish": "sns"}
-SERVICE_OF["GetResourceConfigHistory"] = "config"
+SERVICE_OF = {"AssumeRole": "sts", "GetCallerIdentity": "sts", "Publish": "sns"}
+SERVICE_OF |= {"LookupEvents": "cloudtrail", "GetResourceConfigHistory": "config"}
+SERVICE_OF |= dict.fromkeys(("ReceiveMessage", "DeleteMessage", "SendMessage"), "sqs")
+SERVICE_OF |= {"ListAccounts": "organizations", "BatchImportFindings": "securityhub"}
 
 
 def error_reason(error: Exception) -> str:
@@ -2046,8 +2048,10 @@ def current_config_values(
         confirm_first(change, is_dry_run())
     try:
         current = not found or unchanged_since(change, captured, account)
-    except RETRY_LATER:  # history denied or throttled: not known unchanged, as if cut short
-        current = False
+    except RETRY_LATER:  # history denied or throttled: not known unchanged
+        if wider:
+            raise  # a narrowing edit is no hole: retried and told, never revoked for it
+        current = False  # a widening one is closed now: the rule revoked, and told
     return found if current else {}  # the group changed since the item: not its old values
 
 
@@ -2460,10 +2464,11 @@ def put_back_plan(
             continue
         made_at = time_of(other) or removed_at
         lock = lock_tagging(other, change["groupId"])
-        by_others = who(other) != who(change) and not is_own(other, account)
-        if lock and not seen and made_at >= removed_at and by_others:
-            # Not the guard's own put-back of a lock tag taken off, nor the remover's: a
-            # lock tag set again by whoever removed the rule must not make the removal stick.
+        if lock and not seen and made_at >= removed_at and not is_own(other, account):
+            # Whoever set it (the remover too: a clean-up, then a lock), unless the guard's
+            # own put-back of a lock tag taken off. Tagging again what was locked already
+            # leaves the removal told, not put back: a lock is never taken for older than
+            # history shows, which would add access.
             locked_since = True
         elif lock is not None and seen and locked_before is None:
             locked_before = lock  # the newest before the removal: locked then, or not
@@ -2540,15 +2545,6 @@ def put_back_plan(
                 why = "its value is one the guard reverts, and no earlier one is known"
                 cannot.append(f"{describe(rule)}: {why}; put it back by hand")
     return back, left_out, cannot, readded
-
-
-def who(change: Change) -> str:
-    """The principal behind a change: a role session's role (sessionIssuer), whatever the
-    session's name (a second login is the same person), else the caller's ARN."""
-    principals = change.get("principals") or []
-    return (
-        principals[1] if change.get("actorRole") and len(principals) > 1 else change["actor"]
-    )
 
 
 def lock_tagging(other: Change, group_id: str | None) -> bool | None:

@@ -233,6 +233,10 @@ def test_a_failure_while_finishing_a_partly_removed_change_is_finished_on_retry(
         ("AssumeRole", "sts:AssumeRole"),
         ("LookupEvents", "cloudtrail:LookupEvents"),  # it said ec2:LookupEvents (a review)
         ("GetResourceConfigHistory", "config:GetResourceConfigHistory"),
+        ("ListAccounts", "organizations:ListAccounts"),
+        ("ReceiveMessage", "sqs:ReceiveMessage"),
+        ("BatchImportFindings", "securityhub:BatchImportFindings"),
+        ("GetCallerIdentity", "sts:GetCallerIdentity"),
     ],
 )
 def test_a_denial_names_the_action_the_role_needs(operation, action):

@@ -496,26 +496,26 @@ def test_a_removal_is_judged_by_the_lock_its_group_had_when_it_was_made(
         assert result["decisions"].get("unreadable") == 1  # told, on the topic and counted
 
 
-@pytest.mark.parametrize("session", ["bob", "bob-2"], ids=["same-session", "another-session"])
-def test_the_remover_setting_the_lock_tag_again_does_not_make_the_removal_stick(
-    ec2, group_id, conditions, history, session
+@pytest.mark.parametrize(
+    "tagger",
+    ["bob", "bob-2", "mallory"],
+    ids=["the-remover", "the-removers-other-session", "another-user-of-the-role"],
+)
+def test_a_lock_tag_set_after_a_removal_by_anyone_leaves_it_told_not_put_back(
+    ec2, group_id, conditions, history, tagger
 ):
-    """The group has carried lock=on for longer than event history reaches (no record of
-    it). Bob removes the bastion rule, then sets lock=on again, the same value: a lock tag
-    set after the removal with none before it no longer unlocked the group for his own
-    removal (a third attacker's review), nor from another session of his role (a fourth).
-    The remover's own tag call does not count."""
+    """Bob removes SSH from the world in a group with no lock that event history shows, then
+    someone tags it lock=on. Whoever tags it, the removal is told, not put back. Excusing
+    the remover's own tag (a third review: the remover re-tagging a long-locked group made
+    his removal stick) put back SSH from the world after a clean-up then a lock, and excusing
+    his role let another user of it do the same (a fifth and sixth). A lock is never taken
+    for older than history shows: that would add access."""
     from cloudtrail import tag
 
     conditions(LOCKED_TAGGED={"lock": "on"})
-    ec2.create_tags(Resources=[group_id], Tags=[{"Key": "lock", "Value": "on"}])  # long ago
-    removed = revoke(ec2, group_id, [BASTION], identity=assumed_role("Developer", "bob"))
-    tag(
-        ec2,
-        "CreateTags",
-        group_id,
-        {"lock": "on"},
-        identity=assumed_role("Developer", session),
-    )
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[SSH_FROM_ANYWHERE])
+    removed = revoke(ec2, group_id, [SSH_FROM_ANYWHERE], identity=assumed_role("Dev", "bob"))
+    tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=assumed_role("Dev", tagger))
     result = lambda_handler(eventbridge(removed), CONTEXT)
-    assert BASTION_RULE in rule_set(ec2, group_id), result
+    assert WORLD_SSH not in rule_set(ec2, group_id)
+    assert result["decision"] == "unreadable" and "lock tag was set" in result["unreadable"][0]

@@ -14,6 +14,7 @@ import datetime
 import json
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from cloudtrail import (
     ACCOUNT,
@@ -628,3 +629,31 @@ def test_a_widening_edit_is_undone_when_event_history_cannot_be_read(
         result = lambda_handler(eventbridge(event), CONTEXT)
     assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
     assert "put its old value back by hand" in result["reason"]
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked"])
+def test_a_narrowing_edit_is_not_revoked_because_event_history_cannot_be_read(
+    ec2, group_id, config, conditions, locked
+):
+    """A narrowing edit opens nothing: with history throttled after the edit's record was
+    confirmed, the guard revoked it, an outage, and in a locked group a rule the guard takes
+    out itself and never puts back (a seventh review). It is raised for Lambda's retry
+    instead, and told; the rule stays as the edit left it."""
+    if locked:
+        conditions(LOCKED_GROUP_IDS=[group_id])
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    event = modify(
+        ec2, group_id, {rule_id: {**WIDENED, "CidrIpv4": "192.0.2.0/25"}}, identity=BOB
+    )
+    for _ in range(2):
+        config.add_response(
+            "get_resource_config_history",
+            {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+        )
+    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as trail:
+        trail.add_response("lookup_events", lookup([event]))  # the edit, confirmed
+        trail.add_client_error("lookup_events", "ThrottlingException")
+        with pytest.raises(ClientError):
+            lambda_handler(eventbridge(event), CONTEXT)
+    held = {r["SecurityGroupRuleId"]: r.get("CidrIpv4") for r in rules_of(ec2, group_id)}
+    assert held[rule_id] == "192.0.2.0/25"
