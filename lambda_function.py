@@ -2049,7 +2049,12 @@ def current_config_values(
     try:
         current = not found or unchanged_since(change, captured, account)
     except RETRY_LATER:  # history denied or throttled: not known unchanged
-        if wider:
+        harmless = {  # the edit widens nothing Config's value let through (equal too)
+            rule_id
+            for rule_id, old in found.items()
+            if "unreadable" not in edited[rule_id] and not widens(edited[rule_id], old)
+        }
+        if found and set(edited) <= harmless:  # every rule of the edit, or none waits
             raise  # a narrowing edit is no hole: retried and told, never revoked for it
         current = False  # a widening one is closed now: the rule revoked, and told
     return found if current else {}  # the group changed since the item: not its old values
@@ -2464,7 +2469,10 @@ def put_back_plan(
             continue
         made_at = time_of(other) or removed_at
         lock = lock_tagging(other, change["groupId"])
-        if lock and not seen and made_at >= removed_at and not is_own(other, account):
+        after_it = made_at >= removed_at and (not seen or made_at == removed_at)
+        if lock and after_it and not is_own(other, account):
+            # The removal's own second, listed before or after it: which came first is not
+            # known, so it counts as set after (never as a lock before the removal).
             # Whoever set it (the remover too: a clean-up, then a lock), unless the guard's
             # own put-back of a lock tag taken off. Tagging again what was locked already
             # leaves the removal told, not put back: a lock is never taken for older than

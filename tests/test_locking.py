@@ -481,7 +481,13 @@ def test_a_removal_is_judged_by_the_lock_its_group_had_when_it_was_made(
     conditions(LOCKED_TAGGED={"lock": "on"})
     bob = assumed_role("Developer", "bob")
     if locked_before:
-        tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=assumed_role("Admin", "a"))
+        earlier = tag(
+            ec2, "CreateTags", group_id, {"lock": "on"}, identity=assumed_role("Admin", "a")
+        )
+        when = datetime.datetime.fromisoformat(earlier["eventTime"])  # a second before
+        earlier["eventTime"] = (when - datetime.timedelta(seconds=1)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
     ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[SSH_FROM_ANYWHERE])
     closed = revoke(
         ec2, group_id, [SSH_FROM_ANYWHERE], identity=assumed_role("Remediation", "x")
@@ -519,3 +525,24 @@ def test_a_lock_tag_set_after_a_removal_by_anyone_leaves_it_told_not_put_back(
     result = lambda_handler(eventbridge(removed), CONTEXT)
     assert WORLD_SSH not in rule_set(ec2, group_id)
     assert result["decision"] == "unreadable" and "lock tag was set" in result["unreadable"][0]
+
+
+def test_a_lock_tag_set_in_the_removals_second_listed_before_it_does_not_reopen(
+    ec2, group_id, conditions, history
+):
+    """A clean-up revokes SSH from the world, then tags the group lock=on, in one second.
+    Event history orders one second's records as it likes: listed as older than the
+    removal, the tag was read as a lock before it, and SSH from the world was authorized
+    back (a sixth review). A lock of the removal's own second counts as set after it."""
+    from cloudtrail import HISTORY, tag
+
+    conditions(LOCKED_TAGGED={"lock": "on"})
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[SSH_FROM_ANYWHERE])
+    owner = assumed_role("Admin", "alice")
+    removed = revoke(ec2, group_id, [SSH_FROM_ANYWHERE], identity=owner)
+    locked = tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=owner)
+    locked["eventTime"] = removed["eventTime"]  # the same second
+    HISTORY.remove(locked)
+    HISTORY.insert(HISTORY.index(removed), locked)  # listed just older than the removal
+    result = lambda_handler(eventbridge(removed), CONTEXT)
+    assert WORLD_SSH not in rule_set(ec2, group_id), result

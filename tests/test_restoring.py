@@ -657,3 +657,57 @@ def test_a_narrowing_edit_is_not_revoked_because_event_history_cannot_be_read(
             lambda_handler(eventbridge(event), CONTEXT)
     held = {r["SecurityGroupRuleId"]: r.get("CidrIpv4") for r in rules_of(ec2, group_id)}
     assert held[rule_id] == "192.0.2.0/25"
+
+
+ALL_OUT = {  # the egress rule every group is created with, as a Config item writes it
+    "ipProtocol": "-1",
+    "ipRanges": ["0.0.0.0/0"],
+    "ipv4Ranges": [{"cidrIp": "0.0.0.0/0"}],
+    "ipv6Ranges": [],
+    "prefixListIds": [],
+    "userIdGroupPairs": [],
+}
+
+
+def test_a_narrowed_rule_in_the_same_edit_does_not_shield_a_widened_one(ec2, group_id, config):
+    """One call narrows the egress rule and widens the bastion to SSH from the world, and
+    event history is throttled once the edit is confirmed: the narrowed rule made the whole
+    event wait, SSH from the world left open as an error (a sixth review). Only an edit
+    that widens nothing waits; this one is revoked, and told."""
+    bastion = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    (out,) = [r for r in rules_of(ec2, group_id) if r["IsEgress"]]
+    narrowed = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIpv4": "10.0.0.0/8"}
+    edits = {out["SecurityGroupRuleId"]: narrowed, bastion: WIDENED}
+    event = modify(ec2, group_id, edits, identity=BOB)
+    for _ in range(2):
+        config.add_response(
+            "get_resource_config_history",
+            {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT, [ALL_OUT])]},
+        )
+    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as trail:
+        trail.add_response("lookup_events", lookup([event]))  # the edit, confirmed
+        trail.add_client_error("lookup_events", "ThrottlingException")
+        lambda_handler(eventbridge(event), CONTEXT)
+    assert (False, "tcp", 22, 22, "0.0.0.0/0") not in rule_set(ec2, group_id)
+
+
+def test_a_description_only_edit_is_not_revoked_for_a_throttled_history(
+    ec2, group_id, config, conditions
+):
+    """In a locked group Bob renames the bastion rule only: it opens nothing. With event
+    history throttled, Config's value (the same: not "wider") was dropped and the rule
+    revoked, where the guard never puts it back (a sixth review). It waits, told."""
+    conditions(LOCKED_GROUP_IDS=[group_id])
+    rule_id = bastion_of(ec2, group_id)["SecurityGroupRuleId"]
+    same = {**WIDENED, "CidrIpv4": "192.0.2.0/24", "Description": "bastion (renamed)"}
+    event = modify(ec2, group_id, {rule_id: same}, identity=BOB)
+    config.add_response(
+        "get_resource_config_history",
+        {"configurationItems": [config_item(group_id, BEFORE_THE_EDIT)]},
+    )
+    with Stubber(lambda_function.client("cloudtrail", "us-east-1")) as trail:
+        trail.add_client_error("lookup_events", "ThrottlingException")
+        with pytest.raises(ClientError):
+            lambda_handler(eventbridge(event), CONTEXT)
+    held = {r["SecurityGroupRuleId"]: r.get("CidrIpv4") for r in rules_of(ec2, group_id)}
+    assert held.get(rule_id) == "192.0.2.0/24"

@@ -235,7 +235,11 @@ def test_a_removal_from_a_group_whose_lock_tag_was_off_is_put_back_with_the_tag(
     ec2, group_id, conditions, history
 ):
     conditions(LOCKED_TAGGED={"locked": None})
-    tag(ec2, "CreateTags", group_id, {"locked": "yes"})  # the group holds the bastion rule
+    earlier = tag(ec2, "CreateTags", group_id, {"locked": "yes"})  # holds the bastion rule
+    when = datetime.datetime.fromisoformat(earlier["eventTime"]) - datetime.timedelta(
+        minutes=1
+    )
+    earlier["eventTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")  # not the removal's second
     untagged = tag(ec2, "DeleteTags", group_id, {"locked": None})
     removed = revoke(ec2, group_id, [BASTION])
     history.records = HISTORY[:-2]
