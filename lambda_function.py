@@ -3254,11 +3254,15 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
     listed = change["prefixList"]
     ec2 = client("ec2", change["region"], account)
     added = listed["added"]
+    versions = list_versions(ec2, listed) if "restored" in listed else None  # read once
     if "restored" in listed:  # what a restore brought back is learned from AWS
-        added = listed["restoredEntries"] = restored_entries(ec2, listed)
+        added = listed["restoredEntries"] = restored_entries(versions)
     elif re_described(listed):  # removed and added back: was it there before?
         added = listed["newEntries"] = new_entries(ec2, listed)
-    done["unreadable"] += locked_takeouts(ec2, change, listed)
+    locks = SETTINGS.LOCKED_GROUP_IDS or SETTINGS.LOCKED_TAGGED
+    taken = taken_out(listed, versions) if locks else []  # read only where a lock is set
+    uses = references(ec2, listed["prefixListId"], change["account"]) if added or taken else []
+    done["unreadable"] += locked_takeouts(listed, taken, uses)
     if not added:
         reason = "the prefix-list change added no entry"
         if done["unreadable"]:
@@ -3266,9 +3270,7 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
                 "a locked group's rule lost entries of its prefix list: told, not put back"
             )
         return {**done, "reason": reason, "kept": [f"{listed['prefixListId']} changed"]}
-    guarded = guarded_references(
-        references(ec2, listed["prefixListId"], change["account"])
-    ) + allowed_through(listed["prefixListId"])
+    guarded = guarded_references(uses) + allowed_through(listed["prefixListId"])
     removing, keeping = entries_to_remove(added, guarded)
     words = entries_changed({"prefixList": {**listed, "added": keeping}})
     done["kept"] = words
@@ -3311,33 +3313,29 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
     return done
 
 
-def locked_takeouts(ec2: Any, change: Change, listed: dict[str, Any]) -> list[str]:
-    """Entries the change took out of a list that a locked group's rules use, in words. A
-    lock says the group must not change, but putting an entry back would add access (to
-    every group using the list) on the record's word: it is told (unreadable: on the topic,
-    as a metric), for a person to put back. Read only where a lock is set."""
-    if not (SETTINGS.LOCKED_GROUP_IDS or SETTINGS.LOCKED_TAGGED):
+def taken_out(listed: dict[str, Any], versions: dict[str, dict] | None) -> list[str]:
+    """The CIDRs a prefix-list change took out: a restore's, what the version it replaced
+    held that the restored one lacks (nothing, the list gone); a call's, its removals that
+    it does not add back (those are a new description)."""
+    if "restored" in listed:
+        versions = versions or {"from": {}, "over": {}}
+        return [cidr for cidr in versions["over"] if cidr not in versions["from"]]
+    added = {entry["cidr"] for entry in listed["added"]}
+    return [cidr for cidr in listed.get("removed", []) if cidr not in added]
+
+
+def locked_takeouts(listed: dict[str, Any], taken: list[str], uses: list[dict]) -> list[str]:
+    """The entries taken out of a list that a locked group's rules use (uses: the rules
+    that reference the list), in words. A lock says the group must not change, but putting
+    an entry back would add access (to every group using the list) on the record's word: it
+    is told (unreadable: on the topic, as a metric), for a person to put back."""
+    locked = sorted({rule["groupId"] for rule in uses if is_locked(rule)})
+    if not locked:
         return []
-    if "restored" in listed:  # what the replaced version held that the restored one lacks
-        versions = list_versions(ec2, listed) or {"from": {}, "over": {}}
-        taken = [cidr for cidr in versions["over"] if cidr not in versions["from"]]
-    else:  # a removal the same call adds back is a new description, nothing taken out
-        added = {entry["cidr"] for entry in listed["added"]}
-        taken = [cidr for cidr in listed.get("removed", []) if cidr not in added]
-    if not taken:
-        return []
-    locked = sorted(
-        {
-            rule["groupId"]
-            for rule in references(ec2, listed["prefixListId"], change["account"])
-            if is_locked(rule)
-        }
-    )
     return [
         f"entry {cidr} taken out of {listed['prefixListId']}, which locked "
         f"{', '.join(locked)} uses: not put back (put it back by hand)"
         for cidr in taken
-        if locked
     ]
 
 
@@ -3462,10 +3460,10 @@ def references(ec2: Any, prefix_list_id: str, account: str) -> list[dict[str, An
     return found
 
 
-def restored_entries(ec2: Any, listed: dict[str, Any]) -> list[dict[str, str]]:
-    """The entries a restore brought back: in the version restored, not in the one it
-    replaced. Versions do not change once made, so this holds however late the event is."""
-    found = list_versions(ec2, listed)
+def restored_entries(found: dict[str, dict] | None) -> list[dict[str, str]]:
+    """The entries a restore brought back (found: its two versions, list_versions): in the
+    version restored, not in the one it replaced. Versions do not change once made, so this
+    holds however late the event is."""
     if found is None:
         return []  # the list is gone: nothing it opens
     return [

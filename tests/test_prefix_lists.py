@@ -459,3 +459,22 @@ def test_an_entry_taken_out_of_a_list_no_locked_group_uses_is_kept_and_costs_not
 ):
     result = lambda_handler(remove_entry(ec2, used, OFFICE), CONTEXT)
     assert (result["decision"], calls) == ("kept", [])
+
+
+def test_a_restore_under_a_lock_reads_each_version_and_the_lists_users_once(
+    ec2, group_id, used, conditions, calls
+):
+    """The restore's two versions and the rules that use the list are read once, for the
+    entries it brought back and those it took out of a locked group's rule alike."""
+    conditions(LOCKED_GROUP_IDS=[group_id])
+    add_entries(ec2, used, ["10.9.0.0/16"])
+    ec2.modify_managed_prefix_list(
+        PrefixListId=used, CurrentVersion=2, RemoveEntries=[{"Cidr": OFFICE}]
+    )
+    event = restore_version(ec2, used, previous=1)  # the office back, 10.9.0.0/16 out
+    calls.clear()
+    result = lambda_handler(event, CONTEXT)
+    assert result["decision"] == "unreadable"  # 10.9.0.0/16 taken out of the locked group's
+    # the two versions, then the version the removal of the office changes (was 5 reads)
+    assert calls.count("GetManagedPrefixListEntries") == 3
+    assert calls.count("DescribeSecurityGroups") == 1  # the list's users (was 2)
