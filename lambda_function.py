@@ -1040,7 +1040,7 @@ def plan_undo(
         revoking = keep_under_exception(ec2, change, revoking, done, dry_run)
     restoring, narrowed = [], []
     if change["eventName"] == "ModifySecurityGroupRules" and revoking:  # Late events and edits
-        revoking, restoring, narrowed = plan_edit_undo(ec2, change, revoking, account)
+        revoking, restoring, narrowed = plan_edit_undo(ec2, change, revoking, account, dry_run)
         done["kept"] += narrowed
     if not revoking and not restoring:
         done["reason"] = done.get("exception") or reason_kept(done["kept"], narrowed)
@@ -1954,10 +1954,10 @@ def source_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 
 def plan_edit_undo(
-    ec2: Any, change: Change, rules: list[dict], account: str | None
+    ec2: Any, change: Change, rules: list[dict], account: str | None, dry_run: bool
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """(revoke, restore, keep) for the edited rules, from their old values (plan_edits)."""
-    previous = previous_values(ec2, change, rules, account)
+    previous = previous_values(ec2, change, rules, account, dry_run)
     return plan_edits(rules, previous, is_locked(change))
 
 
@@ -2013,12 +2013,12 @@ HISTORY_PAGES = 10  # at most 500 earlier events of the group, at LookupEvents' 
 
 
 def previous_values(
-    ec2: Any, change: Change, rules: list[dict], account: str | None
+    ec2: Any, change: Change, rules: list[dict], account: str | None, dry_run: bool
 ) -> dict[str, dict]:
     """The old value of each edited rule, by rule ID, from the sources switched on."""
     found: dict[str, dict] = {}
     if SETTINGS.RESTORE_FROM_CONFIG:
-        found |= current_config_values(ec2, change, rules, account)
+        found |= current_config_values(ec2, change, rules, account, dry_run)
     missing = [rule for rule in rules if rule["securityGroupRuleId"] not in found]
     if missing and SETTINGS.RESTORE_FROM_CLOUDTRAIL:
         found |= previous_from_cloudtrail(change, missing, account)
@@ -2026,7 +2026,7 @@ def previous_values(
 
 
 def current_config_values(
-    ec2: Any, change: Change, rules: list[dict], account: str | None
+    ec2: Any, change: Change, rules: list[dict], account: str | None, dry_run: bool
 ) -> dict[str, dict]:
     """Config's old values that can be trusted. A Config item names no rule IDs and may be
     older than the group's latest changes (Config lags; daily recording): its "one rule no
@@ -2045,7 +2045,7 @@ def current_config_values(
         if "unreadable" in edited[rule_id] or widens(old, edited[rule_id])
     }
     if wider:
-        confirm_first(change, is_dry_run())
+        confirm_first(change, dry_run)
     try:
         current = not found or unchanged_since(change, captured, account)
     except RETRY_LATER:  # history denied or throttled: not known unchanged
