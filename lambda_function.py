@@ -3253,9 +3253,9 @@ def unwiden(change: Change, done: Done, dry_run: bool, account: str | None) -> d
     their rules would not be allowed with."""
     listed = change["prefixList"]
     ec2 = client("ec2", change["region"], account)
-    added = listed["added"]
-    versions = list_versions(ec2, listed) if "restored" in listed else None  # read once
-    if "restored" in listed:  # what a restore brought back is learned from AWS
+    added, versions = listed["added"], None
+    if "restored" in listed:  # what a restore brought back is learned from AWS (once)
+        versions = list_versions(ec2, listed)
         added = listed["restoredEntries"] = restored_entries(versions)
     elif re_described(listed):  # removed and added back: was it there before?
         added = listed["newEntries"] = new_entries(ec2, listed)
