@@ -2516,7 +2516,8 @@ def put_back_plan(
             chains[n].append((value, approved or (authorizes and not fresh), fresh))
             if authorizes or not by_id:
                 created.add(n)  # its making; by value, the newest that made it is enough
-        if len(created) == len(rules):
+        # Every rule found: stop, unless a lock set since still wants the lock before it.
+        if len(created) == len(rules) and not (locked_since and locked_before is None):
             break
     back, left_out, cannot = [], [], []
     locked_later = (

@@ -546,3 +546,36 @@ def test_a_lock_tag_set_in_the_removals_second_listed_before_it_does_not_reopen(
     HISTORY.insert(HISTORY.index(removed), locked)  # listed just older than the removal
     result = lambda_handler(eventbridge(removed), CONTEXT)
     assert WORLD_SSH not in rule_set(ec2, group_id), result
+
+
+MONITORING = {**BASTION, "FromPort": 9100, "ToPort": 9100}
+
+
+def test_a_lock_older_than_the_removed_rule_counts_when_the_remover_tags_it_again(
+    ec2, group_id, conditions, history
+):
+    """The group was tagged lock=on, then an exempt admin added tcp 9100 (both in event
+    history). Bob removes it and tags lock=on again. The reading stopped at the rule's
+    Authorize (every removed rule found) before the older lock tag, so the re-tag made the
+    removal stick, told, in a group locked all along (a seventh attacker's review). It reads
+    on for the lock before the removal while a lock set since wants one."""
+    admin = assumed_role("NetworkAdmin", "carol")
+    conditions(
+        LOCKED_TAGGED={"lock": "on"},
+        EXEMPT_PRINCIPALS=["arn:aws:iam::123456789012:role/NetworkAdmin"],
+    )
+    from cloudtrail import tag
+
+    def seconds_earlier(found, seconds):
+        when = datetime.datetime.fromisoformat(found["eventTime"])
+        found["eventTime"] = (when - datetime.timedelta(seconds=seconds)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+
+    seconds_earlier(tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=admin), 5)
+    seconds_earlier(authorize(ec2, group_id, [MONITORING], identity=admin), 3)
+    bob = assumed_role("Developer", "bob")
+    removed = revoke(ec2, group_id, [MONITORING], identity=bob)
+    tag(ec2, "CreateTags", group_id, {"lock": "on"}, identity=bob)  # the same value again
+    result = lambda_handler(eventbridge(removed), CONTEXT)
+    assert (False, "tcp", 9100, 9100, "192.0.2.0/24") in rule_set(ec2, group_id), result
